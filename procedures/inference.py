@@ -1,0 +1,50 @@
+"""Tag a file with any saved model and write CoNLL (token, predicted tag)."""
+from __future__ import annotations
+
+import logging
+from itertools import islice
+from typing import Iterator, List
+
+from nlp_distill.data.conll import Sentence, write_conll
+from nlp_distill.data.unlabeled import iter_unlabeled
+from procedures.common import setup_logging
+
+logger = logging.getLogger(__name__)
+
+
+def load_model(kind: str, model_dir):
+    if kind == "transformer_token":
+        from nlp_distill.models.transformer import TransformerTokenClassifier
+
+        return TransformerTokenClassifier.from_pretrained(model_dir)
+    if kind == "tagger":
+        from nlp_distill.models.neural_tagger import NeuralTagger
+
+        return NeuralTagger.from_pretrained(model_dir)
+    raise ValueError(f"unknown model kind {kind!r}")
+
+
+def do_inference(kind: str, model_dir, data_file, output_file, batch_size: int = 64, chunk: int = 2048) -> int:
+    """Stream ``data_file`` (CoNLL or one sentence per line) in chunks, predict, write CoNLL.
+
+    Returns:
+        number of sentences tagged.
+    """
+    setup_logging()
+    model = load_model(kind, model_dir)
+    it = iter_unlabeled(data_file)
+    n = 0
+
+    def tagged() -> Iterator[Sentence]:
+        nonlocal n
+        while True:
+            block: List[Sentence] = list(islice(it, chunk))
+            if not block:
+                return
+            for s, tags in zip(block, model.predict([s.tokens for s in block], batch_size=batch_size)):
+                n += 1
+                yield Sentence(s.tokens, tags)
+
+    write_conll(output_file, tagged())
+    logger.info("tagged %d sentences from %s", n, data_file)
+    return n

@@ -1,0 +1,84 @@
+"""Fine-tune a TransformerTokenClassifier (the teacher) on a CoNLL data dir."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+
+from nlp_distill.config import TrainerConfig, TransformerConfig
+from nlp_distill.data.batching import bucket_batches
+from nlp_distill.data.dataset_dir import load_data_dir
+from nlp_distill.io import write_json
+from nlp_distill.models.transformer import TransformerTokenClassifier
+from nlp_distill.training.checkpoint import seed_everything
+from nlp_distill.training.trainer import Trainer
+from procedures.common import environment, evaluate_split, pick_device, setup_logging, write_run_config
+
+logger = logging.getLogger(__name__)
+
+
+def default_teacher_trainer_config() -> TrainerConfig:
+    return TrainerConfig(epochs=4, lr=5e-5, weight_decay=0.01, optimizer="adamw", scheduler="linear",
+                         warmup_ratio=0.1, max_grad_norm=1.0)
+
+
+def do_training(data_dir, output_dir, model: TransformerConfig, trainer: TrainerConfig,
+                device: Optional[str] = None, resume: bool = False) -> Dict[str, Any]:
+    """Fine-tune the teacher; best epoch on dev; test evaluated once at the end.
+
+    Writes to ``output_dir``: ``model/`` (HF folder + labels), ``config.json``, ``metrics.json``,
+    ``train_log.jsonl``, ``checkpoint/``.
+
+    Returns:
+        the metrics dict written to ``metrics.json``.
+    """
+    out = Path(output_dir)
+    setup_logging(out)
+    seed_everything(trainer.seed)
+    data = load_data_dir(data_dir)
+    dev_ = pick_device(device)
+    clf = TransformerTokenClassifier.from_pretrained(model.model_name_or_path or None, data.labels, model).to(dev_)
+    model = clf.config
+    write_run_config(out, task="transformer_token", data_dir=str(data_dir), model=model, trainer=trainer)
+    logger.info("teacher %s: %.1fM parameters, %d labels; train/dev/test = %d/%d/%d sentences",
+                model.model_name_or_path, clf.num_parameters() / 1e6, len(data.labels), len(data.train),
+                len(data.dev), len(data.test))
+
+    train_tags = [data.labels.encode(s.tags) for s in data.train]
+    windows = clf.windows([s.tokens for s in data.train])
+    lengths = [len(w.input_ids) for w in windows]
+    n_batches = (len(windows) + model.batch_size - 1) // model.batch_size
+
+    def batches(epoch: int):
+        for idx in bucket_batches(lengths, model.batch_size, shuffle=True, seed=trainer.seed + epoch):
+            b = clf.collate([windows[i] for i in idx], train_tags)
+            yield {k: v.to(dev_) for k, v in b.items()}
+
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    named = [(n, p) for n, p in clf.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in named if not n.endswith(no_decay)], "weight_decay": trainer.weight_decay},
+              {"params": [p for n, p in named if n.endswith(no_decay)], "weight_decay": 0.0}]
+
+    def evaluate():
+        return evaluate_split(clf.predict, data.dev)
+
+    t0 = time.perf_counter()
+    result = Trainer(clf, trainer, clf.loss, batches, n_batches, evaluate, clf.save_pretrained, out,
+                     param_groups=groups).train(resume=resume)
+    train_time = time.perf_counter() - t0
+    best = TransformerTokenClassifier.from_pretrained(str(out / "model")).to(dev_)
+    metrics = {"dev": evaluate_split(best.predict, data.dev),
+               "test": evaluate_split(best.predict, data.test) if data.test else None,
+               "best_epoch": result["best_epoch"], "epochs_run": len(result["history"]),
+               "train_seconds": train_time,
+               "train_sentences_per_second": len(data.train) * len(result["history"]) / max(
+                   sum(h["epoch_seconds"] for h in result["history"]), 1e-9),
+               "parameters": best.num_parameters(), "environment": environment()}
+    write_json(out / "metrics.json", metrics)
+    test_f1 = metrics["test"]["f1"] if metrics["test"] else float("nan")
+    logger.info("teacher done: dev F1 %.4f, test F1 %.4f (best epoch %d, %.0fs)", metrics["dev"]["f1"], test_f1,
+                result["best_epoch"], train_time)
+    return metrics
