@@ -6,7 +6,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Type, TypeVar
+from typing import Any, Dict, List, Optional, Type, TypeVar
 
 T = TypeVar("T", bound="ConfigBase")
 
@@ -92,7 +92,7 @@ class TaggerConfig(ConfigBase):
     use_word_shape: bool = True
     hidden: int = 200  # BiLSTM: per direction; ID-CNN: filters
     num_layers: int = 1  # BiLSTM layers
-    idcnn_dilations: tuple = (1, 2, 1)
+    idcnn_dilations: List[int] = field(default_factory=lambda: [1, 2, 1])
     idcnn_iterations: int = 4
     dropout: float = 0.5
     word_dropout: float = 0.05  # training-only: replace word ids by UNK at this rate
@@ -123,6 +123,17 @@ class PseudoConfig(ConfigBase):
     max_unlabeled: Optional[int] = None  # read at most this many unlabeled sentences
 
 
+@dataclass
+class StudentDataConfig(ConfigBase):
+    """How student training data is batched and how word vectors are initialised."""
+
+    batch_size: int = 32
+    eval_batch_size: int = 256
+    embedding_file: Optional[str] = None  # GloVe / word2vec text vectors
+    init_embeddings_from_teacher: Optional[str] = None  # teacher/encoder folder: mean sub-token vectors
+    vocab_from_unlabeled: bool = True  # add unlabeled training words (min_word_freq) to the word vocab
+
+
 _NESTED: Dict[str, Type[ConfigBase]] = {
-    c.__name__: c for c in (TrainerConfig, TransformerConfig, TaggerConfig, KDConfig, PseudoConfig)
+    c.__name__: c for c in (TrainerConfig, TransformerConfig, TaggerConfig, KDConfig, PseudoConfig, StudentDataConfig)
 }

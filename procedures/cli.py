@@ -109,6 +109,119 @@ def transformer_token(ctx: click.Context, data_dir, output_dir, device, resume, 
     _echo_result(m)
 
 
+def tagger_options(f):
+    """Flags shared by tagger, tagger_kd and tagger_kd_pseudo (NLP Architect names)."""
+    opts = [
+        click.option("--data_dir", required=True, type=click.Path(exists=True, file_okay=False),
+                     help="Folder with train.txt dev.txt [test.txt labels.txt unlabeled.txt]."),
+        click.option("--output_dir", required=True, type=click.Path(file_okay=False)),
+        click.option("--model_type", type=click.Choice(["cnn-lstm", "id-cnn"]), default="cnn-lstm", show_default=True),
+        click.option("--use_crf/--no_crf", default=False, show_default=True),
+        click.option("--char_encoder", type=click.Choice(["cnn", "lstm", "none"]), default="cnn", show_default=True),
+        click.option("--word_embedding_dims", default=100, show_default=True, type=int),
+        click.option("--hidden", default=200, show_default=True, type=int, help="BiLSTM units per direction / ID-CNN filters."),
+        click.option("--dropout", default=0.5, show_default=True, type=float),
+        click.option("--word_dropout", default=0.05, show_default=True, type=float),
+        click.option("--max_word_length", default=30, show_default=True, type=int, help="Characters per word seen by the char encoder."),
+        click.option("--embedding_file", default=None, type=click.Path(exists=True, dir_okay=False),
+                     help="GloVe / word2vec text vectors (dimension must equal --word_embedding_dims)."),
+        click.option("--init_embeddings_from_teacher", default=None, type=click.Path(exists=True),
+                     help="Initialise word vectors from this teacher/encoder folder's input embeddings."),
+        click.option("--batch_size", default=32, show_default=True, type=int),
+        click.option("--epochs", default=25, show_default=True, type=int),
+        click.option("--lr", default=2e-3, show_default=True, type=float),
+        click.option("--early_stopping_patience", default=6, show_default=True, type=int),
+        click.option("--seed", default=42, show_default=True, type=int),
+        click.option("--device", default=None, help="cpu | cuda (default: cuda if available)."),
+        click.option("--resume", is_flag=True, help="Continue from OUTPUT_DIR/checkpoint."),
+        click.option("--config", "config_file", default=None, type=click.Path(exists=True, dir_okay=False),
+                     help="JSON with tagger/trainer/data[/kd/pseudo] sections (a run's config.json)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def kd_options(f):
+    opts = [
+        click.option("--teacher_model_path", required=True, type=click.Path(exists=True, file_okay=False),
+                     help="Teacher folder (or run folder) from `nlp-train transformer_token`."),
+        click.option("--kd_temp", default=1.0, show_default=True, type=float),
+        click.option("--kd_loss_fn", type=click.Choice(["kl", "mse"]), default="kl", show_default=True),
+        click.option("--kd_dist_w", default=1.0, show_default=True, type=float),
+        click.option("--kd_student_w", default=1.0, show_default=True, type=float),
+        click.option("--teacher_max_seq_len", default=128, show_default=True, type=int,
+                     help="Sub-tokens per teacher window; longer sentences use overlapping windows."),
+        click.option("--teacher_batch_size", default=64, show_default=True, type=int),
+        click.option("--no_cache", is_flag=True, help="Run the teacher every step instead of caching its logits."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _student_sections(ctx, config_file, kd: bool = False, pseudo: bool = False):
+    from nlp_distill.config import StudentDataConfig
+    from procedures.tagger import default_student_trainer_config
+
+    defaults: Dict[str, Any] = {"tagger": TaggerConfig(), "trainer": default_student_trainer_config(),
+                                "data": StudentDataConfig()}
+    flags = dict(TAGGER_FLAGS)
+    if kd:
+        defaults["kd"] = KDConfig()
+        flags.update(KD_FLAGS)
+    if pseudo:
+        defaults["pseudo"] = PseudoConfig()
+        flags.update(PSEUDO_FLAGS)
+    s = build_sections(ctx, defaults, flags, config_file)
+    if kd and ctx.params.get("no_cache"):
+        s["kd"] = s["kd"].replace(use_cache=False)
+    return s
+
+
+@nlp_train.command("tagger")
+@tagger_options
+@click.pass_context
+def train_tagger(ctx: click.Context, data_dir, output_dir, device, resume, config_file, **_: Any) -> None:
+    """Train a student tagger (BiLSTM or ID-CNN, softmax or CRF) on gold labels."""
+    from procedures.tagger import do_training
+
+    s = _student_sections(ctx, config_file)
+    _echo_result(do_training(data_dir, output_dir, s["tagger"], s["trainer"], s["data"], device=device, resume=resume))
+
+
+@nlp_train.command("tagger_kd")
+@tagger_options
+@kd_options
+@click.pass_context
+def train_tagger_kd(ctx: click.Context, data_dir, output_dir, device, resume, config_file, **_: Any) -> None:
+    """Train a student with knowledge distillation from a fine-tuned teacher."""
+    from procedures.tagger_kd import do_kd_training
+
+    s = _student_sections(ctx, config_file, kd=True)
+    _echo_result(do_kd_training(data_dir, output_dir, s["tagger"], s["trainer"], s["data"], s["kd"], device=device,
+                                resume=resume))
+
+
+@nlp_train.command("tagger_kd_pseudo")
+@tagger_options
+@kd_options
+@click.option("--unlabeled_filename", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Raw text (one sentence per line) or CoNLL; default DATA_DIR/unlabeled.txt.")
+@click.option("--pseudo_threshold", default=0.0, show_default=True, type=float,
+              help="Sentences with teacher confidence below this get KD only, no pseudo-label CE.")
+@click.option("--unlabeled_weight", default=1.0, show_default=True, type=float)
+@click.option("--max_unlabeled", default=None, type=int, help="Use at most this many unlabeled sentences.")
+@click.pass_context
+def train_tagger_kd_pseudo(ctx: click.Context, data_dir, output_dir, device, resume, config_file, **_: Any) -> None:
+    """KD on labeled data plus pseudo-labels + KD on unlabeled text."""
+    from procedures.tagger_kd import do_kd_pseudo_training
+
+    s = _student_sections(ctx, config_file, kd=True, pseudo=True)
+    _echo_result(do_kd_pseudo_training(data_dir, output_dir, s["tagger"], s["trainer"], s["data"], s["kd"],
+                                       s["pseudo"], device=device, resume=resume))
+
+
 def _echo_result(m: Dict[str, Any]) -> None:
     test = m.get("test")
     click.echo(f"dev F1 {m['dev']['f1']:.4f}" + (f"  test F1 {test['f1']:.4f}" if test else ""))
@@ -119,19 +232,36 @@ def nlp_inference() -> None:
     """Tag files with a saved model."""
 
 
+def inference_options(f):
+    for o in reversed([
+        click.option("--model_dir", required=True, type=click.Path(exists=True, file_okay=False),
+                     help="Saved model folder (or the run folder holding model/)."),
+        click.option("--data_file", required=True, type=click.Path(exists=True, dir_okay=False),
+                     help="CoNLL (tags, if any, are ignored) or raw text, one sentence per line."),
+        click.option("--output_file", required=True, type=click.Path(dir_okay=False)),
+        click.option("--batch_size", default=64, show_default=True, type=int),
+    ]):
+        f = o(f)
+    return f
+
+
 @nlp_inference.command("transformer_token")
-@click.option("--model_dir", required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--data_file", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="CoNLL (tags, if any, are ignored) or raw text, one sentence per line.")
-@click.option("--output_file", required=True, type=click.Path(dir_okay=False))
-@click.option("--batch_size", default=64, show_default=True, type=int)
+@inference_options
 def infer_transformer(model_dir, data_file, output_file, batch_size) -> None:
-    """Write CoNLL (token, predicted tag) for DATA_FILE."""
+    """Write CoNLL (token, predicted tag) for DATA_FILE with a transformer model."""
     from procedures.inference import do_inference
 
     n = do_inference("transformer_token", model_dir, data_file, output_file, batch_size)
     click.echo(f"tagged {n} sentences -> {output_file}")
 
 
-def main() -> None:  # pragma: no cover
-    nlp_train(sys.argv[1:])
+@nlp_inference.command("tagger")
+@inference_options
+def infer_tagger(model_dir, data_file, output_file, batch_size) -> None:
+    """Write CoNLL (token, predicted tag) for DATA_FILE with a student tagger."""
+    from procedures.inference import do_inference
+
+    n = do_inference("tagger", model_dir, data_file, output_file, batch_size)
+    click.echo(f"tagged {n} sentences -> {output_file}")
+
+

@@ -1,0 +1,85 @@
+"""Distillation losses: pure functions over word-level logits with a bool mask of real words.
+
+Every loss sums per-word terms over real words (``mask`` True) only, optionally weighted per
+sentence, and returns either that sum (``reduction="sum"``, for the Trainer, which divides by the
+word count of the whole accumulation group) or the per-real-word mean (``"mean"``).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+
+def _reduce(per_word: torch.Tensor, mask: torch.Tensor, weight: Optional[torch.Tensor], reduction: str) -> torch.Tensor:
+    """per_word: (B, L); mask: (B, L) bool; weight: (B,) or None."""
+    per_word = per_word.masked_fill(~mask, 0.0)
+    if weight is not None:
+        per_word = per_word * weight.unsqueeze(1)
+    total = per_word.sum()
+    if reduction == "sum":
+        return total
+    if reduction == "mean":
+        return total / mask.sum().clamp(min=1)
+    raise ValueError(f"unknown reduction {reduction!r}; expected 'sum' or 'mean'")
+
+
+def ce(logits: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor, weight: Optional[torch.Tensor] = None,
+       reduction: str = "mean") -> torch.Tensor:
+    """Hard-label cross-entropy over real, labeled words (tags != -100).
+
+    Args:
+        logits: (B, L, C); tags: (B, L) ids or -100; mask: (B, L) bool; weight: (B,) optional.
+    """
+    labeled = mask & (tags != -100)
+    per_word = F.cross_entropy(logits.transpose(1, 2), tags.masked_fill(~labeled, 0), reduction="none")  # (B, L)
+    return _reduce(per_word, labeled, weight, reduction)
+
+
+def kd_kl(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0,
+          weight: Optional[torch.Tensor] = None, reduction: str = "mean") -> torch.Tensor:
+    """``T^2 * KL(softmax(t/T) || softmax(s/T))`` per real word (Hinton et al., 2015).
+
+    The T^2 factor keeps the gradient magnitude independent of T.
+
+    Args:
+        student, teacher: (B, L, C) logits; mask: (B, L) bool; temperature: T > 0.
+    """
+    t = temperature
+    log_ps = F.log_softmax(student / t, dim=-1)  # (B, L, C)
+    log_pt = F.log_softmax(teacher.to(student.dtype) / t, dim=-1)
+    per_word = (log_pt.exp() * (log_pt - log_ps)).sum(-1) * (t * t)  # (B, L)
+    return _reduce(per_word, mask, weight, reduction)
+
+
+def kd_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, weight: Optional[torch.Tensor] = None,
+           reduction: str = "mean") -> torch.Tensor:
+    """Mean squared error between raw logits, averaged over classes, per real word.
+
+    Args:
+        student, teacher: (B, L, C) logits; mask: (B, L) bool.
+    """
+    per_word = ((student - teacher.to(student.dtype)) ** 2).mean(-1)  # (B, L)
+    return _reduce(per_word, mask, weight, reduction)
+
+
+def hidden_mse(student_h: torch.Tensor, teacher_h: torch.Tensor, mask: torch.Tensor,
+               weight: Optional[torch.Tensor] = None, reduction: str = "mean") -> torch.Tensor:
+    """MSE between hidden states of equal size (project the student first), per real word.
+
+    Args:
+        student_h, teacher_h: (B, L, H); mask: (B, L) bool.
+    """
+    return kd_mse(student_h, teacher_h, mask, weight, reduction)
+
+
+def cosine(student_h: torch.Tensor, teacher_h: torch.Tensor, mask: torch.Tensor,
+           weight: Optional[torch.Tensor] = None, reduction: str = "mean") -> torch.Tensor:
+    """``1 - cos(student_h, teacher_h)`` per real word.
+
+    Args:
+        student_h, teacher_h: (B, L, H); mask: (B, L) bool.
+    """
+    per_word = 1.0 - F.cosine_similarity(student_h, teacher_h.to(student_h.dtype), dim=-1, eps=1e-8)  # (B, L)
+    return _reduce(per_word, mask, weight, reduction)

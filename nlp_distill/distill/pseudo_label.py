@@ -1,0 +1,79 @@
+"""Pseudo-labels: the teacher's argmax over unlabeled text, with a per-sentence confidence and
+tag sequences repaired to be valid in the label scheme. A data step: it yields ordinary
+sentences (plus weights) that any student trains on."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from itertools import islice
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from nlp_distill.data.conll import Sentence
+from nlp_distill.data.labels import LabelVocab, repair
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PseudoLabeled:
+    """A pseudo-labeled sentence: tags (scheme-valid), confidence in [0, 1], whether it passed."""
+
+    sentence: Sentence
+    confidence: float
+    accepted: bool
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)
+
+
+def label_from_logits(tokens: Sequence[str], logits: np.ndarray, labels: LabelVocab, threshold: float = 0.0) -> PseudoLabeled:
+    """Tags = argmax of ``logits`` (n_words, C), then repaired to the scheme (an orphan I-X
+    starts an X entity); confidence = mean over words of the teacher's max probability."""
+    probs = softmax(logits.astype(np.float32))  # (n, C)
+    tags = labels.decode(probs.argmax(-1).tolist())
+    if labels.scheme != "IO":
+        tags = repair(tags, labels.scheme)
+    conf = float(probs.max(-1).mean()) if len(tokens) else 0.0
+    return PseudoLabeled(Sentence(list(tokens), tags), conf, conf >= threshold)
+
+
+def pseudo_label(teacher, sentences: Iterable[Sequence[str]], threshold: float = 0.0, batch_size: int = 64,
+                 chunk: int = 2048) -> Iterator[PseudoLabeled]:
+    """Stream pseudo-labels for token lists, ``chunk`` sentences through the teacher at a time."""
+    it = iter(sentences)
+    while True:
+        block = [list(s) for s in islice(it, chunk)]
+        if not block:
+            return
+        for toks, lg in zip(block, teacher.word_logits(block, batch_size)):
+            yield label_from_logits(toks, lg, teacher.labels, threshold)
+
+
+def write_pseudo_labeled(path, items: Iterable[PseudoLabeled]) -> Tuple[int, int]:
+    """Stream pseudo-labels to CoNLL: ``token<TAB>tag<TAB>confidence`` (the sentence's confidence
+    on each of its lines). Written to a temporary file then renamed.
+
+    Returns:
+        (sentences written, sentences at or above the threshold)
+    """
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    n = acc = 0
+    with open(tmp, "w", encoding="utf-8") as f:
+        for it in items:
+            n += 1
+            acc += it.accepted
+            for tok, tag in zip(it.sentence.tokens, it.sentence.tags):
+                f.write(f"{tok}\t{tag}\t{it.confidence:.4f}\n")
+            f.write("\n")
+    os.replace(tmp, path)
+    return n, acc

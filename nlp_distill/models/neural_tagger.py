@@ -1,0 +1,171 @@
+"""NeuralTagger: embedder (word + char + shape) -> encoder (BiLSTM | ID-CNN) -> linear -> [CRF]."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from nlp_distill.config import TaggerConfig
+from nlp_distill.data.batching import Batch, EncodedData, bucket_batches
+from nlp_distill.data.conll import Sentence
+from nlp_distill.data.labels import LabelVocab
+from nlp_distill.data.vocab import Vocab, build_char_vocab
+from nlp_distill.io import LIBRARY_VERSION, read_json, resolve_model_dir, write_json
+from nlp_distill.modules.crf import CRF
+from nlp_distill.modules.embedders import WordCharEmbedder
+from nlp_distill.modules.encoders import BiLSTMEncoder, IDCNNEncoder
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "model.safetensors"
+
+
+class NeuralTagger(nn.Module):
+    """A small sequence tagger (the student).
+
+    Args:
+        config: architecture.
+        word_vocab, char_vocab: vocabularies (built from training data only).
+        labels: label vocabulary (output order).
+    """
+
+    def __init__(self, config: TaggerConfig, word_vocab: Vocab, char_vocab: Vocab, labels: LabelVocab) -> None:
+        super().__init__()
+        self.config = config
+        self.word_vocab = word_vocab
+        self.char_vocab = char_vocab
+        self.labels = labels
+        self.embedder = WordCharEmbedder(config, len(word_vocab), len(char_vocab))
+        if config.model_type == "cnn-lstm":
+            self.encoder: nn.Module = BiLSTMEncoder(self.embedder.out_dim, config.hidden, config.num_layers, config.dropout)
+        elif config.model_type == "id-cnn":
+            self.encoder = IDCNNEncoder(self.embedder.out_dim, config.hidden, tuple(config.idcnn_dilations),
+                                        config.idcnn_iterations, dropout=config.dropout)
+        else:
+            raise ValueError(f"unknown model_type {config.model_type!r}; expected cnn-lstm | id-cnn")
+        self.proj = nn.Linear(self.encoder.out_dim, len(labels))
+        self.crf: Optional[CRF] = None
+        if config.use_crf:
+            if config.crf_constraints:
+                start, trans = labels.allowed_transitions()
+                self.crf = CRF(len(labels), start, trans, labels.allowed_end())
+            else:
+                self.crf = CRF(len(labels))
+
+    @classmethod
+    def build(cls, config: TaggerConfig, train: Sequence[Sentence], labels: LabelVocab) -> "NeuralTagger":
+        """A new tagger whose word/char vocabularies come from ``train`` (training text only)."""
+        wv = Vocab.build((s.tokens for s in train), config.min_word_freq, config.lowercase)
+        cv = build_char_vocab(s.tokens for s in train)
+        return cls(config, wv, cv, labels)
+
+    # ---------------------------------------------------------------------------- forward
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Emissions (B, L, C) per word (for a CRF model: unary scores; else logits)."""
+        x = self.embedder(batch.words, batch.chars, batch.shapes)  # (B, L, D)
+        h = self.encoder(x, batch.mask)  # (B, L, H)
+        return self.proj(h)  # (B, L, C)
+
+    def gold_loss(self, emissions: torch.Tensor, batch: Batch, tags: Optional[torch.Tensor] = None,
+                  weight: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Summed hard-label loss and the number of labeled words (the Trainer divides).
+
+        CE sums over labeled words; the CRF NLL of a sentence is a sum over its words too, so both
+        are averaged per word by the same division. Sentences whose tags are all -100 are skipped.
+
+        Args:
+            emissions: (B, L, C); tags: (B, L) ids or -100 (default ``batch.tags``);
+            weight: (B,) per-sentence weights (default ``batch.weight``).
+
+        Returns:
+            (loss_sum scalar, n_words scalar)
+        """
+        tags = batch.tags if tags is None else tags
+        weight = batch.weight if weight is None else weight
+        labeled = (tags != -100) & batch.mask  # (B, L)
+        n = labeled.sum()
+        if self.crf is None:
+            ce = nn.functional.cross_entropy(emissions.transpose(1, 2), tags.masked_fill(~labeled, -100),
+                                             ignore_index=-100, reduction="none")  # (B, L)
+            return (ce.sum(1) * weight).sum(), n
+        # the CRF scores whole paths: a sentence is either fully tagged or skipped (e.g. a
+        # pseudo-labeled sentence under the confidence threshold); partial tags are an error
+        full = labeled.sum(1) == batch.mask.sum(1)  # (B,)
+        if bool((labeled.any(1) & ~full).any()):
+            raise ValueError("CRF loss needs every word of a tagged sentence tagged")
+        if not bool(full.any()):
+            return emissions.sum() * 0.0, n
+        nll = self.crf.nll(emissions[full], tags[full], batch.mask[full])  # (B',)
+        return (nll * weight[full]).sum(), labeled[full].sum()
+
+    def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> List[List[int]]:
+        """Label ids per sentence: Viterbi for CRF models, argmax otherwise."""
+        if self.crf is not None:
+            return self.crf.viterbi(emissions, mask)
+        pred = emissions.argmax(-1)
+        lengths = mask.sum(1).tolist()
+        return [pred[b, :n].tolist() for b, n in enumerate(lengths)]
+
+    def encode(self, sentences: Sequence[Sentence], weights=None) -> EncodedData:
+        return EncodedData(sentences, self.word_vocab, self.char_vocab, self.labels, self.config.max_word_length, weights)
+
+    @torch.no_grad()
+    def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 64) -> List[List[str]]:
+        """Tags for token lists, e.g. ``tagger.predict([["EU", "rejects", "German", "call"]])``."""
+        was = self.training
+        self.eval()
+        try:
+            data = self.encode([Sentence(list(s)) for s in sentences])
+            out: List[Optional[List[str]]] = [None] * len(data)
+            dev = self.device
+            for idx in bucket_batches(data.lengths, batch_size, shuffle=False):
+                idx = [i for i in idx if data.lengths[i] > 0]
+                if not idx:
+                    continue
+                b = data.collate(idx).to(dev)
+                for i, ids in zip(idx, self.decode(self(b), b.mask)):
+                    out[i] = self.labels.decode(ids)
+            return [o if o is not None else [] for o in out]
+        finally:
+            self.train(was)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ----------------------------------------------------------------------- save / load
+    def save_pretrained(self, folder) -> None:
+        """Folder: ``config.json`` (architecture, labels, library version), ``model.safetensors``,
+        ``vocab.json`` (words + chars)."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / "config.json", {"model_class": "NeuralTagger", "library_version": LIBRARY_VERSION,
+                                           "tagger": self.config.to_dict(), "labels": self.labels.labels})
+        write_json(folder / "vocab.json", {"words": self.word_vocab.to_dict(), "chars": self.char_vocab.to_dict()})
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(folder / WEIGHTS_FILE))
+
+    @classmethod
+    def from_pretrained(cls, folder, map_location: str = "cpu") -> "NeuralTagger":
+        """Rebuild from ``config.json`` + ``vocab.json`` and load weights strictly."""
+        from safetensors.torch import load_file
+
+        folder = resolve_model_dir(folder)
+        cfg = read_json(folder / "config.json")
+        if cfg.get("model_class") != "NeuralTagger":
+            raise ValueError(f"{folder} holds a {cfg.get('model_class')!r}, not a NeuralTagger")
+        vocab = read_json(folder / "vocab.json")
+        tcfg = TaggerConfig.from_dict(cfg["tagger"])
+        model = cls(tcfg, Vocab.from_dict(vocab["words"]), Vocab.from_dict(vocab["chars"]), LabelVocab(cfg["labels"]))
+        model.load_state_dict(load_file(str(folder / WEIGHTS_FILE), device=map_location), strict=True)
+        model.eval()
+        return model

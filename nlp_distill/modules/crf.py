@@ -1,0 +1,118 @@
+"""Linear-chain CRF: vectorised forward algorithm (loop over time only), Viterbi with
+gather-based back-tracing, marginals, optional scheme transition constraints."""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import torch
+from torch import nn
+
+_NEG = -1e4  # score of a forbidden transition: exp() underflows to 0, still finite for autograd
+
+
+class CRF(nn.Module):
+    """Linear-chain conditional random field over ``num_tags`` labels.
+
+    Args:
+        num_tags: number of labels.
+        allowed_start: optional (num_tags,) bools, labels a sentence may start with.
+        allowed_trans: optional (num_tags, num_tags) bools, ``[i][j]``: j may follow i.
+        allowed_end: optional (num_tags,) bools, labels a sentence may end with.
+    """
+
+    def __init__(self, num_tags: int, allowed_start: Optional[Sequence[bool]] = None,
+                 allowed_trans: Optional[Sequence[Sequence[bool]]] = None,
+                 allowed_end: Optional[Sequence[bool]] = None) -> None:
+        super().__init__()
+        self.num_tags = num_tags
+        self.start = nn.Parameter(torch.empty(num_tags).uniform_(-0.1, 0.1))
+        self.end = nn.Parameter(torch.empty(num_tags).uniform_(-0.1, 0.1))
+        self.trans = nn.Parameter(torch.empty(num_tags, num_tags).uniform_(-0.1, 0.1))  # [from, to]
+
+        def penalty(allowed, shape):
+            if allowed is None:
+                return torch.zeros(shape)
+            a = torch.as_tensor(allowed, dtype=torch.bool)
+            if tuple(a.shape) != shape:
+                raise ValueError(f"constraint shape {tuple(a.shape)} != {shape}")
+            return torch.where(a, 0.0, _NEG)
+
+        # constraints are buffers (saved with the weights, not trained)
+        self.register_buffer("start_penalty", penalty(allowed_start, (num_tags,)))
+        self.register_buffer("end_penalty", penalty(allowed_end, (num_tags,)))
+        self.register_buffer("trans_penalty", penalty(allowed_trans, (num_tags, num_tags)))
+
+    def _scores(self):
+        return self.start + self.start_penalty, self.trans + self.trans_penalty, self.end + self.end_penalty
+
+    def log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """log Z per sentence.
+
+        Args:
+            emissions: (B, L, C) scores; mask: (B, L) bool, left-aligned, mask[:, 0] all True.
+
+        Returns:
+            (B,) log partition.
+        """
+        start, trans, end = self._scores()
+        alpha = start + emissions[:, 0]  # (B, C)
+        for t in range(1, emissions.size(1)):
+            nxt = torch.logsumexp(alpha.unsqueeze(2) + trans.unsqueeze(0), dim=1) + emissions[:, t]  # (B, C)
+            alpha = torch.where(mask[:, t].unsqueeze(1), nxt, alpha)
+        return torch.logsumexp(alpha + end, dim=1)
+
+    def path_score(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Score of the given tag paths.
+
+        Args:
+            emissions: (B, L, C); tags: (B, L) label ids (any value on padding); mask: (B, L) bool.
+
+        Returns:
+            (B,) path scores.
+        """
+        start, trans, end = self._scores()
+        tags = tags.clamp(min=0) * mask  # padding -> 0, ignored below
+        m = mask.to(emissions.dtype)
+        emit = emissions.gather(2, tags.unsqueeze(2)).squeeze(2)  # (B, L)
+        score = start[tags[:, 0]] + (emit * m).sum(1)
+        score = score + (trans[tags[:, :-1], tags[:, 1:]] * m[:, 1:]).sum(1)
+        last = tags.gather(1, (mask.sum(1) - 1).unsqueeze(1)).squeeze(1)  # (B,)
+        return score + end[last]
+
+    def nll(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Negative log-likelihood per sentence, (B,). Reduce it as you reduce CE (e.g. sum / words)."""
+        return self.log_partition(emissions, mask) - self.path_score(emissions, tags, mask)
+
+    def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Per-word label marginals p(y_t = c | x), (B, L, C) (zeros on padding)."""
+        with torch.enable_grad():
+            e = emissions.detach().requires_grad_(True)
+            logz = self.log_partition(e, mask).sum()
+            (grad,) = torch.autograd.grad(logz, e)  # d logZ / d emission = marginal
+        return grad * mask.unsqueeze(-1)
+
+    @torch.no_grad()
+    def viterbi(self, emissions: torch.Tensor, mask: torch.Tensor) -> List[List[int]]:
+        """Best path per sentence (lists of length = real length)."""
+        start, trans, end = self._scores()
+        B, L, C = emissions.shape
+        score = start + emissions[:, 0]  # (B, C)
+        history = []
+        for t in range(1, L):
+            cand = score.unsqueeze(2) + trans.unsqueeze(0)  # (B, C_from, C_to)
+            best, idx = cand.max(dim=1)  # (B, C)
+            m = mask[:, t].unsqueeze(1)
+            score = torch.where(m, best + emissions[:, t], score)
+            # on padding, back-pointer = identity so tracing passes through unchanged
+            ident = torch.arange(C, device=emissions.device).expand(B, C)
+            history.append(torch.where(m, idx, ident))
+        score = score + end
+        last = score.argmax(1)  # (B,)
+        path = [last]
+        for bp in reversed(history):
+            last = bp.gather(1, last.unsqueeze(1)).squeeze(1)
+            path.append(last)
+        path.reverse()
+        paths = torch.stack(path, 1)  # (B, L)
+        lengths = mask.sum(1).tolist()
+        return [paths[b, : lengths[b]].tolist() for b in range(B)]

@@ -1,0 +1,81 @@
+"""Initial word vectors for a student: from a GloVe/word2vec text file, or from a teacher's
+input embedding matrix (mean of a word's sub-token vectors, PCA-projected to the student size)."""
+from __future__ import annotations
+
+import logging
+from typing import Tuple
+
+import numpy as np
+import torch
+
+from nlp_distill.data.vocab import Vocab, read_embedding_file
+
+logger = logging.getLogger(__name__)
+
+
+def vectors_from_file(path, vocab: Vocab, dim: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Rows for ``vocab`` from a vectors file (exact form first, then lowercased).
+
+    Returns:
+        (matrix (V, dim) float32, found (V,) bool)
+    """
+    words, vecs = read_embedding_file(path)
+    if vecs.shape[1] != dim:
+        raise ValueError(f"{path} has {vecs.shape[1]}-d vectors but word_emb_dim is {dim}")
+    index = {}
+    for i, w in enumerate(words):
+        index.setdefault(w, i)
+    for i, w in enumerate(words):
+        index.setdefault(w.lower(), i)
+    mat = np.zeros((len(vocab), dim), np.float32)
+    found = np.zeros(len(vocab), bool)
+    for vid, w in enumerate(vocab.itos[2:], start=2):
+        j = index.get(w, index.get(w.lower()))
+        if j is not None:
+            mat[vid], found[vid] = vecs[j], True
+    logger.info("pretrained vectors: %d / %d vocab words found in %s", found.sum(), len(vocab) - 2, path)
+    return mat, found
+
+
+def vectors_from_teacher(teacher_dir, vocab: Vocab, dim: int, target_std: float = 0.5) -> Tuple[np.ndarray, np.ndarray]:
+    """Mean of each word's sub-token input embeddings in the teacher, projected to ``dim`` by PCA.
+
+    Works offline with the packaged encoder (or a fine-tuned teacher folder). Vectors are rescaled
+    to ``target_std`` so they sit at the scale of a freshly initialised embedding.
+
+    Returns:
+        (matrix (V, dim) float32, found (V,) bool) (padding/UNK rows not found).
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    from nlp_distill.io import resolve_model_dir
+
+    try:
+        folder = str(resolve_model_dir(teacher_dir))
+    except FileNotFoundError:
+        folder = str(teacher_dir)
+    tok = AutoTokenizer.from_pretrained(folder)
+    emb = AutoModel.from_pretrained(folder).get_input_embeddings().weight.detach().float()  # (V_t, H)
+    words = vocab.itos[2:]
+    ids = tok(words, add_special_tokens=False)["input_ids"]
+    H = emb.shape[1]
+    mat = torch.zeros(len(vocab), H)
+    found = np.zeros(len(vocab), bool)
+    for vid, sub in enumerate(ids, start=2):
+        if sub:
+            mat[vid] = emb[sub].mean(0)
+            found[vid] = True
+    rows = mat[torch.from_numpy(found)]
+    if dim != H:
+        if dim > H:
+            raise ValueError(f"word_emb_dim {dim} exceeds the teacher's embedding size {H}")
+        mean = rows.mean(0, keepdim=True)
+        _, _, v = torch.linalg.svd(rows - mean, full_matrices=False)  # v: (H, H), rows = components
+        proj = v[:dim].T  # (H, dim)
+        mat = (mat - mean) @ proj
+    out = mat.numpy().astype(np.float32)
+    std = out[found].std() if found.any() else 1.0
+    out[found] *= target_std / max(std, 1e-8)
+    out[~found] = 0.0
+    logger.info("teacher word vectors: %d / %d words, %d -> %d dims", found.sum(), len(words), H, dim)
+    return out, found

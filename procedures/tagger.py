@@ -1,0 +1,110 @@
+"""Train a NeuralTagger student on gold labels (and, via ``train_student``, with a distiller)."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+
+from nlp_distill.config import StudentDataConfig, TaggerConfig, TrainerConfig
+from nlp_distill.data.batching import bucket_batches
+from nlp_distill.data.conll import Sentence
+from nlp_distill.data.dataset_dir import load_data_dir
+from nlp_distill.data.labels import LabelVocab
+from nlp_distill.io import write_json
+from nlp_distill.models.neural_tagger import NeuralTagger
+from nlp_distill.modules.pretrained import vectors_from_file, vectors_from_teacher
+from nlp_distill.training.checkpoint import seed_everything
+from nlp_distill.training.trainer import Trainer
+from procedures.common import environment, evaluate_split, pick_device, setup_logging, write_run_config
+
+logger = logging.getLogger(__name__)
+
+
+def default_student_trainer_config() -> TrainerConfig:
+    return TrainerConfig(epochs=25, lr=2e-3, optimizer="adam", scheduler="constant", max_grad_norm=5.0,
+                         early_stopping_patience=6)
+
+
+def folder_size(path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def train_student(output_dir, train: Sequence[Sentence], dev: Sequence[Sentence], test: Sequence[Sentence],
+                  labels: LabelVocab, tagger: TaggerConfig, trainer: TrainerConfig, data: StudentDataConfig,
+                  weights: Optional[Sequence[float]] = None, vocab_sentences: Optional[Sequence[Sentence]] = None,
+                  distiller=None, device: Optional[str] = None, resume: bool = False,
+                  run_config: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Build, train (best on dev) and evaluate a NeuralTagger; the common core of every student run.
+
+    Args:
+        train: training sentences; tags may be ``None`` (KD-only) or pseudo-labels.
+        weights: per-sentence loss weights (default 1).
+        vocab_sentences: sentences the word/char vocabularies are built from (default ``train``;
+            never dev/test).
+        distiller: a ``TeacherStudentDistill`` already ``attach``-ed to ``train``; ``None`` trains
+            on hard labels only.
+        run_config: sections written to ``config.json``.
+
+    Returns:
+        metrics dict (also written to ``metrics.json``).
+    """
+    out = Path(output_dir)
+    setup_logging(out)
+    seed_everything(trainer.seed)
+    dev_ = pick_device(device)
+    model = NeuralTagger.build(tagger, vocab_sentences if vocab_sentences is not None else train, labels)
+    if data.embedding_file:
+        mat, found = vectors_from_file(data.embedding_file, model.word_vocab, tagger.word_emb_dim)
+        model.embedder.load_vectors(mat, found)
+    if data.init_embeddings_from_teacher:
+        mat, found = vectors_from_teacher(data.init_embeddings_from_teacher, model.word_vocab, tagger.word_emb_dim)
+        model.embedder.load_vectors(mat, found)
+    model.to(dev_)
+    write_run_config(out, **(run_config or {}), tagger=tagger, trainer=trainer, data=data)
+    logger.info("student %s%s: %.2fM parameters, vocab %d words / %d chars, %d training sentences",
+                tagger.model_type, "+crf" if tagger.use_crf else "", model.num_parameters() / 1e6,
+                len(model.word_vocab), len(model.char_vocab), len(train))
+    enc = model.encode(train, weights)
+    n_batches = len(bucket_batches(enc.lengths, data.batch_size, shuffle=False))
+
+    def batches(epoch: int):
+        for idx in bucket_batches(enc.lengths, data.batch_size, shuffle=True, seed=trainer.seed + epoch):
+            yield enc.collate(idx).to(dev_)
+
+    if distiller is not None:
+        loss_fn: Callable = lambda b: distiller.loss(model, b)  # noqa: E731
+    else:
+        def loss_fn(b):
+            return model.gold_loss(model(b), b)
+
+    def evaluate():
+        return evaluate_split(lambda s: model.predict(s, data.eval_batch_size), dev)
+
+    t0 = time.perf_counter()
+    result = Trainer(model, trainer, loss_fn, batches, n_batches, evaluate, model.save_pretrained, out).train(resume)
+    train_time = time.perf_counter() - t0
+    best = NeuralTagger.from_pretrained(out / "model").to(dev_)
+    epoch_secs = [h["epoch_seconds"] for h in result["history"]]
+    metrics = {
+        "dev": evaluate_split(lambda s: best.predict(s, data.eval_batch_size), dev),
+        "test": evaluate_split(lambda s: best.predict(s, data.eval_batch_size), test) if test else None,
+        "best_epoch": result["best_epoch"], "epochs_run": len(result["history"]),
+        "train_seconds": train_time, "mean_epoch_seconds": sum(epoch_secs) / max(len(epoch_secs), 1),
+        "parameters": best.num_parameters(), "size_bytes": folder_size(out / "model"),
+        "environment": environment(),
+    }
+    write_json(out / "metrics.json", metrics)
+    logger.info("student done: dev F1 %.4f, test F1 %s (best epoch %d, %.0fs)", metrics["dev"]["f1"],
+                f"{metrics['test']['f1']:.4f}" if test else "n/a", result["best_epoch"], train_time)
+    return metrics
+
+
+def do_training(data_dir, output_dir, tagger: TaggerConfig, trainer: TrainerConfig, data: StudentDataConfig,
+                device: Optional[str] = None, resume: bool = False) -> Dict[str, Any]:
+    """Train a student on the gold labels of ``data_dir`` (no teacher)."""
+    d = load_data_dir(data_dir)
+    return train_student(output_dir, d.train, d.dev, d.test, d.labels, tagger, trainer, data, device=device,
+                         resume=resume, run_config={"task": "tagger", "data_dir": str(data_dir)})
