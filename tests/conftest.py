@@ -54,7 +54,9 @@ def make_tiny_tokenizer(folder: Path):
             seen.add(v)
             uniq.append(v)
     (folder / "vocab.txt").write_text("\n".join(uniq) + "\n", encoding="utf-8")
-    tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    # transformers 5 builds from `vocab` and ignores `vocab_file` (all words became [UNK]); 4.x the reverse
+    tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), vocab={v: i for i, v in enumerate(uniq)},
+                            do_lower_case=True)
     tok.save_pretrained(str(folder))
     return tok
 

@@ -25,7 +25,7 @@ def teacher_fingerprint(teacher) -> str:
     h = hashlib.sha1()
     for name, t in sorted(teacher.state_dict().items()):
         h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     h.update(repr(teacher.labels.labels).encode())
     c = teacher.config
     h.update(repr((c.max_seq_length, c.stride, c.pooling)).encode())

@@ -1,0 +1,117 @@
+"""CPU inference speed and memory of saved models: throughput at batch 1 and 64, p50/p95
+latency at batch 1, peak RSS (measured in a fresh subprocess per model).
+
+Run alone: ``python benchmarks/speed.py --data_file data/wnut16/test.txt --model teacher=runs/teacher
+--model student=runs/student --threads 2 --json speed.json``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Sequence
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nlp_distill.data.unlabeled import iter_unlabeled  # noqa: E402
+
+
+def load_any(model_dir):
+    """A saved TransformerTokenClassifier or NeuralTagger, by what the folder holds."""
+    from nlp_distill.io import read_json, resolve_model_dir
+
+    p = Path(model_dir)
+    if (p / "model" / "nlp_distill.json").is_file() or (p / "nlp_distill.json").is_file():
+        from nlp_distill.models.transformer import TransformerTokenClassifier
+
+        return TransformerTokenClassifier.from_pretrained(str(p))
+    from nlp_distill.models.neural_tagger import NeuralTagger
+
+    return NeuralTagger.from_pretrained(resolve_model_dir(p))
+
+
+def measure(predict: Callable[[List[List[str]], int], list], sentences: Sequence[List[str]],
+            latency_n: int = 200, repeats: int = 2) -> Dict[str, float]:
+    """Throughput at batch 1 and 64 and batch-1 latency percentiles, best of ``repeats``."""
+    words = sum(len(s) for s in sentences)
+    predict([list(s) for s in sentences[:8]], 8)  # warm-up
+    res: Dict[str, float] = {}
+    for bs in (1, 64):
+        best = float("inf")
+        subset = sentences if bs == 64 else sentences[:latency_n]
+        for _ in range(repeats):
+            t = time.perf_counter()
+            if bs == 1:
+                lat = []
+                for s in subset:
+                    t1 = time.perf_counter()
+                    predict([list(s)], 1)
+                    lat.append(time.perf_counter() - t1)
+            else:
+                predict([list(s) for s in subset], 64)
+            dt = time.perf_counter() - t
+            if dt < best:
+                best = dt
+                if bs == 1:
+                    res["latency_p50_ms"] = float(np.percentile(lat, 50) * 1e3)
+                    res["latency_p95_ms"] = float(np.percentile(lat, 95) * 1e3)
+        n_words = words if bs == 64 else sum(len(s) for s in subset)
+        res[f"sent_per_s_b{bs}"] = len(subset) / best
+        res[f"words_per_s_b{bs}"] = n_words / best
+    return res
+
+
+def peak_rss_mb(model_dir: str, data_file: str, threads: int) -> float:
+    """Peak RSS (MB) of a fresh process that loads the model and tags the file at batch 64."""
+    code = (
+        "import resource,sys,torch;sys.path.insert(0,%r);torch.set_num_threads(%d);"
+        "from benchmarks.speed import load_any;from nlp_distill.data.unlabeled import iter_unlabeled;"
+        "m=load_any(%r);s=[x.tokens for x in iter_unlabeled(%r)];m.predict(s,batch_size=64);"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    ) % (str(Path(__file__).resolve().parents[1]), threads, model_dir, data_file)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1]) / 1024.0
+
+
+def benchmark_models(models: Dict[str, str], data_file: str, threads: int = 2, latency_n: int = 200,
+                     rss: bool = True) -> Dict[str, Dict[str, float]]:
+    """Measure every model side by side in this process (same data, same threads)."""
+    torch.set_num_threads(threads)
+    sents = [s.tokens for s in iter_unlabeled(data_file)]
+    loaded = {name: load_any(d) for name, d in models.items()}
+    out: Dict[str, Dict[str, float]] = {}
+    with torch.inference_mode():
+        for name, m in loaded.items():
+            m.eval()
+            out[name] = measure(lambda s, bs, m=m: m.predict(s, batch_size=bs), sents, latency_n)
+    if rss:
+        for name, d in models.items():
+            out[name]["peak_rss_mb"] = peak_rss_mb(d, data_file, threads)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data_file", required=True)
+    ap.add_argument("--model", action="append", required=True, help="name=model_dir (repeatable)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+    models = dict(m.split("=", 1) for m in a.model)
+    res = benchmark_models(models, a.data_file, a.threads)
+    print(f"{'model':<20} {'sent/s b1':>10} {'sent/s b64':>11} {'words/s b64':>12} {'p50 ms':>8} {'p95 ms':>8} {'RSS MB':>8}")
+    for k, r in res.items():
+        print(f"{k:<20} {r['sent_per_s_b1']:>10.1f} {r['sent_per_s_b64']:>11.1f} {r['words_per_s_b64']:>12.0f} "
+              f"{r['latency_p50_ms']:>8.2f} {r['latency_p95_ms']:>8.2f} {r.get('peak_rss_mb', float('nan')):>8.0f}")
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""Words <-> sub-words for a HF fast tokenizer, with sliding windows for long sentences.
+
+Every word of every sentence gets exactly one *owner* window, so word-level logits exist for all
+words however long the sentence: nothing is truncated. A word the tokenizer maps to zero
+sub-tokens (e.g. a lone zero-width or control character) is given the tokenizer's UNK token.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import List, Sequence, Tuple
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Window:
+    """One teacher input: a span of a sentence's sub-tokens plus bookkeeping.
+
+    Attributes:
+        sent: index of the sentence in the encoded list.
+        input_ids: sub-token ids including the special tokens.
+        word_start: for each word of the window, its first sub-token position in ``input_ids``.
+        word_len: number of sub-tokens of each word in the window.
+        word_index: the word's index in the sentence.
+        owned: whether this window's prediction is the one kept for that word.
+    """
+
+    sent: int
+    input_ids: List[int]
+    word_start: List[int]
+    word_len: List[int]
+    word_index: List[int]
+    owned: List[bool]
+
+
+class WordAligner:
+    """Turns word lists into teacher windows and back.
+
+    Args:
+        tokenizer: a HF *fast* tokenizer (``word_ids()`` is needed).
+        max_length: maximum sub-tokens per window, special tokens included.
+        stride: sub-tokens of left/right context shared by consecutive windows of a long sentence.
+    """
+
+    def __init__(self, tokenizer, max_length: int = 128, stride: int = 32) -> None:
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError("WordAligner needs a fast tokenizer (word_ids() support)")
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        # special tokens around the words ([CLS] ... [SEP] for BERT), read off a probe encoding
+        probe = tokenizer([["a"]], is_split_into_words=True, add_special_tokens=True)
+        ids, wids = probe["input_ids"][0], probe.word_ids(0)
+        first = wids.index(0)
+        last = len(wids) - 1 - wids[::-1].index(0)
+        self.prefix_ids: List[int] = ids[:first]
+        self.suffix_ids: List[int] = ids[last + 1 :]
+        self.n_special = len(self.prefix_ids) + len(self.suffix_ids)
+        self.budget = max_length - self.n_special
+        if self.budget < 4:
+            raise ValueError(f"max_length {max_length} leaves no room for words")
+        self.stride = min(stride, self.budget // 4)
+        self._warned_long_word = False
+
+    def _subtokens(self, sentences: Sequence[Sequence[str]]) -> List[List[List[int]]]:
+        """Sub-token ids per word per sentence (never empty: UNK for unmappable words)."""
+        enc = self.tokenizer([list(s) for s in sentences], is_split_into_words=True, add_special_tokens=False, verbose=False)
+        unk = self.tokenizer.unk_token_id
+        out = []
+        for i, words in enumerate(sentences):
+            per_word: List[List[int]] = [[] for _ in words]
+            for tid, wid in zip(enc["input_ids"][i], enc.word_ids(i)):
+                if wid is not None:
+                    per_word[wid].append(tid)
+            for w in per_word:
+                if not w:
+                    w.append(unk)
+            out.append(per_word)
+        return out
+
+    def encode(self, sentences: Sequence[Sequence[str]]) -> List[Window]:
+        """Split every sentence into windows of at most ``max_length`` sub-tokens.
+
+        Returns:
+            windows in sentence order (a sentence with no words yields none).
+        """
+        windows: List[Window] = []
+        for si, per_word in enumerate(self._subtokens(sentences)):
+            n = len(per_word)
+            if n == 0:
+                continue
+            lens = []
+            for w in per_word:
+                if len(w) > self.budget:
+                    if not self._warned_long_word:
+                        logger.warning("a word has %d sub-tokens (> %d); using its first %d", len(w), self.budget, self.budget)
+                        self._warned_long_word = True
+                    del w[self.budget :]
+                lens.append(len(w))
+            spans = self._spans(lens)
+            # owner of each word: the window giving it the most context on its nearer side
+            best_margin = [-1] * n
+            owner = [0] * n
+            for k, (a, b) in enumerate(spans):
+                window_total = sum(lens[a:b])
+                left = 0
+                for wi in range(a, b):
+                    margin = min(left, window_total - left - lens[wi])
+                    if margin > best_margin[wi]:
+                        best_margin[wi], owner[wi] = margin, k
+                    left += lens[wi]
+            for k, (a, b) in enumerate(spans):
+                ids = [w for wi in range(a, b) for w in per_word[wi]]
+                ids = self.prefix_ids + ids + self.suffix_ids
+                offset = len(self.prefix_ids)
+                starts, pos = [], offset
+                for wi in range(a, b):
+                    starts.append(pos)
+                    pos += lens[wi]
+                windows.append(
+                    Window(si, ids, starts, lens[a:b], list(range(a, b)), [owner[wi] == k for wi in range(a, b)])
+                )
+        return windows
+
+    def _spans(self, lens: List[int]) -> List[Tuple[int, int]]:
+        """Word spans ``[a, b)`` covering the sentence, each within budget, overlapping by about
+        ``stride`` sub-tokens of context on each side."""
+        total = sum(lens)
+        if total <= self.budget:
+            return [(0, len(lens))]
+        spans = []
+        a = 0
+        n = len(lens)
+        while True:
+            b, used = a, 0
+            while b < n and used + lens[b] <= self.budget:
+                used += lens[b]
+                b += 1
+            spans.append((a, b))
+            if b >= n:
+                return spans
+            # next window starts `stride` sub-tokens before b, but always moves forward
+            back, na = 0, b
+            while na - 1 > a and back + lens[na - 1] <= self.stride:
+                na -= 1
+                back += lens[na]
+            a = max(na, a + 1)
+
+    def collate(self, windows: Sequence[Window]) -> dict:
+        """Pad windows into tensors.
+
+        Returns:
+            dict with ``input_ids`` (B, T), ``attention_mask`` (B, T), ``word_start`` (B, W),
+            ``word_len`` (B, W), ``word_mask`` (B, W) bool, ``owned`` (B, W) bool.
+        """
+        B = len(windows)
+        T = max(len(w.input_ids) for w in windows)
+        W = max(len(w.word_start) for w in windows)
+        pad = self.tokenizer.pad_token_id or 0
+        input_ids = torch.full((B, T), pad, dtype=torch.long)
+        attn = torch.zeros((B, T), dtype=torch.long)
+        word_start = torch.zeros((B, W), dtype=torch.long)
+        word_len = torch.ones((B, W), dtype=torch.long)
+        word_mask = torch.zeros((B, W), dtype=torch.bool)
+        owned = torch.zeros((B, W), dtype=torch.bool)
+        for i, w in enumerate(windows):
+            input_ids[i, : len(w.input_ids)] = torch.tensor(w.input_ids)
+            attn[i, : len(w.input_ids)] = 1
+            k = len(w.word_start)
+            word_start[i, :k] = torch.tensor(w.word_start)
+            word_len[i, :k] = torch.tensor(w.word_len)
+            word_mask[i, :k] = True
+            owned[i, :k] = torch.tensor(w.owned)
+        return dict(input_ids=input_ids, attention_mask=attn, word_start=word_start, word_len=word_len,
+                    word_mask=word_mask, owned=owned)
+
+
+def pool_words(sub: torch.Tensor, word_start: torch.Tensor, word_len: torch.Tensor, mode: str = "first") -> torch.Tensor:
+    """Sub-token vectors -> word vectors.
+
+    Args:
+        sub: (B, T, C) sub-token logits or hidden states.
+        word_start: (B, W) first sub-token position of each word.
+        word_len: (B, W) sub-token count of each word (>= 1).
+        mode: ``"first"`` (first sub-token, HF run_ner convention) or ``"mean"``.
+
+    Returns:
+        (B, W, C) word vectors.
+    """
+    B, T, C = sub.shape
+    if mode == "first":
+        idx = word_start.unsqueeze(-1).expand(-1, -1, C)  # (B, W, C)
+        return sub.gather(1, idx)
+    if mode == "mean":
+        pos = torch.arange(T, device=sub.device).view(1, 1, T)  # (1, 1, T)
+        start = word_start.unsqueeze(-1)  # (B, W, 1)
+        member = (pos >= start) & (pos < start + word_len.unsqueeze(-1))  # (B, W, T)
+        weights = member.to(sub.dtype) / word_len.clamp(min=1).unsqueeze(-1).to(sub.dtype)
+        return torch.bmm(weights, sub)  # (B, W, C)
+    raise ValueError(f"unknown pooling {mode!r}; expected 'first' or 'mean'")

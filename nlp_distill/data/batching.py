@@ -1,0 +1,111 @@
+"""Encode sentences for a NeuralTagger, collate them into a ``Batch``, bucket by length."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from nlp_distill.data.conll import Sentence
+from nlp_distill.data.labels import LabelVocab
+from nlp_distill.data.vocab import Vocab, char_ids, word_shape
+
+
+@dataclass
+class Batch:
+    """A padded batch, batch-first.
+
+    Attributes:
+        words: (B, L) word ids (0 = padding).
+        chars: (B, L, K) character ids (0 = padding).
+        shapes: (B, L) word-shape ids (0 = padding).
+        mask: (B, L) bool, True on real words.
+        tags: (B, L) gold/pseudo label ids, -100 where unlabeled or padding; ``None`` if none.
+        index: (B,) positions of the sentences in their ``EncodedData`` (to find cached teacher logits).
+        weight: (B,) per-sentence loss weights.
+    """
+
+    words: torch.Tensor
+    chars: torch.Tensor
+    shapes: torch.Tensor
+    mask: torch.Tensor
+    tags: Optional[torch.Tensor]
+    index: torch.Tensor
+    weight: torch.Tensor
+
+    def to(self, device) -> "Batch":
+        return Batch(*[t.to(device) if isinstance(t, torch.Tensor) else t for t in
+                       (self.words, self.chars, self.shapes, self.mask, self.tags, self.index, self.weight)])
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.mask.sum(1)
+
+
+class EncodedData:
+    """Sentences turned into id arrays once (not every epoch).
+
+    Args:
+        sentences: the sentences (tags used when present).
+        word_vocab, char_vocab: the student's vocabularies.
+        labels: label vocabulary for tags.
+        max_word_length: characters kept per word (see ``char_ids``).
+        weights: optional per-sentence loss weight (default 1).
+    """
+
+    def __init__(self, sentences: Sequence[Sentence], word_vocab: Vocab, char_vocab: Vocab, labels: LabelVocab,
+                 max_word_length: int = 30, weights: Optional[Sequence[float]] = None) -> None:
+        self.sentences = list(sentences)
+        self.words = [np.asarray(word_vocab.ids(s.tokens), dtype=np.int64) for s in self.sentences]
+        self.chars = [[char_ids(w, char_vocab, max_word_length) or [1] for w in s.tokens] for s in self.sentences]
+        self.shapes = [np.asarray([word_shape(w) for w in s.tokens], dtype=np.int64) for s in self.sentences]
+        self.tags = [np.asarray(labels.encode(s.tags), dtype=np.int64) if s.tags is not None else None
+                     for s in self.sentences]
+        self.weights = np.ones(len(self.sentences), np.float32) if weights is None else np.asarray(weights, np.float32)
+        self.lengths = np.asarray([len(s.tokens) for s in self.sentences])
+
+    def __len__(self) -> int:
+        return len(self.sentences)
+
+    def collate(self, idx: Sequence[int]) -> Batch:
+        B = len(idx)
+        L = max(int(self.lengths[i]) for i in idx)
+        K = max(len(c) for i in idx for c in self.chars[i])
+        words = torch.zeros((B, L), dtype=torch.long)
+        chars = torch.zeros((B, L, K), dtype=torch.long)
+        shapes = torch.zeros((B, L), dtype=torch.long)
+        mask = torch.zeros((B, L), dtype=torch.bool)
+        tags = torch.full((B, L), -100, dtype=torch.long)
+        any_tags = False
+        for b, i in enumerate(idx):
+            n = int(self.lengths[i])
+            words[b, :n] = torch.from_numpy(self.words[i])
+            shapes[b, :n] = torch.from_numpy(self.shapes[i])
+            mask[b, :n] = True
+            for j, c in enumerate(self.chars[i]):
+                chars[b, j, : len(c)] = torch.tensor(c)
+            if self.tags[i] is not None:
+                tags[b, :n] = torch.from_numpy(self.tags[i])
+                any_tags = True
+        return Batch(words, chars, shapes, mask, tags if any_tags else None, torch.as_tensor(list(idx)),
+                     torch.from_numpy(self.weights[list(idx)]))
+
+
+def bucket_batches(lengths: Sequence[int], batch_size: int, shuffle: bool = True, seed: int = 0,
+                   bucket_factor: int = 50) -> List[List[int]]:
+    """Length-bucketed batches: shuffle, sort within pools of ``batch_size * bucket_factor``,
+    cut into batches, shuffle batch order. Without ``shuffle``: sorted by length (inference)."""
+    n = len(lengths)
+    if not shuffle:
+        order = sorted(range(n), key=lambda i: lengths[i])
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n).tolist()
+    pool = batch_size * bucket_factor
+    batches: List[List[int]] = []
+    for p in range(0, n, pool):
+        chunk = sorted(perm[p : p + pool], key=lambda i: lengths[i])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches

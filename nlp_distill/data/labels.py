@@ -1,0 +1,196 @@
+"""Label vocabularies and tagging schemes (IO / BIO / BIOES): detection, conversion, repair."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+OUTSIDE = "O"
+SCHEMES = ("IO", "BIO", "BIOES")
+
+
+def split_tag(tag: str) -> Tuple[str, Optional[str]]:
+    """``"B-PER" -> ("B", "PER")``; ``"O" -> ("O", None)``. Accepts ``-`` or ``_`` after the prefix."""
+    if tag == OUTSIDE:
+        return OUTSIDE, None
+    if len(tag) > 2 and tag[1] in "-_" and tag[0] in "BIESLU":
+        return tag[0], tag[2:]
+    raise ValueError(f"tag {tag!r} is neither 'O' nor PREFIX-TYPE with a prefix in B/I/E/S/L/U")
+
+
+def detect_scheme(tags: Iterable[str]) -> str:
+    """Return ``"IO"``, ``"BIO"`` or ``"BIOES"`` from the prefixes present."""
+    prefixes = {split_tag(t)[0] for t in tags}
+    if prefixes & {"E", "S", "L", "U"}:
+        return "BIOES"
+    if "B" in prefixes:
+        return "BIO"
+    return "IO"
+
+
+def _spans(tags: Sequence[str]) -> List[Tuple[int, int, str]]:
+    """Entity spans ``(start, end_exclusive, type)`` read leniently (an orphan I- starts a span)."""
+    spans: List[Tuple[int, int, str]] = []
+    cur: Optional[List] = None
+    for i, tag in enumerate(tags):
+        p, t = split_tag(tag)
+        if p == OUTSIDE:
+            if cur:
+                spans.append(tuple(cur))
+            cur = None
+            continue
+        starts = p in ("B", "S", "U") or cur is None or cur[2] != t
+        if starts:
+            if cur:
+                spans.append(tuple(cur))
+            cur = [i, i + 1, t]
+        else:
+            cur[1] = i + 1
+        if p in ("E", "L", "S", "U"):
+            spans.append(tuple(cur))
+            cur = None
+    if cur:
+        spans.append(tuple(cur))
+    return spans
+
+
+def convert_tags(tags: Sequence[str], scheme: str) -> List[str]:
+    """Convert a tag sequence to ``scheme`` (IO, BIO or BIOES) via its entity spans."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown scheme {scheme!r}; expected one of {SCHEMES}")
+    out = [OUTSIDE] * len(tags)
+    for s, e, t in _spans(tags):
+        for i in range(s, e):
+            if scheme == "IO":
+                p = "I"
+            elif scheme == "BIO":
+                p = "B" if i == s else "I"
+            else:
+                p = "S" if e - s == 1 else ("B" if i == s else ("E" if i == e - 1 else "I"))
+            out[i] = f"{p}-{t}"
+    return out
+
+
+def is_valid(tags: Sequence[str], scheme: str = "BIO") -> bool:
+    """True when ``tags`` is a well-formed sequence in ``scheme`` (e.g. no I-X after O in BIO)."""
+    return list(tags) == convert_tags(tags, scheme)
+
+
+def repair(tags: Sequence[str], scheme: str = "BIO") -> List[str]:
+    """Make a sequence valid in ``scheme``; an orphan ``I-X`` becomes the start of an X entity."""
+    return convert_tags(tags, scheme)
+
+
+class LabelVocab:
+    """An ordered label list with ids; ``labels[0]`` need not be ``O``.
+
+    Args:
+        labels: the labels, in id order. Duplicates are an error.
+    """
+
+    def __init__(self, labels: Sequence[str]) -> None:
+        labels = list(labels)
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"duplicate labels in {labels}")
+        if not labels:
+            raise ValueError("empty label list")
+        for t in labels:
+            split_tag(t)
+        self.labels: List[str] = labels
+        self.label2id: Dict[str, int] = {t: i for i, t in enumerate(labels)}
+        self.scheme = detect_scheme(labels)
+
+    @classmethod
+    def from_sentences(cls, tag_lists: Iterable[Sequence[str]]) -> "LabelVocab":
+        """Derive labels from data in a stable order: ``O`` first, then by type, then prefix."""
+        seen = {t for tags in tag_lists for t in tags}
+        seen.add(OUTSIDE)
+        order = {"B": 0, "I": 1, "E": 2, "L": 2, "S": 3, "U": 3}
+
+        def key(t: str):
+            p, typ = split_tag(t)
+            return (0, "", 0) if p == OUTSIDE else (1, typ, order.get(p, 9))
+
+        return cls(sorted(seen, key=key))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LabelVocab) and self.labels == other.labels
+
+    def __repr__(self) -> str:
+        return f"LabelVocab({self.labels})"
+
+    def encode(self, tags: Sequence[str]) -> List[int]:
+        return [self.label2id[t] for t in tags]
+
+    def decode(self, ids: Iterable[int]) -> List[str]:
+        return [self.labels[i] for i in ids]
+
+    @property
+    def id2label(self) -> Dict[int, str]:
+        return dict(enumerate(self.labels))
+
+    def allowed_transitions(self) -> Tuple[List[bool], List[List[bool]]]:
+        """Transitions allowed by the scheme (for CRF constraints).
+
+        Returns:
+            ``(start_ok, trans_ok)``: ``start_ok[j]`` whether a sentence may start with label j,
+            ``trans_ok[i][j]`` whether label j may follow label i.
+        """
+        n = len(self.labels)
+        parts = [split_tag(t) for t in self.labels]
+        scheme = self.scheme
+
+        def can_follow(prev: Optional[Tuple[str, Optional[str]]], cur: Tuple[str, Optional[str]]) -> bool:
+            p, t = cur
+            if scheme == "IO":
+                return True
+            prev_p, prev_t = prev if prev is not None else (OUTSIDE, None)
+            if scheme == "BIO":
+                return p != "I" or (prev_p in ("B", "I") and prev_t == t)
+            # BIOES: inside/end must continue an open entity of the same type
+            open_entity = prev_p in ("B", "I")
+            if p in ("I", "E", "L"):
+                return open_entity and prev_t == t
+            return not open_entity  # O, B, S only after a closed entity
+
+        start_ok = [can_follow(None, parts[j]) for j in range(n)]
+        trans_ok = [[can_follow(parts[i], parts[j]) for j in range(n)] for i in range(n)]
+        return start_ok, trans_ok
+
+    def allowed_end(self) -> List[bool]:
+        """Labels a sentence may end with (BIOES forbids ending inside an entity)."""
+        if self.scheme != "BIOES":
+            return [True] * len(self.labels)
+        return [split_tag(t)[0] not in ("B", "I") for t in self.labels]
+
+    def save(self, path) -> None:
+        Path(path).write_text(json.dumps(self.labels, indent=1) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path) -> "LabelVocab":
+        return cls(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def read_labels_txt(path) -> LabelVocab:
+    """Read ``labels.txt``: one label per line, blank lines ignored; ``O`` added if missing."""
+    from nlp_distill.errors import DataFormatError
+
+    labels: List[str] = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            t = line.strip()
+            if not t:
+                continue
+            try:
+                split_tag(t)
+            except ValueError as e:
+                raise DataFormatError(path, lineno, str(e)) from None
+            if t in labels:
+                raise DataFormatError(path, lineno, f"duplicate label {t!r}")
+            labels.append(t)
+    if OUTSIDE not in labels:
+        labels.insert(0, OUTSIDE)
+    return LabelVocab(labels)
