@@ -71,7 +71,7 @@ class TransformerConfig(ConfigBase):
     max_seq_length: int = 128
     stride: int = 32
     pooling: str = "first"  # first | mean sub-token -> word
-    batch_size: int = 32  # sentences per training batch
+    batch_size: int = 16  # windows (sentences) per training batch
     eval_batch_size: int = 64
 
 
@@ -108,7 +108,7 @@ class KDConfig(ConfigBase):
     loss_function: str = "kl"  # kl | mse
     dist_w: float = 1.0
     student_w: float = 1.0
-    teacher_max_seq_len: int = 128
+    teacher_max_seq_len: Optional[int] = None  # None: the length the teacher was trained with
     teacher_batch_size: int = 64
     use_cache: bool = True  # False: run the teacher every step (benchmark baseline)
 

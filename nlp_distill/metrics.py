@@ -27,7 +27,8 @@ def tagging_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]
         correct += sum(a == b for a, b in zip(g, p))
     gold_l = [list(g) for g in gold]
     pred_l = [list(p) for p in pred]
-    rep = classification_report(gold_l, pred_l, output_dict=True, zero_division=0)
+    # seqeval raises a TypeError on an empty list: no sentences score like no entities
+    rep = classification_report(gold_l, pred_l, output_dict=True, zero_division=0) if gold_l else {}
     micro = rep.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0})
     per_type = {
         k: {"precision": float(v["precision"]), "recall": float(v["recall"]), "f1": float(v["f1-score"]),

@@ -84,9 +84,9 @@ def prepare_wnut16(output_dir: str, sotu_sentences: int) -> None:
 @click.option("--output_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--model_name_or_path", default=None, help="HF model folder (default: the packaged MiniLM encoder).")
 @click.option("--max_seq_length", default=128, show_default=True, type=int)
-@click.option("--per_device_train_batch_size", default=32, show_default=True, type=int)
+@click.option("--per_device_train_batch_size", default=16, show_default=True, type=int)
 @click.option("--pooling", type=click.Choice(["first", "mean"]), default="first", show_default=True)
-@click.option("--learning_rate", default=5e-5, show_default=True, type=float)
+@click.option("--learning_rate", default=1e-4, show_default=True, type=float)
 @click.option("--num_train_epochs", default=4, show_default=True, type=int)
 @click.option("--warmup_ratio", default=0.1, show_default=True, type=float)
 @click.option("--weight_decay", default=0.01, show_default=True, type=float)
@@ -150,8 +150,8 @@ def kd_options(f):
         click.option("--kd_loss_fn", type=click.Choice(["kl", "mse"]), default="kl", show_default=True),
         click.option("--kd_dist_w", default=1.0, show_default=True, type=float),
         click.option("--kd_student_w", default=1.0, show_default=True, type=float),
-        click.option("--teacher_max_seq_len", default=128, show_default=True, type=int,
-                     help="Sub-tokens per teacher window; longer sentences use overlapping windows."),
+        click.option("--teacher_max_seq_len", default=None, type=int,
+                     help="Sub-tokens per teacher window (default: the teacher's own); longer sentences use overlapping windows."),
         click.option("--teacher_batch_size", default=64, show_default=True, type=int),
         click.option("--no_cache", is_flag=True, help="Run the teacher every step instead of caching its logits."),
     ]

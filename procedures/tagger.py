@@ -12,7 +12,7 @@ from nlp_distill.config import StudentDataConfig, TaggerConfig, TrainerConfig
 from nlp_distill.data.batching import bucket_batches
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.dataset_dir import load_data_dir
-from nlp_distill.data.labels import LabelVocab
+from nlp_distill.data.labels import LabelVocab, is_valid
 from nlp_distill.io import write_json
 from nlp_distill.models.neural_tagger import NeuralTagger
 from nlp_distill.modules.pretrained import vectors_from_file, vectors_from_teacher
@@ -55,6 +55,12 @@ def train_student(output_dir, train: Sequence[Sentence], dev: Sequence[Sentence]
     setup_logging(out)
     seed_everything(trainer.seed)
     dev_ = pick_device(device)
+    if tagger.use_crf and tagger.crf_constraints and labels.scheme != "IO":
+        bad = [s for s in train if s.tags is not None and not is_valid(s.tags, labels.scheme)]
+        if bad:
+            raise ValueError(f"{len(bad)} training sentences have tag sequences invalid in {labels.scheme} (first one "
+                             f"starts at line {bad[0].line}: {bad[0].tags[:8]}...); a constrained CRF cannot score "
+                             "them: fix the data or set tagger.crf_constraints to false")
     model = NeuralTagger.build(tagger, vocab_sentences if vocab_sentences is not None else train, labels)
     if data.embedding_file:
         mat, found = vectors_from_file(data.embedding_file, model.word_vocab, tagger.word_emb_dim)

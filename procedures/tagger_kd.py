@@ -26,7 +26,7 @@ def load_teacher(kd: KDConfig, device) -> TransformerTokenClassifier:
     if not kd.teacher_model_path:
         raise ValueError("--teacher_model_path is required (a folder written by `nlp-train transformer_token`)")
     teacher = TransformerTokenClassifier.from_pretrained(kd.teacher_model_path)
-    if teacher.config.max_seq_length != kd.teacher_max_seq_len:
+    if kd.teacher_max_seq_len and teacher.config.max_seq_length != kd.teacher_max_seq_len:
         cfg = teacher.config.replace(max_seq_length=kd.teacher_max_seq_len)
         teacher = TransformerTokenClassifier(teacher.model, teacher.tokenizer, teacher.labels, cfg)
     return teacher.to(device)
@@ -59,7 +59,7 @@ def do_kd_training(data_dir, output_dir, tagger: TaggerConfig, trainer: TrainerC
 
 
 def read_unlabeled(path, limit: Optional[int]) -> List[Sentence]:
-    sents = list(islice(iter_unlabeled(path), limit)) if limit else list(iter_unlabeled(path))
+    sents = list(islice(iter_unlabeled(path), limit)) if limit is not None else list(iter_unlabeled(path))
     if not sents:
         raise ValueError(f"{path}: no unlabeled sentences")
     return sents

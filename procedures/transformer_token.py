@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 def default_teacher_trainer_config() -> TrainerConfig:
-    return TrainerConfig(epochs=4, lr=5e-5, weight_decay=0.01, optimizer="adamw", scheduler="linear",
+    return TrainerConfig(epochs=4, lr=1e-4, weight_decay=0.01, optimizer="adamw", scheduler="linear",
                          warmup_ratio=0.1, max_grad_norm=1.0)
 
 

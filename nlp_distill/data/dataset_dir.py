@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from nlp_distill.data.conll import Sentence, read_conll, write_conll
-from nlp_distill.data.labels import LabelVocab, read_labels_txt
+from nlp_distill.data.labels import LabelVocab, read_labels_txt, split_tag
 from nlp_distill.data.unlabeled import regex_tokenize, split_sentences
 from nlp_distill.errors import DataFormatError
 
@@ -47,6 +47,12 @@ def load_data_dir(data_dir, tag_column: int = -1, labels: Optional[LabelVocab] =
         labels = read_labels_txt(d / "labels.txt")
     if labels is None:
         train = read_conll(d / "train.txt", tag_column)
+        for s in train:  # malformed tags get file:line, like every other data error
+            for k, t in enumerate(s.tags):
+                try:
+                    split_tag(t)
+                except ValueError as e:
+                    raise DataFormatError(d / "train.txt", (s.line or 0) + k, str(e)) from None
         labels = LabelVocab.from_sentences(s.tags for s in train)
         logger.info("derived %d labels from %s", len(labels), d / "train.txt")
     else:
@@ -119,6 +125,8 @@ def materialise_wnut16(output_dir, sotu_max_sentences: Optional[int] = 20000) ->
     with open(out / "unlabeled_indomain.txt", "w", encoding="utf-8") as f:
         for s in split["train"]:
             f.write(" ".join(s.tokens) + "\n")
+    if sotu_max_sentences == 0 and (out / "unlabeled.txt").exists():
+        (out / "unlabeled.txt").unlink()  # a stale file would be picked up as the default unlabeled set
     if sotu_max_sentences != 0:
         n = 0
         with open(out / "unlabeled.txt", "w", encoding="utf-8") as f:

@@ -10,12 +10,18 @@ SCHEMES = ("IO", "BIO", "BIOES")
 
 
 def split_tag(tag: str) -> Tuple[str, Optional[str]]:
-    """``"B-PER" -> ("B", "PER")``; ``"O" -> ("O", None)``. Accepts ``-`` or ``_`` after the prefix."""
+    """``"B-PER" -> ("B", "PER")``; ``"O" -> ("O", None)``.
+
+    Only ``B-``/``I-``/``E-``/``S-`` prefixes with a hyphen are accepted: conversion and repair
+    write tags in that form, so any other spelling (``B_PER``, BILOU ``L-``/``U-``) is refused
+    here rather than silently producing tags outside the label list later.
+    """
     if tag == OUTSIDE:
         return OUTSIDE, None
-    if len(tag) > 2 and tag[1] in "-_" and tag[0] in "BIESLU":
+    if len(tag) > 2 and tag[1] == "-" and tag[0] in "BIES":
         return tag[0], tag[2:]
-    raise ValueError(f"tag {tag!r} is neither 'O' nor PREFIX-TYPE with a prefix in B/I/E/S/L/U")
+    raise ValueError(f"tag {tag!r} is neither 'O' nor PREFIX-TYPE with a prefix in B/I/E/S and a hyphen "
+                     "(convert BILOU L-/U- to E-/S-, and B_X to B-X)")
 
 
 def detect_scheme(tags: Iterable[str]) -> str:

@@ -1,0 +1,121 @@
+"""Config dataclasses: dict and JSON round trips, unknown keys rejected."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from nlp_distill.config import (
+    KDConfig,
+    PseudoConfig,
+    StudentDataConfig,
+    TaggerConfig,
+    TrainerConfig,
+    TransformerConfig,
+)
+
+ALL = [TrainerConfig, TransformerConfig, TaggerConfig, KDConfig, PseudoConfig, StudentDataConfig]
+
+# non-default values for every class, touching each kind of field (str, int, float, bool,
+# Optional set / unset, list)
+CHANGED = {
+    TrainerConfig: dict(epochs=3, lr=5e-5, optimizer="adamw", scheduler="linear", warmup_ratio=0.1,
+                        grad_accum_steps=4, early_stopping_patience=2, seed=7, show_progress=False),
+    TransformerConfig: dict(model_name_or_path="/some/model", max_seq_length=64, stride=16, pooling="mean",
+                            batch_size=8, eval_batch_size=16),
+    TaggerConfig: dict(model_type="id-cnn", use_crf=True, crf_constraints=False, idcnn_dilations=[1, 2, 4, 8],
+                       char_encoder="lstm", dropout=0.25, lowercase=False, min_word_freq=2),
+    KDConfig: dict(teacher_model_path="runs/t", temperature=2.5, loss_function="mse", dist_w=0.3, student_w=0.7,
+                   use_cache=False),
+    PseudoConfig: dict(unlabeled_filename="u.txt", threshold=0.9, unlabeled_weight=0.5, max_unlabeled=1000),
+    StudentDataConfig: dict(batch_size=4, embedding_file="glove.txt", init_embeddings_from_teacher="runs/t",
+                            vocab_from_unlabeled=False),
+}
+
+
+def test_every_config_class_is_covered():
+    assert set(CHANGED) == set(ALL)
+    for cls in ALL:
+        assert dataclasses.is_dataclass(cls)
+        names = {f.name for f in dataclasses.fields(cls)}
+        assert set(CHANGED[cls]) <= names
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_defaults_round_trip(cls, tmp_path):
+    c = cls()
+    d = c.to_dict()
+    assert set(d) == {f.name for f in dataclasses.fields(cls)}
+    assert cls.from_dict(d) == c
+    p = tmp_path / "c.json"
+    c.save(p)
+    assert cls.load(p) == c
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_changed_round_trip(cls, tmp_path):
+    c = cls(**CHANGED[cls])
+    assert c != cls()
+    d = c.to_dict()
+    for k, v in CHANGED[cls].items():
+        assert d[k] == v
+    back = cls.from_dict(d)
+    assert back == c
+    p = tmp_path / "c.json"
+    c.save(p)
+    raw = json.loads(p.read_text(encoding="utf-8"))  # plain JSON, same dict
+    assert raw == d
+    loaded = cls.load(p)
+    assert loaded == c
+    for k, v in CHANGED[cls].items():
+        assert getattr(loaded, k) == v
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_partial_dict_uses_defaults(cls):
+    k, v = next(iter(CHANGED[cls].items()))
+    c = cls.from_dict({k: v})
+    assert getattr(c, k) == v
+    assert c == cls().replace(**{k: v})
+    assert cls.from_dict({}) == cls()
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_unknown_keys_raise(cls, tmp_path):
+    d = cls().to_dict()
+    d["definitely_not_a_field"] = 1
+    with pytest.raises(ValueError, match="definitely_not_a_field"):
+        cls.from_dict(d)
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps(d), encoding="utf-8")
+    with pytest.raises(ValueError, match="definitely_not_a_field"):
+        cls.load(p)
+
+
+def test_typo_is_not_silently_ignored():
+    with pytest.raises(ValueError, match="epoch"):
+        TrainerConfig.from_dict({"epoch": 3})
+    # a key of another section is unknown here too
+    with pytest.raises(ValueError):
+        KDConfig.from_dict({"lr": 0.1})
+
+
+def test_list_default_not_shared():
+    a, b = TaggerConfig(), TaggerConfig()
+    a.idcnn_dilations.append(16)
+    assert b.idcnn_dilations == [1, 2, 1]
+    # from_dict copies nothing surprising: the round trip is independent of the source object
+    c = TaggerConfig(idcnn_dilations=[1, 3])
+    d = c.to_dict()
+    d["idcnn_dilations"].append(9)
+    assert c.idcnn_dilations == [1, 3]
+
+
+def test_replace_returns_new_object():
+    c = TransformerConfig()
+    c2 = c.replace(max_seq_length=16)
+    assert c2.max_seq_length == 16 and c.max_seq_length == 128
+    assert c2.stride == c.stride
+    with pytest.raises(TypeError):
+        c.replace(no_such_field=1)
