@@ -32,6 +32,8 @@ class CharCNN(nn.Module):
 
     def __init__(self, n_chars: int, emb_dim: int, out_dim: int, kernel: int = 3) -> None:
         super().__init__()
+        if kernel % 2 == 0:
+            raise ValueError(f"char_kernel must be odd, got {kernel}")
         self.emb = nn.Embedding(n_chars, emb_dim, padding_idx=PAD_ID)
         self.conv = nn.Conv1d(emb_dim, out_dim, kernel, padding=kernel // 2)
         self.out_dim = out_dim

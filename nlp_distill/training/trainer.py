@@ -124,6 +124,8 @@ class Trainer:
             set_rng_state(st["rng"])
             start_epoch, best, best_epoch = st["epoch"] + 1, st["best"], st["best_epoch"]
             bad_epochs, history = st["bad_epochs"], st["history"]
+            if cfg.early_stopping_patience is not None and bad_epochs >= cfg.early_stopping_patience:
+                start_epoch = cfg.epochs  # the run had early-stopped: it is finished
             logger.info("resumed from %s at epoch %d (best %s=%.4f)", self.ckpt_path, start_epoch, cfg.metric_for_best, best)
         else:
             seed_everything(cfg.seed)

@@ -1,0 +1,241 @@
+"""NeuralTagger: build, train a few steps, save/load round trip, predict edge cases, decoding,
+and a small end-to-end training run on the tiny fixture."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from nlp_distill.config import StudentDataConfig, TaggerConfig, TrainerConfig
+from nlp_distill.data.batching import bucket_batches
+from nlp_distill.data.conll import Sentence
+from nlp_distill.data.dataset_dir import load_data_dir
+from nlp_distill.data.labels import is_valid
+from nlp_distill.data.vocab import UNK_ID
+from nlp_distill.models.neural_tagger import NeuralTagger
+
+TINY = Path(__file__).parent / "fixtures" / "tiny"
+
+SMALL = dict(word_emb_dim=16, char_emb_dim=8, char_hidden=8, hidden=16, idcnn_iterations=2, dropout=0.1,
+             word_dropout=0.05)
+
+VARIANTS = [
+    ("cnn-lstm", False, "cnn"),
+    ("cnn-lstm", True, "lstm"),
+    ("id-cnn", False, "lstm"),
+    ("id-cnn", True, "cnn"),
+]
+VARIANT_IDS = [f"{m}-{'crf' if c else 'softmax'}-{ch}" for m, c, ch in VARIANTS]
+
+EDGE = [["Paris"], ["qwertyuiopasdf"], [""], ["Zoë", "visited", "東京", "🙂", "Straße"], ["John", "visited", "Paris"]]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_data_dir(TINY)
+
+
+def _train(model: NeuralTagger, sentences, epochs: int = 1, lr: float = 1e-2, batch_size: int = 16) -> list:
+    """A plain loop; returns the mean loss per epoch."""
+    enc = model.encode(sentences)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    losses = []
+    for ep in range(epochs):
+        tot = cnt = 0.0
+        for idx in bucket_batches(enc.lengths, batch_size, shuffle=True, seed=ep):
+            b = enc.collate(idx)
+            loss, n = model.gold_loss(model(b), b)
+            (loss / n).backward()
+            opt.step()
+            opt.zero_grad()
+            tot += float(loss.detach())
+            cnt += float(n)
+        losses.append(tot / cnt)
+    model.eval()
+    return losses
+
+
+def _build(tiny, model_type, use_crf, char_encoder, seed=0) -> NeuralTagger:
+    torch.manual_seed(seed)
+    cfg = TaggerConfig(model_type=model_type, use_crf=use_crf, char_encoder=char_encoder, **SMALL)
+    return NeuralTagger.build(cfg, tiny.train, tiny.labels)
+
+
+@pytest.mark.parametrize("model_type,use_crf,char_encoder", VARIANTS, ids=VARIANT_IDS)
+def test_train_save_load_roundtrip(tiny, tmp_path, model_type, use_crf, char_encoder):
+    model = _build(tiny, model_type, use_crf, char_encoder)
+    assert (model.crf is not None) == use_crf
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    losses = _train(model, tiny.train, epochs=2)
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < losses[0]
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    files = {p.name for p in folder.rglob("*") if p.is_file()}
+    assert {"config.json", "vocab.json", "model.safetensors"} <= files
+    for p in folder.rglob("*"):
+        if p.is_file():
+            assert p.suffix not in {".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt"}, p
+            head = p.read_bytes()[:2]
+            assert head[:1] != b"\x80" and head != b"PK", f"{p} looks like a pickle / torch.save zip"
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        assert set(f.keys()) == set(model.state_dict())
+
+    loaded = NeuralTagger.from_pretrained(folder)
+    assert not loaded.training
+    assert loaded.config == model.config
+    assert loaded.labels == model.labels
+    assert loaded.word_vocab.itos == model.word_vocab.itos and loaded.char_vocab.itos == model.char_vocab.itos
+    sd, lsd = model.state_dict(), loaded.state_dict()
+    assert set(sd) == set(lsd) and all(torch.equal(sd[k], lsd[k]) for k in sd)
+
+    sents = [s.tokens for s in tiny.dev] + EDGE
+    assert loaded.predict(sents) == model.predict(sents)
+    data = model.encode([Sentence(s) for s in sents if s])
+    b = data.collate(list(range(len(data))))
+    with torch.no_grad():
+        assert torch.equal(model(b), loaded(b))
+    # predict does not leave the model in eval mode if it was training
+    model.train()
+    model.predict([["Paris"]])
+    assert model.training
+
+
+@pytest.mark.parametrize("model_type,use_crf,char_encoder", VARIANTS, ids=VARIANT_IDS)
+def test_predict_edge_cases(tiny, model_type, use_crf, char_encoder):
+    model = _build(tiny, model_type, use_crf, char_encoder, seed=1)
+    _train(model, tiny.train, epochs=1)
+    assert model.word_vocab.id("qwertyuiopasdf") == UNK_ID
+    assert model.char_vocab.id("東") == UNK_ID and model.char_vocab.id("🙂") == UNK_ID
+    out = model.predict(EDGE + [[]])
+    assert len(out) == len(EDGE) + 1
+    assert out[-1] == []
+    for toks, tags in zip(EDGE, out):
+        assert len(tags) == len(toks)
+        assert all(t in tiny.labels.labels for t in tags)
+    # a sentence's tags do not depend on the other sentences of its batch (padding invariance)
+    for toks, tags in zip(EDGE, out):
+        assert model.predict([toks]) == [tags]
+    dev = [s.tokens for s in tiny.dev]
+    assert model.predict(dev, batch_size=3) == model.predict(dev, batch_size=64)
+    if use_crf:  # BIO constraints: never an invalid sequence
+        assert all(is_valid(t, "BIO") for t in model.predict(dev + EDGE))
+
+
+def _emissions(model: NeuralTagger, sents):
+    data = model.encode([Sentence(s) for s in sents])
+    b = data.collate(list(range(len(data))))
+    with torch.no_grad():
+        return model(b), b.mask
+
+
+def test_crf_predict_uses_viterbi(tiny, monkeypatch):
+    model = _build(tiny, "cnn-lstm", True, "cnn", seed=2)
+    _train(model, tiny.train, epochs=1)
+    sents = [s.tokens for s in tiny.dev[:6]] + [["John", "visited", "Paris"]]
+    em, mask = _emissions(model, sents)
+    expected = [model.labels.decode(p) for p in model.crf.viterbi(em, mask)]
+    assert model.predict(sents) == expected
+
+    # make Viterbi and argmax disagree: a transition score that forbids staying in O
+    o = model.labels.label2id["O"]
+    with torch.no_grad():
+        model.crf.trans[o, o] -= 1e3
+    em, mask = _emissions(model, [["nobody", "expected", "that", "today", "."]])
+    argmax = em.argmax(-1)[0].tolist()
+    vit = model.crf.viterbi(em, mask)[0]
+    assert vit != argmax
+    assert model.predict([["nobody", "expected", "that", "today", "."]]) == [model.labels.decode(vit)]
+
+    calls = []
+    real = model.crf.viterbi
+
+    def spy(emissions, m):
+        calls.append(emissions.shape)
+        return [[len(model.labels) - 1] * int(n) for n in m.sum(1).tolist()]
+
+    monkeypatch.setattr(model.crf, "viterbi", spy)
+    out = model.predict([["a", "b"], ["c"]])
+    assert calls, "predict did not call crf.viterbi"
+    last = model.labels.labels[-1]
+    assert out == [[last, last], [last]]
+    monkeypatch.setattr(model.crf, "viterbi", real)
+
+
+def test_softmax_predict_is_argmax(tiny):
+    model = _build(tiny, "id-cnn", False, "cnn", seed=3)
+    _train(model, tiny.train, epochs=1)
+    sents = [s.tokens for s in tiny.dev[:8]]
+    em, mask = _emissions(model, sents)
+    expected = [model.labels.decode(em[i, : len(s)].argmax(-1).tolist()) for i, s in enumerate(sents)]
+    assert model.predict(sents) == expected
+
+
+@torch.no_grad()
+def test_gold_loss_matches_reference(tiny):
+    torch.manual_seed(4)
+    for use_crf in (False, True):
+        model = _build(tiny, "cnn-lstm", use_crf, "cnn", seed=4).eval()
+        data = model.encode(tiny.train[:5])
+        b = data.collate([0, 1, 2, 3, 4])
+        em = model(b).detach()
+        loss, n = model.gold_loss(em, b)
+        assert int(n) == int(b.mask.sum())
+        ref = 0.0
+        for i in range(5):
+            L = int(b.mask[i].sum())
+            if use_crf:
+                ref += float(model.crf.nll(em[i : i + 1, :L], b.tags[i : i + 1, :L], b.mask[i : i + 1, :L])[0])
+            else:
+                ref += float(torch.nn.functional.cross_entropy(em[i, :L], b.tags[i, :L], reduction="sum"))
+        assert float(loss) == pytest.approx(ref, rel=1e-5, abs=1e-4)
+
+
+def test_public_import_and_predict(tiny):
+    from nlp_distill import NeuralTagger as NT
+
+    assert NT is NeuralTagger
+    torch.manual_seed(5)
+    tagger = NT.build(TaggerConfig(**SMALL), tiny.train, tiny.labels)
+    out = tagger.predict([["John", "visited", "Paris"]])
+    assert isinstance(out, list) and len(out) == 1
+    assert isinstance(out[0], list) and len(out[0]) == 3
+    assert all(isinstance(t, str) and t in tiny.labels.labels for t in out[0])
+
+
+def test_cnn_lstm_learns_tiny_fixture(tiny_dir, tmp_path):
+    from procedures.tagger import train_student
+
+    d = load_data_dir(tiny_dir)
+    tagger = TaggerConfig(model_type="cnn-lstm", word_emb_dim=32, char_emb_dim=16, char_hidden=16, hidden=32,
+                          dropout=0.2, word_dropout=0.05)
+    trainer = TrainerConfig(epochs=10, lr=1e-2, optimizer="adam", seed=0, show_progress=False,
+                            early_stopping_patience=3)
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    level = root.level
+    try:
+        metrics = train_student(tmp_path / "run", d.train, d.dev, d.test, d.labels, tagger, trainer,
+                                StudentDataConfig(batch_size=8, eval_batch_size=64), device="cpu")
+    finally:
+        for h in list(root.handlers):
+            if h not in handlers:
+                root.removeHandler(h)
+                h.close()
+        root.setLevel(level)
+    assert metrics["dev"]["f1"] >= 0.9, metrics["dev"]
+    assert metrics["dev"]["accuracy"] >= 0.95
+    assert metrics["test"]["f1"] >= 0.85
+    # the saved best model reproduces the reported dev score
+    best = NeuralTagger.from_pretrained(tmp_path / "run")
+    pred = best.predict([s.tokens for s in d.dev])
+    from nlp_distill.metrics import tagging_metrics
+
+    assert tagging_metrics([s.tags for s in d.dev], pred)["f1"] == pytest.approx(metrics["dev"]["f1"])

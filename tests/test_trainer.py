@@ -1,0 +1,333 @@
+"""The generic Trainer on a tiny regression model: loss, best checkpoint, early stopping,
+gradient accumulation, resume; and atomic_dir."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from nlp_distill.config import TrainerConfig
+from nlp_distill.io import atomic_dir
+from nlp_distill.training.trainer import Trainer
+
+
+def _data(n=64, d=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    w = torch.tensor([1.5, -2.0, 0.5][:d])
+    y = x @ w + 0.3 + 0.01 * torch.randn(n, generator=g)
+    return x, y
+
+
+def _batches_fn(x, y, batch_size=8, calls=None):
+    """epoch -> batches, a fixed permutation per epoch (deterministic, for resume)."""
+    def f(epoch):
+        if calls is not None:
+            calls.append(epoch)
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(100 + epoch))
+        return [(x[perm[i : i + batch_size]], y[perm[i : i + batch_size]]) for i in range(0, len(x), batch_size)]
+    return f
+
+
+def _mse_sum(model):
+    def loss_fn(batch):
+        xb, yb = batch
+        return ((model(xb).squeeze(-1) - yb) ** 2).sum(), len(yb)
+    return loss_fn
+
+
+def _save(model):
+    def save(folder):
+        save_file({k: v.detach().clone().contiguous() for k, v in model.state_dict().items()},
+                  str(Path(folder) / "w.safetensors"))
+    return save
+
+
+def _cfg(**kw):
+    base = dict(epochs=3, lr=0.05, optimizer="adam", max_grad_norm=0.0, show_progress=False, seed=0,
+                metric_for_best="score")
+    base.update(kw)
+    return TrainerConfig(**base)
+
+
+def _log(out):
+    return [json.loads(l) for l in (Path(out) / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_loss_falls(tmp_path):
+    torch.manual_seed(0)
+    x, y = _data()
+    model = nn.Linear(3, 1)
+    loss_fn = _mse_sum(model)
+
+    def evaluate():
+        with torch.no_grad():
+            s, n = loss_fn((x, y))
+        return {"score": -float(s) / n}
+
+    res = Trainer(model, _cfg(epochs=6), loss_fn, _batches_fn(x, y), 8, evaluate, _save(model), tmp_path).train()
+    losses = [h["train_loss"] for h in res["history"]]
+    assert len(losses) == 6
+    assert losses[-1] < 0.2 * losses[0]
+    with torch.no_grad():
+        final = float(((model(x).squeeze(-1) - y) ** 2).mean())
+    assert final < 0.2 * losses[0]
+    assert res["best_epoch"] == 1 + max(range(6), key=lambda i: res["history"][i]["dev_score"])
+
+
+def test_best_checkpoint_is_best_dev_epoch(tmp_path):
+    torch.manual_seed(0)
+    x, y = _data()
+    model = nn.Linear(3, 1)
+    script = [0.1, 0.5, 0.3, 0.7, 0.2]
+    snaps = []
+
+    def evaluate():
+        snaps.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return {"score": script[len(snaps) - 1], "extra": {"nested": 1}}
+
+    res = Trainer(model, _cfg(epochs=5), _mse_sum(model), _batches_fn(x, y), 8, evaluate, _save(model),
+                  tmp_path).train()
+    best_i = max(range(len(script)), key=script.__getitem__)
+    assert res["best_epoch"] == best_i + 1
+    assert res["best_metric"] == script[best_i]
+    saved = load_file(str(tmp_path / "model" / "w.safetensors"))
+    for k, v in snaps[best_i].items():
+        assert torch.equal(saved[k], v)
+    # and not the last epoch's weights (which differ)
+    assert not all(torch.equal(saved[k], v) for k, v in snaps[-1].items())
+    log = _log(tmp_path)
+    assert [r["epoch"] for r in log] == [1, 2, 3, 4, 5]
+    assert [r["dev_score"] for r in log] == script
+    running, flags = float("-inf"), []
+    for s in script:
+        flags.append(s > running)
+        running = max(running, s)
+    assert [r["best"] for r in log] == flags
+    assert "dev_extra" not in log[0]  # nested metrics are not logged per epoch
+    # no temporary folders left behind
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize("patience,script,expected_epochs", [
+    (2, [0.5, 0.6, 0.4, 0.6, 0.9, 1.0, 1.0, 1.0], 4),
+    (1, [0.5, 0.4, 0.9], 2),
+    (3, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], 6),  # never stops: always improving
+    (2, [0.5, 0.4, 0.6, 0.5, 0.55, 0.9], 5),  # the counter resets on improvement
+])
+def test_early_stopping(tmp_path, patience, script, expected_epochs):
+    torch.manual_seed(0)
+    x, y = _data()
+    model = nn.Linear(3, 1)
+    calls, evals = [], []
+
+    def evaluate():
+        evals.append(1)
+        return {"score": script[len(evals) - 1]}
+
+    res = Trainer(model, _cfg(epochs=len(script), early_stopping_patience=patience), _mse_sum(model),
+                  _batches_fn(x, y, calls=calls), 8, evaluate, _save(model), tmp_path).train()
+    # reference: stop once `patience` consecutive epochs fail to beat the best so far
+    best, bad, ref = float("-inf"), 0, 0
+    for s in script:
+        ref += 1
+        if s > best:
+            best, bad = s, 0
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+    assert ref == expected_epochs
+    assert len(res["history"]) == expected_epochs
+    assert calls == list(range(expected_epochs))
+    assert len(_log(tmp_path)) == expected_epochs
+
+
+def _accum_run(tmp_path, groups, accum, lr=0.1):
+    """One epoch of SGD over the given micro-batches; returns the final parameters."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    cfg = _cfg(epochs=1, optimizer="sgd", lr=lr, grad_accum_steps=accum)
+    Trainer(model, cfg, _mse_sum(model), lambda ep: list(groups), len(groups), lambda: {"score": 0.0},
+            _save(model), tmp_path).train()
+    return model
+
+
+def test_grad_accumulation_equals_one_big_batch(tmp_path):
+    x, y = _data(n=7)
+    small = [(x[:2], y[:2]), (x[2:], y[2:])]  # unequal micro-batches: 2 and 5 items
+    big = [(x, y)]
+    a = _accum_run(tmp_path / "a", small, accum=2)
+    b = _accum_run(tmp_path / "b", big, accum=1)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, atol=1e-6, rtol=1e-6)
+
+    # reference: one SGD step on the mean loss over all 7 items, from the same init
+    torch.manual_seed(0)
+    ref = nn.Linear(3, 1)
+    init = [p.detach().clone() for p in ref.parameters()]
+    ((ref(x).squeeze(-1) - y) ** 2).mean().backward()
+    expected = [p0 - 0.1 * p.grad for p0, p in zip(init, ref.parameters())]
+    for pa, pe in zip(a.parameters(), expected):
+        torch.testing.assert_close(pa.detach(), pe, atol=1e-6, rtol=1e-6)
+    # averaging the two micro-batch means instead would give something else (the test has teeth)
+    ref.zero_grad()
+    sum(((ref(xb).squeeze(-1) - yb) ** 2).mean() for xb, yb in small).div(2).backward()
+    wrong = [p0 - 0.1 * p.grad for p0, p in zip(init, ref.parameters())]
+    assert not all(torch.allclose(pa.detach(), pw, atol=1e-5) for pa, pw in zip(a.parameters(), wrong))
+
+
+def test_grad_accumulation_last_short_group(tmp_path):
+    x, y = _data(n=10)
+    micro = [(x[:3], y[:3]), (x[3:4], y[3:4]), (x[4:], y[4:])]  # accum=2 -> groups {0,1}, {2}
+    big = [(x[:4], y[:4]), (x[4:], y[4:])]
+    a = _accum_run(tmp_path / "a", micro, accum=2)
+    b = _accum_run(tmp_path / "b", big, accum=1)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, atol=1e-6, rtol=1e-6)
+
+
+class _DropNet(nn.Module):
+    """Uses dropout so that resume must also restore the RNG."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(3, 8)
+        self.drop = nn.Dropout(0.3)
+        self.b = nn.Linear(8, 1)
+
+    def forward(self, x):
+        return self.b(self.drop(torch.relu(self.a(x))))
+
+
+def _resume_trainer(out, epochs, init_seed, calls):
+    x, y = _data(n=48)
+    torch.manual_seed(init_seed)
+    model = _DropNet()
+    loss_fn = _mse_sum(model)
+    xd, yd = _data(n=16, seed=1)
+
+    def evaluate():
+        with torch.no_grad():
+            s, n = loss_fn((xd, yd))
+        return {"score": -float(s) / n}
+
+    cfg = _cfg(epochs=epochs, lr=0.02, max_grad_norm=1.0, seed=7)
+    return model, Trainer(model, cfg, loss_fn, _batches_fn(x, y, calls=calls), 6, evaluate, _save(model), out)
+
+
+def test_resume_matches_uninterrupted_run(tmp_path):
+    full_model, full = _resume_trainer(tmp_path / "full", 4, init_seed=1, calls=[])
+    res_full = full.train()
+
+    calls1 = []
+    _, part = _resume_trainer(tmp_path / "part", 2, init_seed=1, calls=calls1)
+    part.train()
+    assert calls1 == [0, 1]
+    assert len(_log(tmp_path / "part")) == 2
+
+    calls2 = []
+    # a different init: resume must load the checkpointed weights
+    model2, resumed = _resume_trainer(tmp_path / "part", 4, init_seed=999, calls=calls2)
+    res2 = resumed.train(resume=True)
+    assert calls2 == [2, 3]  # continues from epoch 3
+    for (k, p1), (_, p2) in zip(full_model.state_dict().items(), model2.state_dict().items()):
+        torch.testing.assert_close(p2, p1, atol=1e-7, rtol=1e-6, msg=k)
+    log_full, log_part = _log(tmp_path / "full"), _log(tmp_path / "part")
+    assert [r["epoch"] for r in log_part] == [1, 2, 3, 4]
+    for a, b in zip(log_full, log_part):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
+        assert a["dev_score"] == pytest.approx(b["dev_score"], rel=1e-6)
+        assert a["best"] == b["best"]
+    assert res2["best_epoch"] == res_full["best_epoch"]
+    assert len(res2["history"]) == 4
+    # the best model on disk is the same as in the uninterrupted run
+    wf = load_file(str(tmp_path / "full" / "model" / "w.safetensors"))
+    wp = load_file(str(tmp_path / "part" / "model" / "w.safetensors"))
+    for k in wf:
+        torch.testing.assert_close(wp[k], wf[k], atol=1e-7, rtol=1e-6)
+
+
+def test_resume_without_checkpoint_starts_fresh(tmp_path):
+    calls = []
+    _, tr = _resume_trainer(tmp_path / "fresh", 2, init_seed=1, calls=calls)
+    tr.train(resume=True)
+    assert calls == [0, 1]
+
+
+def test_atomic_dir_keeps_old_folder_on_error(tmp_path):
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "weights.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            assert tmp != target and tmp.parent == target.parent
+            (tmp / "weights.txt").write_text("new")
+            (tmp / "extra.txt").write_text("new")
+            raise RuntimeError("boom")
+    assert (target / "weights.txt").read_text() == "old"
+    assert not (target / "extra.txt").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # temp folder removed
+
+    with atomic_dir(target) as tmp:
+        (tmp / "weights.txt").write_text("new")
+    assert (target / "weights.txt").read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+    fresh = tmp_path / "sub" / "fresh"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_dir(fresh) as tmp:
+            raise KeyboardInterrupt
+    assert not fresh.exists() and list((tmp_path / "sub").iterdir()) == []
+
+
+def test_failed_save_keeps_previous_best(tmp_path):
+    torch.manual_seed(0)
+    x, y = _data()
+    model = nn.Linear(3, 1)
+    scores = iter([0.1, 0.2, 0.3])
+    snaps, n_saves = [], []
+    good = _save(model)
+
+    def save(folder):
+        n_saves.append(1)
+        if len(n_saves) == 2:
+            (Path(folder) / "w.safetensors").write_text("partial")
+            raise OSError("disk full")
+        good(folder)
+
+    def evaluate():
+        snaps.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return {"score": next(scores)}
+
+    with pytest.raises(OSError):
+        Trainer(model, _cfg(epochs=3), _mse_sum(model), _batches_fn(x, y), 8, evaluate, save, tmp_path).train()
+    saved = load_file(str(tmp_path / "model" / "w.safetensors"))
+    for k, v in snaps[0].items():
+        assert torch.equal(saved[k], v)
+
+
+def test_resume_after_early_stop_trains_no_more(tmp_path):
+    """A run that early-stopped is finished: resuming it must not train further epochs."""
+    x, y = _data()
+    script = [0.5, 0.4, 0.3, 0.9, 0.9, 0.9]
+
+    def run(calls, resume):
+        torch.manual_seed(0)
+        model = nn.Linear(3, 1)
+        scores = iter(script[len(_log(tmp_path)) if resume else 0:])
+        tr = Trainer(model, _cfg(epochs=6, early_stopping_patience=2), _mse_sum(model),
+                     _batches_fn(x, y, calls=calls), 8, lambda: {"score": next(scores)}, _save(model), tmp_path)
+        return tr.train(resume=resume)
+
+    calls1, calls2 = [], []
+    res1 = run(calls1, resume=False)
+    assert calls1 == [0, 1, 2] and res1["best_epoch"] == 1
+    res2 = run(calls2, resume=True)
+    assert calls2 == []
+    assert res2["best_epoch"] == 1 and len(res2["history"]) == 3
+    assert len(_log(tmp_path)) == 3
