@@ -59,7 +59,19 @@ def build_sections(ctx: click.Context, defaults: Dict[str, Any], flags: Dict[str
     return {k: (type(defaults[k]).from_dict(v) if hasattr(defaults[k], "from_dict") else v) for k, v in sections.items()}
 
 
-@click.group()
+class FriendlyGroup(click.Group):
+    """Report data/config errors as one ``Error: file:line: problem`` line, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        from nlp_distill.errors import DataFormatError, LabelMismatchError
+
+        try:
+            return super().invoke(ctx)
+        except (DataFormatError, LabelMismatchError, FileNotFoundError) as e:
+            raise click.ClickException(str(e)) from e
+
+
+@click.group(cls=FriendlyGroup)
 def nlp_train() -> None:
     """Train teachers and (distilled) student taggers."""
 
@@ -227,7 +239,7 @@ def _echo_result(m: Dict[str, Any]) -> None:
     click.echo(f"dev F1 {m['dev']['f1']:.4f}" + (f"  test F1 {test['f1']:.4f}" if test else ""))
 
 
-@click.group()
+@click.group(cls=FriendlyGroup)
 def nlp_inference() -> None:
     """Tag files with a saved model."""
 

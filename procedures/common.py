@@ -28,11 +28,16 @@ def setup_logging(output_dir=None, level: int = logging.INFO) -> None:
     root.setLevel(level)
     if output_dir is not None:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
-        log_file = str(Path(output_dir) / "run.log")
-        if not any(getattr(h, "baseFilename", None) == os.path.abspath(log_file) for h in root.handlers):
-            fh = logging.FileHandler(log_file)
-            fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-            root.addHandler(fh)
+        log_file = os.path.abspath(str(Path(output_dir) / "run.log"))
+        for h in [h for h in root.handlers if getattr(h, "_nlp_distill_run", False)]:
+            if h.baseFilename == log_file:
+                return
+            root.removeHandler(h)  # one run.log at a time: a new run must not write into the last one's
+            h.close()
+        fh = logging.FileHandler(log_file)
+        fh._nlp_distill_run = True  # type: ignore[attr-defined]
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(fh)
     logging.getLogger("transformers").setLevel(logging.ERROR)
 
 

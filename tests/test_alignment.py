@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_tiny_tokenizer
+from tests.conftest import make_tiny_tokenizer
 from nlp_distill.data.alignment import WordAligner, pool_words
 
 ZWSP = "\u200b"

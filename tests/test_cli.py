@@ -1,0 +1,225 @@
+"""CLI (`nlp-train`, `nlp-inference`) through click's CliRunner, plus one real subprocess run."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from nlp_distill.data.conll import read_conll
+from nlp_distill.data.dataset_dir import load_data_dir
+from procedures.cli import nlp_inference, nlp_train
+
+TINY = Path(__file__).parent / "fixtures" / "tiny"
+TAGGER_ARGS = ["--hidden", "16", "--word_embedding_dims", "16", "--batch_size", "16", "--epochs", "1",
+               "--device", "cpu", "--seed", "3"]
+
+
+def invoke(cli, args):
+    """Invoke a click command; drop the root log handlers the run added (they hold the runner's
+    temporary stderr and run.log files)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=True)
+    finally:
+        for h in root.handlers[:]:
+            if h not in handlers:
+                root.removeHandler(h)
+                h.close()
+        root.setLevel(level)
+
+
+def ok(result):
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("cli") / "tiny"
+    shutil.copytree(TINY, d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def teacher_run(data_dir, tiny_encoder_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli_teacher") / "run"
+    r = invoke(nlp_train, ["transformer_token", "--data_dir", data_dir, "--output_dir", out,
+                           "--model_name_or_path", tiny_encoder_dir, "--num_train_epochs", 1, "--max_seq_length", 32,
+                           "--per_device_train_batch_size", 16, "--learning_rate", 1e-3, "--device", "cpu"])
+    ok(r)
+    assert "dev F1" in r.output and "test F1" in r.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def tagger_run(data_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli_tagger") / "run"
+    ok(invoke(nlp_train, ["tagger", "--data_dir", data_dir, "--output_dir", out, "--lr", 0.005, *TAGGER_ARGS]))
+    return out
+
+
+def _conll_lines(path):
+    return [l for l in Path(path).read_text(encoding="utf-8").splitlines() if l.strip()]
+
+
+def test_prepare_wnut16_help():
+    r = ok(invoke(nlp_train, ["prepare_wnut16", "--help"]))
+    assert "--output_dir" in r.output and "--sotu_sentences" in r.output
+
+
+def test_transformer_token_run(teacher_run, tiny_encoder_dir):
+    assert (teacher_run / "model" / "nlp_distill.json").is_file()
+    cfg = json.loads((teacher_run / "config.json").read_text())
+    assert cfg["model"]["model_name_or_path"] == str(tiny_encoder_dir)
+    assert cfg["model"]["max_seq_length"] == 32 and cfg["model"]["batch_size"] == 16
+    assert cfg["trainer"]["epochs"] == 1 and cfg["trainer"]["lr"] == pytest.approx(1e-3)
+    m = json.loads((teacher_run / "metrics.json").read_text())
+    assert "f1" in m["dev"] and "f1" in m["test"]
+
+
+def test_tagger_run(tagger_run):
+    cfg = json.loads((tagger_run / "config.json").read_text())
+    assert cfg["task"] == "tagger"
+    assert cfg["tagger"]["hidden"] == 16 and cfg["tagger"]["word_emb_dim"] == 16
+    assert cfg["data"]["batch_size"] == 16
+    assert cfg["trainer"]["epochs"] == 1 and cfg["trainer"]["seed"] == 3
+    assert (tagger_run / "model" / "model.safetensors").is_file()
+    m = json.loads((tagger_run / "metrics.json").read_text())
+    assert 0.0 <= m["dev"]["f1"] <= 1.0 and m["epochs_run"] == 1
+
+
+def test_tagger_kd_run(data_dir, teacher_run, tmp_path):
+    out = tmp_path / "kd"
+    r = ok(invoke(nlp_train, ["tagger_kd", "--data_dir", data_dir, "--output_dir", out, *TAGGER_ARGS,
+                              "--teacher_model_path", teacher_run, "--teacher_max_seq_len", 32, "--kd_temp", 2.0]))
+    assert "dev F1" in r.output
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["task"] == "tagger_kd"
+    assert cfg["kd"]["teacher_model_path"] == str(teacher_run)
+    assert cfg["kd"]["temperature"] == 2.0 and cfg["kd"]["teacher_max_seq_len"] == 32
+    assert (out / "teacher_cache" / "meta.json").is_file()
+    meta = json.loads((out / "teacher_cache" / "meta.json").read_text())
+    d = load_data_dir(data_dir)
+    assert meta["num_sentences"] == len(d.train) and meta["num_words"] == sum(len(s) for s in d.train)
+    assert (out / "metrics.json").is_file()
+
+
+def test_tagger_kd_pseudo_run(data_dir, teacher_run, tmp_path):
+    unl = tmp_path / "more_text.txt"
+    lines = [l for l in (TINY / "unlabeled.txt").read_text(encoding="utf-8").splitlines() if l.strip()]
+    unl.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "kdp"
+    ok(invoke(nlp_train, ["tagger_kd_pseudo", "--data_dir", data_dir, "--output_dir", out, *TAGGER_ARGS,
+                          "--teacher_model_path", teacher_run, "--teacher_max_seq_len", 32,
+                          "--unlabeled_filename", unl, "--max_unlabeled", 7, "--pseudo_threshold", 0.3]))
+    pseudo = read_conll(out / "pseudo_labeled.txt", tag_column=1)
+    assert [s.tokens for s in pseudo] == [l.split() for l in lines[:7]]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["pseudo"]["max_unlabeled"] == 7 and cfg["pseudo"]["threshold"] == 0.3
+    assert cfg["pseudo"]["unlabeled_filename"] == str(unl)
+    meta = json.loads((out / "teacher_cache" / "meta.json").read_text())
+    assert meta["num_sentences"] == len(load_data_dir(data_dir).train) + 7
+
+
+@pytest.mark.parametrize("kind", ["tagger", "transformer_token"])
+def test_inference_conll_and_raw_text(kind, tagger_run, teacher_run, data_dir, tmp_path):
+    model_dir = tagger_run if kind == "tagger" else teacher_run
+    labels = set(load_data_dir(data_dir).labels.labels)
+    # CoNLL input (its tags are ignored)
+    out = tmp_path / "pred.txt"
+    r = ok(invoke(nlp_inference, [kind, "--model_dir", model_dir, "--data_file", data_dir / "test.txt",
+                                  "--output_file", out, "--batch_size", 8]))
+    gold = read_conll(data_dir / "test.txt")
+    pred = read_conll(out, tag_column=1)
+    assert f"tagged {len(gold)} sentences" in r.output
+    assert [s.tokens for s in pred] == [s.tokens for s in gold]
+    assert len(_conll_lines(out)) == sum(len(s) for s in gold)
+    assert all(len(l.split("\t")) == 2 and l.split("\t")[1] in labels for l in _conll_lines(out))
+    # raw text input, one sentence per line
+    raw_out = tmp_path / "raw_pred.txt"
+    ok(invoke(nlp_inference, [kind, "--model_dir", model_dir, "--data_file", data_dir / "unlabeled.txt",
+                              "--output_file", raw_out]))
+    raw = [l.split() for l in (data_dir / "unlabeled.txt").read_text(encoding="utf-8").splitlines() if l.strip()]
+    pred_raw = read_conll(raw_out, tag_column=1)
+    assert [s.tokens for s in pred_raw] == raw
+    assert len(_conll_lines(raw_out)) == sum(len(t) for t in raw)
+    assert all(t in labels for s in pred_raw for t in s.tags)
+
+
+def test_config_reproduces_and_flags_override(tagger_run, data_dir, tmp_path):
+    first = json.loads((tagger_run / "config.json").read_text())
+    # same settings from --config alone (no tagger flags): sections equal the original run's
+    same = tmp_path / "same"
+    ok(invoke(nlp_train, ["tagger", "--data_dir", data_dir, "--output_dir", same, "--device", "cpu",
+                          "--config", tagger_run / "config.json"]))
+    again = json.loads((same / "config.json").read_text())
+    for sec in ("tagger", "trainer", "data"):
+        assert again[sec] == first[sec], sec
+    # explicit flags win over the file; everything else still comes from the file
+    over = tmp_path / "over"
+    ok(invoke(nlp_train, ["tagger", "--data_dir", data_dir, "--output_dir", over, "--device", "cpu",
+                          "--config", tagger_run / "config.json", "--hidden", 8, "--epochs", 2]))
+    o = json.loads((over / "config.json").read_text())
+    assert o["tagger"]["hidden"] == 8 and o["trainer"]["epochs"] == 2
+    assert o["tagger"]["word_emb_dim"] == 16 and o["data"]["batch_size"] == 16
+    assert o["trainer"]["seed"] == 3 and o["trainer"]["lr"] == pytest.approx(0.005)
+    assert {k: v for k, v in o["tagger"].items() if k != "hidden"} == \
+        {k: v for k, v in first["tagger"].items() if k != "hidden"}
+    assert json.loads((over / "metrics.json").read_text())["epochs_run"] == 2
+
+
+def test_config_for_kd_sections(data_dir, teacher_run, tmp_path):
+    a = tmp_path / "a"
+    ok(invoke(nlp_train, ["tagger_kd", "--data_dir", data_dir, "--output_dir", a, *TAGGER_ARGS,
+                          "--teacher_model_path", teacher_run, "--teacher_max_seq_len", 32, "--kd_dist_w", 0.5]))
+    b = tmp_path / "b"
+    ok(invoke(nlp_train, ["tagger_kd", "--data_dir", data_dir, "--output_dir", b, "--device", "cpu",
+                          "--teacher_model_path", teacher_run, "--config", a / "config.json", "--kd_temp", 3.0]))
+    ca, cb = (json.loads((p / "config.json").read_text()) for p in (a, b))
+    assert cb["kd"]["dist_w"] == 0.5 and cb["kd"]["teacher_max_seq_len"] == 32
+    assert cb["kd"]["temperature"] == 3.0 and ca["kd"]["temperature"] == 1.0
+    assert cb["tagger"] == ca["tagger"] and cb["data"] == ca["data"]
+
+
+@pytest.mark.parametrize("problem", ["missing_tag", "unknown_tag"])
+def test_bad_data_file_names_file_and_line(problem, tmp_path):
+    d = tmp_path / "bad"
+    shutil.copytree(TINY, d)
+    if problem == "missing_tag":
+        target = d / "train.txt"
+        lines = target.read_text(encoding="utf-8").splitlines()
+        bad_line = 9  # inside the second sentence
+        assert lines[bad_line - 1].strip()
+        lines[bad_line - 1] = lines[bad_line - 1].split()[0]
+    else:
+        target = d / "dev.txt"
+        lines = target.read_text(encoding="utf-8").splitlines()
+        bad_line = next(i for i, l in enumerate(lines, 1) if l.strip() and l.split()[-1] == "B-PER")
+        lines[bad_line - 1] = lines[bad_line - 1].split()[0] + "\tB-FOO"
+    target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    r = invoke(nlp_train, ["tagger", "--data_dir", d, "--output_dir", tmp_path / "out", *TAGGER_ARGS])
+    assert r.exit_code != 0
+    message = r.output + " " + str(r.exception)
+    assert f"{target}:{bad_line}" in message, message
+
+
+def test_console_script_subprocess(tmp_path):
+    exe = shutil.which("nlp-train", path=os.path.dirname(sys.executable)) or shutil.which("nlp-train")
+    cmd = [exe] if exe else [sys.executable, "-c", "from procedures.cli import nlp_train; nlp_train()"]
+    out = tmp_path / "run"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    p = subprocess.run(cmd + ["tagger", "--data_dir", str(TINY), "--output_dir", str(out), *TAGGER_ARGS],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "dev F1" in p.stdout
+    m = json.loads((out / "metrics.json").read_text())
+    assert "f1" in m["dev"] and "f1" in m["test"]
+    assert (out / "run.log").is_file() and (out / "model" / "config.json").is_file()

@@ -1,0 +1,176 @@
+"""TransformerTokenClassifier (the teacher) on the tiny random BERT: training, save/load, runs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nlp_distill.config import TrainerConfig, TransformerConfig
+from nlp_distill.data.dataset_dir import load_data_dir
+from nlp_distill.data.labels import LabelVocab
+from nlp_distill.models.transformer import NLP_DISTILL_FILE, TransformerTokenClassifier
+
+TINY = Path(__file__).parent / "fixtures" / "tiny"
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging():
+    """Runs call setup_logging (root handlers, run.log files): drop what a test added."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for h in root.handlers[:]:
+        if h not in handlers:
+            root.removeHandler(h)
+            h.close()
+    root.setLevel(level)
+
+
+def _clf(tiny_encoder_dir, tiny_labels, **cfg) -> TransformerTokenClassifier:
+    torch.manual_seed(0)
+    config = TransformerConfig(max_seq_length=32, **cfg)
+    return TransformerTokenClassifier.from_pretrained(str(tiny_encoder_dir), labels=tiny_labels, config=config)
+
+
+def test_training_steps_reduce_loss(tiny_encoder_dir, tiny_labels):
+    clf = _clf(tiny_encoder_dir, tiny_labels)
+    data = load_data_dir(TINY)
+    train = data.train[:32]
+    windows = clf.windows([s.tokens for s in train])
+    tags = [tiny_labels.encode(s.tags) for s in train]
+    batch = clf.collate(windows, tags)
+    assert int((batch["labels"] != -100).sum()) == sum(len(s) for s in train)  # every word trained once
+    opt = torch.optim.AdamW(clf.parameters(), lr=1e-3)
+    clf.train()
+    torch.manual_seed(0)
+    first = None
+    for _ in range(15):
+        loss, n = clf.loss(batch)
+        (loss / n).backward()
+        opt.step()
+        opt.zero_grad()
+        if first is None:
+            first = float(loss.detach() / n)
+    clf.eval()
+    with torch.no_grad():
+        loss, n = clf.loss(batch)
+    last = float(loss / n)
+    assert last < 0.8 * first, (first, last)
+
+
+def test_word_logits_cover_every_word_of_a_long_sentence(tiny_encoder_dir, tiny_labels):
+    clf = _clf(tiny_encoder_dir, tiny_labels)
+    long = ("Mary Jones visited New York yesterday .".split()) * 20  # 140 words >> 32 sub-tokens
+    short = ["it", "rained"]
+    out = clf.word_logits([long, short], batch_size=4)
+    assert [a.shape for a in out] == [(len(long), len(tiny_labels)), (2, len(tiny_labels))]
+    assert np.isfinite(out[0]).all()
+    # windows really were needed, and no word row was left at its zero initialisation
+    assert len(clf.windows([long])) > 1
+    assert (np.abs(out[0]).sum(1) > 0).all()
+    assert [len(p) for p in clf.predict([long, short])] == [len(long), 2]
+
+
+def test_save_load_roundtrip(tiny_encoder_dir, tiny_labels, tmp_path):
+    clf = _clf(tiny_encoder_dir, tiny_labels)
+    # perturb the head so a reload from the encoder (new random head) could not pass by chance
+    with torch.no_grad():
+        for p in clf.model.classifier.parameters():
+            p.add_(torch.randn_like(p))
+    sents = [s.tokens for s in load_data_dir(TINY).dev[:6]]
+    before = clf.word_logits(sents)
+    folder = tmp_path / "teacher"
+    clf.save_pretrained(folder)
+
+    cfg = json.loads((folder / "config.json").read_text())
+    assert {int(k): v for k, v in cfg["id2label"].items()} == dict(enumerate(tiny_labels.labels))
+    assert cfg["label2id"] == {l: i for i, l in enumerate(tiny_labels.labels)}
+    assert (folder / "tokenizer_config.json").is_file()
+    assert (folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file()
+    meta = json.loads((folder / NLP_DISTILL_FILE).read_text())
+    assert meta["labels"] == tiny_labels.labels
+    assert meta["config"]["max_seq_length"] == 32
+
+    loaded = TransformerTokenClassifier.from_pretrained(str(folder))
+    assert loaded.labels == tiny_labels
+    assert loaded.config.max_seq_length == 32
+    after = loaded.word_logits(sents)
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+    assert loaded.predict(sents) == clf.predict(sents)
+    # same labels given explicitly: accepted
+    TransformerTokenClassifier.from_pretrained(str(folder), labels=LabelVocab(tiny_labels.labels))
+
+
+def test_load_with_other_labels_raises(tiny_encoder_dir, tiny_labels, tmp_path):
+    clf = _clf(tiny_encoder_dir, tiny_labels)
+    clf.save_pretrained(tmp_path / "t")
+    reordered = LabelVocab(list(reversed(tiny_labels.labels)))
+    with pytest.raises(ValueError):
+        TransformerTokenClassifier.from_pretrained(str(tmp_path / "t"), labels=reordered)
+    fewer = LabelVocab(["O", "B-PER", "I-PER"])
+    with pytest.raises(ValueError):
+        TransformerTokenClassifier.from_pretrained(str(tmp_path / "t"), labels=fewer)
+
+
+def test_plain_encoder_needs_labels(tiny_encoder_dir):
+    with pytest.raises(ValueError):
+        TransformerTokenClassifier.from_pretrained(str(tiny_encoder_dir))
+
+
+def test_do_training_run_folder(tiny_dir, tiny_encoder_dir, tmp_path, monkeypatch):
+    import procedures.transformer_token as tt
+
+    # record when each split is evaluated relative to the end of training
+    state = {"training_done": False, "test_calls": [], "dev_calls": 0}
+    real_train = tt.Trainer.train
+    real_eval = tt.evaluate_split
+    data = load_data_dir(tiny_dir)
+    test_tokens = [s.tokens for s in data.test]
+
+    def train_spy(self, *a, **k):
+        r = real_train(self, *a, **k)
+        state["training_done"] = True
+        return r
+
+    def eval_spy(predict, sentences):
+        if [s.tokens for s in sentences] == test_tokens:
+            state["test_calls"].append(state["training_done"])
+        else:
+            state["dev_calls"] += 1
+        return real_eval(predict, sentences)
+
+    monkeypatch.setattr(tt.Trainer, "train", train_spy)
+    monkeypatch.setattr(tt, "evaluate_split", eval_spy)
+
+    out = tmp_path / "run"
+    model = TransformerConfig(model_name_or_path=str(tiny_encoder_dir), max_seq_length=32, batch_size=16)
+    trainer = TrainerConfig(epochs=2, lr=1e-3, optimizer="adamw", show_progress=False, seed=1)
+    m = tt.do_training(tiny_dir, out, model, trainer, device="cpu")
+
+    assert (out / "model" / NLP_DISTILL_FILE).is_file()
+    assert (out / "model" / "config.json").is_file()
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["task"] == "transformer_token"
+    assert cfg["model"]["max_seq_length"] == 32 and cfg["trainer"]["epochs"] == 2
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["dev"]["f1"] <= 1.0
+    assert 0.0 <= metrics["test"]["f1"] <= 1.0
+    assert metrics["dev"]["f1"] == pytest.approx(m["dev"]["f1"])
+    assert metrics["epochs_run"] == 2
+    log = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines() if l.strip()]
+    assert [r["epoch"] for r in log] == [1, 2]
+    assert all("dev_f1" in r for r in log)
+    assert not any("test" in k for r in log for k in r)
+    # test scored exactly once, after training; dev scored every epoch
+    assert state["test_calls"] == [True]
+    assert state["dev_calls"] >= 2
+    # the saved best model reloads and tags
+    best = TransformerTokenClassifier.from_pretrained(str(out))
+    assert best.labels == data.labels
+    assert [len(p) for p in best.predict(test_tokens[:3])] == [len(t) for t in test_tokens[:3]]
