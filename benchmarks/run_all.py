@@ -44,6 +44,8 @@ class Plan:
     seeds: int = 3
     archs: List[str] = field(default_factory=lambda: ["cnn-lstm", "cnn-lstm+crf", "id-cnn", "id-cnn+crf"])
     kd_losses: List[str] = field(default_factory=lambda: ["kl", "mse"])
+    mse_archs: Optional[List[str]] = None  # archs that also get the MSE row (default: all)
+    init_embeddings: Optional[str] = None  # encoder folder for student word vectors (None: random)
     pseudo_archs: Optional[List[str]] = None  # default: all archs
     teacher_epochs: int = 6
     teacher_lr: float = 1e-4
@@ -124,7 +126,7 @@ class Runner:
             p = self.plan
             tr = tagger_proc.default_student_trainer_config().replace(epochs=p.student_epochs, early_stopping_patience=p.patience,
                                                                      seed=seed, show_progress=False)
-            tc, dc = tagger_cfg(arch), StudentDataConfig()
+            tc, dc = tagger_cfg(arch), StudentDataConfig(init_embeddings_from_teacher=p.init_embeddings)
             kd = KDConfig(teacher_model_path=str(teacher), loss_function=kd_loss, temperature=p.kd_temp) if teacher else None
             if mode == "gold":
                 m = tagger_proc.do_training(data_dir, rd, tc, tr, dc)
@@ -221,6 +223,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     ap.add_argument("--archs", default=None, help="comma list, e.g. cnn-lstm,cnn-lstm+crf,id-cnn,id-cnn+crf")
     ap.add_argument("--pseudo_archs", default=None, help="archs for the pseudo-label rows (default: all)")
     ap.add_argument("--kd_losses", default=None)
+    ap.add_argument("--mse_archs", default=None, help="archs that also get a KD-MSE row (default: all)")
+    ap.add_argument("--init_embeddings", default="encoder",
+                    help="student word vectors: 'encoder' (PCA of the teacher encoder's input embeddings, the "
+                         "pre-fine-tuning encoder so gold-only baselines get the same start), 'none', or a folder")
+    ap.add_argument("--patience", type=int, default=None)
     ap.add_argument("--student_epochs", type=int, default=None)
     ap.add_argument("--teacher_epochs", type=int, default=None)
     ap.add_argument("--unlabeled_max", type=int, default=None)
@@ -229,13 +236,19 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     ap.add_argument("--no_speed", action="store_true")
     a = ap.parse_args(argv)
     plan = quick_plan() if a.quick else Plan()
-    for k in ("seeds", "student_epochs", "teacher_epochs", "unlabeled_max"):
+    for k in ("seeds", "student_epochs", "teacher_epochs", "unlabeled_max", "patience"):
         if getattr(a, k) is not None:
             setattr(plan, k, getattr(a, k))
-    for k in ("archs", "kd_losses", "pseudo_archs"):
+    for k in ("archs", "kd_losses", "pseudo_archs", "mse_archs"):
         if getattr(a, k):
             setattr(plan, k, getattr(a, k).split(","))
     plan.low_resource = not a.no_low_resource
+    if a.init_embeddings == "encoder":
+        from nlp_distill.models.transformer import default_teacher_path
+
+        plan.init_embeddings = a.teacher_model or default_teacher_path()
+    elif a.init_embeddings != "none":
+        plan.init_embeddings = a.init_embeddings
     plan.threads = a.threads
     torch.set_num_threads(plan.threads)
     out = Path(a.output_dir)
@@ -254,6 +267,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         for arch in plan.archs:
             r.student("gold", arch, seed, data_dir, "gold")
             for kl in plan.kd_losses:
+                if kl == "mse" and plan.mse_archs is not None and arch not in plan.mse_archs:
+                    continue
                 r.student(f"kd_{kl}", arch, seed, data_dir, "kd", teacher, kl)
             if arch in pseudo_archs and unlabeled.is_file():
                 r.student("kd_pseudo_unlabeled", arch, seed, data_dir, "pseudo", teacher, "kl", unlabeled)

@@ -67,12 +67,12 @@ def vectors_from_teacher(teacher_dir, vocab: Vocab, dim: int, target_std: float 
             found[vid] = True
     rows = mat[torch.from_numpy(found)]
     if dim != H:
-        if dim > H:
-            raise ValueError(f"word_emb_dim {dim} exceeds the teacher's embedding size {H}")
         mean = rows.mean(0, keepdim=True)
         _, _, v = torch.linalg.svd(rows - mean, full_matrices=False)  # v: (H, H), rows = components
-        proj = v[:dim].T  # (H, dim)
+        proj = v[:dim].T  # (H, min(dim, H)): top principal directions
         mat = (mat - mean) @ proj
+        if dim > H:  # PCA cannot add dimensions: the extra ones start at zero
+            mat = torch.cat([mat, torch.zeros(mat.shape[0], dim - H)], dim=1)
     out = mat.numpy().astype(np.float32)
     std = out[found].std() if found.any() else 1.0
     out[found] *= target_std / max(std, 1e-8)
