@@ -15,6 +15,7 @@ from nlp_distill.data.conll import Sentence
 from nlp_distill.data.labels import LabelVocab
 from nlp_distill.data.vocab import Vocab, build_char_vocab
 from nlp_distill.io import LIBRARY_VERSION, read_json, resolve_model_dir, write_json
+from nlp_distill.distill import losses
 from nlp_distill.modules.crf import CRF
 from nlp_distill.modules.embedders import WordCharEmbedder
 from nlp_distill.modules.encoders import BiLSTMEncoder, IDCNNEncoder
@@ -89,9 +90,7 @@ class NeuralTagger(nn.Module):
         labeled = (tags != -100) & batch.mask  # (B, L)
         n = labeled.sum()
         if self.crf is None:
-            ce = nn.functional.cross_entropy(emissions.transpose(1, 2), tags.masked_fill(~labeled, -100),
-                                             ignore_index=-100, reduction="none")  # (B, L)
-            return (ce.sum(1) * weight).sum(), n
+            return losses.ce(emissions, tags, batch.mask, weight, reduction="sum"), n
         # the CRF scores whole paths: a sentence is either fully tagged or skipped (e.g. a
         # pseudo-labeled sentence under the confidence threshold); partial tags are an error
         full = labeled.sum(1) == batch.mask.sum(1)  # (B,)
