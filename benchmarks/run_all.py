@@ -14,7 +14,6 @@ Writes ``results.json``, ``results.md`` and ``f1_vs_speed.png`` (needs matplotli
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import platform
 import statistics
@@ -28,8 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nlp_distill.config import KDConfig, PseudoConfig, StudentDataConfig, TaggerConfig, TrainerConfig, TransformerConfig  # noqa: E402
-from nlp_distill.data.conll import Sentence, read_conll, write_conll  # noqa: E402
+from nlp_distill.config import KDConfig, PseudoConfig, StudentDataConfig, TaggerConfig, TransformerConfig  # noqa: E402
+from nlp_distill.data.conll import write_conll  # noqa: E402
 from nlp_distill.data.dataset_dir import load_data_dir, materialise_wnut16  # noqa: E402
 from nlp_distill.io import read_json, write_json  # noqa: E402
 from procedures import tagger as tagger_proc  # noqa: E402

@@ -24,7 +24,7 @@ from nlp_distill.data.unlabeled import iter_unlabeled  # noqa: E402
 
 def load_any(model_dir):
     """A saved TransformerTokenClassifier or NeuralTagger, by what the folder holds."""
-    from nlp_distill.io import read_json, resolve_model_dir
+    from nlp_distill.io import resolve_model_dir
 
     p = Path(model_dir)
     if (p / "model" / "nlp_distill.json").is_file() or (p / "nlp_distill.json").is_file():

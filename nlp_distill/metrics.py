@@ -5,7 +5,7 @@ entity cannot run from one sentence into the next).
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 from seqeval.metrics import classification_report
 

@@ -6,14 +6,13 @@ writes) < flags given on the command line.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import click
 from click.core import ParameterSource
 
-from nlp_distill.config import KDConfig, PseudoConfig, TaggerConfig, TrainerConfig, TransformerConfig
+from nlp_distill.config import KDConfig, PseudoConfig, TaggerConfig, TransformerConfig
 
 # flag name -> (config section, field name)
 TRANSFORMER_FLAGS = {

@@ -4,9 +4,8 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
-import torch
 
 from nlp_distill.config import StudentDataConfig, TaggerConfig, TrainerConfig
 from nlp_distill.data.batching import bucket_batches

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-import torch
 
 from nlp_distill.config import TrainerConfig, TransformerConfig
 from nlp_distill.data.batching import bucket_batches

@@ -17,6 +17,21 @@ FIXTURES = Path(__file__).parent / "fixtures"
 TINY = FIXTURES / "tiny"
 
 
+@pytest.fixture(autouse=True)
+def _restore_root_logging():
+    """Runs call setup_logging (root handlers, run.log files): drop what a test added."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for h in root.handlers[:]:
+        if h not in handlers:
+            root.removeHandler(h)
+            h.close()
+    root.setLevel(level)
+
+
 @pytest.fixture
 def tiny_dir(tmp_path) -> Path:
     """A writable copy of the tiny data dir (train/dev/test/unlabeled)."""

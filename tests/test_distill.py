@@ -25,20 +25,6 @@ from nlp_distill.models.transformer import TransformerTokenClassifier
 TINY = Path(__file__).parent / "fixtures" / "tiny"
 
 
-@pytest.fixture(autouse=True)
-def _restore_root_logging():
-    """Runs call setup_logging (root handlers, run.log files): drop what a test added."""
-    import logging
-
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for h in root.handlers[:]:
-        if h not in handlers:
-            root.removeHandler(h)
-            h.close()
-    root.setLevel(level)
-
 FP16 = dict(rtol=2e-3, atol=2e-3)  # float16 storage of logits of magnitude <~ 10
 
 

@@ -16,21 +16,6 @@ from nlp_distill.models.transformer import NLP_DISTILL_FILE, TransformerTokenCla
 TINY = Path(__file__).parent / "fixtures" / "tiny"
 
 
-@pytest.fixture(autouse=True)
-def _restore_root_logging():
-    """Runs call setup_logging (root handlers, run.log files): drop what a test added."""
-    import logging
-
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for h in root.handlers[:]:
-        if h not in handlers:
-            root.removeHandler(h)
-            h.close()
-    root.setLevel(level)
-
-
 def _clf(tiny_encoder_dir, tiny_labels, **cfg) -> TransformerTokenClassifier:
     torch.manual_seed(0)
     config = TransformerConfig(max_seq_length=32, **cfg)

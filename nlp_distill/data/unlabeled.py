@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
 from typing import Iterator, List, Optional
 
 from nlp_distill.data.conll import Sentence, iter_conll

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from nlp_distill.config import TransformerConfig
 from nlp_distill.data.alignment import Window, WordAligner, pool_words
 from nlp_distill.data.labels import LabelVocab
-from nlp_distill.io import LIBRARY_VERSION, read_json, resolve_model_dir, write_json
+from nlp_distill.io import LIBRARY_VERSION, read_json, write_json
 
 logger = logging.getLogger(__name__)
 

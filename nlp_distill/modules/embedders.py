@@ -7,7 +7,7 @@ from typing import Optional
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from nlp_distill.config import TaggerConfig
 from nlp_distill.data.vocab import N_SHAPES, PAD_ID, UNK_ID

@@ -6,14 +6,14 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from nlp_distill.config import TrainerConfig
-from nlp_distill.io import atomic_dir, write_json
+from nlp_distill.io import atomic_dir
 from nlp_distill.training.checkpoint import load_state, rng_state, save_state, seed_everything, set_rng_state
 
 logger = logging.getLogger(__name__)
