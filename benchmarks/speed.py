@@ -68,12 +68,16 @@ def measure(predict: Callable[[List[List[str]], int], list], sentences: Sequence
 
 
 def peak_rss_mb(model_dir: str, data_file: str, threads: int) -> float:
-    """Peak RSS (MB) of a fresh process that loads the model and tags the file at batch 64."""
+    """Peak RSS (MB) of a fresh process that loads the model and tags the file at batch 64.
+
+    Read from ``VmHWM`` in /proc: ``getrusage``'s ``ru_maxrss`` survives fork+exec on Linux and
+    would report the (larger) parent's peak instead of the child's.
+    """
     code = (
-        "import resource,sys,torch;sys.path.insert(0,%r);torch.set_num_threads(%d);"
+        "import sys,torch;sys.path.insert(0,%r);torch.set_num_threads(%d);"
         "from benchmarks.speed import load_any;from nlp_distill.data.unlabeled import iter_unlabeled;"
         "m=load_any(%r);s=[x.tokens for x in iter_unlabeled(%r)];m.predict(s,batch_size=64);"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')][0])"
     ) % (str(Path(__file__).resolve().parents[1]), threads, model_dir, data_file)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1]) / 1024.0
