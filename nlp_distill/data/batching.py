@@ -38,10 +38,6 @@ class Batch:
         return Batch(*[t.to(device) if isinstance(t, torch.Tensor) else t for t in
                        (self.words, self.chars, self.shapes, self.mask, self.tags, self.index, self.weight)])
 
-    @property
-    def lengths(self) -> torch.Tensor:
-        return self.mask.sum(1)
-
 
 class EncodedData:
     """Sentences turned into id arrays once (not every epoch).

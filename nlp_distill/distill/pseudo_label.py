@@ -4,8 +4,10 @@ sentences (plus weights) that any student trains on."""
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from itertools import islice
+from pathlib import Path
 from typing import Iterable, Iterator, Sequence, Tuple
 
 import numpy as np
@@ -61,9 +63,6 @@ def write_pseudo_labeled(path, items: Iterable[PseudoLabeled]) -> Tuple[int, int
     Returns:
         (sentences written, sentences at or above the threshold)
     """
-    import os
-    from pathlib import Path
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
