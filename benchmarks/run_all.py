@@ -1,13 +1,17 @@
-"""The whole story on real data, with the project's own procedures, into one results table.
+"""The distillation ablation on real data, with the project's own procedures, into one table.
 
-Teacher (packaged MiniLM) fine-tuned with ``transformer_token``; students (cnn-lstm, id-cnn, +/-
-CRF) on gold only, with KD (KL, MSE), with KD + pseudo-labels on unlabeled text; a low-resource
-setting (25% of train keeps its tags, 75% becomes unlabeled; the teacher too sees only the 25%).
+Teachers (packaged MiniLM) fine-tuned with ``transformer_token``'s defaults, one per seed; their
+ensemble; then one student architecture (cnn-lstm+crf by default) trained per seed on gold only
+and with each distillation lever added on its own: token KL (the milestone-1 KD), CRF posterior
+KD, + a teacher-labeled augmented transfer set, + the teacher ensemble, the temperature, and
++ pseudo-labels on unlabeled text. A low-resource setting (25% of train keeps its tags, the rest
+becomes unlabeled; its teachers see only the 25%) repeats gold vs the full recipe.
 Then CPU speed/size/memory of one model per row, side by side in one process, and a plot.
 
-    python benchmarks/run_all.py --output_dir results            # full (hours on 2 CPU cores)
-    python benchmarks/run_all.py --output_dir results_quick --quick   # < 10 min on 2 CPU cores
+    python benchmarks/run_all.py --output_dir results                 # full (hours on 2 CPU cores)
+    python benchmarks/run_all.py --output_dir results_quick --quick   # minutes on 2 CPU cores
 
+Student seed s learns from teacher s (single-teacher rows) or from all teachers (ensemble rows).
 Finished runs (a run folder with metrics.json) are reused, so an interrupted benchmark resumes.
 Writes ``results.json``, ``results.md`` and ``f1_vs_speed.png`` (needs matplotlib) in OUTPUT_DIR.
 """
@@ -27,7 +31,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nlp_distill.config import KDConfig, PseudoConfig, StudentDataConfig, TaggerConfig, TransformerConfig  # noqa: E402
+from nlp_distill.config import (AugmentConfig, KDConfig, PseudoConfig, StudentDataConfig,  # noqa: E402
+                                StudentTrainerConfig, TaggerConfig, TeacherTrainerConfig, TransformerConfig)
 from nlp_distill.data.conll import write_conll  # noqa: E402
 from nlp_distill.data.dataset_dir import load_data_dir, materialise_wnut16  # noqa: E402
 from nlp_distill.io import read_json, write_json  # noqa: E402
@@ -39,28 +44,53 @@ logger = logging.getLogger("run_all")
 
 
 @dataclass
+class Row:
+    """One student configuration of the ablation (trained once per seed)."""
+
+    name: str
+    mode: str = "kd"  # gold | kd | pseudo
+    kd_loss: str = "auto"  # auto = posterior for CRF students
+    temperature: float = 1.0
+    augment: int = 0
+    ensemble: bool = False
+    unlabeled: str = ""  # pseudo rows: "sotu" (DATA_DIR/unlabeled.txt) or "indomain"
+    low: bool = False
+
+
+def standard_rows(augment: int) -> List[Row]:
+    return [Row("gold", mode="gold"), Row("kd_token_kl", kd_loss="kl"), Row("kd_posterior"),
+            Row(f"kd_posterior+aug{augment}", augment=augment),
+            Row(f"kd_posterior+aug{augment}+ens", augment=augment, ensemble=True),
+            Row(f"kd_posterior+aug{augment}+ens_T2", augment=augment, ensemble=True, temperature=2.0),
+            Row(f"kd_posterior+aug{augment}+ens+sotu", mode="pseudo", augment=augment, ensemble=True, unlabeled="sotu")]
+
+
+def low_rows(augment: int) -> List[Row]:
+    return [Row("low25_gold", mode="gold", low=True),
+            Row(f"low25_kd_posterior+aug{augment}+ens+indomain", mode="pseudo", augment=augment, ensemble=True,
+                unlabeled="indomain", low=True)]
+
+
+@dataclass
 class Plan:
     seeds: int = 3
-    archs: List[str] = field(default_factory=lambda: ["cnn-lstm", "cnn-lstm+crf", "id-cnn", "id-cnn+crf"])
-    kd_losses: List[str] = field(default_factory=lambda: ["kl", "mse"])
-    mse_archs: Optional[List[str]] = None  # archs that also get the MSE row (default: all)
+    teachers: int = 3  # teacher seeds (the ensemble has them all)
+    arch: str = "cnn-lstm+crf"
+    rows: Optional[List[str]] = None  # row names to run (default: all)
+    augment: int = 5
     init_embeddings: Optional[str] = None  # encoder folder for student word vectors (None: random)
-    pseudo_archs: Optional[List[str]] = None  # default: all archs
-    teacher_epochs: int = 6
-    teacher_lr: float = 1e-4
-    teacher_batch: int = 16
+    teacher_epochs: Optional[int] = None  # None: transformer_token's default
     student_epochs: int = 20
     patience: int = 5
-    unlabeled_max: int = 5000
+    unlabeled_max: int = 2000
     subsample: Optional[int] = None  # quick mode: first N train sentences
     low_resource: bool = True
-    kd_temp: float = 1.0
     threads: int = 2
 
 
 def quick_plan() -> Plan:
-    return Plan(seeds=1, archs=["cnn-lstm", "id-cnn+crf"], kd_losses=["kl"], teacher_epochs=2, teacher_lr=1e-4,
-                student_epochs=3, patience=3, unlabeled_max=300, subsample=300)
+    return Plan(seeds=1, teachers=2, teacher_epochs=2, student_epochs=3, patience=3, unlabeled_max=300, subsample=300,
+                augment=1)
 
 
 def tagger_cfg(arch: str) -> TaggerConfig:
@@ -107,36 +137,43 @@ class Runner:
         self.teacher_model = teacher_model
         self.runs: Dict[str, Dict[str, Any]] = {}
 
-    def teacher(self, name: str, data_dir: Path) -> Path:
+    def teacher(self, name: str, data_dir: Path, seed: int) -> Path:
         rd = self.out / "runs" / name
+        tr = TeacherTrainerConfig(seed=seed, show_progress=False)
+        if self.plan.teacher_epochs:
+            tr = tr.replace(epochs=self.plan.teacher_epochs)
         m = done(rd) or transformer_token.do_training(
-            data_dir, rd, TransformerConfig(model_name_or_path=self.teacher_model or "", batch_size=self.plan.teacher_batch),
-            transformer_token.default_teacher_trainer_config().replace(epochs=self.plan.teacher_epochs, lr=self.plan.teacher_lr,
-                                                                       show_progress=False))
-        self.runs[name] = {"kind": "teacher", "group": name, "dir": str(rd), "metrics": m}
+            data_dir, rd, TransformerConfig(model_name_or_path=self.teacher_model or ""), tr)
+        self.runs[name] = {"kind": "teacher", "group": name.rsplit("_s", 1)[0], "dir": str(rd), "metrics": m}
         return rd
 
-    def student(self, group: str, arch: str, seed: int, data_dir: Path, mode: str, teacher: Optional[Path] = None,
-                kd_loss: str = "kl", unlabeled: Optional[Path] = None, patience: Optional[int] = -1) -> None:
-        """One student run (skipped when its metrics.json exists). ``patience=-1``: the plan's."""
-        name = f"{group}/{arch}/seed{seed}"
+    def student(self, row: Row, seed: int, data_dir: Path, teachers: List[Path]) -> None:
+        """One student run (skipped when its metrics.json exists)."""
+        p = self.plan
+        name = f"{row.name}/seed{seed}"
         rd = self.out / "runs" / name
         m = done(rd)
         if m is None:
-            p = self.plan
-            tr = tagger_proc.default_student_trainer_config().replace(epochs=p.student_epochs, early_stopping_patience=p.patience if patience == -1 else patience,
-                                                                     seed=seed, show_progress=False)
-            tc, dc = tagger_cfg(arch), StudentDataConfig(init_embeddings_from_teacher=p.init_embeddings)
-            kd = KDConfig(teacher_model_path=str(teacher), loss_function=kd_loss, temperature=p.kd_temp) if teacher else None
-            if mode == "gold":
+            tr = StudentTrainerConfig(epochs=p.student_epochs, early_stopping_patience=p.patience, seed=seed,
+                                      show_progress=False)
+            if row.low:  # with 25% of the data dev F1 sits at 0 for several epochs: no early stop
+                tr = tr.replace(early_stopping_patience=0)
+            tc, dc = tagger_cfg(p.arch), StudentDataConfig(init_embeddings_from_teacher=p.init_embeddings)
+            if row.mode == "gold":
                 m = tagger_proc.do_training(data_dir, rd, tc, tr, dc)
-            elif mode == "kd":
-                m = tagger_kd.do_kd_training(data_dir, rd, tc, tr, dc, kd)
             else:
-                ps = PseudoConfig(unlabeled_filename=str(unlabeled), max_unlabeled=p.unlabeled_max)
-                m = tagger_kd.do_kd_pseudo_training(data_dir, rd, tc, tr, dc, kd, ps)
-        self.runs[name] = {"kind": "student", "group": f"{group}/{arch}", "setting": group, "arch": arch, "seed": seed,
-                           "dir": str(rd), "metrics": m}
+                members = teachers if row.ensemble else [teachers[seed % len(teachers)]]
+                key = "+".join(t.name for t in members) + f"-aug{row.augment}-{row.unlabeled or 'none'}"
+                kd = KDConfig(teacher_model_path=[str(t) for t in members], loss_function=row.kd_loss,
+                              temperature=row.temperature, cache_dir=str(self.out / "teacher_cache" / key))
+                aug = AugmentConfig(copies=row.augment)
+                if row.mode == "kd":
+                    m = tagger_kd.do_kd_training(data_dir, rd, tc, tr, dc, kd, aug)
+                else:
+                    unl = data_dir / ("unlabeled.txt" if row.unlabeled == "sotu" else "unlabeled_indomain.txt")
+                    ps = PseudoConfig(unlabeled_filename=str(unl), max_unlabeled=p.unlabeled_max)
+                    m = tagger_kd.do_kd_pseudo_training(data_dir, rd, tc, tr, dc, kd, aug, ps)
+        self.runs[name] = {"kind": "student", "group": row.name, "seed": seed, "dir": str(rd), "metrics": m}
 
 
 def aggregate(runs: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
@@ -154,6 +191,9 @@ def aggregate(runs: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
                  train_seconds_mean=statistics.mean(r["metrics"]["train_seconds"] for r in g["runs"]))
         if g["kind"] == "teacher":
             g["size_bytes"] = tagger_proc.folder_size(Path(g["dir"]) / "model")
+        ens = [r["metrics"]["teacher"] for r in g["runs"] if (r["metrics"].get("teacher") or {}).get("members", 1) > 1]
+        if ens:
+            g["ensemble_teacher"] = {"dev_f1": ens[0]["dev"]["f1"], "test_f1": ens[0]["test"]["f1"], "members": ens[0]["members"]}
         g["speed_dir"] = g["runs"][0]["dir"]
         del g["runs"]
     return groups
@@ -163,24 +203,33 @@ def markdown(groups: Dict[str, Dict[str, Any]], teacher: str, kd_speed: Optional
     t = groups[teacher]
     ts = t.get("speed", {})
     lines = [f"Machine: {env['machine']}, {env['threads']} torch threads, torch {env['torch']}, date {env['date']}.", "",
-             "| model | test F1 (mean ± std, n) | params | x fewer params | size MB | sent/s b1 | sent/s b64 | words/s b64 "
+             "| model | test F1 (mean ± std, n) | vs gold (pts) | % of teacher | params | size MB | sent/s b64 "
              "| x teacher b64 | p50 / p95 ms (b1) | peak RSS MB | train s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, g in groups.items():
         s = g.get("speed", {})
+        base = groups.get("low25_gold" if name.startswith("low25") else "gold")
+        tch = groups.get("teacher_low25" if name.startswith("low25") else teacher)
         ratio = s.get("sent_per_s_b64", float("nan")) / ts.get("sent_per_s_b64", float("nan")) if ts else float("nan")
+        vs_gold = f"{100 * (g['test_f1_mean'] - base['test_f1_mean']):+.1f}" if base and g["kind"] == "student" else ""
+        pct = f"{100 * g['test_f1_mean'] / tch['test_f1_mean']:.0f}%" if tch and tch["test_f1_mean"] else ""
         lines.append(
-            f"| {name} | {g['test_f1_mean']:.4f} ± {g['test_f1_std']:.4f} ({g['n_seeds']}) | {g['parameters'] / 1e6:.2f}M "
-            f"| {t['parameters'] / g['parameters']:.1f} | {g['size_bytes'] / 1e6:.1f} | {s.get('sent_per_s_b1', float('nan')):.0f} "
-            f"| {s.get('sent_per_s_b64', float('nan')):.0f} | {s.get('words_per_s_b64', float('nan')):.0f} | {ratio:.1f} "
+            f"| {name} | {g['test_f1_mean']:.4f} ± {g['test_f1_std']:.4f} ({g['n_seeds']}) | {vs_gold} | {pct} "
+            f"| {g['parameters'] / 1e6:.2f}M | {(g['size_bytes'] or 0) / 1e6:.1f} "
+            f"| {s.get('sent_per_s_b64', float('nan')):.0f} | {ratio:.1f} "
             f"| {s.get('latency_p50_ms', float('nan')):.1f} / {s.get('latency_p95_ms', float('nan')):.1f} "
             f"| {s.get('peak_rss_mb', float('nan')):.0f} | {g['train_seconds_mean']:.0f} |")
+    ens = {n: g["ensemble_teacher"] for n, g in groups.items() if "ensemble_teacher" in g}
+    if ens:
+        lines += ["", "Teacher ensembles (mean of member log-probabilities), scored inside the KD runs:", "",
+                  "| used by | members | dev F1 | test F1 |", "|---|---|---|---|"]
+        lines += [f"| {n} | {e['members']} | {e['dev_f1']:.4f} | {e['test_f1']:.4f} |" for n, e in ens.items()]
     if kd_speed:
         lines += ["", "KD epoch cost (benchmarks/kd_speed.py, same student and batches, one process):", "",
                   "| mode | epoch s | x plain |", "|---|---|---|"]
         for mode in ("plain", "kd_cached", "kd_teacher_every_step"):
-            s = kd_speed[f"{mode}_epoch_s"]
-            lines.append(f"| {mode} | {s:.2f} | {s / kd_speed['plain_epoch_s']:.2f} |")
+            sec = kd_speed[f"{mode}_epoch_s"]
+            lines.append(f"| {mode} | {sec:.2f} | {sec / kd_speed['plain_epoch_s']:.2f} |")
         lines.append(f"| (one-off teacher pass for the cache) | {kd_speed['cache_build_s']:.2f} | |")
     return "\n".join(lines) + "\n"
 
@@ -218,12 +267,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     ap.add_argument("--output_dir", default="results")
     ap.add_argument("--data_dir", default=None, help="use this data dir instead of materialising WNUT-16")
     ap.add_argument("--teacher_model", default=None, help="encoder folder (default: packaged MiniLM)")
-    ap.add_argument("--quick", action="store_true", help="subsample, 1 seed, few epochs (< 10 min on 2 cores)")
+    ap.add_argument("--quick", action="store_true", help="subsample, 1 seed, few epochs (minutes on 2 cores)")
     ap.add_argument("--seeds", type=int, default=None)
-    ap.add_argument("--archs", default=None, help="comma list, e.g. cnn-lstm,cnn-lstm+crf,id-cnn,id-cnn+crf")
-    ap.add_argument("--pseudo_archs", default=None, help="archs for the pseudo-label rows (default: all)")
-    ap.add_argument("--kd_losses", default=None)
-    ap.add_argument("--mse_archs", default=None, help="archs that also get a KD-MSE row (default: all)")
+    ap.add_argument("--teachers", type=int, default=None, help="teacher seeds (= ensemble size)")
+    ap.add_argument("--arch", default=None, help="student architecture, e.g. cnn-lstm+crf, id-cnn+crf, cnn-lstm")
+    ap.add_argument("--rows", default=None, help="comma list of row names to run (default: all)")
+    ap.add_argument("--augment", type=int, default=None, help="augmented copies per training sentence")
     ap.add_argument("--init_embeddings", default="encoder",
                     help="student word vectors: 'encoder' (PCA of the teacher encoder's input embeddings, the "
                          "pre-fine-tuning encoder so gold-only baselines get the same start), 'none', or a folder")
@@ -236,12 +285,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     ap.add_argument("--no_speed", action="store_true")
     a = ap.parse_args(argv)
     plan = quick_plan() if a.quick else Plan()
-    for k in ("seeds", "student_epochs", "teacher_epochs", "unlabeled_max", "patience"):
+    for k in ("seeds", "teachers", "student_epochs", "teacher_epochs", "unlabeled_max", "patience", "augment", "arch"):
         if getattr(a, k) is not None:
             setattr(plan, k, getattr(a, k))
-    for k in ("archs", "kd_losses", "pseudo_archs", "mse_archs"):
-        if getattr(a, k):
-            setattr(plan, k, getattr(a, k).split(","))
+    if a.rows:
+        plan.rows = a.rows.split(",")
     plan.low_resource = not a.no_low_resource
     if a.init_embeddings == "encoder":
         from nlp_distill.models.transformer import default_teacher_path
@@ -259,29 +307,18 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     if not a.data_dir and not (base / "train.txt").is_file():
         materialise_wnut16(base, sotu_max_sentences=plan.unlabeled_max)
     data_dir = subsampled_dir(base, out / "data" / "main", plan.subsample)
-    unlabeled = data_dir / "unlabeled.txt"
     r = Runner(out, plan, a.teacher_model)
-    teacher = r.teacher("teacher", data_dir)
-    pseudo_archs = plan.pseudo_archs or plan.archs
+    teachers = [r.teacher(f"teacher_s{k + 1}", data_dir, k + 1) for k in range(plan.teachers)]
+    wanted = (lambda row: plan.rows is None or row.name in plan.rows)
     for seed in range(plan.seeds):
-        for arch in plan.archs:
-            r.student("gold", arch, seed, data_dir, "gold")
-            for kl in plan.kd_losses:
-                if kl == "mse" and plan.mse_archs is not None and arch not in plan.mse_archs:
-                    continue
-                r.student(f"kd_{kl}", arch, seed, data_dir, "kd", teacher, kl)
-            if arch in pseudo_archs and unlabeled.is_file():
-                r.student("kd_pseudo_unlabeled", arch, seed, data_dir, "pseudo", teacher, "kl", unlabeled)
+        for row in filter(wanted, standard_rows(plan.augment)):
+            r.student(row, seed, data_dir, teachers)
     if plan.low_resource:
         low = subsampled_dir(base, out / "data" / "low25", plan.subsample, low_resource=True)
-        t_low = r.teacher("teacher_low25", low)
+        low_teachers = [r.teacher(f"teacher_low25_s{k + 1}", low, k + 1) for k in range(plan.teachers)]
         for seed in range(plan.seeds):
-            for arch in pseudo_archs:
-                # no early stopping here: with 25% of the data dev F1 sits at 0 for several epochs
-                # before the first entities appear, and patience would end the run before it learns
-                r.student("low25_gold", arch, seed, low, "gold", patience=None)
-                r.student("low25_kd_pseudo_indomain", arch, seed, low, "pseudo", t_low, "kl", low / "unlabeled_indomain.txt",
-                          patience=None)
+            for row in filter(wanted, low_rows(plan.augment)):
+                r.student(row, seed, low, low_teachers)
 
     groups = aggregate(r.runs)
     kd_speed = None
@@ -292,11 +329,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         speed = benchmark_models({k: g["speed_dir"] for k, g in groups.items()}, str(data_dir / "test.txt"), plan.threads)
         for k, s in speed.items():
             groups[k]["speed"] = s
-        kd_speed = kds.run(data_dir, teacher / "model", threads=plan.threads)
+        kd_speed = kds.run(data_dir, teachers[0] / "model", threads=plan.threads)
         kds.print_table(kd_speed)
     env = {"machine": platform.processor() or platform.machine(), "threads": plan.threads, "torch": torch.__version__,
            "date": time.strftime("%Y-%m-%d"), "cpu_count": __import__("os").cpu_count()}
-    results = {"plan": plan.__dict__, "environment": env, "groups": groups, "kd_speed": kd_speed,
+    results = {"plan": {**plan.__dict__}, "environment": env, "groups": groups, "kd_speed": kd_speed,
                "total_seconds": time.perf_counter() - t_all}
     write_json(out / "results.json", results)
     md = markdown(groups, "teacher", kd_speed, env)

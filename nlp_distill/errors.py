@@ -18,3 +18,7 @@ class DataFormatError(ValueError):
 
 class LabelMismatchError(ValueError):
     """Two components (e.g. teacher and student) disagree on their label lists."""
+
+
+class ConfigError(ValueError):
+    """An invalid setting: unknown key, wrong type or out-of-range value (names the flag)."""

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
 
 
-from nlp_distill.config import StudentDataConfig, TaggerConfig, TrainerConfig
+from nlp_distill.config import StudentDataConfig, StudentTrainerConfig, TaggerConfig, TrainerConfig
 from nlp_distill.data.batching import bucket_batches
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.dataset_dir import load_data_dir
@@ -22,11 +22,6 @@ from procedures.common import environment, evaluate_split, pick_device, setup_lo
 logger = logging.getLogger(__name__)
 
 
-def default_student_trainer_config() -> TrainerConfig:
-    return TrainerConfig(epochs=25, lr=2e-3, optimizer="adam", scheduler="constant", max_grad_norm=5.0,
-                         early_stopping_patience=6)
-
-
 def folder_size(path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
@@ -35,7 +30,8 @@ def train_student(output_dir, train: Sequence[Sentence], dev: Sequence[Sentence]
                   labels: LabelVocab, tagger: TaggerConfig, trainer: TrainerConfig, data: StudentDataConfig,
                   weights: Optional[Sequence[float]] = None, vocab_sentences: Optional[Sequence[Sentence]] = None,
                   distiller=None, device: Optional[str] = None, resume: bool = False,
-                  run_config: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                  run_config: Optional[Dict[str, Any]] = None,
+                  teacher_scores: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Build, train (best on dev) and evaluate a NeuralTagger; the common core of every student run.
 
     Args:
@@ -46,6 +42,8 @@ def train_student(output_dir, train: Sequence[Sentence], dev: Sequence[Sentence]
         distiller: a ``TeacherStudentDistill`` already ``attach``-ed to ``train``; ``None`` trains
             on hard labels only.
         run_config: sections written to ``config.json``.
+        teacher_scores: the teacher's own ``{"dev": ..., "test": ...}`` metrics, written beside
+            the student's; a student better than its teacher on dev is warned about.
 
     Returns:
         metrics dict (also written to ``metrics.json``).
@@ -101,13 +99,19 @@ def train_student(output_dir, train: Sequence[Sentence], dev: Sequence[Sentence]
         "parameters": best.num_parameters(), "size_bytes": folder_size(out / "model"),
         "environment": environment(),
     }
+    if teacher_scores is not None:
+        metrics["teacher"] = teacher_scores
+        if metrics["dev"]["f1"] > teacher_scores["dev"]["f1"]:
+            logger.warning("the student (dev F1 %.4f) beats its teacher (dev F1 %.4f): the teacher is the weaker "
+                           "model; train it longer or ensemble several", metrics["dev"]["f1"], teacher_scores["dev"]["f1"])
     write_json(out / "metrics.json", metrics)
     logger.info("student done: dev F1 %.4f, test F1 %s (best epoch %d, %.0fs)", metrics["dev"]["f1"],
                 f"{metrics['test']['f1']:.4f}" if test else "n/a", result["best_epoch"], train_time)
     return metrics
 
 
-def do_training(data_dir, output_dir, tagger: TaggerConfig, trainer: TrainerConfig, data: StudentDataConfig,
+def do_training(data_dir, output_dir, tagger: TaggerConfig = TaggerConfig(),
+                trainer: TrainerConfig = StudentTrainerConfig(), data: StudentDataConfig = StudentDataConfig(),
                 device: Optional[str] = None, resume: bool = False) -> Dict[str, Any]:
     """Train a student on the gold labels of ``data_dir`` (no teacher)."""
     d = load_data_dir(data_dir)

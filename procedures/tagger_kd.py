@@ -1,35 +1,67 @@
-"""Distillation runs: ``do_kd_training`` (gold + KD) and ``do_kd_pseudo_training`` (gold + KD on
-labeled data, pseudo-label CE + KD on unlabeled text)."""
+"""Distillation runs: ``do_kd_training`` (gold + KD, plus an augmented transfer set) and
+``do_kd_pseudo_training`` (the same plus unlabeled text). Every sentence that is not gold (an
+augmented copy or unlabeled text) is labeled by the teacher: its soft targets (KD) and its argmax
+(pseudo-label loss, above the confidence threshold)."""
 from __future__ import annotations
 
 import logging
 import time
 from itertools import islice
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
-from nlp_distill.config import KDConfig, PseudoConfig, StudentDataConfig, TaggerConfig, TrainerConfig
+from nlp_distill.config import (AugmentConfig, KDConfig, PseudoConfig, StudentDataConfig, StudentTrainerConfig,
+                                TaggerConfig, TrainerConfig)
+from nlp_distill.data.augment import augment_corpus
 from nlp_distill.data.conll import Sentence
-from nlp_distill.data.dataset_dir import load_data_dir
+from nlp_distill.data.dataset_dir import TaggingData, load_data_dir
 from nlp_distill.data.unlabeled import iter_unlabeled
+from nlp_distill.distill.ensemble import TeacherEnsemble
 from nlp_distill.distill.pseudo_label import label_from_logits, write_pseudo_labeled
 from nlp_distill.distill.teacher_cache import TeacherLogitsCache
 from nlp_distill.distill.teacher_student import TeacherStudentDistill
-from nlp_distill.models.transformer import TransformerTokenClassifier
-from procedures.common import pick_device, setup_logging
+from nlp_distill.errors import ConfigError
+from nlp_distill.io import read_json
+from nlp_distill.models.transformer import NLP_DISTILL_FILE, TransformerTokenClassifier
+from procedures.common import evaluate_split, pick_device, setup_logging
 from procedures.tagger import train_student
 
 logger = logging.getLogger(__name__)
 
 
-def load_teacher(kd: KDConfig, device) -> TransformerTokenClassifier:
-    if not kd.teacher_model_path:
-        raise ValueError("--teacher_model_path is required (a folder written by `nlp-train transformer_token`)")
-    teacher = TransformerTokenClassifier.from_pretrained(kd.teacher_model_path)
+def _load_one_teacher(path: str, kd: KDConfig) -> TransformerTokenClassifier:
+    p = Path(path)
+    if not p.is_dir():
+        raise ConfigError(f"--teacher_model_path {path}: no such folder")
+    if not ((p / NLP_DISTILL_FILE).is_file() or (p / "model" / NLP_DISTILL_FILE).is_file()):
+        cfg = p / "model" / "config.json" if (p / "model" / "config.json").is_file() else p / "config.json"
+        kind = read_json(cfg).get("model_class") if cfg.is_file() else None
+        what = f"holds a {kind} (a student)" if kind == "NeuralTagger" else "holds no fine-tuned teacher"
+        raise ConfigError(f"--teacher_model_path {path} {what}; make a teacher with `nlp-train transformer_token`")
+    teacher = TransformerTokenClassifier.from_pretrained(path)
     if kd.teacher_max_seq_len and teacher.config.max_seq_length != kd.teacher_max_seq_len:
         cfg = teacher.config.replace(max_seq_length=kd.teacher_max_seq_len)
         teacher = TransformerTokenClassifier(teacher.model, teacher.tokenizer, teacher.labels, cfg)
+    return teacher
+
+
+def load_teacher(kd: KDConfig, device):
+    """The teacher of ``kd.teacher_model_path``: one model, or a ``TeacherEnsemble`` of several."""
+    if not kd.teacher_model_path:
+        raise ConfigError("--teacher_model_path is required (a folder written by `nlp-train transformer_token`)")
+    members = [_load_one_teacher(p, kd) for p in kd.teacher_model_path]
+    teacher = members[0] if len(members) == 1 else TeacherEnsemble(members)
     return teacher.to(device)
+
+
+def teacher_scores(teacher, d: TaggingData) -> Dict[str, Any]:
+    """The teacher's (or ensemble's) own dev/test scores, written beside the student's."""
+    n = len(getattr(teacher, "members", [teacher]))
+    out = {"members": n, "dev": evaluate_split(teacher.predict, d.dev),
+           "test": evaluate_split(teacher.predict, d.test) if d.test else None}
+    logger.info("teacher%s: dev F1 %.4f, test F1 %s", f" (ensemble of {n})" if n > 1 else "", out["dev"]["f1"],
+                f"{out['test']['f1']:.4f}" if out["test"] else "n/a")
+    return out
 
 
 def _distiller(teacher, kd: KDConfig, labels, sentences: List[Sentence], out: Path) -> TeacherStudentDistill:
@@ -38,64 +70,99 @@ def _distiller(teacher, kd: KDConfig, labels, sentences: List[Sentence], out: Pa
     cache = None
     if kd.use_cache:
         t = time.perf_counter()
-        cache = TeacherLogitsCache.build(teacher, [s.tokens for s in sentences], out / "teacher_cache",
+        cache = TeacherLogitsCache.build(teacher, [s.tokens for s in sentences],
+                                         Path(kd.cache_dir) if kd.cache_dir else out / "teacher_cache",
                                          kd.teacher_batch_size)
         logger.info("teacher logits ready in %.1fs", time.perf_counter() - t)
     dist.attach(labels, [s.tokens for s in sentences], cache)
     return dist
 
 
-def do_kd_training(data_dir, output_dir, tagger: TaggerConfig, trainer: TrainerConfig, data: StudentDataConfig,
-                   kd: KDConfig, device: Optional[str] = None, resume: bool = False) -> Dict[str, Any]:
-    """Student trained on gold labels + the teacher's soft targets over the training set."""
+def _teacher_labeled(dist: TeacherStudentDistill, teacher, first: int, sentences: Sequence[Sentence], threshold: float,
+                     batch_size: int, path: Path) -> List[Sentence]:
+    """Teacher argmax tags for ``sentences`` (rows ``first..`` of the distiller's data), written to
+    ``path``; sentences under ``threshold`` come back untagged (KD only)."""
+    if dist.cache is not None:
+        logits = [dist.cache.sentence(first + k) for k in range(len(sentences))]
+    else:  # no cache: one teacher pass here for the labels (KD still runs the teacher every step)
+        logits = teacher.word_logits([s.tokens for s in sentences], batch_size)
+    labeled = [label_from_logits(s.tokens, lg, teacher.labels, threshold) for s, lg in zip(sentences, logits)]
+    n, acc = write_pseudo_labeled(path, labeled)
+    logger.info("teacher labels: %d / %d sentences at confidence >= %.2f (written to %s)", acc, n, threshold, path)
+    return [Sentence(p.sentence.tokens, p.sentence.tags if p.accepted else None) for p in labeled]
+
+
+def _kd_run(task: str, data_dir, out: Path, d: TaggingData, tagger: TaggerConfig, trainer: TrainerConfig,
+            data: StudentDataConfig, kd: KDConfig, augment: AugmentConfig, unlabeled: Sequence[Sentence],
+            pseudo: Optional[PseudoConfig], device: Optional[str], resume: bool) -> Dict[str, Any]:
+    """Gold + teacher-labeled augmented copies + teacher-labeled unlabeled text, one training set."""
+    dev_ = pick_device(device)
+    teacher = load_teacher(kd, dev_)
+    scores = teacher_scores(teacher, d)
+    aug = augment_corpus(d.train, augment.copies, augment.ops, augment.seed, d.labels.scheme) if augment.copies else []
+    aug = [Sentence(s.tokens) for s in aug]  # the teacher labels them, not the operators
+    n_gold = len(d.train)
+    dist = _distiller(teacher, kd, d.labels, list(d.train) + aug + list(unlabeled), out)
+    train = list(d.train)
+    if aug:
+        train += _teacher_labeled(dist, teacher, n_gold, aug, 0.0, kd.teacher_batch_size, out / "augmented.txt")
+    if unlabeled:
+        train += _teacher_labeled(dist, teacher, n_gold + len(aug), unlabeled, pseudo.threshold if pseudo else 0.0,
+                                  kd.teacher_batch_size, out / "pseudo_labeled.txt")
+    weights = [1.0] * (n_gold + len(aug)) + [pseudo.unlabeled_weight if pseudo else 1.0] * len(unlabeled)
+    vocab_sents = train if data.vocab_from_unlabeled else list(d.train)
+    sections: Dict[str, Any] = {"task": task, "data_dir": str(data_dir), "kd": kd, "augment": augment}
+    if pseudo is not None:
+        sections["pseudo"] = pseudo
+    return train_student(out, train, d.dev, d.test, d.labels, tagger, trainer, data, weights=weights,
+                         vocab_sentences=vocab_sents, distiller=dist, device=device, resume=resume,
+                         run_config=sections, teacher_scores=scores)
+
+
+def do_kd_training(data_dir, output_dir, tagger: TaggerConfig = TaggerConfig(),
+                   trainer: TrainerConfig = StudentTrainerConfig(), data: StudentDataConfig = StudentDataConfig(),
+                   kd: KDConfig = KDConfig(), augment: AugmentConfig = AugmentConfig(), device: Optional[str] = None,
+                   resume: bool = False) -> Dict[str, Any]:
+    """Student trained on gold labels + the teacher's soft targets over the training set and over
+    ``augment.copies`` augmented copies of each training sentence."""
     out = Path(output_dir)
     setup_logging(out)
-    dev_ = pick_device(device)
     d = load_data_dir(data_dir)
-    teacher = load_teacher(kd, dev_)
-    dist = _distiller(teacher, kd, d.labels, d.train, out)
-    return train_student(out, d.train, d.dev, d.test, d.labels, tagger, trainer, data, distiller=dist, device=device,
-                         resume=resume, run_config={"task": "tagger_kd", "data_dir": str(data_dir), "kd": kd})
+    return _kd_run("tagger_kd", data_dir, out, d, tagger, trainer, data, kd, augment, [], None, device, resume)
+
+
+def unlabeled_path(pseudo: PseudoConfig, d: TaggingData, data_dir) -> Path:
+    """``--unlabeled_filename`` as given, else inside DATA_DIR; default DATA_DIR/unlabeled.txt."""
+    name = pseudo.unlabeled_filename
+    if not name:
+        if d.unlabeled_path is None:
+            raise ConfigError(f"--unlabeled_filename is required ({data_dir} has no unlabeled.txt)")
+        return Path(d.unlabeled_path)
+    for p in (Path(name), Path(data_dir) / name):
+        if p.is_file():
+            return p
+    raise ConfigError(f"--unlabeled_filename {name}: no such file (also looked in {data_dir})")
 
 
 def read_unlabeled(path, limit: Optional[int]) -> List[Sentence]:
-    sents = list(islice(iter_unlabeled(path), limit)) if limit is not None else list(iter_unlabeled(path))
+    sents = list(islice(iter_unlabeled(path), limit))
     if not sents:
-        raise ValueError(f"{path}: no unlabeled sentences")
+        raise ConfigError(f"{path}: no unlabeled sentences")
     return sents
 
 
-def do_kd_pseudo_training(data_dir, output_dir, tagger: TaggerConfig, trainer: TrainerConfig,
-                          data: StudentDataConfig, kd: KDConfig, pseudo: PseudoConfig,
+def do_kd_pseudo_training(data_dir, output_dir, tagger: TaggerConfig = TaggerConfig(),
+                          trainer: TrainerConfig = StudentTrainerConfig(),
+                          data: StudentDataConfig = StudentDataConfig(), kd: KDConfig = KDConfig(),
+                          augment: AugmentConfig = AugmentConfig(), pseudo: PseudoConfig = PseudoConfig(),
                           device: Optional[str] = None, resume: bool = False) -> Dict[str, Any]:
-    """Student trained on gold (CE + KD) and on unlabeled text (pseudo-label CE + KD), both in full
-    every epoch. Unlabeled sentences under ``pseudo.threshold`` keep the KD term only."""
+    """Student trained on gold (CE + KD), augmented copies and unlabeled text (teacher labels +
+    KD), all of it every epoch. Unlabeled sentences under ``pseudo.threshold`` keep KD only."""
     out = Path(output_dir)
     setup_logging(out)
-    dev_ = pick_device(device)
     d = load_data_dir(data_dir)
-    upath = pseudo.unlabeled_filename or (str(d.unlabeled_path) if d.unlabeled_path else "")
-    if not upath:
-        raise ValueError("--unlabeled_filename is required (or put unlabeled.txt in the data dir)")
+    upath = unlabeled_path(pseudo, d, data_dir)
     unl = read_unlabeled(upath, pseudo.max_unlabeled)
     logger.info("%d unlabeled sentences (%d words) from %s", len(unl), sum(len(s) for s in unl), upath)
-    teacher = load_teacher(kd, dev_)
-    everything = list(d.train) + unl
-    dist = _distiller(teacher, kd, d.labels, everything, out)
-    n_gold = len(d.train)
-    if dist.cache is not None:
-        logits_of = dist.cache.sentence
-    else:  # no cache: one teacher pass here for the labels (KD still runs the teacher every step)
-        computed = teacher.word_logits([s.tokens for s in unl], kd.teacher_batch_size)
-        logits_of = lambda i: computed[i - n_gold]  # noqa: E731
-    labeled = [label_from_logits(s.tokens, logits_of(n_gold + k), teacher.labels, pseudo.threshold)
-               for k, s in enumerate(unl)]
-    n_written, n_acc = write_pseudo_labeled(out / "pseudo_labeled.txt", labeled)
-    logger.info("pseudo-labels: %d / %d sentences at confidence >= %.2f (written to %s)", n_acc, n_written,
-                pseudo.threshold, out / "pseudo_labeled.txt")
-    train = list(d.train) + [Sentence(p.sentence.tokens, p.sentence.tags if p.accepted else None) for p in labeled]
-    weights = [1.0] * n_gold + [pseudo.unlabeled_weight] * len(unl)
-    vocab_sents = train if data.vocab_from_unlabeled else list(d.train)
-    return train_student(out, train, d.dev, d.test, d.labels, tagger, trainer, data, weights=weights,
-                         vocab_sentences=vocab_sents, distiller=dist, device=device, resume=resume,
-                         run_config={"task": "tagger_kd_pseudo", "data_dir": str(data_dir), "kd": kd, "pseudo": pseudo})
+    return _kd_run("tagger_kd_pseudo", data_dir, out, d, tagger, trainer, data, kd, augment, unl, pseudo, device,
+                   resume)

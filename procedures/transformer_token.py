@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 
-from nlp_distill.config import TrainerConfig, TransformerConfig
+from nlp_distill.config import TeacherTrainerConfig, TrainerConfig, TransformerConfig
 from nlp_distill.data.batching import bucket_batches
 from nlp_distill.data.dataset_dir import load_data_dir
 from nlp_distill.io import write_json
@@ -19,13 +19,8 @@ from procedures.common import environment, evaluate_split, pick_device, setup_lo
 logger = logging.getLogger(__name__)
 
 
-def default_teacher_trainer_config() -> TrainerConfig:
-    return TrainerConfig(epochs=4, lr=1e-4, weight_decay=0.01, optimizer="adamw", scheduler="linear",
-                         warmup_ratio=0.1, max_grad_norm=1.0)
-
-
-def do_training(data_dir, output_dir, model: TransformerConfig, trainer: TrainerConfig,
-                device: Optional[str] = None, resume: bool = False) -> Dict[str, Any]:
+def do_training(data_dir, output_dir, model: TransformerConfig = TransformerConfig(),
+                trainer: TrainerConfig = TeacherTrainerConfig(), device: Optional[str] = None, resume: bool = False) -> Dict[str, Any]:
     """Fine-tune the teacher; best epoch on dev; test evaluated once at the end.
 
     Writes to ``output_dir``: ``model/`` (HF folder + labels), ``config.json``, ``metrics.json``,

@@ -103,7 +103,7 @@ def test_tagger_kd_run(data_dir, teacher_run, tmp_path):
     assert "dev F1" in r.output
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["task"] == "tagger_kd"
-    assert cfg["kd"]["teacher_model_path"] == str(teacher_run)
+    assert cfg["kd"]["teacher_model_path"] == [str(teacher_run)]
     assert cfg["kd"]["temperature"] == 2.0 and cfg["kd"]["teacher_max_seq_len"] == 32
     assert (out / "teacher_cache" / "meta.json").is_file()
     meta = json.loads((out / "teacher_cache" / "meta.json").read_text())

@@ -7,15 +7,19 @@ import json
 import pytest
 
 from nlp_distill.config import (
+    AugmentConfig,
     KDConfig,
     PseudoConfig,
     StudentDataConfig,
+    StudentTrainerConfig,
     TaggerConfig,
+    TeacherTrainerConfig,
     TrainerConfig,
     TransformerConfig,
 )
+from nlp_distill.errors import ConfigError
 
-ALL = [TrainerConfig, TransformerConfig, TaggerConfig, KDConfig, PseudoConfig, StudentDataConfig]
+ALL = [TrainerConfig, TransformerConfig, TaggerConfig, KDConfig, PseudoConfig, StudentDataConfig, AugmentConfig]
 
 # non-default values for every class, touching each kind of field (str, int, float, bool,
 # Optional set / unset, list)
@@ -26,8 +30,9 @@ CHANGED = {
                             batch_size=8, eval_batch_size=16),
     TaggerConfig: dict(model_type="id-cnn", use_crf=True, crf_constraints=False, idcnn_dilations=[1, 2, 4, 8],
                        char_encoder="lstm", dropout=0.25, lowercase=False, min_word_freq=2),
-    KDConfig: dict(teacher_model_path="runs/t", temperature=2.5, loss_function="mse", dist_w=0.3, student_w=0.7,
-                   use_cache=False),
+    KDConfig: dict(teacher_model_path=["runs/t", "runs/t2"], temperature=2.5, loss_function="mse", dist_w=0.3,
+                   student_w=0.7, use_cache=False),
+    AugmentConfig: dict(copies=5, ops=["token", "typo"], seed=3),
     PseudoConfig: dict(unlabeled_filename="u.txt", threshold=0.9, unlabeled_weight=0.5, max_unlabeled=1000),
     StudentDataConfig: dict(batch_size=4, embedding_file="glove.txt", init_embeddings_from_teacher="runs/t",
                             vocab_from_unlabeled=False),
@@ -119,3 +124,50 @@ def test_replace_returns_new_object():
     assert c2.stride == c.stride
     with pytest.raises(TypeError):
         c.replace(no_such_field=1)
+
+
+# --------------------------------------------------------------------- validation (issue: every
+# option validated where it enters, the same from code, --config and flags)
+@pytest.mark.parametrize("cls, bad, match", [
+    (TrainerConfig, {"epochs": 0}, r"--epochs\): must be >= 1"),
+    (TrainerConfig, {"lr": 0.0}, r"must be > 0"),
+    (TrainerConfig, {"epochs": "ten"}, r"expected an integer"),
+    (TrainerConfig, {"epochs": True}, r"expected an integer"),
+    (TrainerConfig, {"optimizer": "adagrad"}, r"'adagrad' is not one of adam, adamw, sgd"),
+    (TaggerConfig, {"dropout": 1.0}, r"--dropout\): must be < 1"),
+    (TaggerConfig, {"word_dropout": 1.5}, r"--word_dropout\): must be < 1"),
+    (TaggerConfig, {"word_dropout": -0.1}, r"must be >= 0"),
+    (TaggerConfig, {"idcnn_dilations": [1, 0]}, r"must be >= 1"),
+    (TaggerConfig, {"use_crf": "yes"}, r"expected true or false"),
+    (KDConfig, {"temperature": 0}, r"--kd_temp\): must be > 0"),
+    (KDConfig, {"loss_function": "js"}, r"not one of"),
+    (StudentDataConfig, {"batch_size": 0}, r"--batch_size\): must be >= 1"),
+    (StudentDataConfig, {"batch_size": -4}, r"must be >= 1"),
+    (PseudoConfig, {"max_unlabeled": 0}, r"must be >= 1"),
+    (AugmentConfig, {"ops": ["token", "synonym"]}, r"'synonym' is not one of"),
+    (AugmentConfig, {"copies": -1}, r"--augment\): must be >= 0"),
+])
+def test_out_of_range_values_are_refused(cls, bad, match):
+    with pytest.raises(ConfigError, match=match):
+        cls.from_dict(bad)
+    with pytest.raises(ConfigError, match=match):
+        cls(**bad)
+
+
+def test_lossless_conversions():
+    assert TrainerConfig(lr=1).lr == 1.0 and isinstance(TrainerConfig(lr=1).lr, float)
+    assert KDConfig(teacher_model_path="a,b").teacher_model_path == ["a", "b"]  # old single-path configs load
+    assert PseudoConfig(max_unlabeled=None).max_unlabeled is None
+
+
+def test_command_defaults_declared_once_per_command():
+    t, s, g = TeacherTrainerConfig(), StudentTrainerConfig(), TrainerConfig()
+    assert (t.epochs, t.lr, t.optimizer, t.scheduler) == (10, 1e-4, "adamw", "linear")
+    assert (s.epochs, s.lr, s.early_stopping_patience) == (25, 2e-3, 6)
+    # what a subclass does not re-declare is the base default
+    assert s.weight_decay == g.weight_decay and t.seed == g.seed
+    # the override keeps the help and range of the base field
+    f = {x.name: x for x in dataclasses.fields(TeacherTrainerConfig)}
+    assert f["epochs"].metadata["ge"] == 1 and f["epochs"].metadata["flag"] == "num_train_epochs"
+    with pytest.raises(ConfigError, match="num_train_epochs"):
+        TeacherTrainerConfig(epochs=0)

@@ -404,6 +404,6 @@ def test_kd_with_pseudo_labels_beats_fewer_gold(tiny_dir, tiny_encoder_dir, tmp_
     gold = train_tagger(few, tmp_path / "gold", tagger, trainer, sdata, device="cpu")
     kd = do_kd_pseudo_training(few, tmp_path / "kd", tagger, trainer, sdata,
                                KDConfig(teacher_model_path=str(tmp_path / "teacher"), teacher_max_seq_len=64),
-                               PseudoConfig(), device="cpu")
+                               pseudo=PseudoConfig(), device="cpu")
     assert (tmp_path / "kd" / "pseudo_labeled.txt").is_file()
     assert kd["dev"]["f1"] > gold["dev"]["f1"] + 0.1, (gold["dev"]["f1"], kd["dev"]["f1"])

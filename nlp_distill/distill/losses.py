@@ -53,6 +53,23 @@ def kd_kl(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, temp
     return _reduce(per_word, mask, weight, reduction)
 
 
+def kd_posterior(student_log_marginals: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor,
+                 temperature: float = 1.0, weight: Optional[torch.Tensor] = None,
+                 reduction: str = "mean") -> torch.Tensor:
+    """Structure-level (posterior) KD for CRF students: ``T^2 * KL(softmax(t/T) || q)`` per real
+    word, where ``q`` are the student CRF's per-word marginals (Wang et al., ACL 2020). The CRF's
+    transition scores shape ``q``, so they are distilled too, unlike a KL on raw emissions.
+
+    Args:
+        student_log_marginals: (B, L, C) log marginals of the CRF at temperature T
+            (``CRF.log_marginals(emissions, mask, T)``); teacher: (B, L, C) logits; mask: (B, L).
+    """
+    t = temperature
+    log_pt = F.log_softmax(teacher.to(student_log_marginals.dtype) / t, dim=-1)  # (B, L, C)
+    per_word = (log_pt.exp() * (log_pt - student_log_marginals)).sum(-1) * (t * t)  # (B, L)
+    return _reduce(per_word, mask, weight, reduction)
+
+
 def kd_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, weight: Optional[torch.Tensor] = None,
            reduction: str = "mean") -> torch.Tensor:
     """Mean squared error between raw logits, averaged over classes, per real word.

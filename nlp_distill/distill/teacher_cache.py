@@ -27,8 +27,9 @@ def teacher_fingerprint(teacher) -> str:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     h.update(repr(teacher.labels.labels).encode())
-    c = teacher.config
-    h.update(repr((c.max_seq_length, c.stride, c.pooling)).encode())
+    for m in getattr(teacher, "members", [teacher]):  # an ensemble: every member's alignment settings
+        c = m.config
+        h.update(repr((c.max_seq_length, c.stride, c.pooling)).encode())
     return h.hexdigest()
 
 

@@ -11,9 +11,11 @@ from nlp_distill.data.batching import Batch
 from nlp_distill.data.labels import LabelVocab
 from nlp_distill.distill import losses
 from nlp_distill.distill.teacher_cache import TeacherLogitsCache
-from nlp_distill.errors import LabelMismatchError
+from nlp_distill.errors import ConfigError, LabelMismatchError
 
 logger = logging.getLogger(__name__)
+
+LOSS_FUNCTIONS = ("auto", "kl", "mse", "posterior")
 
 
 class TeacherStudentDistill:
@@ -25,15 +27,17 @@ class TeacherStudentDistill:
         temperature: softmax temperature T for ``kl``.
         dist_w: weight of the KD term.
         loss_w: weight of the student's hard-label loss (CE or CRF NLL).
-        loss_function: ``"kl"`` (T^2 * KL(teacher || student)) or ``"mse"`` (raw logits).
+        loss_function: ``"kl"`` (T^2 * KL(teacher || student softmax)), ``"mse"`` (raw logits),
+            ``"posterior"`` (T^2 * KL(teacher || student CRF marginals); CRF students only) or
+            ``"auto"`` (``posterior`` for a CRF student, ``kl`` otherwise).
         map_labels_by_name: when teacher and student hold the same labels in another order, map
             them by name; without it any difference is an error. Never mapped by position.
     """
 
     def __init__(self, teacher, temperature: float = 1.0, dist_w: float = 1.0, loss_w: float = 1.0,
                  loss_function: str = "kl", map_labels_by_name: bool = True) -> None:
-        if loss_function not in ("kl", "mse"):
-            raise ValueError(f"unknown loss_function {loss_function!r}; expected 'kl' or 'mse'")
+        if loss_function not in LOSS_FUNCTIONS:
+            raise ValueError(f"unknown loss_function {loss_function!r}; expected one of {', '.join(LOSS_FUNCTIONS)}")
         if temperature <= 0:
             raise ValueError("temperature must be > 0")
         self.teacher = teacher
@@ -95,11 +99,25 @@ class TeacherStudentDistill:
                 out = out[..., self.columns]
         return out.to(batch.mask.device)
 
-    def kd_loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, batch: Batch,
+    def loss_for(self, student) -> str:
+        """The KD loss used for ``student`` (resolves ``auto``; ``posterior`` needs a CRF)."""
+        has_crf = getattr(student, "crf", None) is not None
+        if self.loss_function == "auto":
+            return "posterior" if has_crf else "kl"
+        if self.loss_function == "posterior" and not has_crf:
+            raise ConfigError("kd.loss_function (--kd_loss_fn) posterior needs a CRF student (--use_crf)")
+        return self.loss_function
+
+    def kd_loss(self, student, emissions: torch.Tensor, teacher_logits: torch.Tensor, batch: Batch,
                 reduction: str = "sum") -> torch.Tensor:
-        if self.loss_function == "kl":
-            return losses.kd_kl(student_logits, teacher_logits, batch.mask, self.temperature, batch.weight, reduction)
-        return losses.kd_mse(student_logits, teacher_logits, batch.mask, batch.weight, reduction)
+        """KD term summed (or averaged) over real words; ``emissions`` (B, L, C) from ``student``."""
+        kind = self.loss_for(student)
+        if kind == "kl":
+            return losses.kd_kl(emissions, teacher_logits, batch.mask, self.temperature, batch.weight, reduction)
+        if kind == "posterior":
+            log_q = student.crf.log_marginals(emissions, batch.mask, self.temperature)  # (B, L, C)
+            return losses.kd_posterior(log_q, teacher_logits, batch.mask, self.temperature, batch.weight, reduction)
+        return losses.kd_mse(emissions, teacher_logits, batch.mask, batch.weight, reduction)
 
     def loss(self, student, batch: Batch) -> Tuple[torch.Tensor, torch.Tensor]:
         """Combined loss for one batch: (sum over real words, number of real words).
@@ -108,7 +126,7 @@ class TeacherStudentDistill:
         """
         emissions = student(batch)  # (B, L, C)
         teacher = self.teacher_logits(batch)  # (B, L, C)
-        total = self.dist_w * self.kd_loss(emissions, teacher, batch)
+        total = self.dist_w * self.kd_loss(student, emissions, teacher, batch)
         if batch.tags is not None and self.loss_w:
             gold, _ = student.gold_loss(emissions, batch)
             total = total + self.loss_w * gold

@@ -83,6 +83,33 @@ class CRF(nn.Module):
         """Negative log-likelihood per sentence, (B,). Reduce it as you reduce CE (e.g. sum / words)."""
         return self.log_partition(emissions, mask) - self.path_score(emissions, tags, mask)
 
+    def log_marginals(self, emissions: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """Differentiable log p(y_t = c | x) by forward-backward in log space (for posterior KD).
+
+        With ``temperature`` T every score (emissions, start, transitions, end) is divided by T,
+        i.e. the marginals of the CRF distribution ``p(y) ∝ exp(score(y) / T)``.
+
+        Args:
+            emissions: (B, L, C); mask: (B, L) bool, left-aligned, mask[:, 0] all True.
+
+        Returns:
+            (B, L, C) log marginals (meaningless on padding: mask them out).
+        """
+        start, trans, end = (x / temperature for x in self._scores())
+        e = emissions / temperature
+        L = e.size(1)
+        alphas = [start + e[:, 0]]  # each (B, C)
+        for t in range(1, L):
+            nxt = torch.logsumexp(alphas[-1].unsqueeze(2) + trans.unsqueeze(0), dim=1) + e[:, t]
+            alphas.append(torch.where(mask[:, t].unsqueeze(1), nxt, alphas[-1]))
+        log_z = torch.logsumexp(alphas[-1] + end, dim=1)  # (B,)
+        betas = [end.expand_as(alphas[0])]  # beta at the last position; built backwards
+        for t in range(L - 2, -1, -1):
+            nxt = torch.logsumexp(trans.unsqueeze(0) + (e[:, t + 1] + betas[-1]).unsqueeze(1), dim=2)  # (B, C)
+            betas.append(torch.where(mask[:, t + 1].unsqueeze(1), nxt, end.expand_as(nxt)))
+        betas.reverse()
+        return torch.stack(alphas, 1) + torch.stack(betas, 1) - log_z[:, None, None]  # (B, L, C)
+
     def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Per-word label marginals p(y_t = c | x), (B, L, C) (zeros on padding)."""
         with torch.enable_grad():

@@ -124,7 +124,7 @@ class Trainer:
             set_rng_state(st["rng"])
             start_epoch, best, best_epoch = st["epoch"] + 1, st["best"], st["best_epoch"]
             bad_epochs, history = st["bad_epochs"], st["history"]
-            if cfg.early_stopping_patience is not None and bad_epochs >= cfg.early_stopping_patience:
+            if cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience:
                 start_epoch = cfg.epochs  # the run had early-stopped: it is finished
             logger.info("resumed from %s at epoch %d (best %s=%.4f)", self.ckpt_path, start_epoch, cfg.metric_for_best, best)
         else:
@@ -177,7 +177,7 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(), "rng": rng_state(), "epoch": epoch, "best": best,
                 "best_epoch": best_epoch, "bad_epochs": bad_epochs, "history": history,
             })
-            if cfg.early_stopping_patience is not None and bad_epochs >= cfg.early_stopping_patience:
+            if cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience:
                 logger.info("early stopping: no dev improvement for %d epochs", bad_epochs)
                 break
         return {"best_epoch": best_epoch + 1, "best_metric": best, "history": history,

@@ -1,0 +1,63 @@
+"""Several teachers as one: word-level log-probabilities averaged over members.
+
+Each member's columns are mapped to the first member's label order *by name*; the ensemble's
+"logits" are the mean of the members' log-softmax (a normalised geometric mean once softmaxed),
+so it can stand wherever one teacher does (cache, KD losses, pseudo-labels, ``predict``).
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import numpy as np
+from torch import nn
+
+from nlp_distill.data.labels import LabelVocab
+from nlp_distill.errors import LabelMismatchError
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+class TeacherEnsemble(nn.Module):
+    """Mean of log-probabilities of ``members`` (``TransformerTokenClassifier``-like objects).
+
+    Args:
+        members: teachers with ``labels`` and ``word_logits(sentences, batch_size)``; all must
+            hold the same label set (any order).
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one teacher")
+        self.members = nn.ModuleList(members)
+        self.labels: LabelVocab = members[0].labels
+        self.columns: List[Optional[List[int]]] = []
+        for k, m in enumerate(members):
+            if set(m.labels.labels) != set(self.labels.labels):
+                raise LabelMismatchError(f"teacher {k + 1} labels {m.labels.labels} differ from teacher 1's "
+                                         f"{self.labels.labels}")
+            same = m.labels.labels == self.labels.labels
+            self.columns.append(None if same else [m.labels.label2id[l] for l in self.labels.labels])
+
+    @property
+    def config(self):
+        """The first member's settings (window length etc.), for logs."""
+        return self.members[0].config
+
+    def word_logits(self, sentences: Sequence[Sequence[str]], batch_size: Optional[int] = None,
+                    show_progress: bool = False) -> List[np.ndarray]:
+        """One float32 array (n_words, C) of mean member log-probabilities per sentence."""
+        total: Optional[List[np.ndarray]] = None
+        for m, cols in zip(self.members, self.columns):
+            arrays = m.word_logits(sentences, batch_size, show_progress)
+            arrays = [log_softmax(a if cols is None else a[:, cols]) for a in arrays]
+            total = arrays if total is None else [t + a for t, a in zip(total, arrays)]
+        n = len(self.members)
+        return [(t / n).astype(np.float32) for t in total]  # type: ignore[union-attr]
+
+    def predict(self, sentences: Sequence[Sequence[str]], batch_size: Optional[int] = None) -> List[List[str]]:
+        """Tags (argmax of the mean log-probability per word)."""
+        return [self.labels.decode(l.argmax(-1).tolist()) for l in self.word_logits(sentences, batch_size)]
