@@ -129,8 +129,10 @@ def inference_options(f):
                      help="Saved model folder (or the run folder holding model/)."),
         click.option("--data_file", required=True, type=click.Path(exists=True, dir_okay=False),
                      help="CoNLL (tags, if any, are ignored) or raw text, one sentence per line."),
-        click.option("--output_file", required=True, type=click.Path(dir_okay=False)),
-        click.option("--batch_size", default=64, show_default=True, type=int),
+        click.option("--output_file", required=True, type=click.Path(dir_okay=False),
+                     help="CoNLL output: token<TAB>predicted tag, written atomically."),
+        click.option("--batch_size", default=64, show_default=True, type=click.IntRange(min=1),
+                     help="Sentences (student) / windows (transformer) per batch."),
     ]):
         f = o(f)
     return f

@@ -223,3 +223,90 @@ def test_console_script_subprocess(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert "f1" in m["dev"] and "f1" in m["test"]
     assert (out / "run.log").is_file() and (out / "model" / "config.json").is_file()
+
+
+# ------------------------------------------------------------ options declared once, docs, errors
+def test_docs_cli_md_is_generated_from_the_commands():
+    from procedures.cli_docs import render
+
+    doc = (Path(__file__).parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert doc == render(), "docs/cli.md is stale: python -m procedures.cli_docs > docs/cli.md"
+
+
+def test_every_flag_has_help_and_short_helps_differ():
+    import click
+
+    for group in (nlp_train, nlp_inference):
+        ctx = click.Context(group)
+        shorts = []
+        for name in group.list_commands(ctx):
+            cmd = group.get_command(ctx, name)
+            shorts.append(cmd.get_short_help_str(limit=200))
+            for p in cmd.params:
+                assert isinstance(p, click.Option) and p.help, (name, p.name)
+        assert len(set(shorts)) == len(shorts), shorts
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--word_dropout", "1.5"], "--word_dropout): must be < 1"),
+    (["--batch_size", "0"], "--batch_size): must be >= 1"),
+    (["--batch_size", "-3"], "--batch_size): must be >= 1"),
+    (["--epochs", "0"], "--epochs): must be >= 1"),
+    (["--dropout", "1"], "--dropout): must be < 1"),
+    (["--idcnn_dilations", "1,x"], "--idcnn_dilations: expected integers"),
+])
+def test_out_of_range_flags_are_one_line_errors(flags, needle, data_dir, tmp_path):
+    out = tmp_path / "run"
+    r = invoke(nlp_train, ["tagger", "--data_dir", data_dir, "--output_dir", out, *TAGGER_ARGS, *flags])
+    assert r.exit_code != 0
+    assert needle in r.output and "Traceback" not in r.output
+    assert len([l for l in r.output.splitlines() if l.startswith("Error")]) == 1
+    assert not (out / "metrics.json").exists()
+
+
+def test_kd_temp_zero_and_bad_config_file_name_the_source(data_dir, teacher_run, tagger_run, tmp_path):
+    r = invoke(nlp_train, ["tagger_kd", "--data_dir", data_dir, "--output_dir", tmp_path / "a", *TAGGER_ARGS,
+                           "--teacher_model_path", teacher_run, "--kd_temp", 0])
+    assert r.exit_code != 0 and "--kd_temp): must be > 0" in r.output
+    cfg = json.loads((tagger_run / "config.json").read_text())
+    cfg["trainer"]["epochs"] = 0
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(cfg))
+    r = invoke(nlp_train, ["tagger", "--data_dir", data_dir, "--output_dir", tmp_path / "b", "--config", bad])
+    assert r.exit_code != 0 and str(bad) in r.output and "--epochs): must be >= 1" in r.output
+    cfg["trainer"]["epochs"] = 1
+    cfg["trainerr"] = {}
+    bad.write_text(json.dumps(cfg))
+    r = invoke(nlp_train, ["tagger", "--data_dir", data_dir, "--output_dir", tmp_path / "c", "--config", bad])
+    assert r.exit_code != 0 and "unknown section 'trainerr'" in r.output
+
+
+def test_student_folder_as_teacher_says_what_it_holds(data_dir, tagger_run, tmp_path):
+    r = invoke(nlp_train, ["tagger_kd", "--data_dir", data_dir, "--output_dir", tmp_path / "a", *TAGGER_ARGS,
+                           "--teacher_model_path", tagger_run])
+    assert r.exit_code != 0 and "holds a NeuralTagger" in r.output and "transformer_token" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_ensemble_and_augment_flags(data_dir, teacher_run, tmp_path):
+    """Two teachers (repeated flag, then a comma list), augmented copies labeled by the teacher."""
+    out = tmp_path / "ens"
+    ok(invoke(nlp_train, ["tagger_kd", "--data_dir", data_dir, "--output_dir", out, *TAGGER_ARGS, "--use_crf",
+                          "--teacher_model_path", teacher_run, "--teacher_model_path", teacher_run,
+                          "--teacher_max_seq_len", 32, "--augment", 2, "--augment_ops", "token,mention",
+                          "--augment_seed", 5]))
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["kd"]["teacher_model_path"] == [str(teacher_run)] * 2
+    assert cfg["augment"] == {"copies": 2, "ops": ["token", "mention"], "seed": 5}
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["teacher"]["members"] == 2 and 0.0 <= m["teacher"]["dev"]["f1"] <= 1.0
+    aug = read_conll(out / "augmented.txt")
+    n_train = len(load_data_dir(data_dir).train)
+    assert n_train < len(aug) <= 2 * n_train
+    train_tokens = {w for s in load_data_dir(data_dir).train for w in s.tokens}
+    assert {w for s in aug for w in s.tokens} <= train_tokens  # token/mention ops draw from train only
+    # the same through a comma list, read back by --config
+    out2 = tmp_path / "ens2"
+    ok(invoke(nlp_train, ["tagger_kd", "--data_dir", data_dir, "--output_dir", out2, "--device", "cpu",
+                          "--config", out / "config.json", "--teacher_model_path", f"{teacher_run},{teacher_run}"]))
+    assert json.loads((out2 / "config.json").read_text())["kd"] == cfg["kd"]

@@ -260,3 +260,34 @@ def test_length_one_sentences():
 def test_constraint_shape_is_checked():
     with pytest.raises(ValueError):
         CRF(3, allowed_start=[True, False])
+
+
+@pytest.mark.parametrize("C,lengths", CASES)
+@pytest.mark.parametrize("T", [1.0, 2.5])
+def test_log_marginals_match_brute_force_at_temperature(C, lengths, T):
+    """Forward-backward log marginals equal enumeration of p(y) ∝ exp(score(y) / T)."""
+    crf = _randomise(CRF(C), seed=C + 1)
+    em, mask, _ = _batch(C, lengths, seed=len(lengths) + 7, pad_value=50.0)
+    logm = crf.log_marginals(em, mask, T)
+    for b, n in enumerate(lengths):
+        _, _, _, scores = _brute(crf, em[b], n)
+        vals = {p: s / T for p, s in scores.items()}
+        m = max(vals.values())
+        logz = m + math.log(sum(math.exp(v - m) for v in vals.values()))
+        ref = torch.zeros(n, C, dtype=torch.float64)
+        for path, v in vals.items():
+            for t, y in enumerate(path):
+                ref[t, y] += math.exp(v - logz)
+        torch.testing.assert_close(logm[b, :n].exp().double(), ref, atol=1e-5, rtol=1e-4)
+
+
+def test_log_marginals_equal_autograd_marginals_and_carry_gradient_to_transitions(tiny_labels):
+    crf = _randomise(_bio_crf(tiny_labels, 3), seed=5)
+    C = crf.num_tags
+    em, mask, _ = _batch(C, [5, 2, 4], seed=11)
+    em.requires_grad_(True)
+    logm = crf.log_marginals(em, mask)
+    torch.testing.assert_close(logm.exp() * mask.unsqueeze(-1), crf.marginals(em, mask), atol=1e-5, rtol=1e-4)
+    (logm.exp()[mask][:, 0]).sum().backward()  # any function of the marginals
+    assert crf.trans.grad is not None and crf.trans.grad.abs().sum() > 0
+    assert torch.isfinite(crf.trans.grad).all() and torch.isfinite(em.grad).all()

@@ -212,3 +212,26 @@ def test_fully_masked_mean_is_zero_not_nan():
     none = torch.zeros_like(mask)
     assert float(losses.kd_kl(s, t, none)) == 0.0
     assert float(losses.ce(s, tags, none)) == 0.0
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("use_weight", [False, True])
+@pytest.mark.parametrize("T", [1.0, 3.0])
+def test_kd_posterior_matches_loop(reduction, use_weight, T):
+    """T^2 * sum_c p_t(c) (log p_t(c) - log q(c)) per real word, q given as log marginals."""
+    s, t, mask, _, weight = _inputs(5)
+    log_q = torch.log_softmax(s, -1)  # any normalised distribution stands for CRF marginals here
+    w = weight if use_weight else None
+    got = losses.kd_posterior(log_q, t, mask, T, w, reduction)
+    terms = []
+    for b, i in _words(mask):
+        pt = _softmax([x / T for x in t[b, i].tolist()])
+        lq = log_q[b, i].tolist()
+        kl = sum(p * (math.log(p) - q) for p, q in zip(pt, lq)) * T * T
+        terms.append((kl, float(weight[b]) if use_weight else 1.0))
+    assert got.item() == pytest.approx(_reduce_ref(terms, reduction), rel=1e-9, abs=1e-9)
+
+
+def test_kd_posterior_zero_when_marginals_equal_teacher():
+    _, t, mask, _, _ = _inputs(6)
+    assert losses.kd_posterior(torch.log_softmax(t, -1), t, mask).item() == pytest.approx(0.0, abs=1e-9)
