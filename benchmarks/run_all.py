@@ -38,7 +38,9 @@ from nlp_distill.data.dataset_dir import load_data_dir, materialise_wnut16  # no
 from nlp_distill.io import read_json, write_json  # noqa: E402
 from procedures import tagger as tagger_proc  # noqa: E402
 from procedures import tagger_kd, transformer_token  # noqa: E402
-from procedures.common import setup_logging  # noqa: E402
+from procedures.common import RunOptions, setup_logging  # noqa: E402
+
+RUN = RunOptions(overwrite=True)  # a folder without metrics.json holds an interrupted run: redo it
 
 logger = logging.getLogger("run_all")
 
@@ -143,7 +145,7 @@ class Runner:
         if self.plan.teacher_epochs:
             tr = tr.replace(epochs=self.plan.teacher_epochs)
         m = done(rd) or transformer_token.do_training(
-            data_dir, rd, TransformerConfig(model_name_or_path=self.teacher_model or ""), tr)
+            data_dir, rd, TransformerConfig(model_name_or_path=self.teacher_model or ""), tr, RUN)
         self.runs[name] = {"kind": "teacher", "group": name.rsplit("_s", 1)[0], "dir": str(rd), "metrics": m}
         return rd
 
@@ -160,7 +162,7 @@ class Runner:
                 tr = tr.replace(early_stopping_patience=0)
             tc, dc = tagger_cfg(p.arch), StudentDataConfig(init_embeddings_from_teacher=p.init_embeddings)
             if row.mode == "gold":
-                m = tagger_proc.do_training(data_dir, rd, tc, tr, dc)
+                m = tagger_proc.do_training(data_dir, rd, tc, tr, dc, RUN)
             else:
                 members = teachers if row.ensemble else [teachers[seed % len(teachers)]]
                 key = "+".join(t.name for t in members) + f"-aug{row.augment}-{row.unlabeled or 'none'}"
@@ -168,11 +170,11 @@ class Runner:
                               temperature=row.temperature, cache_dir=str(self.out / "teacher_cache" / key))
                 aug = AugmentConfig(copies=row.augment)
                 if row.mode == "kd":
-                    m = tagger_kd.do_kd_training(data_dir, rd, tc, tr, dc, kd, aug)
+                    m = tagger_kd.do_kd_training(data_dir, rd, tc, tr, dc, kd, aug, RUN)
                 else:
                     unl = data_dir / ("unlabeled.txt" if row.unlabeled == "sotu" else "unlabeled_indomain.txt")
                     ps = PseudoConfig(unlabeled_filename=str(unl), max_unlabeled=p.unlabeled_max)
-                    m = tagger_kd.do_kd_pseudo_training(data_dir, rd, tc, tr, dc, kd, aug, ps)
+                    m = tagger_kd.do_kd_pseudo_training(data_dir, rd, tc, tr, dc, kd, aug, ps, RUN)
         self.runs[name] = {"kind": "student", "group": row.name, "seed": seed, "dir": str(rd), "metrics": m}
 
 

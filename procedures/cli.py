@@ -60,7 +60,9 @@ def run_options(f):
                      help="Folder with train.txt dev.txt [test.txt labels.txt unlabeled.txt]."),
         click.option("--output_dir", required=True, type=click.Path(file_okay=False), help="Run folder to write."),
         click.option("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)."),
-        click.option("--resume", is_flag=True, help="Continue from OUTPUT_DIR/checkpoint."),
+        click.option("--resume", is_flag=True, help="Continue from OUTPUT_DIR/checkpoint (same settings; --epochs may change)."),
+        click.option("--overwrite", is_flag=True, help="Replace a run already in OUTPUT_DIR."),
+        click.option("--keep_checkpoint", is_flag=True, help="Keep the optimiser checkpoint of a finished run."),
         click.option("--config", "config_file", default=None, type=click.Path(exists=True, dir_okay=False),
                      help="A run's config.json (or JSON with its sections); typed flags override it."),
     ]):
@@ -72,45 +74,51 @@ def run_options(f):
 @run_options
 @config_options(TransformerConfig, TeacherTrainerConfig)
 @click.pass_context
-def transformer_token(ctx: click.Context, data_dir, output_dir, device, resume, config_file, **_: Any) -> None:
+def transformer_token(ctx: click.Context, data_dir, output_dir, config_file, **_: Any) -> None:
     """Fine-tune a transformer token classifier (the teacher)."""
     from procedures.transformer_token import do_training
 
-    _echo_result(do_training(data_dir, output_dir, **build_configs(ctx, config_file), device=device, resume=resume))
+    _echo_result(do_training(data_dir, output_dir, **build_configs(ctx, config_file), run=_run_options(ctx)))
 
 
 @nlp_train.command("tagger")
 @run_options
 @config_options(TaggerConfig, StudentTrainerConfig, StudentDataConfig)
 @click.pass_context
-def train_tagger(ctx: click.Context, data_dir, output_dir, device, resume, config_file, **_: Any) -> None:
+def train_tagger(ctx: click.Context, data_dir, output_dir, config_file, **_: Any) -> None:
     """Train a student tagger (BiLSTM or ID-CNN, softmax or CRF) on gold labels."""
     from procedures.tagger import do_training
 
-    _echo_result(do_training(data_dir, output_dir, **build_configs(ctx, config_file), device=device, resume=resume))
+    _echo_result(do_training(data_dir, output_dir, **build_configs(ctx, config_file), run=_run_options(ctx)))
 
 
 @nlp_train.command("tagger_kd")
 @run_options
 @config_options(TaggerConfig, StudentTrainerConfig, StudentDataConfig, KDConfig, AugmentConfig)
 @click.pass_context
-def train_tagger_kd(ctx: click.Context, data_dir, output_dir, device, resume, config_file, **_: Any) -> None:
+def train_tagger_kd(ctx: click.Context, data_dir, output_dir, config_file, **_: Any) -> None:
     """Train a student with knowledge distillation from a fine-tuned teacher (or an ensemble)."""
     from procedures.tagger_kd import do_kd_training
 
-    _echo_result(do_kd_training(data_dir, output_dir, **build_configs(ctx, config_file), device=device, resume=resume))
+    _echo_result(do_kd_training(data_dir, output_dir, **build_configs(ctx, config_file), run=_run_options(ctx)))
 
 
 @nlp_train.command("tagger_kd_pseudo")
 @run_options
 @config_options(TaggerConfig, StudentTrainerConfig, StudentDataConfig, KDConfig, AugmentConfig, PseudoConfig)
 @click.pass_context
-def train_tagger_kd_pseudo(ctx: click.Context, data_dir, output_dir, device, resume, config_file, **_: Any) -> None:
+def train_tagger_kd_pseudo(ctx: click.Context, data_dir, output_dir, config_file, **_: Any) -> None:
     """KD on labeled data plus pseudo-labels + KD on unlabeled text."""
     from procedures.tagger_kd import do_kd_pseudo_training
 
-    _echo_result(do_kd_pseudo_training(data_dir, output_dir, **build_configs(ctx, config_file), device=device,
-                                       resume=resume))
+    _echo_result(do_kd_pseudo_training(data_dir, output_dir, **build_configs(ctx, config_file),
+                                       run=_run_options(ctx)))
+
+
+def _run_options(ctx: click.Context):
+    from procedures.common import RunOptions
+
+    return RunOptions(**{k: ctx.params[k] for k in ("device", "resume", "overwrite", "keep_checkpoint")})
 
 
 def _echo_result(m: Dict[str, Any]) -> None:

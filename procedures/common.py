@@ -1,17 +1,21 @@
 """Run-folder helpers shared by the procedures."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
+import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import torch
 
-from nlp_distill.io import write_json
+from nlp_distill.errors import ConfigError
+from nlp_distill.io import read_json, write_json
 from nlp_distill.metrics import tagging_metrics
 
 logger = logging.getLogger("procedures")
@@ -47,12 +51,6 @@ def environment() -> Dict[str, Any]:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def write_run_config(output_dir, **sections: Any) -> None:
-    """``config.json`` of the run: every config section as a dict (the ``--config`` format)."""
-    write_json(Path(output_dir) / "config.json",
-               {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in sections.items()})
-
-
 def evaluate_split(predict, sentences: Sequence) -> Dict[str, Any]:
     """Predict and score a tagged split; adds sentences/s."""
     t = time.perf_counter()
@@ -63,7 +61,111 @@ def evaluate_split(predict, sentences: Sequence) -> Dict[str, Any]:
     return m
 
 
-def pick_device(device: str | None = None) -> torch.device:
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def pick_device(device: Optional[str] = None) -> torch.device:
+    """``device`` (checked: a CUDA device must exist), or cuda when available, else cpu."""
+    if not device:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device {device}: not a device (cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"--device {device}: no such CUDA device on this machine (use --device cpu)")
+    return dev
+
+
+@dataclass
+class RunOptions:
+    """How a run uses its folder and machine; command-line only, never saved in ``config.json``.
+
+    Attributes:
+        device: ``cpu``, ``cuda`` or ``cuda:N`` (default: cuda if available).
+        resume: continue from ``OUTPUT_DIR/checkpoint`` (the settings must match the saved run).
+        overwrite: replace a run already in ``OUTPUT_DIR``.
+        keep_checkpoint: keep the optimiser checkpoint of a finished run (default: deleted).
+    """
+
+    device: Optional[str] = None
+    resume: bool = False
+    overwrite: bool = False
+    keep_checkpoint: bool = False
+
+
+STATUS_FILE = "status.json"
+# what a run writes into its folder (teacher_cache/ is keyed by content and may be reused)
+RUN_ARTIFACTS = ("config.json", "metrics.json", "model", "checkpoint", "train_log.jsonl", STATUS_FILE,
+                 "augmented.txt", "pseudo_labeled.txt")
+# settings a resumed run may change
+RESUMABLE_CHANGES = {("trainer", "epochs"), ("trainer", "show_progress")}
+
+
+def _config_dict(sections: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in sections.items()}
+
+
+def _differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
+    out = []
+    for sec in sorted(set(old) | set(new)):
+        a, b = old.get(sec), new.get(sec)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{sec}.{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+                    if a.get(k) != b.get(k) and (sec, k) not in RESUMABLE_CHANGES]
+        elif a != b:
+            out.append(f"{sec}: {a!r} -> {b!r}")
+    return out
+
+
+def _check_folder(out: Path, config: Dict[str, Any], run: RunOptions) -> bool:
+    """Refuse to mix runs. Returns True when the folder's earlier artifacts must be cleared."""
+    present = [a for a in RUN_ARTIFACTS if (out / a).exists()]
+    if not present:
+        return False
+    status = read_json(out / STATUS_FILE).get("status", "?") if (out / STATUS_FILE).is_file() else "unknown"
+    if run.resume:
+        if (out / "checkpoint").is_dir():
+            saved = read_json(out / "config.json") if (out / "config.json").is_file() else {}
+            diff = _differences(saved, config)
+            if diff:
+                raise ConfigError(f"--resume: {out} was run with other settings ({'; '.join(diff)}); only "
+                                  "--epochs may change (use --config OUTPUT_DIR/config.json)")
+            return False
+        if status == "finished":
+            raise ConfigError(f"--resume: the run in {out} has finished (no checkpoint left); pass --overwrite to rerun it")
+        logger.info("--resume: no checkpoint in %s (killed before its first epoch ended): starting afresh", out)
+        return True
+    if not run.overwrite:
+        raise ConfigError(f"{out} holds another run (status {status}, {', '.join(present)}); pass --overwrite to "
+                          "replace it, --resume to continue it, or choose another --output_dir")
+    logger.warning("--overwrite: replacing the run in %s", out)
+    return True
+
+
+@contextlib.contextmanager
+def run_folder(output_dir, sections: Dict[str, Any], run: RunOptions) -> Iterator[Path]:
+    """Claim ``output_dir`` for a run: refuse to mix it with another run, write ``config.json``
+    and ``status.json`` (running -> finished | failed), drop the optimiser checkpoint at the end
+    unless ``run.keep_checkpoint``."""
+    out = Path(output_dir)
+    config = _config_dict(sections)
+    if _check_folder(out, config, run):
+        for a in RUN_ARTIFACTS:
+            p = out / a
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"--output_dir {out}: cannot write there ({e.strerror})") from None
+    setup_logging(out)
+    write_json(out / "config.json", config)
+    write_json(out / STATUS_FILE, {"status": "running", "task": config.get("task"), "started": time.time()})
+    try:
+        yield out
+    except BaseException as e:
+        write_json(out / STATUS_FILE, {"status": "failed", "task": config.get("task"), "error": f"{type(e).__name__}: {e}"})
+        raise
+    write_json(out / STATUS_FILE, {"status": "finished", "task": config.get("task"), "finished": time.time()})
+    if not run.keep_checkpoint and (out / "checkpoint").is_dir():
+        shutil.rmtree(out / "checkpoint")

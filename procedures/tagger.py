@@ -17,7 +17,7 @@ from nlp_distill.models.neural_tagger import NeuralTagger
 from nlp_distill.modules.pretrained import vectors_from_file, vectors_from_teacher
 from nlp_distill.training.checkpoint import seed_everything
 from nlp_distill.training.trainer import Trainer
-from procedures.common import environment, evaluate_split, pick_device, setup_logging, write_run_config
+from procedures.common import RunOptions, environment, evaluate_split, pick_device, run_folder
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +29,7 @@ def folder_size(path) -> int:
 def train_student(output_dir, train: Sequence[Sentence], dev: Sequence[Sentence], test: Sequence[Sentence],
                   labels: LabelVocab, tagger: TaggerConfig, trainer: TrainerConfig, data: StudentDataConfig,
                   weights: Optional[Sequence[float]] = None, vocab_sentences: Optional[Sequence[Sentence]] = None,
-                  distiller=None, device: Optional[str] = None, resume: bool = False,
-                  run_config: Optional[Dict[str, Any]] = None,
-                  teacher_scores: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                  distiller=None, run: RunOptions = RunOptions(), teacher_scores: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Build, train (best on dev) and evaluate a NeuralTagger; the common core of every student run.
 
     Args:
@@ -41,7 +39,7 @@ def train_student(output_dir, train: Sequence[Sentence], dev: Sequence[Sentence]
             never dev/test).
         distiller: a ``TeacherStudentDistill`` already ``attach``-ed to ``train``; ``None`` trains
             on hard labels only.
-        run_config: sections written to ``config.json``.
+        run: device and resume (the folder itself is claimed by the caller's ``run_folder``).
         teacher_scores: the teacher's own ``{"dev": ..., "test": ...}`` metrics, written beside
             the student's; a student better than its teacher on dev is warned about.
 
@@ -49,9 +47,8 @@ def train_student(output_dir, train: Sequence[Sentence], dev: Sequence[Sentence]
         metrics dict (also written to ``metrics.json``).
     """
     out = Path(output_dir)
-    setup_logging(out)
     seed_everything(trainer.seed)
-    dev_ = pick_device(device)
+    dev_ = pick_device(run.device)
     if tagger.use_crf and tagger.crf_constraints and labels.scheme != "IO":
         bad = [s for s in train if s.tags is not None and not is_valid(s.tags, labels.scheme)]
         if bad:
@@ -66,7 +63,6 @@ def train_student(output_dir, train: Sequence[Sentence], dev: Sequence[Sentence]
         mat, found = vectors_from_teacher(data.init_embeddings_from_teacher, model.word_vocab, tagger.word_emb_dim)
         model.embedder.load_vectors(mat, found)
     model.to(dev_)
-    write_run_config(out, **(run_config or {}), tagger=tagger, trainer=trainer, data=data)
     logger.info("student %s%s: %.2fM parameters, vocab %d words / %d chars, %d training sentences",
                 tagger.model_type, "+crf" if tagger.use_crf else "", model.num_parameters() / 1e6,
                 len(model.word_vocab), len(model.char_vocab), len(train))
@@ -87,7 +83,7 @@ def train_student(output_dir, train: Sequence[Sentence], dev: Sequence[Sentence]
         return evaluate_split(lambda s: model.predict(s, data.eval_batch_size), dev)
 
     t0 = time.perf_counter()
-    result = Trainer(model, trainer, loss_fn, batches, n_batches, evaluate, model.save_pretrained, out).train(resume)
+    result = Trainer(model, trainer, loss_fn, batches, n_batches, evaluate, model.save_pretrained, out).train(run.resume)
     train_time = time.perf_counter() - t0
     best = NeuralTagger.from_pretrained(out / "model").to(dev_)
     epoch_secs = [h["epoch_seconds"] for h in result["history"]]
@@ -112,8 +108,9 @@ def train_student(output_dir, train: Sequence[Sentence], dev: Sequence[Sentence]
 
 def do_training(data_dir, output_dir, tagger: TaggerConfig = TaggerConfig(),
                 trainer: TrainerConfig = StudentTrainerConfig(), data: StudentDataConfig = StudentDataConfig(),
-                device: Optional[str] = None, resume: bool = False) -> Dict[str, Any]:
+                run: RunOptions = RunOptions()) -> Dict[str, Any]:
     """Train a student on the gold labels of ``data_dir`` (no teacher)."""
-    d = load_data_dir(data_dir)
-    return train_student(output_dir, d.train, d.dev, d.test, d.labels, tagger, trainer, data, device=device,
-                         resume=resume, run_config={"task": "tagger", "data_dir": str(data_dir)})
+    sections = {"task": "tagger", "data_dir": str(data_dir), "tagger": tagger, "trainer": trainer, "data": data}
+    with run_folder(output_dir, sections, run) as out:
+        d = load_data_dir(data_dir)
+        return train_student(out, d.train, d.dev, d.test, d.labels, tagger, trainer, data, run=run)

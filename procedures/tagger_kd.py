@@ -23,7 +23,7 @@ from nlp_distill.distill.teacher_student import TeacherStudentDistill
 from nlp_distill.errors import ConfigError
 from nlp_distill.io import read_json
 from nlp_distill.models.transformer import NLP_DISTILL_FILE, TransformerTokenClassifier
-from procedures.common import evaluate_split, pick_device, setup_logging
+from procedures.common import RunOptions, evaluate_split, pick_device, run_folder
 from procedures.tagger import train_student
 
 logger = logging.getLogger(__name__)
@@ -94,10 +94,9 @@ def _teacher_labeled(dist: TeacherStudentDistill, teacher, first: int, sentences
 
 def _kd_run(task: str, data_dir, out: Path, d: TaggingData, tagger: TaggerConfig, trainer: TrainerConfig,
             data: StudentDataConfig, kd: KDConfig, augment: AugmentConfig, unlabeled: Sequence[Sentence],
-            pseudo: Optional[PseudoConfig], device: Optional[str], resume: bool) -> Dict[str, Any]:
+            pseudo: Optional[PseudoConfig], run: RunOptions) -> Dict[str, Any]:
     """Gold + teacher-labeled augmented copies + teacher-labeled unlabeled text, one training set."""
-    dev_ = pick_device(device)
-    teacher = load_teacher(kd, dev_)
+    teacher = load_teacher(kd, pick_device(run.device))
     scores = teacher_scores(teacher, d)
     aug = augment_corpus(d.train, augment.copies, augment.ops, augment.seed, d.labels.scheme) if augment.copies else []
     aug = [Sentence(s.tokens) for s in aug]  # the teacher labels them, not the operators
@@ -111,24 +110,21 @@ def _kd_run(task: str, data_dir, out: Path, d: TaggingData, tagger: TaggerConfig
                                   kd.teacher_batch_size, out / "pseudo_labeled.txt")
     weights = [1.0] * (n_gold + len(aug)) + [pseudo.unlabeled_weight if pseudo else 1.0] * len(unlabeled)
     vocab_sents = train if data.vocab_from_unlabeled else list(d.train)
-    sections: Dict[str, Any] = {"task": task, "data_dir": str(data_dir), "kd": kd, "augment": augment}
-    if pseudo is not None:
-        sections["pseudo"] = pseudo
     return train_student(out, train, d.dev, d.test, d.labels, tagger, trainer, data, weights=weights,
-                         vocab_sentences=vocab_sents, distiller=dist, device=device, resume=resume,
-                         run_config=sections, teacher_scores=scores)
+                         vocab_sentences=vocab_sents, distiller=dist, run=run, teacher_scores=scores)
 
 
 def do_kd_training(data_dir, output_dir, tagger: TaggerConfig = TaggerConfig(),
                    trainer: TrainerConfig = StudentTrainerConfig(), data: StudentDataConfig = StudentDataConfig(),
-                   kd: KDConfig = KDConfig(), augment: AugmentConfig = AugmentConfig(), device: Optional[str] = None,
-                   resume: bool = False) -> Dict[str, Any]:
+                   kd: KDConfig = KDConfig(), augment: AugmentConfig = AugmentConfig(),
+                   run: RunOptions = RunOptions()) -> Dict[str, Any]:
     """Student trained on gold labels + the teacher's soft targets over the training set and over
     ``augment.copies`` augmented copies of each training sentence."""
-    out = Path(output_dir)
-    setup_logging(out)
-    d = load_data_dir(data_dir)
-    return _kd_run("tagger_kd", data_dir, out, d, tagger, trainer, data, kd, augment, [], None, device, resume)
+    sections = {"task": "tagger_kd", "data_dir": str(data_dir), "tagger": tagger, "trainer": trainer, "data": data,
+                "kd": kd, "augment": augment}
+    with run_folder(output_dir, sections, run) as out:
+        d = load_data_dir(data_dir)
+        return _kd_run("tagger_kd", data_dir, out, d, tagger, trainer, data, kd, augment, [], None, run)
 
 
 def unlabeled_path(pseudo: PseudoConfig, d: TaggingData, data_dir) -> Path:
@@ -155,14 +151,14 @@ def do_kd_pseudo_training(data_dir, output_dir, tagger: TaggerConfig = TaggerCon
                           trainer: TrainerConfig = StudentTrainerConfig(),
                           data: StudentDataConfig = StudentDataConfig(), kd: KDConfig = KDConfig(),
                           augment: AugmentConfig = AugmentConfig(), pseudo: PseudoConfig = PseudoConfig(),
-                          device: Optional[str] = None, resume: bool = False) -> Dict[str, Any]:
+                          run: RunOptions = RunOptions()) -> Dict[str, Any]:
     """Student trained on gold (CE + KD), augmented copies and unlabeled text (teacher labels +
     KD), all of it every epoch. Unlabeled sentences under ``pseudo.threshold`` keep KD only."""
-    out = Path(output_dir)
-    setup_logging(out)
-    d = load_data_dir(data_dir)
-    upath = unlabeled_path(pseudo, d, data_dir)
-    unl = read_unlabeled(upath, pseudo.max_unlabeled)
-    logger.info("%d unlabeled sentences (%d words) from %s", len(unl), sum(len(s) for s in unl), upath)
-    return _kd_run("tagger_kd_pseudo", data_dir, out, d, tagger, trainer, data, kd, augment, unl, pseudo, device,
-                   resume)
+    sections = {"task": "tagger_kd_pseudo", "data_dir": str(data_dir), "tagger": tagger, "trainer": trainer,
+                "data": data, "kd": kd, "augment": augment, "pseudo": pseudo}
+    with run_folder(output_dir, sections, run) as out:
+        d = load_data_dir(data_dir)
+        upath = unlabeled_path(pseudo, d, data_dir)
+        unl = read_unlabeled(upath, pseudo.max_unlabeled)
+        logger.info("%d unlabeled sentences (%d words) from %s", len(unl), sum(len(s) for s in unl), upath)
+        return _kd_run("tagger_kd_pseudo", data_dir, out, d, tagger, trainer, data, kd, augment, unl, pseudo, run)

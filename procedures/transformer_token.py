@@ -14,13 +14,13 @@ from nlp_distill.io import write_json
 from nlp_distill.models.transformer import TransformerTokenClassifier
 from nlp_distill.training.checkpoint import seed_everything
 from nlp_distill.training.trainer import Trainer
-from procedures.common import environment, evaluate_split, pick_device, setup_logging, write_run_config
+from procedures.common import RunOptions, environment, evaluate_split, pick_device, run_folder
 
 logger = logging.getLogger(__name__)
 
 
 def do_training(data_dir, output_dir, model: TransformerConfig = TransformerConfig(),
-                trainer: TrainerConfig = TeacherTrainerConfig(), device: Optional[str] = None, resume: bool = False) -> Dict[str, Any]:
+                trainer: TrainerConfig = TeacherTrainerConfig(), run: RunOptions = RunOptions()) -> Dict[str, Any]:
     """Fine-tune the teacher; best epoch on dev; test evaluated once at the end.
 
     Writes to ``output_dir``: ``model/`` (HF folder + labels), ``config.json``, ``metrics.json``,
@@ -29,14 +29,18 @@ def do_training(data_dir, output_dir, model: TransformerConfig = TransformerConf
     Returns:
         the metrics dict written to ``metrics.json``.
     """
-    out = Path(output_dir)
-    setup_logging(out)
+    sections = {"task": "transformer_token", "data_dir": str(data_dir), "model": model, "trainer": trainer}
+    with run_folder(output_dir, sections, run) as out:
+        return _train_teacher(out, data_dir, model, trainer, run)
+
+
+def _train_teacher(out: Path, data_dir, model: TransformerConfig, trainer: TrainerConfig,
+                   run: RunOptions) -> Dict[str, Any]:
     seed_everything(trainer.seed)
     data = load_data_dir(data_dir)
-    dev_ = pick_device(device)
+    dev_ = pick_device(run.device)
     clf = TransformerTokenClassifier.from_pretrained(model.model_name_or_path or None, data.labels, model).to(dev_)
     model = clf.config
-    write_run_config(out, task="transformer_token", data_dir=str(data_dir), model=model, trainer=trainer)
     logger.info("teacher %s: %.1fM parameters, %d labels; train/dev/test = %d/%d/%d sentences",
                 model.model_name_or_path, clf.num_parameters() / 1e6, len(data.labels), len(data.train),
                 len(data.dev), len(data.test))
@@ -61,7 +65,7 @@ def do_training(data_dir, output_dir, model: TransformerConfig = TransformerConf
 
     t0 = time.perf_counter()
     result = Trainer(clf, trainer, clf.loss, batches, n_batches, evaluate, clf.save_pretrained, out,
-                     param_groups=groups).train(resume=resume)
+                     param_groups=groups).train(resume=run.resume)
     train_time = time.perf_counter() - t0
     best = TransformerTokenClassifier.from_pretrained(str(out / "model")).to(dev_)
     metrics = {"dev": evaluate_split(best.predict, data.dev),

@@ -21,6 +21,7 @@ from nlp_distill.distill.teacher_student import TeacherStudentDistill
 from nlp_distill.errors import LabelMismatchError
 from nlp_distill.models.neural_tagger import NeuralTagger
 from nlp_distill.models.transformer import TransformerTokenClassifier
+from procedures.common import RunOptions
 
 TINY = Path(__file__).parent / "fixtures" / "tiny"
 
@@ -384,7 +385,7 @@ def test_kd_with_pseudo_labels_beats_fewer_gold(tiny_dir, tiny_encoder_dir, tmp_
     # the teacher: tiny BERT fine-tuned on the full tiny train set (~2 s)
     tm = train_teacher(tiny_dir, tmp_path / "teacher",
                        TransformerConfig(model_name_or_path=str(tiny_encoder_dir), max_seq_length=64, batch_size=8),
-                       TrainerConfig(epochs=10, lr=3e-3, optimizer="adamw", show_progress=False, seed=0), device="cpu")
+                       TrainerConfig(epochs=10, lr=3e-3, optimizer="adamw", show_progress=False, seed=0), run=RunOptions(device="cpu"))
     assert tm["dev"]["f1"] >= 0.9, "precondition: the teacher must have learned the tiny task"
 
     # 10% of train with gold labels; the rest as unlabeled text
@@ -401,9 +402,9 @@ def test_kd_with_pseudo_labels_beats_fewer_gold(tiny_dir, tiny_encoder_dir, tmp_
     tagger = TaggerConfig(hidden=16, word_emb_dim=16, char_emb_dim=8, char_hidden=16)
     trainer = TrainerConfig(epochs=25, lr=1e-2, show_progress=False, seed=1)
     sdata = StudentDataConfig(batch_size=16)
-    gold = train_tagger(few, tmp_path / "gold", tagger, trainer, sdata, device="cpu")
+    gold = train_tagger(few, tmp_path / "gold", tagger, trainer, sdata, run=RunOptions(device="cpu"))
     kd = do_kd_pseudo_training(few, tmp_path / "kd", tagger, trainer, sdata,
                                KDConfig(teacher_model_path=str(tmp_path / "teacher"), teacher_max_seq_len=64),
-                               pseudo=PseudoConfig(), device="cpu")
+                               pseudo=PseudoConfig(), run=RunOptions(device="cpu"))
     assert (tmp_path / "kd" / "pseudo_labeled.txt").is_file()
     assert kd["dev"]["f1"] > gold["dev"]["f1"] + 0.1, (gold["dev"]["f1"], kd["dev"]["f1"])

@@ -15,6 +15,7 @@ from nlp_distill.data.dataset_dir import load_data_dir
 from nlp_distill.data.labels import is_valid
 from nlp_distill.data.vocab import UNK_ID
 from nlp_distill.models.neural_tagger import NeuralTagger
+from procedures.common import RunOptions
 
 TINY = Path(__file__).parent / "fixtures" / "tiny"
 
@@ -223,7 +224,7 @@ def test_cnn_lstm_learns_tiny_fixture(tiny_dir, tmp_path):
     level = root.level
     try:
         metrics = train_student(tmp_path / "run", d.train, d.dev, d.test, d.labels, tagger, trainer,
-                                StudentDataConfig(batch_size=8, eval_batch_size=64), device="cpu")
+                                StudentDataConfig(batch_size=8, eval_batch_size=64), run=RunOptions(device="cpu"))
     finally:
         for h in list(root.handlers):
             if h not in handlers:

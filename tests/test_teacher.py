@@ -12,6 +12,7 @@ from nlp_distill.config import TrainerConfig, TransformerConfig
 from nlp_distill.data.dataset_dir import load_data_dir
 from nlp_distill.data.labels import LabelVocab
 from nlp_distill.models.transformer import NLP_DISTILL_FILE, TransformerTokenClassifier
+from procedures.common import RunOptions
 
 TINY = Path(__file__).parent / "fixtures" / "tiny"
 
@@ -136,7 +137,7 @@ def test_do_training_run_folder(tiny_dir, tiny_encoder_dir, tmp_path, monkeypatc
     out = tmp_path / "run"
     model = TransformerConfig(model_name_or_path=str(tiny_encoder_dir), max_seq_length=32, batch_size=16)
     trainer = TrainerConfig(epochs=2, lr=1e-3, optimizer="adamw", show_progress=False, seed=1)
-    m = tt.do_training(tiny_dir, out, model, trainer, device="cpu")
+    m = tt.do_training(tiny_dir, out, model, trainer, run=RunOptions(device="cpu"))
 
     assert (out / "model" / NLP_DISTILL_FILE).is_file()
     assert (out / "model" / "config.json").is_file()

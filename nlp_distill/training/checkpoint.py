@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import random
 from pathlib import Path
 from typing import Any, Dict
@@ -9,19 +10,25 @@ from typing import Any, Dict
 import numpy as np
 import torch
 
+from nlp_distill.errors import ConfigError
+
 
 def rng_state() -> Dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """RNG states as tensors and plain values only (loadable with ``weights_only=True``)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": random.getstate(), "torch": torch.get_rng_state(),
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]}
 
 
 def set_rng_state(state: Dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
 
 
 def save_state(path, state: Dict[str, Any]) -> None:
-    """``torch.save`` a dict of plain state (tensors, numbers, RNG tuples; never modules) atomically."""
+    """``torch.save`` a dict of tensors and plain values (never modules or numpy objects) atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -30,8 +37,13 @@ def save_state(path, state: Dict[str, Any]) -> None:
 
 
 def load_state(path) -> Dict[str, Any]:
-    # weights_only=False: the file holds RNG tuples/numpy state written by us, not modules
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """Load a training state with ``weights_only=True``: a file holding anything but tensors and
+    plain values (e.g. a planted pickle payload) is refused before any of it runs."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ConfigError(f"{path}: refusing to load: it holds objects other than tensors and plain values, "
+                          f"which could run code ({str(e).splitlines()[0][:200]})") from None
 
 
 def seed_everything(seed: int) -> None:

@@ -1,0 +1,101 @@
+"""Run folders never mix or vanish; nothing loaded from disk runs code."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from nlp_distill.errors import ConfigError
+from nlp_distill.training.checkpoint import load_state, rng_state, save_state, set_rng_state
+from procedures.cli import nlp_train
+from tests.conftest import TINY
+from tests.test_cli import TAGGER_ARGS, invoke, ok
+
+
+class _Payload:
+    """Unpickling this would create a file: proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_planted_pickle_payload_is_refused_without_running(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "checkpoint" / "trainer_state.pt"
+    path.parent.mkdir()
+    torch.save({"model": {}, "evil": _Payload(marker)}, path)
+    with pytest.raises(ConfigError, match="refusing to load"):
+        load_state(path)
+    assert not marker.exists()
+
+
+def test_rng_state_round_trips_through_a_safe_file(tmp_path):
+    import random
+
+    import numpy as np
+
+    save_state(tmp_path / "s.pt", {"rng": rng_state()})
+    a = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    set_rng_state(load_state(tmp_path / "s.pt")["rng"])
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == a
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    d = tmp_path / "tiny"
+    shutil.copytree(TINY, d)
+    return d
+
+
+def _tagger(data_dir, out, *extra):
+    return invoke(nlp_train, ["tagger", "--data_dir", data_dir, "--output_dir", out, *TAGGER_ARGS, *extra])
+
+
+def test_second_run_refuses_then_overwrite_replaces(data_dir, tmp_path):
+    out = tmp_path / "run"
+    ok(_tagger(data_dir, out))
+    status = json.loads((out / "status.json").read_text())
+    assert status["status"] == "finished" and status["task"] == "tagger"
+    assert not (out / "checkpoint").exists()  # a finished run drops its optimiser state
+    before = (out / "model" / "model.safetensors").read_bytes()
+    r = _tagger(data_dir, out, "--hidden", 8)
+    assert r.exit_code != 0 and "holds another run (status finished" in r.output and "--overwrite" in r.output
+    assert (out / "model" / "model.safetensors").read_bytes() == before  # nothing replaced
+    ok(_tagger(data_dir, out, "--hidden", 8, "--overwrite", "--keep_checkpoint"))
+    assert json.loads((out / "config.json").read_text())["tagger"]["hidden"] == 8
+    assert (out / "checkpoint" / "trainer_state.pt").is_file()
+
+
+def test_resume_checks_the_checkpoint_belongs_to_this_run(data_dir, tmp_path):
+    out = tmp_path / "run"
+    ok(_tagger(data_dir, out, "--keep_checkpoint"))
+    r = _tagger(data_dir, out, "--resume", "--hidden", 8)
+    assert r.exit_code != 0 and "tagger.hidden: 16 -> 8" in r.output
+    # more epochs is the one allowed change: the run continues from its checkpoint
+    ok(_tagger(data_dir, out, "--resume", "--epochs", 2, "--keep_checkpoint"))
+    log = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2]
+    # a finished run without checkpoint has nothing to resume
+    ok(_tagger(data_dir, out, "--resume", "--epochs", 2))
+    r = _tagger(data_dir, out, "--resume", "--epochs", 3)
+    assert r.exit_code != 0 and "has finished" in r.output
+
+
+def test_failed_run_is_marked_failed(data_dir, tmp_path):
+    out = tmp_path / "run"
+    (data_dir / "train.txt").write_text("word\tB-x\tI-y\nother\n", encoding="utf-8")
+    r = _tagger(data_dir, out)
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert json.loads((out / "status.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_one_line(data_dir, tmp_path):
+    args = [a if a != "cpu" else "cuda" for a in TAGGER_ARGS]
+    r = invoke(nlp_train, ["tagger", "--data_dir", data_dir, "--output_dir", tmp_path / "r", *args])
+    assert r.exit_code != 0 and "no such CUDA device" in r.output and "Traceback" not in r.output
