@@ -296,6 +296,27 @@ def test_cached_loss_equals_live_loss(teacher, data, tmp_path, loss_function):
         assert float(a) == pytest.approx(float(b), rel=2e-3, abs=1e-3)
 
 
+@pytest.mark.parametrize("damage", ["flip_bytes", "truncate", "offsets"])
+def test_damaged_cache_is_rebuilt_with_a_warning(teacher, data, tmp_path, monkeypatch, caplog, damage):
+    sents = [s.tokens for s in data.train[:8]]
+    folder = tmp_path / "cache"
+    good = np.asarray(TeacherLogitsCache.build(teacher, sents, folder, show_progress=False).logits, np.float32)
+    f = folder / "logits.f16"
+    raw = bytearray(f.read_bytes())
+    if damage == "flip_bytes":  # same size, other values: only the checksum can tell
+        raw[10:20] = bytes(b ^ 0xFF for b in raw[10:20])
+        f.write_bytes(bytes(raw))
+    elif damage == "truncate":
+        f.write_bytes(bytes(raw[: len(raw) // 2]))
+    else:
+        np.save(folder / "offsets.npy", np.zeros(3, dtype=np.int64))
+    calls = _counting(monkeypatch, teacher)
+    with caplog.at_level("WARNING"):
+        again = TeacherLogitsCache.build(teacher, sents, folder, show_progress=False)
+    assert calls["n"] >= 1 and "damaged" in caplog.text
+    np.testing.assert_allclose(np.asarray(again.logits, np.float32), good, **FP16)
+
+
 def test_cache_size_mismatch_refused(teacher, data, tmp_path):
     sents = [s.tokens for s in data.train[:5]]
     cache = TeacherLogitsCache.build(teacher, sents, tmp_path / "c", show_progress=False)

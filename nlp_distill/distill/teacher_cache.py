@@ -41,6 +41,27 @@ def sentences_fingerprint(sentences: Iterable[Sequence[str]]) -> str:
     return h.hexdigest()
 
 
+def file_sha1(path, block: int = 1 << 22) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(block), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _verify(folder: Path, meta: dict, offsets: np.ndarray) -> str:
+    """Empty string when the files agree with ``meta``; else what is wrong."""
+    n, words, C = meta["num_sentences"], meta["num_words"], meta["num_labels"]
+    if offsets.shape != (n + 1,) or int(offsets[-1]) != words or bool((np.diff(offsets) < 0).any()):
+        return "offsets do not match the recorded sizes"
+    size = (folder / LOGITS_FILE).stat().st_size
+    if size != words * C * 2:
+        return f"logits file has {size} bytes, expected {words * C * 2}"
+    if file_sha1(folder / LOGITS_FILE) != meta.get("sha1"):
+        return "logits checksum differs"
+    return ""
+
+
 class TeacherLogitsCache:
     """Word-level teacher logits for a fixed list of sentences.
 
@@ -80,11 +101,20 @@ class TeacherLogitsCache:
 
     @classmethod
     def open(cls, folder) -> Optional["TeacherLogitsCache"]:
+        """The cache in ``folder``, or ``None`` when there is none or it fails verification
+        (missing file, sizes or checksum differ from ``meta.json``: a damaged cache is rebuilt)."""
         folder = Path(folder)
         if not (folder / META_FILE).is_file():
             return None
-        meta = read_json(folder / META_FILE)
-        offsets = np.load(folder / OFFSETS_FILE)
+        try:
+            meta = read_json(folder / META_FILE)
+            offsets = np.load(folder / OFFSETS_FILE)
+            problem = _verify(folder, meta, offsets)
+        except (OSError, ValueError, KeyError) as e:
+            problem = f"unreadable ({e})"
+        if problem:
+            logger.warning("teacher cache in %s is damaged (%s): it will be rebuilt", folder, problem)
+            return None
         logits = np.memmap(folder / LOGITS_FILE, dtype=np.float16, mode="r", shape=(int(offsets[-1]), meta["num_labels"]))
         return cls(folder, offsets, logits, meta["labels"], meta["key"])
 
@@ -123,7 +153,8 @@ class TeacherLogitsCache:
         os.replace(tmp, folder / LOGITS_FILE)
         np.save(folder / OFFSETS_FILE, offsets)
         write_json(folder / META_FILE, {"key": key, "num_labels": C, "labels": teacher.labels.labels,
-                                        "num_sentences": len(sentences), "num_words": int(offsets[-1])})
+                                        "num_sentences": len(sentences), "num_words": int(offsets[-1]),
+                                        "sha1": file_sha1(folder / LOGITS_FILE)})
         logger.info("teacher cache written: %s (%d sentences, %d words, %.1f MB)", folder, len(sentences),
                     offsets[-1], offsets[-1] * C * 2 / 1e6)
         return cls.open(folder)
