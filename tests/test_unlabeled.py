@@ -23,11 +23,35 @@ def test_raw_text(tmp_path):
     assert [s.line for s in sents] == [1, 4, 5]
 
 
-def test_raw_text_forced_splits_on_tabs(tmp_path):
-    # a tab makes detection say "conll"; forcing "text" splits on any whitespace
-    p = _write(tmp_path / "u.txt", "a\tb c\n")
+def test_one_tab_in_raw_text_does_not_make_it_conll(tmp_path):
+    # the whole first sentence decides: prose lines of varying length are text, tab or not
+    p = _write(tmp_path / "u.txt", "a\tb c\nthe second sentence is here\nand a third one\n")
+    assert detect_format(p) == "text"
+    assert [len(s.tokens) for s in iter_unlabeled(p)] == [3, 5, 4]  # no word dropped
+    p2 = _write(tmp_path / "u2.txt", "a\tb c\n")
+    assert [s.tokens for s in iter_unlabeled(p2)] == [["a", "b", "c"]]
+
+
+def test_tab_separated_columns_are_conll(tmp_path):
+    p = _write(tmp_path / "c.txt", "Mary\tx\nJones\ty\n\nhi\tz\n")
     assert detect_format(p) == "conll"
-    assert [s.tokens for s in iter_unlabeled(p, fmt="text")] == [["a", "b", "c"]]
+    assert [s.tokens for s in iter_unlabeled(p)] == [["Mary", "Jones"], ["hi"]]
+
+
+def test_bom_and_non_utf8_and_binary(tmp_path):
+    from nlp_distill.errors import DataFormatError
+
+    p = tmp_path / "bom.txt"
+    p.write_bytes("\ufeffZoë said hi\n".encode("utf-8"))
+    assert [s.tokens for s in iter_unlabeled(p)] == [["Zoë", "said", "hi"]]
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("fine line\nZo\xeb said hi\n".encode("latin-1"))
+    with pytest.raises(DataFormatError, match=r"latin1.txt:2: byte 0xeb at column 3 is not utf-8"):
+        list(iter_unlabeled(bad))
+    binary = tmp_path / "b.bin"
+    binary.write_bytes(b"abc\x00def\n")
+    with pytest.raises(DataFormatError, match="NUL byte"):
+        list(iter_unlabeled(binary))
 
 
 def test_raw_text_crlf(tmp_path):

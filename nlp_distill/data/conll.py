@@ -9,13 +9,34 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from nlp_distill.errors import DataFormatError
 
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
+
+
+def iter_lines(path: PathLike, encoding: str = "utf-8") -> Iterator[Tuple[int, str]]:
+    """``(line number, text)`` per line without its line break; a UTF-8 BOM is dropped.
+
+    Raises:
+        DataFormatError: for bytes that are not ``encoding`` (naming line and byte) or a NUL byte
+            (a binary file).
+    """
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode(encoding)
+            except UnicodeDecodeError as e:
+                raise DataFormatError(path, lineno, f"byte 0x{raw[e.start]:02x} at column {e.start + 1} is not "
+                                                    f"{encoding}; convert the file (e.g. iconv -f latin1 -t utf-8)") from None
+            if lineno == 1 and line.startswith("\ufeff"):
+                line = line[1:]
+            if "\x00" in line:
+                raise DataFormatError(path, lineno, "NUL byte: this is not a text file")
+            yield lineno, line.rstrip("\n").rstrip("\r")
 
 
 @dataclass
@@ -62,36 +83,34 @@ def iter_conll(
     tags: List[str] = []
     start = None
     ncols = None
-    with open(path, "r", encoding="utf-8", newline=None) as f:  # newline=None folds CRLF
-        for lineno, raw in enumerate(f, start=1):
-            line = raw.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                if tokens:
-                    yield Sentence(tokens, tags if tag_column is not None else None, start)
-                tokens, tags, start = [], [], None
-                continue
-            cols = line.split()
-            if _is_docstart(cols):
-                continue
-            if tag_column is not None:
-                if len(cols) < 2:
-                    raise DataFormatError(path, lineno, f"expected a token and a tag column, got {line!r}")
-                if ncols is None:
-                    ncols = len(cols)
-                elif len(cols) != ncols:
-                    raise DataFormatError(
-                        path, lineno, f"expected {ncols} columns like the lines before, got {len(cols)}: {line!r}"
-                    )
-                try:
-                    tag = cols[tag_column]
-                except IndexError:
-                    raise DataFormatError(path, lineno, f"no column {tag_column} in {line!r}") from None
-                if allowed is not None and tag not in allowed:
-                    raise DataFormatError(path, lineno, f"tag {tag!r} is not in the label list {sorted(allowed)}")
-                tags.append(tag)
-            if start is None:
-                start = lineno
-            tokens.append(cols[0])
+    for lineno, line in iter_lines(path):  # one reader for every text file: encoding, BOM, CRLF
+        if not line.strip():
+            if tokens:
+                yield Sentence(tokens, tags if tag_column is not None else None, start)
+            tokens, tags, start = [], [], None
+            continue
+        cols = line.split()
+        if _is_docstart(cols):
+            continue
+        if tag_column is not None:
+            if len(cols) < 2:
+                raise DataFormatError(path, lineno, f"expected a token and a tag column, got {line!r}")
+            if ncols is None:
+                ncols = len(cols)
+            elif len(cols) != ncols:
+                raise DataFormatError(
+                    path, lineno, f"expected {ncols} columns like the lines before, got {len(cols)}: {line!r}"
+                )
+            try:
+                tag = cols[tag_column]
+            except IndexError:
+                raise DataFormatError(path, lineno, f"no column {tag_column} in {line!r}") from None
+            if allowed is not None and tag not in allowed:
+                raise DataFormatError(path, lineno, f"tag {tag!r} is not in the label list {sorted(allowed)}")
+            tags.append(tag)
+        if start is None:
+            start = lineno
+        tokens.append(cols[0])
     if tokens:
         yield Sentence(tokens, tags if tag_column is not None else None, start)
 
@@ -121,17 +140,20 @@ def write_conll(path: PathLike, sentences: Iterable[Sentence], extra: Optional[I
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     extra_iter = iter(extra) if extra is not None else None
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        for sent in sentences:
-            cols_extra = next(extra_iter) if extra_iter is not None else None
-            for i, tok in enumerate(sent.tokens):
-                if not tok or any(c.isspace() for c in tok):
-                    raise ValueError(f"token {tok!r} is empty or contains whitespace; cannot write CoNLL")
-                row = [tok]
-                if sent.tags is not None:
-                    row.append(sent.tags[i])
-                if cols_extra is not None:
-                    row.append(str(cols_extra[i]))
-                f.write("\t".join(row) + "\n")
-            f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            for sent in sentences:
+                cols_extra = next(extra_iter) if extra_iter is not None else None
+                for i, tok in enumerate(sent.tokens):
+                    if not tok or any(c.isspace() for c in tok):
+                        raise ValueError(f"token {tok!r} is empty or contains whitespace; cannot write CoNLL")
+                    row = [tok]
+                    if sent.tags is not None:
+                        row.append(sent.tags[i])
+                    if cols_extra is not None:
+                        row.append(str(cols_extra[i]))
+                    f.write("\t".join(row) + "\n")
+                f.write("\n")
+        os.replace(tmp, path)
+    finally:  # a failed write leaves no .tmp behind
+        tmp.unlink(missing_ok=True)

@@ -182,21 +182,21 @@ class LabelVocab:
 
 def read_labels_txt(path) -> LabelVocab:
     """Read ``labels.txt``: one label per line, blank lines ignored; ``O`` added if missing."""
+    from nlp_distill.data.conll import iter_lines
     from nlp_distill.errors import DataFormatError
 
     labels: List[str] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            t = line.strip()
-            if not t:
-                continue
-            try:
-                split_tag(t)
-            except ValueError as e:
-                raise DataFormatError(path, lineno, str(e)) from None
-            if t in labels:
-                raise DataFormatError(path, lineno, f"duplicate label {t!r}")
-            labels.append(t)
+    for lineno, line in iter_lines(path):
+        t = line.strip()
+        if not t:
+            continue
+        try:
+            split_tag(t)
+        except ValueError as e:
+            raise DataFormatError(path, lineno, str(e)) from None
+        if t in labels:
+            raise DataFormatError(path, lineno, f"duplicate label {t!r}")
+        labels.append(t)
     if OUTSIDE not in labels:
         labels.insert(0, OUTSIDE)
     return LabelVocab(labels)

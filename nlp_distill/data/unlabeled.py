@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Tuple
 
-from nlp_distill.data.conll import Sentence, iter_conll
+from nlp_distill.data.conll import Sentence, _is_docstart, iter_conll, iter_lines
 from nlp_distill.data.labels import split_tag
 
 logger = logging.getLogger(__name__)
@@ -38,27 +38,48 @@ def _is_tag(t: str) -> bool:
         return False
 
 
+def _first_block(path, limit: int = 200) -> Tuple[List[Tuple[int, str]], bool]:
+    """The first sentence block (non-blank lines up to the first blank line after them, at most
+    ``limit``) and whether a blank line ended it."""
+    block: List[Tuple[int, str]] = []
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            if block:
+                return block, True
+            continue
+        if not _is_docstart(line.split()):
+            block.append((lineno, line))
+        if len(block) >= limit:
+            break
+    return block, False
+
+
 def detect_format(path) -> str:
-    """``"conll"`` if the first non-blank line has a tab or the file has blank-line sentence
-    breaks with one token per line, else ``"text"`` (one whitespace-tokenized sentence per line)."""
-    with open(path, encoding="utf-8") as f:
-        lines = []
-        for line in f:
-            lines.append(line.rstrip("\r\n"))
-            if len(lines) >= 200:
-                break
-    nonblank = [l for l in lines if l.strip()]
-    if not nonblank:
+    """``"conll"`` or ``"text"``, decided from the column structure of the whole first sentence.
+
+    CoNLL: every line of the first sentence has the same number of columns and either a
+    tag-shaped last column (``O``, ``B-X``...), tab-separated columns on every line, or one token
+    per line with a blank line ending the sentence. Anything else is raw text, one whitespace-
+    tokenized sentence per line (a tab inside one line of prose does not make a file CoNLL).
+    """
+    block, ended = _first_block(path)
+    if not block:
         return "text"
-    if any("\t" in l for l in nonblank[:20]):
-        return "conll"
-    # space-separated CoNLL with tags (e.g. CoNLL-2003): a fixed column count, a tag last
-    head = [l.split() for l in nonblank[:20]]
-    if len({len(c) for c in head}) == 1 and len(head[0]) >= 2 and all(_is_tag(c[-1]) for c in head):
-        return "conll"
-    single = sum(1 for l in nonblank if len(l.split()) == 1)
-    has_breaks = any(not l.strip() for l in lines)
-    return "conll" if has_breaks and single / len(nonblank) > 0.9 else "text"
+    cols = [l.split() for _, l in block]
+    counts = {len(c) for c in cols}
+    fmt, why = "text", f"lines of {min(counts)}-{max(counts)} words"
+    if len(counts) == 1:
+        n = counts.pop()
+        if n == 1 and ended and len(block) > 1:
+            fmt, why = "conll", "one token per line, blank line between sentences"
+        elif n >= 2 and (len(block) > 1 or ended) and all(_is_tag(c[-1]) for c in cols):
+            fmt, why = "conll", f"{n} columns, the last tag-shaped"
+        elif n >= 2 and len(block) > 1 and all(l.count("\t") == n - 1 for _, l in block):
+            fmt, why = "conll", f"{n} tab-separated columns"
+        else:
+            why = f"{len(block)} line(s) of {n} word(s)"
+    logger.info("%s: read as %s (first sentence: %s)", path, "CoNLL" if fmt == "conll" else "raw text", why)
+    return fmt
 
 
 def iter_unlabeled(path, fmt: Optional[str] = None, max_words: Optional[int] = None) -> Iterator[Sentence]:
@@ -76,11 +97,10 @@ def iter_unlabeled(path, fmt: Optional[str] = None, max_words: Optional[int] = N
         it = (Sentence(s.tokens, None, s.line) for s in iter_conll(path, tag_column=None))
     elif fmt == "text":
         def _text():
-            with open(path, encoding="utf-8") as f:
-                for lineno, line in enumerate(f, start=1):
-                    toks = line.split()
-                    if toks:
-                        yield Sentence(toks, None, lineno)
+            for lineno, line in iter_lines(path):
+                toks = line.split()
+                if toks:
+                    yield Sentence(toks, None, lineno)
         it = _text()
     else:
         raise ValueError(f"unknown unlabeled format {fmt!r}; expected 'text' or 'conll'")
