@@ -231,6 +231,9 @@ class KDConfig(ConfigBase):
 
         student_w * gold(CE | CRF NLL) + dist_w * KD(student, teacher) + hidden_w * H(proj(h_s), h_t)
 
+    With ``stages = [E1, E2]`` the terms run one after another instead: H alone for E1 epochs
+    (weight ``hidden_w`` or 1), KD alone for E2 epochs, then the gold term alone.
+
     KD is ``T^2 * KL(p_t^T || p_s^T)`` (``kl``), MSE on raw logits (``mse``) or, for CRF
     students, ``KL(p_t || CRF marginals)`` (``posterior``); ``auto`` picks ``posterior`` for CRF
     students and ``kl`` otherwise.
@@ -247,8 +250,19 @@ class KDConfig(ConfigBase):
     teacher_max_seq_len: Optional[int] = option(None, ge=8, help="Sub-tokens per teacher window (default: the teacher's own).")
     teacher_batch_size: int = option(64, ge=1, help="Windows per teacher batch when computing logits.")
     use_cache: bool = option(True, flag="cache", help="Cache teacher logits once (--no_cache: run the teacher every step).")
+    hidden_w: float = option(0.0, ge=0, flag="kd_hidden_w",
+                             help="Weight of the hidden-state loss: student encoder output, linearly projected, vs the teacher's word-pooled last hidden state (0: off).")
+    hidden_loss: str = option("mse", choices=("mse", "cosine"), flag="kd_hidden_loss", help="Hidden-state loss: mse or cosine.")
+    stages: List[int] = option(default_factory=list, ge=1, flag="kd_stages",
+                               help="E1,E2: E1 epochs hidden-state loss only, then E2 epochs KD only, then gold labels only (empty: all losses together).")
     cache_dir: str = option("", path="dir", flag="teacher_cache_dir",
                             help="Teacher-logit cache folder (default OUTPUT_DIR/teacher_cache); runs with the same teacher and sentences can share one.")
+
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.stages and len(self.stages) != 2:
+            raise ConfigError(f"kd.stages (--kd_stages): give two epoch counts E1,E2, got {self.stages}")
 
 
 @dataclass

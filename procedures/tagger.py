@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
 
+from torch import nn
+
 
 from nlp_distill.config import StudentDataConfig, StudentTrainerConfig, TaggerConfig, TrainerConfig
 from nlp_distill.data.batching import bucket_batches
@@ -70,11 +72,17 @@ def train_student(output_dir, train: Sequence[Sentence], dev: Sequence[Sentence]
     n_batches = len(bucket_batches(enc.lengths, data.batch_size, shuffle=False))
 
     def batches(epoch: int):
+        if distiller is not None:
+            distiller.epoch = epoch  # selects the stage of a staged schedule
         for idx in bucket_batches(enc.lengths, data.batch_size, shuffle=True, seed=trainer.seed + epoch):
             yield enc.collate(idx).to(dev_)
 
+    trained: nn.Module = model  # what the optimiser and the checkpoint hold
     if distiller is not None:
         loss_fn: Callable = lambda b: distiller.loss(model, b)  # noqa: E731
+        if distiller.uses_hidden:  # the projection onto the teacher's width trains with the student
+            trained = nn.ModuleDict({"student": model, "projection": distiller.init_projection(model.encoder.out_dim)})
+            trained.to(dev_)
     else:
         def loss_fn(b):
             return model.gold_loss(model(b), b)
@@ -83,7 +91,9 @@ def train_student(output_dir, train: Sequence[Sentence], dev: Sequence[Sentence]
         return evaluate_split(lambda s: model.predict(s, data.eval_batch_size), dev)
 
     t0 = time.perf_counter()
-    result = Trainer(model, trainer, loss_fn, batches, n_batches, evaluate, model.save_pretrained, out).train(run.resume)
+    stages = sum(distiller.kd.stages) if distiller is not None else 0  # no early stop before the last stage
+    result = Trainer(trained, trainer, loss_fn, batches, n_batches, evaluate, model.save_pretrained, out,
+                     patience_start=stages).train(run.resume)
     train_time = time.perf_counter() - t0
     best = NeuralTagger.from_pretrained(out / "model").to(dev_)
     epoch_secs = [h["epoch_seconds"] for h in result["history"]]

@@ -65,14 +65,14 @@ def teacher_scores(teacher, d: TaggingData) -> Dict[str, Any]:
 
 
 def _distiller(teacher, kd: KDConfig, labels, sentences: List[Sentence], out: Path) -> TeacherStudentDistill:
-    dist = TeacherStudentDistill(teacher, kd.temperature, kd.dist_w, kd.student_w, kd.loss_function)
+    dist = TeacherStudentDistill(teacher, kd)
     dist.check_labels(labels)  # fail before spending time on the teacher pass
     cache = None
     if kd.use_cache:
         t = time.perf_counter()
         cache = TeacherLogitsCache.build(teacher, [s.tokens for s in sentences],
                                          Path(kd.cache_dir) if kd.cache_dir else out / "teacher_cache",
-                                         kd.teacher_batch_size)
+                                         kd.teacher_batch_size, hidden=dist.uses_hidden)
         logger.info("teacher logits ready in %.1fs", time.perf_counter() - t)
     dist.attach(labels, [s.tokens for s in sentences], cache)
     return dist

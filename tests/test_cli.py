@@ -310,3 +310,15 @@ def test_ensemble_and_augment_flags(data_dir, teacher_run, tmp_path):
     ok(invoke(nlp_train, ["tagger_kd", "--data_dir", data_dir, "--output_dir", out2, "--device", "cpu",
                           "--config", out / "config.json", "--teacher_model_path", f"{teacher_run},{teacher_run}"]))
     assert json.loads((out2 / "config.json").read_text())["kd"] == cfg["kd"]
+
+
+def test_hidden_state_transfer_staged_run_and_resume(data_dir, teacher_run, tmp_path):
+    out = tmp_path / "hid"
+    args = ["tagger_kd", "--data_dir", data_dir, "--output_dir", out, *TAGGER_ARGS, "--teacher_model_path",
+            teacher_run, "--teacher_max_seq_len", 32, "--kd_hidden_w", 0.5, "--kd_stages", "1,1", "--keep_checkpoint"]
+    ok(invoke(nlp_train, args))
+    assert (out / "teacher_cache" / "hidden.f16").is_file()
+    # the checkpoint holds the projection too, so a resumed run continues the same training
+    ok(invoke(nlp_train, [*args, "--resume", "--epochs", 3]))
+    log = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2, 3]

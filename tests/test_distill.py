@@ -18,7 +18,7 @@ from nlp_distill.distill import losses
 from nlp_distill.distill.pseudo_label import label_from_logits, pseudo_label, write_pseudo_labeled
 from nlp_distill.distill.teacher_cache import TeacherLogitsCache
 from nlp_distill.distill.teacher_student import TeacherStudentDistill
-from nlp_distill.errors import LabelMismatchError
+from nlp_distill.errors import ConfigError, LabelMismatchError
 from nlp_distill.models.neural_tagger import NeuralTagger
 from nlp_distill.models.transformer import TransformerTokenClassifier
 from procedures.common import RunOptions
@@ -80,7 +80,7 @@ def test_teacher_frozen_through_student_step(teacher, data):
     student = _student(data)
     student.train()
     sents = [s.tokens for s in data.train]
-    dist = TeacherStudentDistill(teacher, temperature=2.0)
+    dist = TeacherStudentDistill(teacher, KDConfig(temperature=2.0))
     dist.attach(data.labels, sents)
     before = {k: v.detach().clone() for k, v in teacher.state_dict().items()}
     student_before = {k: v.detach().clone() for k, v in student.state_dict().items()}
@@ -106,7 +106,7 @@ def test_total_loss_is_weighted_sum(teacher, data, loss_function):
     enc = student.encode(data.train, weights=[1.0 + (i % 3) * 0.5 for i in range(len(data.train))])
     idx = [2, 7, 11, 30, 31]
     batch = enc.collate(idx)
-    dist = TeacherStudentDistill(teacher, temperature=3.0, dist_w=2.5, loss_w=0.3, loss_function=loss_function)
+    dist = TeacherStudentDistill(teacher, KDConfig(temperature=3.0, dist_w=2.5, student_w=0.3, loss_function=loss_function))
     dist.attach(data.labels, sents)
     total, n = dist.loss(student, batch)
     assert int(n) == sum(len(sents[i]) for i in idx)
@@ -122,7 +122,7 @@ def test_total_loss_is_weighted_sum(teacher, data, loss_function):
     assert float(kd) > 0 and float(gold) > 0
     assert float(total.detach()) == pytest.approx(0.3 * float(gold) + 2.5 * float(kd), rel=1e-5)
     # the gold term really is there: loss_w = 0 gives the KD term alone
-    dist0 = TeacherStudentDistill(teacher, temperature=3.0, dist_w=2.5, loss_w=0.0, loss_function=loss_function)
+    dist0 = TeacherStudentDistill(teacher, KDConfig(temperature=3.0, dist_w=2.5, student_w=0.0, loss_function=loss_function))
     dist0.attach(data.labels, sents)
     assert float(dist0.loss(student, batch)[0].detach()) == pytest.approx(2.5 * float(kd), rel=1e-5)
 
@@ -137,7 +137,7 @@ def test_kd_only_sentences_without_tags(teacher, data):
     enc = student.encode(untagged)
     batch = enc.collate([0, 1, 2, 3])
     assert batch.tags is None
-    dist = TeacherStudentDistill(teacher, dist_w=1.0, loss_w=1.0)
+    dist = TeacherStudentDistill(teacher, KDConfig(dist_w=1.0, student_w=1.0))
     dist.attach(data.labels, [s.tokens for s in untagged])
     total, _ = dist.loss(student, batch)
     with torch.no_grad():
@@ -282,9 +282,9 @@ def test_cached_loss_equals_live_loss(teacher, data, tmp_path, loss_function):
     student.eval()
     enc = student.encode(data.train)
     cache = TeacherLogitsCache.build(teacher, sents, tmp_path / "c", show_progress=False)
-    live = TeacherStudentDistill(teacher, temperature=2.0, loss_function=loss_function)
+    live = TeacherStudentDistill(teacher, KDConfig(temperature=2.0, loss_function=loss_function))
     live.attach(data.labels, sents)
-    cached = TeacherStudentDistill(teacher, temperature=2.0, loss_function=loss_function)
+    cached = TeacherStudentDistill(teacher, KDConfig(temperature=2.0, loss_function=loss_function))
     cached.attach(data.labels, sents, cache)
     assert live.cache is None and cached.cache is cache
     for idx in ([0, 1, 2, 3], [40, 10, 79]):
@@ -429,3 +429,93 @@ def test_kd_with_pseudo_labels_beats_fewer_gold(tiny_dir, tiny_encoder_dir, tmp_
                                pseudo=PseudoConfig(), run=RunOptions(device="cpu"))
     assert (tmp_path / "kd" / "pseudo_labeled.txt").is_file()
     assert kd["dev"]["f1"] > gold["dev"]["f1"] + 0.1, (gold["dev"]["f1"], kd["dev"]["f1"])
+
+
+# -------------------------------------------------- hidden-state transfer, stages, posterior KD
+def test_hidden_loss_zero_for_a_student_that_copies_and_padding_never_counts(teacher, data):
+    student = _student(data)
+    student.eval()
+    enc = student.encode(data.train)
+    batch = enc.collate([1, 4, 8])  # different lengths: padding exists
+    assert not bool(batch.mask.all())
+    for kind in ("mse", "cosine"):
+        dist = TeacherStudentDistill(teacher, KDConfig(hidden_w=1.0, hidden_loss=kind))
+        proj = dist.init_projection(student.encoder.out_dim, 24)
+        with torch.no_grad():
+            h = student.features(batch)
+            target = proj(h).clone()
+        assert float(dist.hidden_loss(h, target, batch)) == pytest.approx(0.0, abs=1e-6)
+        garbage = target.clone()
+        garbage[~batch.mask] = 1e3  # padding positions: anything
+        assert float(dist.hidden_loss(h, garbage, batch)) == pytest.approx(0.0, abs=1e-6)
+        moved = target.clone()
+        moved[0, 0] += 1.0  # a real word: the loss sees it
+        moved[0, 0, 0] -= 5.0
+        assert float(dist.hidden_loss(h, moved, batch)) > 1e-4
+
+
+def test_cached_hidden_states_equal_live_ones(teacher, data, tmp_path):
+    sents = [s.tokens for s in data.train[:9]]
+    cache = TeacherLogitsCache.build(teacher, sents, tmp_path / "c", show_progress=False, hidden=True)
+    logits, hidden = teacher.word_outputs(sents, hidden=True)
+    H = teacher.model.config.hidden_size
+    for i in range(len(sents)):
+        np.testing.assert_allclose(cache.sentence(i).astype(np.float32), logits[i], **FP16)
+        assert hidden[i].shape == (len(sents[i]), H)
+    hb = cache.hidden_batch([3, 0], 20)
+    assert hb.shape == (2, 20, H) and torch.all(hb[0, len(sents[3]):] == 0)
+    np.testing.assert_allclose(hb[0, : len(sents[3])].numpy(), hidden[3], rtol=5e-3, atol=5e-3)
+    # a logits-only cache is not reused when hidden states are needed
+    plain = TeacherLogitsCache.build(teacher, sents, tmp_path / "p", show_progress=False)
+    assert plain.hidden is None and plain.key != cache.key
+    with pytest.raises(ValueError, match="no hidden states"):
+        plain.hidden_batch([0], 5)
+
+
+def test_staged_schedule_switches_terms_when_it_says(teacher, data, tmp_path):
+    student = _student(data)
+    student.eval()
+    sents = [s.tokens for s in data.train]
+    batch = student.encode(data.train).collate([2, 3, 5])
+    kd = KDConfig(stages=[2, 3], hidden_w=0.5, dist_w=2.0, student_w=0.25)
+    dist = TeacherStudentDistill(teacher, kd)
+    cache = TeacherLogitsCache.build(teacher, sents, tmp_path / "c", show_progress=False, hidden=dist.uses_hidden)
+    dist.attach(data.labels, sents, cache)
+    dist.init_projection(student.encoder.out_dim)
+    expected = {0: {"gold": 0, "kd": 0, "hidden": 0.5}, 1: {"gold": 0, "kd": 0, "hidden": 0.5},
+                2: {"gold": 0, "kd": 2.0, "hidden": 0}, 4: {"gold": 0, "kd": 2.0, "hidden": 0},
+                5: {"gold": 0.25, "kd": 0, "hidden": 0}, 9: {"gold": 0.25, "kd": 0, "hidden": 0}}
+    with torch.no_grad():
+        h = student.features(batch)
+        em = student.proj(h)
+        logits, states = dist.teacher_targets(batch, hidden=True)
+        terms = {"gold": float(student.gold_loss(em, batch)[0]),
+                 "kd": float(dist.kd_loss(student, em, logits, batch)),
+                 "hidden": float(dist.hidden_loss(h, states, batch))}
+        for epoch, w in expected.items():
+            dist.epoch = epoch
+            assert dist.weights() == w, epoch
+            total = float(dist.loss(student, batch)[0])
+            assert total == pytest.approx(sum(w[k] * terms[k] for k in w), rel=1e-5), epoch
+    with pytest.raises(ConfigError, match="two epoch counts"):
+        KDConfig(stages=[1, 2, 3])
+
+
+def test_crf_student_gets_posterior_kd_by_default(teacher, data):
+    torch.manual_seed(0)
+    student = NeuralTagger.build(_tagger_config().replace(use_crf=True), data.train, data.labels)
+    student.eval()
+    sents = [s.tokens for s in data.train]
+    batch = student.encode(data.train).collate([0, 6, 7])
+    dist = TeacherStudentDistill(teacher, KDConfig(temperature=2.0, student_w=0.0))
+    dist.attach(data.labels, sents)
+    assert dist.loss_for(student) == "posterior"
+    with torch.no_grad():
+        em = student(batch)
+        t = _teacher_padded(teacher, sents, [0, 6, 7], batch.mask.size(1))
+        ref = losses.kd_posterior(student.crf.log_marginals(em, batch.mask, 2.0), t, batch.mask, 2.0, batch.weight, "sum")
+        token = losses.kd_kl(em, t, batch.mask, 2.0, batch.weight, "sum")
+    got = float(dist.loss(student, batch)[0])
+    assert got == pytest.approx(float(ref), rel=1e-5) and abs(got - float(token)) > 1e-4
+    with pytest.raises(ConfigError, match="needs a CRF"):
+        TeacherStudentDistill(teacher, KDConfig(loss_function="posterior")).loss_for(_student(data))

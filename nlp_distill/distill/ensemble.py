@@ -6,7 +6,7 @@ so it can stand wherever one teacher does (cache, KD losses, pseudo-labels, ``pr
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from torch import nn
@@ -50,13 +50,24 @@ class TeacherEnsemble(nn.Module):
     def word_logits(self, sentences: Sequence[Sequence[str]], batch_size: Optional[int] = None,
                     show_progress: bool = False) -> List[np.ndarray]:
         """One float32 array (n_words, C) of mean member log-probabilities per sentence."""
+        return self.word_outputs(sentences, batch_size, show_progress, hidden=False)[0]
+
+    def word_outputs(self, sentences: Sequence[Sequence[str]], batch_size: Optional[int] = None,
+                     show_progress: bool = False, hidden: bool = True
+                     ) -> Tuple[List[np.ndarray], Optional[List[np.ndarray]]]:
+        """Mean member log-probabilities and, with ``hidden``, the *first* member's word-pooled
+        hidden states (members' hidden spaces differ, so they are not averaged)."""
         total: Optional[List[np.ndarray]] = None
-        for m, cols in zip(self.members, self.columns):
-            arrays = m.word_logits(sentences, batch_size, show_progress)
+        states = None
+        for k, (m, cols) in enumerate(zip(self.members, self.columns)):
+            if hidden and k == 0:
+                arrays, states = m.word_outputs(sentences, batch_size, show_progress, hidden=True)
+            else:
+                arrays = m.word_logits(sentences, batch_size, show_progress)
             arrays = [log_softmax(a if cols is None else a[:, cols]) for a in arrays]
             total = arrays if total is None else [t + a for t, a in zip(total, arrays)]
         n = len(self.members)
-        return [(t / n).astype(np.float32) for t in total]  # type: ignore[union-attr]
+        return [(t / n).astype(np.float32) for t in total], states  # type: ignore[union-attr]
 
     def predict(self, sentences: Sequence[Sequence[str]], batch_size: Optional[int] = None) -> List[List[str]]:
         """Tags (argmax of the mean log-probability per word)."""

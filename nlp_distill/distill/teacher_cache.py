@@ -7,7 +7,7 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from nlp_distill.io import read_json, write_json
 
 logger = logging.getLogger(__name__)
 
-LOGITS_FILE, OFFSETS_FILE, META_FILE = "logits.f16", "offsets.npy", "meta.json"
+LOGITS_FILE, OFFSETS_FILE, META_FILE, HIDDEN_FILE = "logits.f16", "offsets.npy", "meta.json", "hidden.f16"
 
 
 def teacher_fingerprint(teacher) -> str:
@@ -59,6 +59,13 @@ def _verify(folder: Path, meta: dict, offsets: np.ndarray) -> str:
         return f"logits file has {size} bytes, expected {words * C * 2}"
     if file_sha1(folder / LOGITS_FILE) != meta.get("sha1"):
         return "logits checksum differs"
+    H = meta.get("num_hidden", 0)
+    if H:
+        size = (folder / HIDDEN_FILE).stat().st_size
+        if size != words * H * 2:
+            return f"hidden-state file has {size} bytes, expected {words * H * 2}"
+        if file_sha1(folder / HIDDEN_FILE) != meta.get("hidden_sha1"):
+            return "hidden-state checksum differs"
     return ""
 
 
@@ -69,14 +76,17 @@ class TeacherLogitsCache:
         offsets: (N + 1,) int64, words of sentence i are rows ``offsets[i]:offsets[i+1]``.
         logits: (total_words, C) float16 memmap.
         labels: the teacher's label list (column order).
+        hidden: (total_words, H) float16 memmap of word-pooled last hidden states, or ``None``.
     """
 
-    def __init__(self, folder, offsets: np.ndarray, logits: np.ndarray, labels: List[str], key: str) -> None:
+    def __init__(self, folder, offsets: np.ndarray, logits: np.ndarray, labels: List[str], key: str,
+                 hidden: Optional[np.ndarray] = None) -> None:
         self.folder = Path(folder)
         self.offsets = offsets
         self.logits = logits
         self.labels = labels
         self.key = key
+        self.hidden = hidden
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -91,13 +101,21 @@ class TeacherLogitsCache:
         Args:
             columns: optional label permutation (student label j <- teacher column columns[j]).
         """
-        C = self.logits.shape[1]
-        out = np.zeros((len(indices), max_len, C), dtype=np.float32)
-        for b, i in enumerate(indices):
-            s = self.sentence(int(i))
-            out[b, : len(s)] = s
-        t = torch.from_numpy(out)
+        t = self._padded(self.logits, indices, max_len)
         return t[..., list(columns)] if columns is not None else t
+
+    def hidden_batch(self, indices: Sequence[int], max_len: int) -> torch.Tensor:
+        """Padded float32 teacher hidden states (B, L, H) (zeros on padding)."""
+        if self.hidden is None:
+            raise ValueError(f"the cache in {self.folder} holds no hidden states (build it with hidden=True)")
+        return self._padded(self.hidden, indices, max_len)
+
+    def _padded(self, rows: np.ndarray, indices: Sequence[int], max_len: int) -> torch.Tensor:
+        out = np.zeros((len(indices), max_len, rows.shape[1]), dtype=np.float32)
+        for b, i in enumerate(indices):
+            a, z = self.offsets[int(i)], self.offsets[int(i) + 1]
+            out[b, : z - a] = rows[a:z]
+        return torch.from_numpy(out)
 
     @classmethod
     def open(cls, folder) -> Optional["TeacherLogitsCache"]:
@@ -115,46 +133,77 @@ class TeacherLogitsCache:
         if problem:
             logger.warning("teacher cache in %s is damaged (%s): it will be rebuilt", folder, problem)
             return None
-        logits = np.memmap(folder / LOGITS_FILE, dtype=np.float16, mode="r", shape=(int(offsets[-1]), meta["num_labels"]))
-        return cls(folder, offsets, logits, meta["labels"], meta["key"])
+        n = int(offsets[-1])
+        logits = np.memmap(folder / LOGITS_FILE, dtype=np.float16, mode="r", shape=(n, meta["num_labels"]))
+        H = meta.get("num_hidden", 0)
+        hidden = np.memmap(folder / HIDDEN_FILE, dtype=np.float16, mode="r", shape=(n, H)) if H else None
+        return cls(folder, offsets, logits, meta["labels"], meta["key"], hidden)
 
     @classmethod
     def build(cls, teacher, sentences: Sequence[Sequence[str]], folder, batch_size: int = 64, chunk: int = 2048,
-              show_progress: bool = True) -> "TeacherLogitsCache":
+              show_progress: bool = True, hidden: bool = False) -> "TeacherLogitsCache":
         """Open the cache in ``folder`` if its key matches, else run the teacher once and write it.
 
         The teacher runs over ``chunk`` sentences at a time and rows are appended to the file, so
         memory stays bounded whatever the number of sentences. ``meta.json`` is written last:
-        an interrupted build is never mistaken for a finished one.
+        an interrupted build is never mistaken for a finished one. With ``hidden`` the teacher's
+        word-pooled last hidden states are stored too (fp16, ``hidden.f16``).
         """
         folder = Path(folder)
-        key = hashlib.sha1((teacher_fingerprint(teacher) + sentences_fingerprint(sentences)).encode()).hexdigest()
+        key = hashlib.sha1((teacher_fingerprint(teacher) + sentences_fingerprint(sentences)
+                            + ("+hidden" if hidden else "")).encode()).hexdigest()
         cached = cls.open(folder)
         if cached is not None and cached.key == key:
             logger.info("teacher cache hit: %s (%d sentences)", folder, len(cached))
             return cached
         if cached is not None:
-            logger.info("teacher cache in %s is stale (teacher or data changed): rebuilding", folder)
+            logger.info("teacher cache in %s is stale (teacher, data or contents changed): rebuilding", folder)
         folder.mkdir(parents=True, exist_ok=True)
         if (folder / META_FILE).exists():
             (folder / META_FILE).unlink()
+        offsets, H = cls._write_rows(teacher, sentences, folder, batch_size, chunk, show_progress, hidden)
         C = len(teacher.labels)
-        offsets = np.zeros(len(sentences) + 1, dtype=np.int64)
-        tmp = folder / (LOGITS_FILE + ".tmp")
-        with open(tmp, "wb") as f:
-            bar = tqdm(total=len(sentences), desc="teacher logits", unit="sent", disable=not show_progress, leave=False)
-            for a in range(0, len(sentences), chunk):
-                block = sentences[a : a + chunk]
-                for j, lg in enumerate(teacher.word_logits(block, batch_size)):
-                    f.write(lg.astype(np.float16).tobytes())
-                    offsets[a + j + 1] = offsets[a + j] + lg.shape[0]
-                bar.update(len(block))
-            bar.close()
-        os.replace(tmp, folder / LOGITS_FILE)
-        np.save(folder / OFFSETS_FILE, offsets)
-        write_json(folder / META_FILE, {"key": key, "num_labels": C, "labels": teacher.labels.labels,
-                                        "num_sentences": len(sentences), "num_words": int(offsets[-1]),
-                                        "sha1": file_sha1(folder / LOGITS_FILE)})
+        meta = {"key": key, "num_labels": C, "labels": teacher.labels.labels, "num_sentences": len(sentences),
+                "num_words": int(offsets[-1]), "sha1": file_sha1(folder / LOGITS_FILE), "num_hidden": H}
+        if H:
+            meta["hidden_sha1"] = file_sha1(folder / HIDDEN_FILE)
+        write_json(folder / META_FILE, meta)
         logger.info("teacher cache written: %s (%d sentences, %d words, %.1f MB)", folder, len(sentences),
-                    offsets[-1], offsets[-1] * C * 2 / 1e6)
+                    offsets[-1], offsets[-1] * (C + H) * 2 / 1e6)
         return cls.open(folder)
+
+    @staticmethod
+    def _write_rows(teacher, sentences, folder: Path, batch_size: int, chunk: int, show_progress: bool,
+                    hidden: bool) -> Tuple[np.ndarray, int]:
+        """Append the teacher's rows chunk by chunk to temporary files, then rename them."""
+        offsets = np.zeros(len(sentences) + 1, dtype=np.int64)
+        tmp, tmp_h = folder / (LOGITS_FILE + ".tmp"), folder / (HIDDEN_FILE + ".tmp")
+        H = 0
+        try:
+            with open(tmp, "wb") as f, open(tmp_h, "wb") as fh:
+                bar = tqdm(total=len(sentences), desc="teacher logits", unit="sent", disable=not show_progress,
+                           leave=False)
+                for a in range(0, len(sentences), chunk):
+                    block = sentences[a : a + chunk]
+                    if hidden:
+                        logits, states = teacher.word_outputs(block, batch_size, hidden=True)
+                    else:
+                        logits, states = teacher.word_logits(block, batch_size), None
+                    for j, lg in enumerate(logits):
+                        f.write(lg.astype(np.float16).tobytes())
+                        if states is not None:
+                            fh.write(states[j].astype(np.float16).tobytes())
+                            H = states[j].shape[1]
+                        offsets[a + j + 1] = offsets[a + j] + lg.shape[0]
+                    bar.update(len(block))
+                bar.close()
+            os.replace(tmp, folder / LOGITS_FILE)
+            np.save(folder / OFFSETS_FILE, offsets)
+            if hidden:
+                os.replace(tmp_h, folder / HIDDEN_FILE)
+            elif (folder / HIDDEN_FILE).exists():
+                (folder / HIDDEN_FILE).unlink()
+        finally:
+            tmp.unlink(missing_ok=True)
+            tmp_h.unlink(missing_ok=True)
+        return offsets, H

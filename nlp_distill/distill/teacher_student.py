@@ -1,12 +1,15 @@
-"""TeacherStudentDistill: a frozen teacher supplies word-level logits; the combined loss is
-``loss_w * student_loss(gold) + dist_w * KD(student, teacher)``."""
+"""TeacherStudentDistill: a frozen teacher (or ensemble) supplies word-level logits and hidden
+states; the combined loss is ``student_w * gold + dist_w * KD + hidden_w * H`` (``KDConfig``)."""
 from __future__ import annotations
 
 import logging
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
+from torch import nn
 
+from nlp_distill.config import KDConfig
 from nlp_distill.data.batching import Batch
 from nlp_distill.data.labels import LabelVocab
 from nlp_distill.distill import losses
@@ -15,43 +18,65 @@ from nlp_distill.errors import ConfigError, LabelMismatchError
 
 logger = logging.getLogger(__name__)
 
-LOSS_FUNCTIONS = ("auto", "kl", "mse", "posterior")
 
 
 class TeacherStudentDistill:
-    """Distillation wrapper around a teacher.
+    """Distillation wrapper around a teacher; reads every setting from ``kd`` at its point of use.
+
+    Loss per batch (see ``KDConfig`` for the formula and the staged schedule)::
+
+        kd.student_w * gold + kd.dist_w * KD(kd.loss_function, kd.temperature) + kd.hidden_w * H
 
     Args:
-        teacher: a ``TransformerTokenClassifier`` (frozen here: eval mode, ``requires_grad=False``;
-            its parameters never reach an optimiser because the Trainer only sees the student).
-        temperature: softmax temperature T for ``kl``.
-        dist_w: weight of the KD term.
-        loss_w: weight of the student's hard-label loss (CE or CRF NLL).
-        loss_function: ``"kl"`` (T^2 * KL(teacher || student softmax)), ``"mse"`` (raw logits),
-            ``"posterior"`` (T^2 * KL(teacher || student CRF marginals); CRF students only) or
-            ``"auto"`` (``posterior`` for a CRF student, ``kl`` otherwise).
+        teacher: a ``TransformerTokenClassifier`` or ``TeacherEnsemble`` (frozen here: eval mode,
+            ``requires_grad=False``; its parameters never reach an optimiser).
+        kd: the distillation settings.
         map_labels_by_name: when teacher and student hold the same labels in another order, map
             them by name; without it any difference is an error. Never mapped by position.
+
+    Attributes:
+        projection: ``Linear(student H -> teacher H)`` for the hidden-state loss, trained with the
+            student (``init_projection``); ``None`` when the loss is off.
+        epoch: the current epoch (0-based), set by the training loop; selects the stage.
     """
 
-    def __init__(self, teacher, temperature: float = 1.0, dist_w: float = 1.0, loss_w: float = 1.0,
-                 loss_function: str = "kl", map_labels_by_name: bool = True) -> None:
-        if loss_function not in LOSS_FUNCTIONS:
-            raise ValueError(f"unknown loss_function {loss_function!r}; expected one of {', '.join(LOSS_FUNCTIONS)}")
-        if temperature <= 0:
-            raise ValueError("temperature must be > 0")
+    def __init__(self, teacher, kd: KDConfig = KDConfig(), map_labels_by_name: bool = True) -> None:
         self.teacher = teacher
-        self.temperature = temperature
-        self.dist_w = dist_w
-        self.loss_w = loss_w
-        self.loss_function = loss_function
+        self.kd = kd
         self.map_labels_by_name = map_labels_by_name
         self.columns: Optional[List[int]] = None
         self.cache: Optional[TeacherLogitsCache] = None
         self.sentences: Optional[List[List[str]]] = None
+        self.projection: Optional[nn.Linear] = None
+        self.epoch = 0
         teacher.eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
+
+    @property
+    def uses_hidden(self) -> bool:
+        """Whether any epoch uses the hidden-state loss (then teacher hidden states are needed)."""
+        return self.kd.hidden_w > 0 or bool(self.kd.stages)
+
+    def init_projection(self, student_dim: int, teacher_dim: Optional[int] = None) -> nn.Linear:
+        """Create the learned projection of the student's encoder output onto the teacher's width."""
+        if teacher_dim is None:
+            teacher_dim = (self.cache.hidden.shape[1] if self.cache is not None and self.cache.hidden is not None
+                           else getattr(self.teacher, "members", [self.teacher])[0].model.config.hidden_size)
+        self.projection = nn.Linear(student_dim, teacher_dim)
+        return self.projection
+
+    def weights(self) -> Dict[str, float]:
+        """Weights of the gold, KD and hidden terms in the current epoch."""
+        kd = self.kd
+        if not kd.stages:
+            return {"gold": kd.student_w, "kd": kd.dist_w, "hidden": kd.hidden_w}
+        e1, e2 = kd.stages
+        if self.epoch < e1:
+            return {"gold": 0.0, "kd": 0.0, "hidden": kd.hidden_w or 1.0}
+        if self.epoch < e1 + e2:
+            return {"gold": 0.0, "kd": kd.dist_w or 1.0, "hidden": 0.0}
+        return {"gold": kd.student_w or 1.0, "kd": 0.0, "hidden": 0.0}
 
     def check_labels(self, student_labels: LabelVocab) -> None:
         """Refuse mismatched label lists; set a by-name column map when only the order differs."""
@@ -83,51 +108,79 @@ class TeacherStudentDistill:
     @torch.no_grad()
     def teacher_logits(self, batch: Batch) -> torch.Tensor:
         """Teacher logits aligned to the batch's words and the student's label order, (B, L, C)."""
+        return self.teacher_targets(batch, hidden=False)[0]
+
+    @torch.no_grad()
+    def teacher_targets(self, batch: Batch, hidden: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(logits (B, L, C) in the student's label order, hidden states (B, L, H) or ``None``)."""
         idx = batch.index.tolist()
         L = batch.mask.size(1)
         if self.cache is not None:
-            out = self.cache.batch(idx, L, self.columns)
+            logits = self.cache.batch(idx, L, self.columns)
+            states = self.cache.hidden_batch(idx, L) if hidden else None
         else:
             if self.sentences is None:
                 raise RuntimeError("call attach() before computing teacher logits")
-            arrays = self.teacher.word_logits([self.sentences[i] for i in idx], batch_size=len(idx))
-            C = arrays[0].shape[1]
-            out = torch.zeros(len(idx), L, C)
-            for b, a in enumerate(arrays):
-                out[b, : len(a)] = torch.from_numpy(a)
+            arrays, hid = self.teacher.word_outputs([self.sentences[i] for i in idx], len(idx), hidden=hidden)
+            logits, states = _pad(arrays, L), (_pad(hid, L) if hid is not None else None)
             if self.columns is not None:
-                out = out[..., self.columns]
-        return out.to(batch.mask.device)
+                logits = logits[..., self.columns]
+        dev = batch.mask.device
+        return logits.to(dev), (states.to(dev) if states is not None else None)
 
     def loss_for(self, student) -> str:
         """The KD loss used for ``student`` (resolves ``auto``; ``posterior`` needs a CRF)."""
         has_crf = getattr(student, "crf", None) is not None
-        if self.loss_function == "auto":
+        if self.kd.loss_function == "auto":
             return "posterior" if has_crf else "kl"
-        if self.loss_function == "posterior" and not has_crf:
+        if self.kd.loss_function == "posterior" and not has_crf:
             raise ConfigError("kd.loss_function (--kd_loss_fn) posterior needs a CRF student (--use_crf)")
-        return self.loss_function
+        return self.kd.loss_function
 
     def kd_loss(self, student, emissions: torch.Tensor, teacher_logits: torch.Tensor, batch: Batch,
                 reduction: str = "sum") -> torch.Tensor:
         """KD term summed (or averaged) over real words; ``emissions`` (B, L, C) from ``student``."""
-        kind = self.loss_for(student)
+        kind, t = self.loss_for(student), self.kd.temperature
         if kind == "kl":
-            return losses.kd_kl(emissions, teacher_logits, batch.mask, self.temperature, batch.weight, reduction)
+            return losses.kd_kl(emissions, teacher_logits, batch.mask, t, batch.weight, reduction)
         if kind == "posterior":
-            log_q = student.crf.log_marginals(emissions, batch.mask, self.temperature)  # (B, L, C)
-            return losses.kd_posterior(log_q, teacher_logits, batch.mask, self.temperature, batch.weight, reduction)
+            log_q = student.crf.log_marginals(emissions, batch.mask, t)  # (B, L, C)
+            return losses.kd_posterior(log_q, teacher_logits, batch.mask, t, batch.weight, reduction)
         return losses.kd_mse(emissions, teacher_logits, batch.mask, batch.weight, reduction)
+
+    def hidden_loss(self, student_h: torch.Tensor, teacher_h: torch.Tensor, batch: Batch,
+                    reduction: str = "sum") -> torch.Tensor:
+        """``kd.hidden_loss`` between the projected student encoder output (B, L, H_s) and the
+        teacher's hidden states (B, L, H_t), over real words."""
+        if self.projection is None:
+            raise RuntimeError("call init_projection() before using the hidden-state loss")
+        fn = losses.hidden_mse if self.kd.hidden_loss == "mse" else losses.cosine
+        return fn(self.projection(student_h), teacher_h, batch.mask, batch.weight, reduction)
 
     def loss(self, student, batch: Batch) -> Tuple[torch.Tensor, torch.Tensor]:
         """Combined loss for one batch: (sum over real words, number of real words).
 
-        Gold (or pseudo) labels count where ``batch.tags`` != -100; KD counts on every real word.
+        Gold (or pseudo) labels count where ``batch.tags`` != -100; KD and the hidden-state loss
+        count on every real word. Terms whose weight is 0 in this epoch are not computed.
         """
-        emissions = student(batch)  # (B, L, C)
-        teacher = self.teacher_logits(batch)  # (B, L, C)
-        total = self.dist_w * self.kd_loss(student, emissions, teacher, batch)
-        if batch.tags is not None and self.loss_w:
+        w = self.weights()
+        h = student.features(batch)  # (B, L, H_s)
+        emissions = student.proj(h)  # (B, L, C)
+        logits, states = self.teacher_targets(batch, hidden=w["hidden"] > 0)
+        total = emissions.sum() * 0.0
+        if w["kd"]:
+            total = total + w["kd"] * self.kd_loss(student, emissions, logits, batch)
+        if w["hidden"]:
+            total = total + w["hidden"] * self.hidden_loss(h, states, batch)
+        if w["gold"] and batch.tags is not None:
             gold, _ = student.gold_loss(emissions, batch)
-            total = total + self.loss_w * gold
+            total = total + w["gold"] * gold
         return total, batch.mask.sum()
+
+
+def _pad(arrays: Sequence[np.ndarray], L: int) -> torch.Tensor:
+    """Per-sentence (n_i, D) arrays -> (B, L, D) float32, zeros on padding."""
+    out = torch.zeros(len(arrays), L, arrays[0].shape[1])
+    for b, a in enumerate(arrays):
+        out[b, : len(a)] = torch.from_numpy(a)
+    return out

@@ -66,9 +66,12 @@ class NeuralTagger(nn.Module):
     # ---------------------------------------------------------------------------- forward
     def forward(self, batch: Batch) -> torch.Tensor:
         """Emissions (B, L, C) per word (for a CRF model: unary scores; else logits)."""
+        return self.proj(self.features(batch))  # (B, L, C)
+
+    def features(self, batch: Batch) -> torch.Tensor:
+        """Encoder output (B, L, H) per word: what hidden-state distillation matches."""
         x = self.embedder(batch.words, batch.chars, batch.shapes)  # (B, L, D)
-        h = self.encoder(x, batch.mask)  # (B, L, H)
-        return self.proj(h)  # (B, L, C)
+        return self.encoder(x, batch.mask)  # (B, L, H)
 
     def gold_loss(self, emissions: torch.Tensor, batch: Batch, tags: Optional[torch.Tensor] = None,
                   weight: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:

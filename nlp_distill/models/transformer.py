@@ -144,26 +144,46 @@ class TransformerTokenClassifier(nn.Module):
         Returns:
             one float32 array (n_words, C) per sentence.
         """
+        return self.word_outputs(sentences, batch_size, show_progress, hidden=False)[0]
+
+    @torch.no_grad()
+    def word_outputs(self, sentences: Sequence[Sequence[str]], batch_size: Optional[int] = None,
+                     show_progress: bool = False, hidden: bool = True
+                     ) -> Tuple[List[np.ndarray], Optional[List[np.ndarray]]]:
+        """Word-level logits and (with ``hidden``) word-pooled last hidden states.
+
+        Returns:
+            (logits: one (n_words, C) float32 array per sentence,
+             hidden: one (n_words, H) float32 array per sentence, or ``None``)
+        """
         was_training = self.training
         self.eval()
         bs = batch_size or self.config.eval_batch_size
         wins = self.windows(sentences)
         order = sorted(range(len(wins)), key=lambda k: len(wins[k].input_ids))
-        C = len(self.labels)
+        C, H = len(self.labels), self.model.config.hidden_size
         out = [np.zeros((len(s), C), dtype=np.float32) for s in sentences]
+        hid = [np.zeros((len(s), H), dtype=np.float32) for s in sentences] if hidden else None
         dev = self.device
         try:
             for b in tqdm(range(0, len(order), bs), disable=not show_progress, desc="teacher", leave=False):
                 chunk = [wins[k] for k in order[b : b + bs]]
                 batch = {k: v.to(dev) for k, v in self.aligner.collate(chunk).items()}
-                logits = self(batch).float().cpu().numpy()  # (B, W, C)
+                res = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                 output_hidden_states=hidden)
+                logits = pool_words(res.logits, batch["word_start"], batch["word_len"], self.config.pooling)
+                logits = logits.float().cpu().numpy()  # (B, W, C)
+                states = (pool_words(res.hidden_states[-1], batch["word_start"], batch["word_len"],
+                                     self.config.pooling).float().cpu().numpy() if hidden else None)  # (B, W, H)
                 for i, w in enumerate(chunk):
                     for j, (wi, own) in enumerate(zip(w.word_index, w.owned)):
                         if own:
                             out[w.sent][wi] = logits[i, j]
+                            if hid is not None:
+                                hid[w.sent][wi] = states[i, j]
         finally:
             self.train(was_training)
-        return out
+        return out, hid
 
     def predict(self, sentences: Sequence[Sequence[str]], batch_size: Optional[int] = None) -> List[List[str]]:
         """Tags (argmax per word) for each sentence."""

@@ -61,6 +61,8 @@ class Trainer:
         output_dir: run folder: ``model/`` (best on dev), ``checkpoint/`` (last, for resume),
             ``train_log.jsonl``.
         param_groups: optional optimiser parameter groups (default: all trainable parameters).
+        patience_start: epochs before this one never count towards early stopping (e.g. the
+            representation stage of a staged distillation, where dev F1 means nothing yet).
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class Trainer:
         save_model: Callable[[Path], None],
         output_dir,
         param_groups: Optional[Sequence[Dict]] = None,
+        patience_start: int = 0,
     ) -> None:
         self.model = model
         self.config = config
@@ -83,6 +86,7 @@ class Trainer:
         self.evaluate = evaluate
         self.save_model = save_model
         self.output_dir = Path(output_dir)
+        self.patience_start = patience_start
         params = param_groups or [p for p in model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(params, config)
         self.steps_per_epoch = math.ceil(num_batches / config.grad_accum_steps)
@@ -163,7 +167,7 @@ class Trainer:
                 best, best_epoch, bad_epochs = score, epoch, 0
                 with atomic_dir(self.output_dir / "model") as tmp:
                     self.save_model(tmp)
-            else:
+            elif epoch >= self.patience_start:
                 bad_epochs += 1
             rec = {"epoch": epoch + 1, "train_loss": total_loss / max(total_items, 1), "epoch_seconds": train_seconds,
                    "lr": self.scheduler.get_last_lr()[0], **{f"dev_{k}": v for k, v in metrics.items() if not isinstance(v, dict)},
