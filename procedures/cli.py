@@ -115,6 +115,20 @@ def train_tagger_kd_pseudo(ctx: click.Context, data_dir, output_dir, config_file
                                        run=_run_options(ctx)))
 
 
+@nlp_train.command("tagger_kd_search")
+@run_options
+@config_options(TaggerConfig, StudentTrainerConfig, StudentDataConfig, KDConfig, AugmentConfig)
+@click.option("--n_trials", default=20, show_default=True, type=click.IntRange(min=1),
+              help="Trials (each a tagger_kd run scored on dev only).")
+@click.pass_context
+def search_tagger_kd(ctx: click.Context, data_dir, output_dir, config_file, n_trials, **_: Any) -> None:
+    """Search KD weights, temperature, lr, dropout and hidden size on dev (needs optuna)."""
+    from procedures.search import do_search
+
+    r = do_search(data_dir, output_dir, **build_configs(ctx, config_file), n_trials=n_trials, run=_run_options(ctx))
+    click.echo(f"best dev F1 {r['best_dev_f1']:.4f} -> {r['best_config']} (use it with --config)")
+
+
 def _run_options(ctx: click.Context):
     from procedures.common import RunOptions
 

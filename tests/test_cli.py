@@ -322,3 +322,23 @@ def test_hidden_state_transfer_staged_run_and_resume(data_dir, teacher_run, tmp_
     ok(invoke(nlp_train, [*args, "--resume", "--epochs", 3]))
     log = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2, 3]
+
+
+def test_search_two_trials_writes_a_config_that_config_accepts(data_dir, teacher_run, tmp_path):
+    pytest.importorskip("optuna")
+    out = tmp_path / "search"
+    r = ok(invoke(nlp_train, ["tagger_kd_search", "--data_dir", data_dir, "--output_dir", out, *TAGGER_ARGS,
+                              "--teacher_model_path", teacher_run, "--teacher_max_seq_len", 32, "--n_trials", 2]))
+    assert "best dev F1" in r.output
+    trials = [json.loads(l) for l in (out / "trials.jsonl").read_text().splitlines()]
+    assert [t["trial"] for t in trials] == [0, 1] and all(0 <= t["dev_f1"] <= 1 for t in trials)
+    assert {"kd_dist_w", "kd_student_w", "kd_temp", "lr", "dropout", "hidden"} == set(trials[0]["params"])
+    for t in (out / "trials").iterdir():  # dev only: no trial scored the test set
+        assert json.loads((t / "metrics.json").read_text())["test"] is None
+    best = json.loads((out / "best_config.json").read_text())
+    top = max(trials, key=lambda t: t["dev_f1"])["params"]
+    assert best["kd"]["temperature"] == pytest.approx(top["kd_temp"]) and best["tagger"]["hidden"] == top["hidden"]
+    again = tmp_path / "again"
+    ok(invoke(nlp_train, ["tagger_kd", "--data_dir", data_dir, "--output_dir", again, "--device", "cpu",
+                          "--config", out / "best_config.json"]))
+    assert json.loads((again / "config.json").read_text())["kd"]["dist_w"] == pytest.approx(top["kd_dist_w"])
