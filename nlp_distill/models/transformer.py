@@ -6,9 +6,11 @@ sentence gets a prediction. It can be a teacher (``word_logits``) or be fine-tun
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -23,6 +25,26 @@ from nlp_distill.io import LIBRARY_VERSION, read_json, write_json
 logger = logging.getLogger(__name__)
 
 NLP_DISTILL_FILE = "nlp_distill.json"
+
+
+@contextlib.contextmanager
+def quiet_hf_loading() -> Iterator[None]:
+    """Silence transformers' weight-loading bars and load report (MISSING/UNEXPECTED keys are
+    expected when a new head goes on an encoder) unless ``NLP_DISTILL_VERBOSE`` is set."""
+    if os.environ.get("NLP_DISTILL_VERBOSE"):
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def default_teacher_path() -> str:
@@ -87,10 +109,13 @@ class TransformerTokenClassifier(nn.Module):
         elif labels is None:
             raise ValueError(f"{p} is a plain encoder: pass labels to create its classification head")
         config = (config or TransformerConfig()).replace(model_name_or_path=str(path))
-        tok = AutoTokenizer.from_pretrained(str(p))
-        model = AutoModelForTokenClassification.from_pretrained(
-            str(p), num_labels=len(labels), id2label=labels.id2label, label2id=labels.label2id,
-        )
+        with quiet_hf_loading():
+            tok = AutoTokenizer.from_pretrained(str(p))
+            model = AutoModelForTokenClassification.from_pretrained(
+                str(p), num_labels=len(labels), id2label=labels.id2label, label2id=labels.label2id,
+            )
+        if not meta_file.is_file():
+            logger.info("%s: encoder loaded with a new %d-label classification head", p, len(labels))
         return cls(model, tok, labels, config)
 
     def save_pretrained(self, folder) -> None:

@@ -54,8 +54,11 @@ def vectors_from_teacher(teacher_dir, vocab: Vocab, dim: int, target_std: float 
         folder = str(resolve_model_dir(teacher_dir))
     except FileNotFoundError:
         folder = str(teacher_dir)
-    tok = AutoTokenizer.from_pretrained(folder)
-    emb = AutoModel.from_pretrained(folder).get_input_embeddings().weight.detach().float()  # (V_t, H)
+    from nlp_distill.models.transformer import quiet_hf_loading
+
+    with quiet_hf_loading():
+        tok = AutoTokenizer.from_pretrained(folder)
+        emb = AutoModel.from_pretrained(folder).get_input_embeddings().weight.detach().float()  # (V_t, H)
     words = vocab.itos[2:]
     ids = tok(words, add_special_tokens=False)["input_ids"]
     H = emb.shape[1]
