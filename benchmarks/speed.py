@@ -24,16 +24,9 @@ from nlp_distill.data.unlabeled import iter_unlabeled  # noqa: E402
 
 def load_any(model_dir):
     """A saved TransformerTokenClassifier or NeuralTagger, by what the folder holds."""
-    from nlp_distill.io import resolve_model_dir
+    from nlp_distill.models.loader import load_model
 
-    p = Path(model_dir)
-    if (p / "model" / "nlp_distill.json").is_file() or (p / "nlp_distill.json").is_file():
-        from nlp_distill.models.transformer import TransformerTokenClassifier
-
-        return TransformerTokenClassifier.from_pretrained(str(p))
-    from nlp_distill.models.neural_tagger import NeuralTagger
-
-    return NeuralTagger.from_pretrained(resolve_model_dir(p))
+    return load_model(model_dir)
 
 
 def measure(predict: Callable[[List[List[str]], int], list], sentences: Sequence[List[str]],

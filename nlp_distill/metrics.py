@@ -5,6 +5,7 @@ entity cannot run from one sentence into the next).
 """
 from __future__ import annotations
 
+import warnings
 from typing import Dict, Sequence
 
 from seqeval.metrics import classification_report
@@ -28,7 +29,9 @@ def tagging_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]
     gold_l = [list(g) for g in gold]
     pred_l = [list(p) for p in pred]
     # seqeval raises a TypeError on an empty list: no sentences score like no entities
-    rep = classification_report(gold_l, pred_l, output_dict=True, zero_division=0) if gold_l else {}
+    with warnings.catch_warnings():  # no entity anywhere: seqeval averages empty arrays
+        warnings.simplefilter("ignore", RuntimeWarning)
+        rep = classification_report(gold_l, pred_l, output_dict=True, zero_division=0) if gold_l else {}
     micro = rep.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0})
     per_type = {
         k: {"precision": float(v["precision"]), "recall": float(v["recall"]), "f1": float(v["f1-score"]),

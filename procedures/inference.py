@@ -7,21 +7,13 @@ from typing import Iterator, List
 
 from nlp_distill.data.conll import Sentence, write_conll
 from nlp_distill.data.unlabeled import iter_unlabeled
+from nlp_distill.models.loader import load_model
 from procedures.common import setup_logging
 
 logger = logging.getLogger(__name__)
 
 
-def load_model(kind: str, model_dir):
-    if kind == "transformer_token":
-        from nlp_distill.models.transformer import TransformerTokenClassifier
-
-        return TransformerTokenClassifier.from_pretrained(model_dir)
-    if kind == "tagger":
-        from nlp_distill.models.neural_tagger import NeuralTagger
-
-        return NeuralTagger.from_pretrained(model_dir)
-    raise ValueError(f"unknown model kind {kind!r}")
+KINDS = {"tagger": "NeuralTagger", "transformer_token": "TransformerTokenClassifier"}
 
 
 def do_inference(kind: str, model_dir, data_file, output_file, batch_size: int = 64, chunk: int = 2048) -> int:
@@ -31,7 +23,7 @@ def do_inference(kind: str, model_dir, data_file, output_file, batch_size: int =
         number of sentences tagged.
     """
     setup_logging()
-    model = load_model(kind, model_dir)
+    model = load_model(model_dir, expect=KINDS[kind])
     it = iter_unlabeled(data_file)
     n = 0
 

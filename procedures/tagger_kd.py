@@ -21,8 +21,8 @@ from nlp_distill.distill.pseudo_label import label_from_logits, write_pseudo_lab
 from nlp_distill.distill.teacher_cache import TeacherLogitsCache
 from nlp_distill.distill.teacher_student import TeacherStudentDistill
 from nlp_distill.errors import ConfigError
-from nlp_distill.io import read_json
-from nlp_distill.models.transformer import NLP_DISTILL_FILE, TransformerTokenClassifier
+from nlp_distill.models.loader import load_model
+from nlp_distill.models.transformer import TransformerTokenClassifier
 from procedures.common import RunOptions, evaluate_split, pick_device, run_folder
 from procedures.tagger import train_student
 
@@ -30,15 +30,10 @@ logger = logging.getLogger(__name__)
 
 
 def _load_one_teacher(path: str, kd: KDConfig) -> TransformerTokenClassifier:
-    p = Path(path)
-    if not p.is_dir():
-        raise ConfigError(f"--teacher_model_path {path}: no such folder")
-    if not ((p / NLP_DISTILL_FILE).is_file() or (p / "model" / NLP_DISTILL_FILE).is_file()):
-        cfg = p / "model" / "config.json" if (p / "model" / "config.json").is_file() else p / "config.json"
-        kind = read_json(cfg).get("model_class") if cfg.is_file() else None
-        what = f"holds a {kind} (a student)" if kind == "NeuralTagger" else "holds no fine-tuned teacher"
-        raise ConfigError(f"--teacher_model_path {path} {what}; make a teacher with `nlp-train transformer_token`")
-    teacher = TransformerTokenClassifier.from_pretrained(path)
+    try:
+        teacher = load_model(path, expect="TransformerTokenClassifier")
+    except ConfigError as e:
+        raise ConfigError(f"--teacher_model_path: {e}") from None
     if kd.teacher_max_seq_len and teacher.config.max_seq_length != kd.teacher_max_seq_len:
         cfg = teacher.config.replace(max_seq_length=kd.teacher_max_seq_len)
         teacher = TransformerTokenClassifier(teacher.model, teacher.tokenizer, teacher.labels, cfg)

@@ -342,3 +342,14 @@ def test_search_two_trials_writes_a_config_that_config_accepts(data_dir, teacher
     ok(invoke(nlp_train, ["tagger_kd", "--data_dir", data_dir, "--output_dir", again, "--device", "cpu",
                           "--config", out / "best_config.json"]))
     assert json.loads((again / "config.json").read_text())["kd"]["dist_w"] == pytest.approx(top["kd_dist_w"])
+
+
+@pytest.mark.parametrize("kind", ["tagger", "transformer_token"])
+def test_inference_with_the_wrong_model_kind_says_what_the_folder_holds(kind, tagger_run, teacher_run, data_dir,
+                                                                      tmp_path):
+    wrong = teacher_run if kind == "tagger" else tagger_run
+    r = invoke(nlp_inference, [kind, "--model_dir", wrong, "--data_file", data_dir / "test.txt",
+                               "--output_file", tmp_path / "o.conll"])
+    holds = "TransformerTokenClassifier" if kind == "tagger" else "NeuralTagger"
+    assert r.exit_code != 0 and f"holds a {holds}" in r.output and "nlp-train" in r.output
+    assert "Traceback" not in r.output and not (tmp_path / "o.conll").exists()

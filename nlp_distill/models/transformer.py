@@ -21,10 +21,10 @@ from nlp_distill.config import TransformerConfig
 from nlp_distill.data.alignment import Window, WordAligner, pool_words
 from nlp_distill.data.labels import LabelVocab
 from nlp_distill.io import LIBRARY_VERSION, read_json, write_json
+from nlp_distill.models.loader import NLP_DISTILL_FILE
 
 logger = logging.getLogger(__name__)
 
-NLP_DISTILL_FILE = "nlp_distill.json"
 
 
 @contextlib.contextmanager

@@ -1,0 +1,49 @@
+"""One loader for every saved model folder, dispatching on the model class it records."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Tuple
+
+from nlp_distill.errors import ConfigError
+from nlp_distill.io import read_json
+
+NLP_DISTILL_FILE = "nlp_distill.json"  # written by TransformerTokenClassifier.save_pretrained
+MADE_BY = {"NeuralTagger": "nlp-train tagger | tagger_kd | tagger_kd_pseudo",
+           "TransformerTokenClassifier": "nlp-train transformer_token"}
+
+
+def model_class_of(path) -> Tuple[Optional[str], Path]:
+    """(saved model class or ``None``, the model folder) for a model folder or a run folder."""
+    p = Path(path)
+    for folder in (p, p / "model"):
+        if (folder / NLP_DISTILL_FILE).is_file():
+            return read_json(folder / NLP_DISTILL_FILE).get("model_class", "TransformerTokenClassifier"), folder
+        if (folder / "config.json").is_file():
+            cls = read_json(folder / "config.json").get("model_class")
+            if cls in MADE_BY:
+                return cls, folder
+    return None, p
+
+
+def load_model(path, expect: Optional[str] = None):
+    """Load the ``NeuralTagger`` or ``TransformerTokenClassifier`` saved in ``path``.
+
+    Args:
+        expect: the model class the caller needs; a folder holding another kind is a
+            ``ConfigError`` saying what it holds and which command makes the expected kind.
+    """
+    if not Path(path).is_dir():
+        raise ConfigError(f"{path}: no such folder")
+    cls, folder = model_class_of(path)
+    if cls is None:
+        raise ConfigError(f"{path} holds no saved model of this library (a student comes from `{MADE_BY['NeuralTagger']}`, "
+                          f"a teacher from `{MADE_BY['TransformerTokenClassifier']}`)")
+    if expect is not None and cls != expect:
+        raise ConfigError(f"{path} holds a {cls}, not a {expect}; a {expect} comes from `{MADE_BY[expect]}`")
+    if cls == "NeuralTagger":
+        from nlp_distill.models.neural_tagger import NeuralTagger
+
+        return NeuralTagger.from_pretrained(folder)
+    from nlp_distill.models.transformer import TransformerTokenClassifier
+
+    return TransformerTokenClassifier.from_pretrained(str(folder))
