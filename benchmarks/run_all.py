@@ -35,7 +35,7 @@ from nlp_distill.config import (AugmentConfig, KDConfig, PseudoConfig, StudentDa
                                 StudentTrainerConfig, TaggerConfig, TeacherTrainerConfig, TransformerConfig)
 from nlp_distill.data.conll import write_conll  # noqa: E402
 from nlp_distill.data.dataset_dir import load_data_dir, materialise_wnut16  # noqa: E402
-from nlp_distill.io import read_json, write_json  # noqa: E402
+from nlp_distill.io import folder_size, read_json, write_json  # noqa: E402
 from procedures import tagger as tagger_proc  # noqa: E402
 from procedures import tagger_kd, transformer_token  # noqa: E402
 from procedures.common import RunOptions, setup_logging  # noqa: E402
@@ -192,7 +192,7 @@ def aggregate(runs: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
                  parameters=m0["parameters"], size_bytes=m0.get("size_bytes"),
                  train_seconds_mean=statistics.mean(r["metrics"]["train_seconds"] for r in g["runs"]))
         if g["kind"] == "teacher":
-            g["size_bytes"] = tagger_proc.folder_size(Path(g["dir"]) / "model")
+            g["size_bytes"] = folder_size(Path(g["dir"]) / "model")
         ens = [r["metrics"]["teacher"] for r in g["runs"] if (r["metrics"].get("teacher") or {}).get("members", 1) > 1]
         if ens:
             g["ensemble_teacher"] = {"dev_f1": ens[0]["dev"]["f1"], "test_f1": ens[0]["test"]["f1"], "members": ens[0]["members"]}

@@ -56,3 +56,8 @@ def resolve_model_dir(path) -> Path:
     if not (p / "config.json").is_file():
         raise FileNotFoundError(f"{p} is neither a saved model folder nor a run folder with model/")
     return p
+
+
+def folder_size(path) -> int:
+    """Bytes of all files under ``path``."""
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())

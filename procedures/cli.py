@@ -180,3 +180,19 @@ def infer_tagger(model_dir, data_file, output_file, batch_size) -> None:
     click.echo(f"tagged {n} sentences -> {output_file}")
 
 
+
+
+@nlp_inference.command("compare")
+@click.option("--model_dir", "model_dirs", required=True, multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="A saved model or run folder; repeat to compare several (the first is the reference).")
+@click.option("--data_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Tagged CoNLL file to score on (e.g. DATA_DIR/test.txt).")
+@click.option("--batch_size", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Sentences / windows per batch for the speed column.")
+def compare(model_dirs, data_file, batch_size) -> None:
+    """Side-by-side F1, size and speed of saved models (teacher vs students)."""
+    from procedures.common import setup_logging
+    from procedures.compare import compare_models, markdown_table
+
+    setup_logging()
+    click.echo(markdown_table(compare_models(model_dirs, data_file, batch_size)))

@@ -14,7 +14,7 @@ from nlp_distill.data.batching import bucket_batches
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.dataset_dir import load_data_dir
 from nlp_distill.data.labels import LabelVocab, is_valid
-from nlp_distill.io import write_json
+from nlp_distill.io import folder_size, write_json
 from nlp_distill.models.neural_tagger import NeuralTagger
 from nlp_distill.modules.pretrained import vectors_from_file, vectors_from_teacher
 from nlp_distill.training.checkpoint import seed_everything
@@ -22,10 +22,6 @@ from nlp_distill.training.trainer import Trainer
 from procedures.common import RunOptions, environment, evaluate_split, pick_device, run_folder
 
 logger = logging.getLogger(__name__)
-
-
-def folder_size(path) -> int:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
 def train_student(output_dir, train: Sequence[Sentence], dev: Sequence[Sentence], test: Sequence[Sentence],

@@ -353,3 +353,10 @@ def test_inference_with_the_wrong_model_kind_says_what_the_folder_holds(kind, ta
     holds = "TransformerTokenClassifier" if kind == "tagger" else "NeuralTagger"
     assert r.exit_code != 0 and f"holds a {holds}" in r.output and "nlp-train" in r.output
     assert "Traceback" not in r.output and not (tmp_path / "o.conll").exists()
+
+
+def test_compare_table(tagger_run, teacher_run, data_dir):
+    r = ok(invoke(nlp_inference, ["compare", "--model_dir", teacher_run, "--model_dir", tagger_run,
+                                  "--data_file", data_dir / "test.txt", "--batch_size", 8]))
+    rows = [l for l in r.output.splitlines() if l.startswith("| ") and "TransformerTokenClassifier" in l or "NeuralTagger" in l]
+    assert len(rows) == 2 and "| 1.0 |" in rows[0]  # the first model is the speed reference
