@@ -143,6 +143,10 @@ def test_inference_conll_and_raw_text(kind, tagger_run, teacher_run, data_dir, t
     assert [s.tokens for s in pred] == [s.tokens for s in gold]
     assert len(_conll_lines(out)) == sum(len(s) for s in gold)
     assert all(len(l.split("\t")) == 2 and l.split("\t")[1] in labels for l in _conll_lines(out))
+    # the written tags are exactly what the library's predict gives
+    from nlp_distill.models.loader import load_model
+
+    assert [s.tags for s in pred] == load_model(model_dir).predict([s.tokens for s in gold])
     # raw text input, one sentence per line
     raw_out = tmp_path / "raw_pred.txt"
     ok(invoke(nlp_inference, [kind, "--model_dir", model_dir, "--data_file", data_dir / "unlabeled.txt",

@@ -519,3 +519,53 @@ def test_crf_student_gets_posterior_kd_by_default(teacher, data):
     assert got == pytest.approx(float(ref), rel=1e-5) and abs(got - float(token)) > 1e-4
     with pytest.raises(ConfigError, match="needs a CRF"):
         TeacherStudentDistill(teacher, KDConfig(loss_function="posterior")).loss_for(_student(data))
+
+
+def test_pseudo_threshold_and_weights_reach_the_batch(teacher, data, tmp_path):
+    """Sentences under the threshold come back untagged (KD only); unlabeled_weight reaches the
+    per-sentence weights; a CRF student trains on a batch mixing tagged and untagged sentences."""
+    from nlp_distill.config import AugmentConfig
+    from nlp_distill.data.conll import Sentence
+    from procedures.common import RunOptions
+    from procedures.tagger_kd import _kd_run
+
+    captured = {}
+
+    def fake_train_student(out, train, dev, test, labels, tagger, trainer, sdata, weights=None, **kw):
+        captured.update(train=train, weights=weights)
+        return {"dev": {"f1": 0.0}}
+
+    import procedures.tagger_kd as tk
+
+    unl = [Sentence(s.tokens) for s in data.dev[:12]]
+    save = tk.train_student
+    tk.train_student = fake_train_student
+    try:
+        conf = [tk.label_from_logits(s.tokens, lg, teacher.labels).confidence
+                for s, lg in zip(unl, teacher.word_logits([s.tokens for s in unl]))]
+        uniq = sorted({round(c, 3) for c in conf})
+        k = len(uniq) // 2
+        threshold = (uniq[k - 1] + uniq[k]) / 2  # between two distinct confidences: fp16 cannot flip a side
+        teacher.save_pretrained(tmp_path / "teacher")
+        _kd_run("tagger_kd_pseudo", TINY, tmp_path, data, _tagger_config(), TrainerConfig(), StudentDataConfig(),
+                KDConfig(teacher_model_path=[str(tmp_path / "teacher")]), AugmentConfig(), unl,
+                PseudoConfig(threshold=threshold, unlabeled_weight=0.25), RunOptions(device="cpu"))
+    finally:
+        tk.train_student = save
+    n = len(data.train)
+    extra = captured["train"][n:]
+    assert [s.tags is None for s in extra] == [c < threshold for c in conf]
+    assert captured["weights"] == [1.0] * n + [0.25] * len(unl)
+    # a CRF student on a batch mixing gold, pseudo-tagged and untagged (KD-only) sentences
+    torch.manual_seed(0)
+    crf = NeuralTagger.build(_tagger_config().replace(use_crf=True), data.train, data.labels)
+    enc = crf.encode(captured["train"], captured["weights"])
+    untagged = [n + k for k, s in enumerate(extra) if s.tags is None][:2]
+    tagged = [n + k for k, s in enumerate(extra) if s.tags is not None][:2]
+    batch = enc.collate([0, 1] + tagged + untagged)
+    assert torch.equal(batch.weight, torch.tensor([1.0, 1.0, 0.25, 0.25, 0.25, 0.25]))
+    dist = TeacherStudentDistill(teacher, KDConfig())
+    dist.attach(data.labels, [s.tokens for s in captured["train"]])
+    loss, _ = dist.loss(crf, batch)
+    loss.backward()
+    assert torch.isfinite(loss) and crf.crf.trans.grad is not None
