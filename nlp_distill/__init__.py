@@ -22,6 +22,9 @@ _EXPORTS = {
     "NeuralTagger": "nlp_distill.models.neural_tagger",
     "TeacherStudentDistill": "nlp_distill.distill.teacher_student",
     "TeacherLogitsCache": "nlp_distill.distill.teacher_cache",
+    "TeacherEnsemble": "nlp_distill.distill.ensemble",
+    "augment_corpus": "nlp_distill.data.augment",
+    "load_model": "nlp_distill.models.loader",
     "pseudo_label": "nlp_distill.distill.pseudo_label",
     "Trainer": "nlp_distill.training.trainer",
     "tagging_metrics": "nlp_distill.metrics",
@@ -30,6 +33,10 @@ _EXPORTS = {
     "TransformerConfig": "nlp_distill.config",
     "KDConfig": "nlp_distill.config",
     "PseudoConfig": "nlp_distill.config",
+    "AugmentConfig": "nlp_distill.config",
+    "StudentDataConfig": "nlp_distill.config",
+    "TeacherTrainerConfig": "nlp_distill.config",
+    "StudentTrainerConfig": "nlp_distill.config",
 }
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

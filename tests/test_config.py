@@ -171,3 +171,10 @@ def test_command_defaults_declared_once_per_command():
     assert f["epochs"].metadata["ge"] == 1 and f["epochs"].metadata["flag"] == "num_train_epochs"
     with pytest.raises(ConfigError, match="num_train_epochs"):
         TeacherTrainerConfig(epochs=0)
+
+
+def test_every_library_export_resolves():
+    import nlp_distill
+
+    for name in nlp_distill.__all__:
+        assert getattr(nlp_distill, name) is not None, name
