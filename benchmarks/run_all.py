@@ -57,6 +57,7 @@ class Row:
     ensemble: bool = False
     unlabeled: str = ""  # pseudo rows: "sotu" (DATA_DIR/unlabeled.txt) or "indomain"
     low: bool = False
+    hidden_w: float = 0.0
 
 
 def standard_rows(augment: int) -> List[Row]:
@@ -64,6 +65,7 @@ def standard_rows(augment: int) -> List[Row]:
             Row(f"kd_posterior+aug{augment}", augment=augment),
             Row(f"kd_posterior+aug{augment}+ens", augment=augment, ensemble=True),
             Row(f"kd_posterior+aug{augment}+ens_T2", augment=augment, ensemble=True, temperature=2.0),
+            Row(f"kd_posterior+aug{augment}+ens+hidden", augment=augment, ensemble=True, hidden_w=1.0),
             Row(f"kd_posterior+aug{augment}+ens+sotu", mode="pseudo", augment=augment, ensemble=True, unlabeled="sotu")]
 
 
@@ -88,6 +90,7 @@ class Plan:
     subsample: Optional[int] = None  # quick mode: first N train sentences
     low_resource: bool = True
     threads: int = 2
+    train: bool = True  # False: only collect finished runs (report)
 
 
 def quick_plan() -> Plan:
@@ -144,7 +147,10 @@ class Runner:
         tr = TeacherTrainerConfig(seed=seed, show_progress=False)
         if self.plan.teacher_epochs:
             tr = tr.replace(epochs=self.plan.teacher_epochs)
-        m = done(rd) or transformer_token.do_training(
+        m = done(rd)
+        if m is None and not self.plan.train:
+            return rd
+        m = m or transformer_token.do_training(
             data_dir, rd, TransformerConfig(model_name_or_path=self.teacher_model or ""), tr, RUN)
         self.runs[name] = {"kind": "teacher", "group": name.rsplit("_s", 1)[0], "dir": str(rd), "metrics": m}
         return rd
@@ -155,6 +161,8 @@ class Runner:
         name = f"{row.name}/seed{seed}"
         rd = self.out / "runs" / name
         m = done(rd)
+        if m is None and not p.train:
+            return
         if m is None:
             tr = StudentTrainerConfig(epochs=p.student_epochs, early_stopping_patience=p.patience, seed=seed,
                                       show_progress=False)
@@ -165,9 +173,11 @@ class Runner:
                 m = tagger_proc.do_training(data_dir, rd, tc, tr, dc, RUN)
             else:
                 members = teachers if row.ensemble else [teachers[seed % len(teachers)]]
-                key = "+".join(t.name for t in members) + f"-aug{row.augment}-{row.unlabeled or 'none'}"
+                key = ("+".join(t.name for t in members) + f"-aug{row.augment}-{row.unlabeled or 'none'}"
+                       + ("-hidden" if row.hidden_w else ""))
                 kd = KDConfig(teacher_model_path=[str(t) for t in members], loss_function=row.kd_loss,
-                              temperature=row.temperature, cache_dir=str(self.out / "teacher_cache" / key))
+                              temperature=row.temperature, hidden_w=row.hidden_w,
+                              cache_dir=str(self.out / "teacher_cache" / key))
                 aug = AugmentConfig(copies=row.augment)
                 if row.mode == "kd":
                     m = tagger_kd.do_kd_training(data_dir, rd, tc, tr, dc, kd, aug, RUN)
@@ -285,6 +295,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     ap.add_argument("--no_low_resource", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no_speed", action="store_true")
+    ap.add_argument("--no_train", action="store_true", help="only collect finished runs into the table")
     a = ap.parse_args(argv)
     plan = quick_plan() if a.quick else Plan()
     for k in ("seeds", "teachers", "student_epochs", "teacher_epochs", "unlabeled_max", "patience", "augment", "arch"):
@@ -293,6 +304,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     if a.rows:
         plan.rows = a.rows.split(",")
     plan.low_resource = not a.no_low_resource
+    plan.train = not a.no_train
     if a.init_embeddings == "encoder":
         from nlp_distill.models.transformer import default_teacher_path
 

@@ -299,6 +299,7 @@ class StudentDataConfig(ConfigBase):
     embedding_file: Optional[str] = option(None, path="file", help="GloVe / word2vec text vectors, or glove-6b-50d (packaged, offline; needs pyarrow); dimension must equal --word_embedding_dims.")
     init_embeddings_from_teacher: Optional[str] = option(None, path="dir", help="Initialise word vectors from this teacher/encoder folder (PCA of sub-token embeddings).")
     vocab_from_unlabeled: bool = option(True, help="Add words of unlabeled/augmented training text to the word vocabulary.")
+    repair_tags: bool = option(False, help="Repair scheme-invalid training tag sequences (e.g. IOB1: an orphan I-X starts an X entity) instead of stopping.")
 
 
 SECTIONS: Dict[str, Type[ConfigBase]] = {c.SECTION: c for c in (TrainerConfig, TransformerConfig, TaggerConfig, KDConfig,

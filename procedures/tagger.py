@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from torch import nn
 
@@ -13,7 +13,8 @@ from nlp_distill.config import StudentDataConfig, StudentTrainerConfig, TaggerCo
 from nlp_distill.data.batching import bucket_batches
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.dataset_dir import load_data_dir
-from nlp_distill.data.labels import LabelVocab, is_valid
+from nlp_distill.data.labels import LabelVocab, is_valid, repair
+from nlp_distill.errors import DataFormatError
 from nlp_distill.io import folder_size, write_json
 from nlp_distill.models.neural_tagger import NeuralTagger
 from nlp_distill.modules.pretrained import vectors_from_file, vectors_from_teacher
@@ -22,6 +23,25 @@ from nlp_distill.training.trainer import Trainer
 from procedures.common import RunOptions, environment, evaluate_split, pick_device, run_folder
 
 logger = logging.getLogger(__name__)
+
+
+def _checked_tags(train: Sequence[Sentence], labels: LabelVocab, tagger: TaggerConfig,
+                  data: StudentDataConfig) -> List[Sentence]:
+    """Repair scheme-invalid tag sequences (``--repair_tags``) or, for a constrained CRF that
+    could not score them, stop with the first one's line and the fixes."""
+    if labels.scheme == "IO":
+        return list(train)
+    bad = [s for s in train if s.tags is not None and not is_valid(s.tags, labels.scheme)]
+    if bad and data.repair_tags:
+        logger.warning("--repair_tags: %d training sentences repaired to valid %s (an orphan I-X starts an X entity)",
+                       len(bad), labels.scheme)
+        return [Sentence(s.tokens, repair(s.tags, labels.scheme), s.line) if s.tags is not None else s for s in train]
+    if bad and tagger.use_crf and tagger.crf_constraints:
+        raise DataFormatError(None if bad[0].line is None else "train.txt", bad[0].line,
+                              f"{len(bad)} training sentences have tag sequences invalid in {labels.scheme} (e.g. "
+                              f"{bad[0].tags[:8]}; IOB1 data?); a constrained CRF cannot score them: pass --repair_tags "
+                              "(an orphan I-X starts an X entity) or --no_crf_constraints")
+    return list(train)
 
 
 def train_student(output_dir, train: Sequence[Sentence], dev: Sequence[Sentence], test: Sequence[Sentence],
@@ -47,12 +67,7 @@ def train_student(output_dir, train: Sequence[Sentence], dev: Sequence[Sentence]
     out = Path(output_dir)
     seed_everything(trainer.seed)
     dev_ = pick_device(run.device)
-    if tagger.use_crf and tagger.crf_constraints and labels.scheme != "IO":
-        bad = [s for s in train if s.tags is not None and not is_valid(s.tags, labels.scheme)]
-        if bad:
-            raise ValueError(f"{len(bad)} training sentences have tag sequences invalid in {labels.scheme} (first one "
-                             f"starts at line {bad[0].line}: {bad[0].tags[:8]}...); a constrained CRF cannot score "
-                             "them: fix the data or set tagger.crf_constraints to false")
+    train = _checked_tags(train, labels, tagger, data)
     model = NeuralTagger.build(tagger, vocab_sentences if vocab_sentences is not None else train, labels)
     if data.embedding_file:
         mat, found = vectors_from_file(data.embedding_file, model.word_vocab, tagger.word_emb_dim)

@@ -15,7 +15,7 @@ def test_run_all_quick_on_tiny_fixture(tmp_path, tiny_encoder_dir):
                         "--unlabeled_max", "20"])
     groups = res["groups"]
     expected = {"teacher", "gold", "kd_token_kl", "kd_posterior", "kd_posterior+aug1", "kd_posterior+aug1+ens",
-                "kd_posterior+aug1+ens_T2", "kd_posterior+aug1+ens+sotu", "teacher_low25", "low25_gold",
+                "kd_posterior+aug1+ens_T2", "kd_posterior+aug1+ens+hidden", "kd_posterior+aug1+ens+sotu", "teacher_low25", "low25_gold",
                 "low25_kd_posterior+aug1+ens+indomain"}
     assert expected <= set(groups)
     for name, g in groups.items():

@@ -99,3 +99,18 @@ def test_cuda_without_cuda_is_one_line(data_dir, tmp_path):
     args = [a if a != "cpu" else "cuda" for a in TAGGER_ARGS]
     r = invoke(nlp_train, ["tagger", "--data_dir", data_dir, "--output_dir", tmp_path / "r", *args])
     assert r.exit_code != 0 and "no such CUDA device" in r.output and "Traceback" not in r.output
+
+
+def test_iob1_data_with_a_crf_suggests_the_fix_and_repair_tags_trains(data_dir, tmp_path):
+    from nlp_distill.data.conll import read_conll, write_conll
+
+    sents = read_conll(data_dir / "train.txt")
+    labels = sorted({t for s in sents + read_conll(data_dir / "dev.txt") for t in s.tags})
+    (data_dir / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
+    for s in sents:  # IOB1: an entity after O starts with I-
+        s.tags = [("I-" + t[2:]) if t.startswith("B-") and (i == 0 or s.tags[i - 1] == "O") else t
+                  for i, t in enumerate(s.tags)]
+    write_conll(data_dir / "train.txt", sents)
+    r = _tagger(data_dir, tmp_path / "a", "--use_crf")
+    assert r.exit_code != 0 and "--repair_tags" in r.output and "IOB1" in r.output and "Traceback" not in r.output
+    ok(_tagger(data_dir, tmp_path / "b", "--use_crf", "--repair_tags"))
