@@ -273,3 +273,32 @@ def test_word_logits_padding_invariant(clf):
     # predict agrees with argmax of the logits
     tags = clf.predict([short])[0]
     assert tags == clf.labels.decode(alone.argmax(-1).tolist())
+
+
+def test_multi_window_words_take_their_owner_windows_logits_and_train_once(clf, tiny_labels):
+    """Each word of a sentence spanning several windows gets the logits of the window that owns
+    it, run alone; in training every word is labeled in exactly one window."""
+    sent = _random_sentence(60, seed=9)
+    wins = clf.windows([sent])
+    assert len(wins) >= 3
+    got = clf.word_logits([sent], batch_size=2)[0]
+    clf.eval()
+    seen_owned = []
+    with torch.no_grad():
+        for w in wins:
+            alone = clf(clf.aligner.collate([w]))[0]  # (W, C): this window run by itself
+            for j, (wi, own) in enumerate(zip(w.word_index, w.owned)):
+                if own:
+                    np.testing.assert_allclose(got[wi], alone[j].numpy(), atol=1e-5)
+                    seen_owned.append(wi)
+    assert sorted(seen_owned) == list(range(len(sent)))  # every word owned exactly once
+    # some word sits in two windows and the non-owner's logits differ: ownership matters
+    shared = [wi for w in wins for wi, own in zip(w.word_index, w.owned) if not own]
+    assert shared
+    tags = [[k % len(tiny_labels) for k in range(len(sent))]]
+    batch = clf.collate(wins, tags)
+    labeled = batch["labels"] != -100
+    assert int(labeled.sum()) == len(sent)
+    for i, w in enumerate(wins):
+        for j, (wi, own) in enumerate(zip(w.word_index, w.owned)):
+            assert bool(labeled[i, j]) == own and (not own or int(batch["labels"][i, j]) == tags[0][wi])
