@@ -284,6 +284,8 @@ class PseudoConfig(ConfigBase):
 
     SECTION: ClassVar[str] = "pseudo"
     unlabeled_filename: str = option("", path="file", help="Raw text (one sentence per line) or CoNLL; default DATA_DIR/unlabeled.txt; a bare name is also looked up in DATA_DIR.")
+    input_format: str = option("auto", choices=("auto", "text", "conll"),
+                               help="Format of the unlabeled file: raw text, CoNLL, or auto (decided from its first sentence, logged).")
     threshold: float = option(0.0, ge=0, le=1, flag="pseudo_threshold", help="Sentences with teacher confidence below this get KD only, no pseudo-label loss.")
     unlabeled_weight: float = option(1.0, ge=0, help="Loss weight of unlabeled sentences (both terms).")
     max_unlabeled: Optional[int] = option(None, ge=1, help="Use at most this many unlabeled sentences (default: all).")

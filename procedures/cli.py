@@ -155,6 +155,8 @@ def inference_options(f):
                      help="CoNLL output: token<TAB>predicted tag, written atomically."),
         click.option("--batch_size", default=64, show_default=True, type=click.IntRange(min=1),
                      help="Sentences (student) / windows (transformer) per batch."),
+        click.option("--input_format", type=click.Choice(["auto", "text", "conll"]), default="auto", show_default=True,
+                     help="DATA_FILE format: raw text, CoNLL, or auto (decided from its first sentence)."),
     ]):
         f = o(f)
     return f
@@ -162,21 +164,21 @@ def inference_options(f):
 
 @nlp_inference.command("transformer_token")
 @inference_options
-def infer_transformer(model_dir, data_file, output_file, batch_size) -> None:
+def infer_transformer(model_dir, data_file, output_file, batch_size, input_format) -> None:
     """Tag a file with a transformer (teacher) model folder; writes CoNLL."""
     from procedures.inference import do_inference
 
-    n = do_inference("transformer_token", model_dir, data_file, output_file, batch_size)
+    n = do_inference("transformer_token", model_dir, data_file, output_file, batch_size, input_format=input_format)
     click.echo(f"tagged {n} sentences -> {output_file}")
 
 
 @nlp_inference.command("tagger")
 @inference_options
-def infer_tagger(model_dir, data_file, output_file, batch_size) -> None:
+def infer_tagger(model_dir, data_file, output_file, batch_size, input_format) -> None:
     """Tag a file with a NeuralTagger (student) model folder; writes CoNLL."""
     from procedures.inference import do_inference
 
-    n = do_inference("tagger", model_dir, data_file, output_file, batch_size)
+    n = do_inference("tagger", model_dir, data_file, output_file, batch_size, input_format=input_format)
     click.echo(f"tagged {n} sentences -> {output_file}")
 
 

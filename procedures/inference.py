@@ -16,7 +16,8 @@ logger = logging.getLogger(__name__)
 KINDS = {"tagger": "NeuralTagger", "transformer_token": "TransformerTokenClassifier"}
 
 
-def do_inference(kind: str, model_dir, data_file, output_file, batch_size: int = 64, chunk: int = 2048) -> int:
+def do_inference(kind: str, model_dir, data_file, output_file, batch_size: int = 64, chunk: int = 2048,
+                 input_format: str = "auto") -> int:
     """Stream ``data_file`` (CoNLL or one sentence per line) in chunks, predict, write CoNLL.
 
     Returns:
@@ -24,7 +25,7 @@ def do_inference(kind: str, model_dir, data_file, output_file, batch_size: int =
     """
     setup_logging()
     model = load_model(model_dir, expect=KINDS[kind])
-    it = iter_unlabeled(data_file)
+    it = iter_unlabeled(data_file, None if input_format == "auto" else input_format)
     n = 0
 
     def tagged() -> Iterator[Sentence]:

@@ -364,3 +364,15 @@ def test_compare_table(tagger_run, teacher_run, data_dir):
                                   "--data_file", data_dir / "test.txt", "--batch_size", 8]))
     rows = [l for l in r.output.splitlines() if l.startswith("| ") and "TransformerTokenClassifier" in l or "NeuralTagger" in l]
     assert len(rows) == 2 and "| 1.0 |" in rows[0]  # the first model is the speed reference
+
+
+def test_input_format_forces_the_reading(tagger_run, tmp_path):
+    """A CoNLL-looking file read as raw text keeps every whitespace-separated item as a word."""
+    f = tmp_path / "in.txt"
+    f.write_text("Mary\tB-PER\nJones\tI-PER\n\nhi\tO\n", encoding="utf-8")
+    auto, text = tmp_path / "auto.conll", tmp_path / "text.conll"
+    ok(invoke(nlp_inference, ["tagger", "--model_dir", tagger_run, "--data_file", f, "--output_file", auto]))
+    ok(invoke(nlp_inference, ["tagger", "--model_dir", tagger_run, "--data_file", f, "--output_file", text,
+                              "--input_format", "text"]))
+    assert [s.tokens for s in read_conll(auto, tag_column=1)] == [["Mary", "Jones"], ["hi"]]
+    assert [s.tokens for s in read_conll(text, tag_column=1)] == [["Mary", "B-PER"], ["Jones", "I-PER"], ["hi", "O"]]
