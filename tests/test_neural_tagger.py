@@ -267,3 +267,22 @@ def test_embedding_file_errors_are_config_errors(tmp_path):
     f.write_text("a 0.1 0.2\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="2-d vectors but --word_embedding_dims is 50"):
         vectors_from_file(f, vocab, 50)
+
+
+@pytest.mark.parametrize("header", [False, True])
+def test_embedding_file_loader_glove_and_word2vec(tmp_path, header):
+    from nlp_distill.data.vocab import Vocab
+    from nlp_distill.errors import DataFormatError
+    from nlp_distill.modules.pretrained import vectors_from_file
+
+    f = tmp_path / "v.txt"
+    f.write_text(("3 2\n" if header else "") + "Paris 1.0 2.0\nthe 0.5 -0.5\nparis 9.0 9.0\n", encoding="utf-8")
+    vocab = Vocab.build([["paris", "the", "unseen"]], 1, True)
+    mat, found = vectors_from_file(f, vocab, 2)
+    assert mat[vocab.stoi["paris"]].tolist() == [9.0, 9.0]  # the exact (lowercased) form wins
+    assert mat[vocab.stoi["the"]].tolist() == [0.5, -0.5]
+    assert found.tolist()[2:] == [True, True, False] and not found[0] and not found[1]
+    bad = tmp_path / "bad.txt"
+    bad.write_text("a 1.0 2.0\nb 1.0\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"bad.txt:2: vector has 1 values, expected 2"):
+        vectors_from_file(bad, vocab, 2)

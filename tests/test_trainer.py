@@ -331,3 +331,53 @@ def test_resume_after_early_stop_trains_no_more(tmp_path):
     assert calls2 == []
     assert res2["best_epoch"] == 1 and len(res2["history"]) == 3
     assert len(_log(tmp_path)) == 3
+
+
+def test_warmup_then_linear_decay_schedule_values():
+    from nlp_distill.training.trainer import build_scheduler
+
+    p = nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    sched = build_scheduler(opt, _cfg(scheduler="linear", warmup_ratio=0.25), total_steps=8)
+    lrs = []
+    for _ in range(8):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    # 2 warm-up steps ramp to the peak, then linear decay to 0 at step 8
+    assert lrs == pytest.approx([0.5, 1.0, 1.0, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6])
+    opt2 = torch.optim.SGD([p], lr=1.0)
+    const = build_scheduler(opt2, _cfg(scheduler="constant", warmup_ratio=0.5), total_steps=4)
+    got = []
+    for _ in range(4):
+        got.append(opt2.param_groups[0]["lr"])
+        opt2.step()
+        const.step()
+    assert got == pytest.approx([0.5, 1.0, 1.0, 1.0])
+
+
+def test_gradient_clipping_bounds_the_step(tmp_path):
+    """With max_grad_norm the applied gradient has at most that norm; without, the raw one."""
+    for clip in (0.0, 0.01):
+        torch.manual_seed(0)
+        model = nn.Linear(3, 1)
+        seen = []
+        orig = torch.optim.SGD.step
+
+        def spy(self, *a, **k):
+            seen.append(float(torch.norm(torch.stack([p.grad.norm() for g in self.param_groups for p in g["params"]]))))
+            return orig(self, *a, **k)
+
+        torch.optim.SGD.step = spy
+        try:
+            x, y = _data(16)
+            Trainer(model, _cfg(epochs=1, optimizer="sgd", max_grad_norm=clip, lr=0.001), _mse_sum(model),
+                    _batches_fn(x, y, batch_size=16), 1, lambda: {"score": 0.0}, _save(model),
+                    tmp_path / f"c{clip}").train()
+        finally:
+            torch.optim.SGD.step = orig
+        assert len(seen) == 1
+        if clip:
+            assert seen[0] == pytest.approx(clip, rel=1e-4)
+        else:
+            assert seen[0] > 0.1
