@@ -161,6 +161,8 @@ class TrainerConfig(ConfigBase):
     metric_for_best: str = option("f1", help="Dev metric that picks the best epoch (a key of the evaluation: f1, precision, recall, accuracy).")
     seed: int = option(42, help="Random seed (weights, shuffling, dropout).")
     show_progress: bool = option(True, help="Show progress bars.")
+    report_to: str = option("jsonl", choices=("jsonl", "tensorboard"),
+                            help="Where metrics go besides train_log.jsonl: tensorboard writes per-step and per-epoch scalars to OUTPUT_DIR/tensorboard.")
 
 
 @dataclass

@@ -90,7 +90,7 @@ def train_student(output_dir, train: Sequence[Sentence], dev: Sequence[Sentence]
 
     trained: nn.Module = model  # what the optimiser and the checkpoint hold
     if distiller is not None:
-        loss_fn: Callable = lambda b: distiller.loss(model, b)  # noqa: E731
+        loss_fn: Callable = lambda b: (*distiller.loss(model, b), distiller.last_parts)  # noqa: E731
         if distiller.uses_hidden:  # the projection onto the teacher's width trains with the student
             trained = nn.ModuleDict({"student": model, "projection": distiller.init_projection(model.encoder.out_dim)})
             trained.to(dev_)

@@ -376,3 +376,21 @@ def test_input_format_forces_the_reading(tagger_run, tmp_path):
                               "--input_format", "text"]))
     assert [s.tokens for s in read_conll(auto, tag_column=1)] == [["Mary", "Jones"], ["hi"]]
     assert [s.tokens for s in read_conll(text, tag_column=1)] == [["Mary", "B-PER"], ["Jones", "I-PER"], ["hi", "O"]]
+
+
+def test_report_to_tensorboard_splits_the_loss(data_dir, teacher_run, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    ok(invoke(nlp_train, ["tagger_kd", "--data_dir", data_dir, "--output_dir", out, *TAGGER_ARGS, "--epochs", 2,
+                          "--teacher_model_path", teacher_run, "--teacher_max_seq_len", 32, "--report_to", "tensorboard"]))
+    log = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
+    for rec in log:  # the parts add up to the loss (both per item)
+        assert rec["train_kd"] > 0 and rec["train_gold"] > 0
+        assert rec["train_kd"] + rec["train_gold"] == pytest.approx(rec["train_loss"], rel=1e-4)
+    ev = EventAccumulator(str(out / "tensorboard"))
+    ev.Reload()
+    tags = set(ev.Tags()["scalars"])
+    assert {"step/kd", "step/gold", "step/loss", "step/lr", "dev/f1", "train/loss", "train/kd"} <= tags
+    assert [e.step for e in ev.Scalars("dev/f1")] == [1, 2]

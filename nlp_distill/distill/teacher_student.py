@@ -38,6 +38,7 @@ class TeacherStudentDistill:
         projection: ``Linear(student H -> teacher H)`` for the hidden-state loss, trained with the
             student (``init_projection``); ``None`` when the loss is off.
         epoch: the current epoch (0-based), set by the training loop; selects the stage.
+        last_parts: the weighted gold / kd / hidden sums of the last ``loss`` call (for logs).
     """
 
     def __init__(self, teacher, kd: KDConfig = KDConfig(), map_labels_by_name: bool = True) -> None:
@@ -49,6 +50,7 @@ class TeacherStudentDistill:
         self.sentences: Optional[List[List[str]]] = None
         self.projection: Optional[nn.Linear] = None
         self.epoch = 0
+        self.last_parts: Dict[str, float] = {}
         teacher.eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
@@ -168,13 +170,16 @@ class TeacherStudentDistill:
         emissions = student.proj(h)  # (B, L, C)
         logits, states = self.teacher_targets(batch, hidden=w["hidden"] > 0)
         total = emissions.sum() * 0.0
+        parts: Dict[str, torch.Tensor] = {}
         if w["kd"]:
-            total = total + w["kd"] * self.kd_loss(student, emissions, logits, batch)
+            parts["kd"] = w["kd"] * self.kd_loss(student, emissions, logits, batch)
         if w["hidden"]:
-            total = total + w["hidden"] * self.hidden_loss(h, states, batch)
+            parts["hidden"] = w["hidden"] * self.hidden_loss(h, states, batch)
         if w["gold"] and batch.tags is not None:
-            gold, _ = student.gold_loss(emissions, batch)
-            total = total + w["gold"] * gold
+            parts["gold"] = w["gold"] * student.gold_loss(emissions, batch)[0]
+        for v in parts.values():
+            total = total + v
+        self.last_parts = {k: float(v.detach()) for k, v in parts.items()}
         return total, batch.mask.sum()
 
 

@@ -13,14 +13,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from nlp_distill.config import TrainerConfig
+from nlp_distill.errors import ConfigError
 from nlp_distill.io import atomic_dir
 from nlp_distill.training.checkpoint import load_state, rng_state, save_state, seed_everything, set_rng_state
 
 logger = logging.getLogger(__name__)
 
-# loss_fn(batch) -> (summed loss over items, number of items); the trainer divides by the item
-# count of the whole accumulation group, so accumulation is exactly one large batch.
-LossFn = Callable[[Any], Tuple[torch.Tensor, float]]
+# loss_fn(batch) -> (summed loss over items, number of items[, {part name: summed value}]); the
+# trainer divides by the item count of the whole accumulation group, so accumulation is exactly
+# one large batch. Named parts (e.g. gold / kd / hidden) are logged per epoch and per step.
+LossFn = Callable[[Any], Tuple]
 
 
 def build_optimizer(params: Iterable, config: TrainerConfig) -> torch.optim.Optimizer:
@@ -93,22 +95,29 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, config, self.steps_per_epoch * config.epochs)
         self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.log_path = self.output_dir / "train_log.jsonl"
+        self.writer = None
+        self.global_step = 0
         self.ckpt_path = self.output_dir / "checkpoint" / "trainer_state.pt"
 
     def _log(self, record: Dict[str, Any]) -> None:
         with open(self.log_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
-    def _step(self, n_items: float) -> None:
+    def _step(self, n_items: float, sums: Optional[Dict[str, float]] = None) -> None:
         scale = 1.0 / max(n_items, 1.0)
         for p in self.trainable:
             if p.grad is not None:
                 p.grad.mul_(scale)
         if self.config.max_grad_norm and self.config.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
+        if self.writer is not None:  # per-step scalars: the loss split into its parts, and lr
+            self.writer.add_scalar("step/lr", self.scheduler.get_last_lr()[0], self.global_step)
+            for k, v in (sums or {}).items():
+                self.writer.add_scalar(f"step/{k}", v * scale, self.global_step)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
 
     def train(self, resume: bool = False) -> Dict[str, Any]:
         """Run the loop. With ``resume``, continue from ``checkpoint/`` (model, optimiser,
@@ -136,28 +145,11 @@ class Trainer:
             if self.log_path.exists():
                 self.log_path.unlink()
         t0 = time.perf_counter()
+        self.global_step = start_epoch * self.steps_per_epoch
+        self.writer = self._writer()
         for epoch in range(start_epoch, cfg.epochs):
-            self.model.train()
-            self.optimizer.zero_grad(set_to_none=True)
             te = time.perf_counter()
-            total_loss = total_items = group_items = 0.0
-            in_group = 0
-            bar = tqdm(self.train_batches(epoch), total=self.num_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                       disable=not cfg.show_progress, leave=False, dynamic_ncols=True)
-            for batch in bar:
-                loss_sum, n = self.loss_fn(batch)
-                loss_sum.backward()
-                n = float(n)
-                total_loss += float(loss_sum.detach())
-                total_items += n
-                group_items += n
-                in_group += 1
-                if in_group == cfg.grad_accum_steps:
-                    self._step(group_items)
-                    group_items, in_group = 0.0, 0
-                bar.set_postfix(loss=f"{total_loss / max(total_items, 1):.4f}")
-            if in_group:  # a last, shorter group still makes one step
-                self._step(group_items)
+            train = self._train_epoch(epoch)
             train_seconds = time.perf_counter() - te
             self.model.eval()
             metrics = self.evaluate()
@@ -169,11 +161,16 @@ class Trainer:
                     self.save_model(tmp)
             elif epoch >= self.patience_start:
                 bad_epochs += 1
-            rec = {"epoch": epoch + 1, "train_loss": total_loss / max(total_items, 1), "epoch_seconds": train_seconds,
+            rec = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train.items()}, "epoch_seconds": train_seconds,
                    "lr": self.scheduler.get_last_lr()[0], **{f"dev_{k}": v for k, v in metrics.items() if not isinstance(v, dict)},
                    "best": improved}
             history.append(rec)
             self._log(rec)
+            if self.writer is not None:
+                for k, v in rec.items():
+                    if k.startswith(("train_", "dev_")) and isinstance(v, (int, float)) and not isinstance(v, bool):
+                        self.writer.add_scalar(k.replace("_", "/", 1), v, epoch + 1)
+                self.writer.flush()
             logger.info("epoch %d: loss %.4f dev %s %.4f%s (%.1fs)", epoch + 1, rec["train_loss"], cfg.metric_for_best,
                         score, " *" if improved else "", train_seconds)
             save_state(self.ckpt_path, {
@@ -184,5 +181,48 @@ class Trainer:
             if cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience:
                 logger.info("early stopping: no dev improvement for %d epochs", bad_epochs)
                 break
+        if self.writer is not None:
+            self.writer.close()
         return {"best_epoch": best_epoch + 1, "best_metric": best, "history": history,
                 "train_seconds": time.perf_counter() - t0}
+
+    def _writer(self):
+        """A TensorBoard writer under ``OUTPUT_DIR/tensorboard`` when ``report_to`` asks for one."""
+        if self.config.report_to != "tensorboard":
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError("--report_to tensorboard needs the tensorboard package: "
+                              "pip install 'nlp-distill[tensorboard]'") from None
+        return SummaryWriter(str(self.output_dir / "tensorboard"))
+
+    def _train_epoch(self, epoch: int) -> Dict[str, float]:
+        """One pass over the epoch's batches; returns the loss (and its named parts, when
+        ``loss_fn`` returns them as a third element) per item."""
+        cfg = self.config
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: Dict[str, float] = {"loss": 0.0}
+        group: Dict[str, float] = {}
+        total_items = group_items = 0.0
+        in_group = 0
+        bar = tqdm(self.train_batches(epoch), total=self.num_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not cfg.show_progress, leave=False, dynamic_ncols=True)
+        for batch in bar:
+            out = self.loss_fn(batch)
+            loss_sum, n = out[0], float(out[1])
+            loss_sum.backward()
+            for k, v in {"loss": float(loss_sum.detach()), **(out[2] if len(out) > 2 else {})}.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+                group[k] = group.get(k, 0.0) + float(v)
+            total_items += n
+            group_items += n
+            in_group += 1
+            if in_group == cfg.grad_accum_steps:
+                self._step(group_items, group)
+                group, group_items, in_group = {}, 0.0, 0
+            bar.set_postfix(loss=f"{sums['loss'] / max(total_items, 1):.4f}")
+        if in_group:  # a last, shorter group still makes one step
+            self._step(group_items, group)
+        return {k: v / max(total_items, 1) for k, v in sums.items()}
