@@ -63,6 +63,7 @@ def run_options(f):
         click.option("--resume", is_flag=True, help="Continue from OUTPUT_DIR/checkpoint (same settings; --epochs may change)."),
         click.option("--overwrite", is_flag=True, help="Replace a run already in OUTPUT_DIR."),
         click.option("--keep_checkpoint", is_flag=True, help="Keep the optimiser checkpoint of a finished run."),
+        click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the input files."),
         click.option("--config", "config_file", default=None, type=click.Path(exists=True, dir_okay=False),
                      help="A run's config.json (or JSON with its sections); typed flags override it."),
     ]):
@@ -132,7 +133,7 @@ def search_tagger_kd(ctx: click.Context, data_dir, output_dir, config_file, n_tr
 def _run_options(ctx: click.Context):
     from procedures.common import RunOptions
 
-    return RunOptions(**{k: ctx.params[k] for k in ("device", "resume", "overwrite", "keep_checkpoint")})
+    return RunOptions(**{k: ctx.params[k] for k in ("device", "resume", "overwrite", "keep_checkpoint", "encoding")})
 
 
 def _echo_result(m: Dict[str, Any]) -> None:
@@ -157,6 +158,7 @@ def inference_options(f):
                      help="Sentences (student) / windows (transformer) per batch."),
         click.option("--input_format", type=click.Choice(["auto", "text", "conll"]), default="auto", show_default=True,
                      help="DATA_FILE format: raw text, CoNLL, or auto (decided from its first sentence)."),
+        click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of DATA_FILE."),
     ]):
         f = o(f)
     return f
@@ -164,21 +166,23 @@ def inference_options(f):
 
 @nlp_inference.command("transformer_token")
 @inference_options
-def infer_transformer(model_dir, data_file, output_file, batch_size, input_format) -> None:
+def infer_transformer(model_dir, data_file, output_file, batch_size, input_format, encoding) -> None:
     """Tag a file with a transformer (teacher) model folder; writes CoNLL."""
     from procedures.inference import do_inference
 
-    n = do_inference("transformer_token", model_dir, data_file, output_file, batch_size, input_format=input_format)
+    n = do_inference("transformer_token", model_dir, data_file, output_file, batch_size, input_format=input_format,
+                     encoding=encoding)
     click.echo(f"tagged {n} sentences -> {output_file}")
 
 
 @nlp_inference.command("tagger")
 @inference_options
-def infer_tagger(model_dir, data_file, output_file, batch_size, input_format) -> None:
+def infer_tagger(model_dir, data_file, output_file, batch_size, input_format, encoding) -> None:
     """Tag a file with a NeuralTagger (student) model folder; writes CoNLL."""
     from procedures.inference import do_inference
 
-    n = do_inference("tagger", model_dir, data_file, output_file, batch_size, input_format=input_format)
+    n = do_inference("tagger", model_dir, data_file, output_file, batch_size, input_format=input_format,
+                     encoding=encoding)
     click.echo(f"tagged {n} sentences -> {output_file}")
 
 

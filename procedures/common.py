@@ -83,12 +83,14 @@ class RunOptions:
         resume: continue from ``OUTPUT_DIR/checkpoint`` (the settings must match the saved run).
         overwrite: replace a run already in ``OUTPUT_DIR``.
         keep_checkpoint: keep the optimiser checkpoint of a finished run (default: deleted).
+        encoding: text encoding of the input files (data dir, unlabeled text).
     """
 
     device: Optional[str] = None
     resume: bool = False
     overwrite: bool = False
     keep_checkpoint: bool = False
+    encoding: str = "utf-8"
 
 
 STATUS_FILE = "status.json"

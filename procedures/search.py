@@ -50,7 +50,7 @@ def do_search(data_dir, output_dir, tagger: TaggerConfig = TaggerConfig(),
     sections = {"task": "tagger_kd_search", "data_dir": str(data_dir), "tagger": tagger, "trainer": trainer,
                 "data": data, "kd": kd, "augment": augment}
     with run_folder(output_dir, sections, run) as out:
-        d = dataclasses.replace(load_data_dir(data_dir), test=[])  # dev only: test is never scored here
+        d = dataclasses.replace(load_data_dir(data_dir, encoding=run.encoding), test=[])  # dev only: test is never scored here
         kd = kd.replace(cache_dir=kd.cache_dir or str(out / "teacher_cache"))
         log = out / "trials.jsonl"
         log.unlink(missing_ok=True)

@@ -133,5 +133,5 @@ def do_training(data_dir, output_dir, tagger: TaggerConfig = TaggerConfig(),
     """Train a student on the gold labels of ``data_dir`` (no teacher)."""
     sections = {"task": "tagger", "data_dir": str(data_dir), "tagger": tagger, "trainer": trainer, "data": data}
     with run_folder(output_dir, sections, run) as out:
-        d = load_data_dir(data_dir)
+        d = load_data_dir(data_dir, encoding=run.encoding)
         return train_student(out, d.train, d.dev, d.test, d.labels, tagger, trainer, data, run=run)

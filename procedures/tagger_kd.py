@@ -118,7 +118,7 @@ def do_kd_training(data_dir, output_dir, tagger: TaggerConfig = TaggerConfig(),
     sections = {"task": "tagger_kd", "data_dir": str(data_dir), "tagger": tagger, "trainer": trainer, "data": data,
                 "kd": kd, "augment": augment}
     with run_folder(output_dir, sections, run) as out:
-        d = load_data_dir(data_dir)
+        d = load_data_dir(data_dir, encoding=run.encoding)
         return _kd_run("tagger_kd", data_dir, out, d, tagger, trainer, data, kd, augment, [], None, run)
 
 
@@ -135,8 +135,8 @@ def unlabeled_path(pseudo: PseudoConfig, d: TaggingData, data_dir) -> Path:
     raise ConfigError(f"--unlabeled_filename {name}: no such file (also looked in {data_dir})")
 
 
-def read_unlabeled(path, limit: Optional[int], fmt: str = "auto") -> List[Sentence]:
-    sents = list(islice(iter_unlabeled(path, None if fmt == "auto" else fmt), limit))
+def read_unlabeled(path, limit: Optional[int], fmt: str = "auto", encoding: str = "utf-8") -> List[Sentence]:
+    sents = list(islice(iter_unlabeled(path, None if fmt == "auto" else fmt, encoding=encoding), limit))
     if not sents:
         raise ConfigError(f"{path}: no unlabeled sentences")
     return sents
@@ -152,8 +152,8 @@ def do_kd_pseudo_training(data_dir, output_dir, tagger: TaggerConfig = TaggerCon
     sections = {"task": "tagger_kd_pseudo", "data_dir": str(data_dir), "tagger": tagger, "trainer": trainer,
                 "data": data, "kd": kd, "augment": augment, "pseudo": pseudo}
     with run_folder(output_dir, sections, run) as out:
-        d = load_data_dir(data_dir)
+        d = load_data_dir(data_dir, encoding=run.encoding)
         upath = unlabeled_path(pseudo, d, data_dir)
-        unl = read_unlabeled(upath, pseudo.max_unlabeled, pseudo.input_format)
+        unl = read_unlabeled(upath, pseudo.max_unlabeled, pseudo.input_format, run.encoding)
         logger.info("%d unlabeled sentences (%d words) from %s", len(unl), sum(len(s) for s in unl), upath)
         return _kd_run("tagger_kd_pseudo", data_dir, out, d, tagger, trainer, data, kd, augment, unl, pseudo, run)

@@ -37,7 +37,7 @@ def do_training(data_dir, output_dir, model: TransformerConfig = TransformerConf
 def _train_teacher(out: Path, data_dir, model: TransformerConfig, trainer: TrainerConfig,
                    run: RunOptions) -> Dict[str, Any]:
     seed_everything(trainer.seed)
-    data = load_data_dir(data_dir)
+    data = load_data_dir(data_dir, encoding=run.encoding)
     dev_ = pick_device(run.device)
     clf = TransformerTokenClassifier.from_pretrained(model.model_name_or_path or None, data.labels, model).to(dev_)
     model = clf.config

@@ -394,3 +394,15 @@ def test_report_to_tensorboard_splits_the_loss(data_dir, teacher_run, tmp_path):
     tags = set(ev.Tags()["scalars"])
     assert {"step/kd", "step/gold", "step/loss", "step/lr", "dev/f1", "train/loss", "train/kd"} <= tags
     assert [e.step for e in ev.Scalars("dev/f1")] == [1, 2]
+
+
+def test_latin1_data_is_one_line_error_and_encoding_reads_it(tagger_run, tmp_path):
+    f = tmp_path / "latin1.txt"
+    f.write_bytes("Zoë went to Bogotá\n".encode("latin-1"))
+    out = tmp_path / "o.conll"
+    r = invoke(nlp_inference, ["tagger", "--model_dir", tagger_run, "--data_file", f, "--output_file", out])
+    assert r.exit_code != 0 and "latin1.txt:1: byte 0xeb at column 3 is not utf-8" in r.output
+    assert "Traceback" not in r.output and not out.exists() and not list(tmp_path.glob("*.tmp"))
+    ok(invoke(nlp_inference, ["tagger", "--model_dir", tagger_run, "--data_file", f, "--output_file", out,
+                              "--encoding", "latin-1"]))
+    assert [s.tokens for s in read_conll(out, tag_column=1)] == [["Zoë", "went", "to", "Bogotá"]]

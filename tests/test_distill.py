@@ -468,14 +468,14 @@ def test_hidden_loss_zero_for_a_student_that_copies_and_padding_never_counts(tea
         with torch.no_grad():
             h = student.features(batch)
             target = proj(h).clone()
-        assert float(dist.hidden_loss(h, target, batch)) == pytest.approx(0.0, abs=1e-6)
+        assert float(dist.hidden_loss(h, target, batch).detach()) == pytest.approx(0.0, abs=1e-6)
         garbage = target.clone()
         garbage[~batch.mask] = 1e3  # padding positions: anything
-        assert float(dist.hidden_loss(h, garbage, batch)) == pytest.approx(0.0, abs=1e-6)
+        assert float(dist.hidden_loss(h, garbage, batch).detach()) == pytest.approx(0.0, abs=1e-6)
         moved = target.clone()
         moved[0, 0] += 1.0  # a real word: the loss sees it
         moved[0, 0, 0] -= 5.0
-        assert float(dist.hidden_loss(h, moved, batch)) > 1e-4
+        assert float(dist.hidden_loss(h, moved, batch).detach()) > 1e-4
 
 
 def test_cached_hidden_states_equal_live_ones(teacher, data, tmp_path):

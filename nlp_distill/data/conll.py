@@ -5,6 +5,7 @@ lines between sentences, ``-DOCSTART-`` lines skipped, CRLF tolerated.
 """
 from __future__ import annotations
 
+import codecs
 import logging
 import os
 from dataclasses import dataclass, field
@@ -25,13 +26,17 @@ def iter_lines(path: PathLike, encoding: str = "utf-8") -> Iterator[Tuple[int, s
         DataFormatError: for bytes that are not ``encoding`` (naming line and byte) or a NUL byte
             (a binary file).
     """
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise DataFormatError(path, None, f"unknown encoding {encoding!r} (e.g. utf-8, latin-1, cp1252)") from None
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             try:
                 line = raw.decode(encoding)
             except UnicodeDecodeError as e:
                 raise DataFormatError(path, lineno, f"byte 0x{raw[e.start]:02x} at column {e.start + 1} is not "
-                                                    f"{encoding}; convert the file (e.g. iconv -f latin1 -t utf-8)") from None
+                                                    f"{encoding}; pass its encoding (--encoding latin-1) or convert it") from None
             if lineno == 1 and line.startswith("\ufeff"):
                 line = line[1:]
             if "\x00" in line:
@@ -65,14 +70,16 @@ def iter_conll(
     path: PathLike,
     tag_column: Optional[int] = -1,
     allowed_tags: Optional[Iterable[str]] = None,
+    encoding: str = "utf-8",
 ) -> Iterator[Sentence]:
     """Stream sentences from a CoNLL column file.
 
     Args:
-        path: file to read (UTF-8).
+        path: file to read.
         tag_column: index of the tag column (negative counts from the end); ``None`` reads tokens
             only (column 0) and yields untagged sentences.
         allowed_tags: when given, a tag outside this set raises ``DataFormatError``.
+        encoding: the file's text encoding.
 
     Raises:
         DataFormatError: naming file and line, for a missing tag column, an inconsistent column
@@ -83,7 +90,7 @@ def iter_conll(
     tags: List[str] = []
     start = None
     ncols = None
-    for lineno, line in iter_lines(path):  # one reader for every text file: encoding, BOM, CRLF
+    for lineno, line in iter_lines(path, encoding):  # one reader for every text file: encoding, BOM, CRLF
         if not line.strip():
             if tokens:
                 yield Sentence(tokens, tags if tag_column is not None else None, start)
@@ -119,9 +126,10 @@ def read_conll(
     path: PathLike,
     tag_column: Optional[int] = -1,
     allowed_tags: Optional[Iterable[str]] = None,
+    encoding: str = "utf-8",
 ) -> List[Sentence]:
     """Read a whole CoNLL file; see :func:`iter_conll`. Empty files raise ``DataFormatError``."""
-    sents = list(iter_conll(path, tag_column, allowed_tags))
+    sents = list(iter_conll(path, tag_column, allowed_tags, encoding))
     if not sents:
         raise DataFormatError(path, None, "no sentences found (empty file?)")
     return sents

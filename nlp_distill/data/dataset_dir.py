@@ -34,9 +34,11 @@ class TaggingData:
     unlabeled_path: Optional[Path] = None
 
 
-def load_data_dir(data_dir, tag_column: int = -1, labels: Optional[LabelVocab] = None) -> TaggingData:
+def load_data_dir(data_dir, tag_column: int = -1, labels: Optional[LabelVocab] = None,
+                  encoding: str = "utf-8") -> TaggingData:
     """Load ``data_dir``; labels come from ``labels`` (e.g. a teacher's), else ``labels.txt``,
-    else the train tags. Any tag outside the label list is a ``DataFormatError`` naming its line."""
+    else the train tags. Any tag outside the label list is a ``DataFormatError`` naming its line.
+    Every file is read as ``encoding``."""
     d = Path(data_dir)
     if not d.is_dir():
         raise FileNotFoundError(f"data dir {d} does not exist")
@@ -44,9 +46,9 @@ def load_data_dir(data_dir, tag_column: int = -1, labels: Optional[LabelVocab] =
         if not (d / name).is_file():
             raise FileNotFoundError(f"{d / name} is missing; a data dir needs train.txt and dev.txt (test.txt optional)")
     if labels is None and (d / "labels.txt").is_file():
-        labels = read_labels_txt(d / "labels.txt")
+        labels = read_labels_txt(d / "labels.txt", encoding)
     if labels is None:
-        train = read_conll(d / "train.txt", tag_column)
+        train = read_conll(d / "train.txt", tag_column, encoding=encoding)
         for s in train:  # malformed tags get file:line, like every other data error
             for k, t in enumerate(s.tags):
                 try:
@@ -56,9 +58,9 @@ def load_data_dir(data_dir, tag_column: int = -1, labels: Optional[LabelVocab] =
         labels = LabelVocab.from_sentences(s.tags for s in train)
         logger.info("derived %d labels from %s", len(labels), d / "train.txt")
     else:
-        train = read_conll(d / "train.txt", tag_column, labels.labels)
-    dev = read_conll(d / "dev.txt", tag_column, labels.labels)
-    test = read_conll(d / "test.txt", tag_column, labels.labels) if (d / "test.txt").is_file() else []
+        train = read_conll(d / "train.txt", tag_column, labels.labels, encoding)
+    dev = read_conll(d / "dev.txt", tag_column, labels.labels, encoding)
+    test = read_conll(d / "test.txt", tag_column, labels.labels, encoding) if (d / "test.txt").is_file() else []
     unl = d / "unlabeled.txt"
     return TaggingData(train, dev, test, labels, unl if unl.is_file() else None)
 

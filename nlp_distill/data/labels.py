@@ -180,13 +180,13 @@ class LabelVocab:
         return cls(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
-def read_labels_txt(path) -> LabelVocab:
+def read_labels_txt(path, encoding: str = "utf-8") -> LabelVocab:
     """Read ``labels.txt``: one label per line, blank lines ignored; ``O`` added if missing."""
     from nlp_distill.data.conll import iter_lines
     from nlp_distill.errors import DataFormatError
 
     labels: List[str] = []
-    for lineno, line in iter_lines(path):
+    for lineno, line in iter_lines(path, encoding):
         t = line.strip()
         if not t:
             continue

@@ -38,11 +38,11 @@ def _is_tag(t: str) -> bool:
         return False
 
 
-def _first_block(path, limit: int = 200) -> Tuple[List[Tuple[int, str]], bool]:
+def _first_block(path, limit: int = 200, encoding: str = "utf-8") -> Tuple[List[Tuple[int, str]], bool]:
     """The first sentence block (non-blank lines up to the first blank line after them, at most
     ``limit``) and whether a blank line ended it."""
     block: List[Tuple[int, str]] = []
-    for lineno, line in iter_lines(path):
+    for lineno, line in iter_lines(path, encoding):
         if not line.strip():
             if block:
                 return block, True
@@ -54,7 +54,7 @@ def _first_block(path, limit: int = 200) -> Tuple[List[Tuple[int, str]], bool]:
     return block, False
 
 
-def detect_format(path) -> str:
+def detect_format(path, encoding: str = "utf-8") -> str:
     """``"conll"`` or ``"text"``, decided from the column structure of the whole first sentence.
 
     CoNLL: every line of the first sentence has the same number of columns and either a
@@ -62,7 +62,7 @@ def detect_format(path) -> str:
     per line with a blank line ending the sentence. Anything else is raw text, one whitespace-
     tokenized sentence per line (a tab inside one line of prose does not make a file CoNLL).
     """
-    block, ended = _first_block(path)
+    block, ended = _first_block(path, encoding=encoding)
     if not block:
         return "text"
     cols = [l.split() for _, l in block]
@@ -82,7 +82,8 @@ def detect_format(path) -> str:
     return fmt
 
 
-def iter_unlabeled(path, fmt: Optional[str] = None, max_words: Optional[int] = None) -> Iterator[Sentence]:
+def iter_unlabeled(path, fmt: Optional[str] = None, max_words: Optional[int] = None,
+                   encoding: str = "utf-8") -> Iterator[Sentence]:
     """Stream untagged sentences from ``path`` without loading it whole.
 
     Args:
@@ -92,12 +93,12 @@ def iter_unlabeled(path, fmt: Optional[str] = None, max_words: Optional[int] = N
         max_words: sentences longer than this are split into consecutive chunks (logged), never
             truncated. ``None`` keeps them whole.
     """
-    fmt = fmt or detect_format(path)
+    fmt = fmt or detect_format(path, encoding)
     if fmt == "conll":
-        it = (Sentence(s.tokens, None, s.line) for s in iter_conll(path, tag_column=None))
+        it = (Sentence(s.tokens, None, s.line) for s in iter_conll(path, tag_column=None, encoding=encoding))
     elif fmt == "text":
         def _text():
-            for lineno, line in iter_lines(path):
+            for lineno, line in iter_lines(path, encoding):
                 toks = line.split()
                 if toks:
                     yield Sentence(toks, None, lineno)
