@@ -159,6 +159,8 @@ def inference_options(f):
         click.option("--input_format", type=click.Choice(["auto", "text", "conll"]), default="auto", show_default=True,
                      help="DATA_FILE format: raw text, CoNLL, or auto (decided from its first sentence)."),
         click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of DATA_FILE."),
+        click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+                     help="torch: a saved model folder; onnx: a folder from `nlp-export onnx` (int8 if exported)."),
     ]):
         f = o(f)
     return f
@@ -166,10 +168,12 @@ def inference_options(f):
 
 @nlp_inference.command("transformer_token")
 @inference_options
-def infer_transformer(model_dir, data_file, output_file, batch_size, input_format, encoding) -> None:
+def infer_transformer(model_dir, data_file, output_file, batch_size, input_format, encoding, backend) -> None:
     """Tag a file with a transformer (teacher) model folder; writes CoNLL."""
     from procedures.inference import do_inference
 
+    if backend == "onnx":
+        raise click.UsageError("--backend onnx: transformer export is not implemented yet (students only)")
     n = do_inference("transformer_token", model_dir, data_file, output_file, batch_size, input_format=input_format,
                      encoding=encoding)
     click.echo(f"tagged {n} sentences -> {output_file}")
@@ -177,12 +181,12 @@ def infer_transformer(model_dir, data_file, output_file, batch_size, input_forma
 
 @nlp_inference.command("tagger")
 @inference_options
-def infer_tagger(model_dir, data_file, output_file, batch_size, input_format, encoding) -> None:
+def infer_tagger(model_dir, data_file, output_file, batch_size, input_format, encoding, backend) -> None:
     """Tag a file with a NeuralTagger (student) model folder; writes CoNLL."""
     from procedures.inference import do_inference
 
     n = do_inference("tagger", model_dir, data_file, output_file, batch_size, input_format=input_format,
-                     encoding=encoding)
+                     encoding=encoding, backend=backend)
     click.echo(f"tagged {n} sentences -> {output_file}")
 
 
@@ -202,3 +206,24 @@ def compare(model_dirs, data_file, batch_size) -> None:
 
     setup_logging()
     click.echo(markdown_table(compare_models(model_dirs, data_file, batch_size)))
+
+
+@click.group(cls=FriendlyGroup)
+def nlp_export() -> None:
+    """Export trained models for deployment."""
+
+
+@nlp_export.command("onnx")
+@click.option("--model_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A NeuralTagger (student) model folder, or the run folder holding model/.")
+@click.option("--output_dir", required=True, type=click.Path(file_okay=False), help="Folder to write the export to.")
+@click.option("--quantize", type=click.Choice(["int8"]), default=None,
+              help="Also write an ONNX Runtime dynamic int8 model (model.int8.onnx).")
+def export_onnx(model_dir, output_dir, quantize) -> None:
+    """Export a student to ONNX (+ int8); it then runs without torch (nlp-inference tagger --backend onnx)."""
+    from nlp_distill.export.onnx import export_tagger
+    from procedures.common import setup_logging
+
+    setup_logging()
+    out = export_tagger(model_dir, output_dir, quantize)
+    click.echo(f"exported {model_dir} -> {out}")

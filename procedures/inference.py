@@ -17,14 +17,19 @@ KINDS = {"tagger": "NeuralTagger", "transformer_token": "TransformerTokenClassif
 
 
 def do_inference(kind: str, model_dir, data_file, output_file, batch_size: int = 64, chunk: int = 2048,
-                 input_format: str = "auto", encoding: str = "utf-8") -> int:
+                 input_format: str = "auto", encoding: str = "utf-8", backend: str = "torch") -> int:
     """Stream ``data_file`` (CoNLL or one sentence per line) in chunks, predict, write CoNLL.
 
     Returns:
         number of sentences tagged.
     """
     setup_logging()
-    model = load_model(model_dir, expect=KINDS[kind])
+    if backend == "onnx":
+        from nlp_distill.export.runtime import OnnxTagger
+
+        model = OnnxTagger.from_pretrained(model_dir)
+    else:
+        model = load_model(model_dir, expect=KINDS[kind])
     it = iter_unlabeled(data_file, None if input_format == "auto" else input_format, encoding=encoding)
     n = 0
 

@@ -1,0 +1,120 @@
+"""ONNX export of a NeuralTagger (embedder + encoder + projection in the graph; the CRF's scores
+go to ``config.json`` and Viterbi runs in numpy), with optional ONNX Runtime int8 dynamic
+quantisation. The folder loads without torch: ``nlp_distill.export.runtime.OnnxTagger``."""
+from __future__ import annotations
+
+import logging
+import shutil
+import warnings
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from nlp_distill.data.conll import Sentence
+from nlp_distill.errors import ConfigError
+from nlp_distill.io import LIBRARY_VERSION, resolve_model_dir, write_json
+from nlp_distill.models.neural_tagger import NeuralTagger
+from nlp_distill.modules.encoders import BiLSTMEncoder
+
+logger = logging.getLogger(__name__)
+
+ONNX_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
+
+
+def _reverse_index(mask: torch.Tensor) -> torch.Tensor:
+    """(B, L) positions that reverse each sentence within its length (padding stays put)."""
+    lengths = mask.sum(1, keepdim=True)  # (B, 1)
+    pos = torch.arange(mask.size(1), device=mask.device).unsqueeze(0)  # (1, L)
+    return torch.where(pos < lengths, lengths - 1 - pos, pos)
+
+
+class ExportableTagger(nn.Module):
+    """A NeuralTagger's emissions without packed sequences (ONNX has no PackedSequence).
+
+    Each BiLSTM layer runs as two one-directional LSTMs with the trained weights; the backward one
+    reads every sentence reversed within its length, so padding never enters a real word's state
+    and the output equals the packed BiLSTM's.
+    """
+
+    def __init__(self, tagger: NeuralTagger) -> None:
+        super().__init__()
+        self.tagger = tagger
+        self.layers: Optional[nn.ModuleList] = None
+        if isinstance(tagger.encoder, BiLSTMEncoder):
+            self.layers = nn.ModuleList(nn.ModuleList(self._direction(tagger.encoder.lstm, k, sfx) for sfx in ("", "_reverse"))
+                                        for k in range(tagger.encoder.lstm.num_layers))
+
+    @staticmethod
+    def _direction(lstm: nn.LSTM, layer: int, suffix: str) -> nn.LSTM:
+        one = nn.LSTM(lstm.input_size if layer == 0 else 2 * lstm.hidden_size, lstm.hidden_size, batch_first=True)
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(one, f"{name}_l0").data.copy_(getattr(lstm, f"{name}_l{layer}{suffix}").data)
+        return one
+
+    def forward(self, words: torch.Tensor, chars: torch.Tensor, shapes: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+        """(B, L), (B, L, K), (B, L), (B, L) bool -> emissions (B, L, C)."""
+        x = self.tagger.embedder(words, chars, shapes)  # (B, L, D)
+        if self.layers is None:
+            return self.tagger.proj(self.tagger.encoder(x, mask))
+        rev = _reverse_index(mask).unsqueeze(-1)  # (B, L, 1)
+        m = mask.unsqueeze(-1).to(x.dtype)
+        for fwd, bwd in self.layers:
+            out_f, _ = fwd(x)  # (B, L, H)
+            out_b, _ = bwd(x.gather(1, rev.expand(-1, -1, x.size(2))))
+            out_b = out_b.gather(1, rev.expand(-1, -1, out_b.size(2)))
+            x = torch.cat([out_f, out_b], dim=-1) * m  # (B, L, 2H), zeros on padding like the packed one
+        return self.tagger.proj(x)
+
+
+def _example(model: NeuralTagger) -> Tuple[torch.Tensor, ...]:
+    """Trace inputs: two sentences of different lengths (so padding is in the traced graph)."""
+    batch = model.encode([Sentence(["a", "b", "c"]), Sentence(["d"])]).collate([0, 1])
+    return batch.words, batch.chars, batch.shapes, batch.mask
+
+
+def _crf_scores(model: NeuralTagger) -> Optional[dict]:
+    if model.crf is None:
+        return None
+    start, trans, end = (t.detach().cpu().tolist() for t in model.crf._scores())
+    return {"start": start, "trans": trans, "end": end}
+
+
+def export_tagger(model_dir, output_dir, quantize: Optional[str] = None) -> Path:
+    """Export the NeuralTagger in ``model_dir`` to ``output_dir`` (``model.onnx``, with
+    ``quantize="int8"`` also ``model.int8.onnx``, ``config.json``, ``vocab.json``)."""
+    if quantize not in (None, "int8"):
+        raise ConfigError(f"--quantize {quantize}: only int8 is supported")
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ModuleNotFoundError:
+        raise ConfigError("ONNX export needs onnx and onnxruntime: pip install 'nlp-distill[onnx]'") from None
+    src = resolve_model_dir(model_dir)
+    model = NeuralTagger.from_pretrained(src).eval()
+    if model.config.char_encoder == "lstm":
+        raise ConfigError("ONNX export supports --char_encoder cnn or none (a char BiLSTM student cannot be exported yet)")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names: List[str] = ["words", "chars", "shapes", "mask"]
+    axes = {"words": {0: "batch", 1: "length"}, "chars": {0: "batch", 1: "length", 2: "chars"},
+            "shapes": {0: "batch", 1: "length"}, "mask": {0: "batch", 1: "length"},
+            "emissions": {0: "batch", 1: "length"}}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(ExportableTagger(model).eval(), _example(model), str(out / ONNX_FILE), input_names=names,
+                          output_names=["emissions"], dynamic_axes=axes, opset_version=17, dynamo=False)
+    files = {"fp32": ONNX_FILE}
+    if quantize == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(out / ONNX_FILE), str(out / INT8_FILE), weight_type=QuantType.QInt8)
+        files["int8"] = INT8_FILE
+    shutil.copy(src / "vocab.json", out / "vocab.json")
+    write_json(out / "config.json", {"model_class": "OnnxTagger", "library_version": LIBRARY_VERSION,
+                                     "tagger": model.config.to_dict(), "labels": model.labels.labels,
+                                     "crf": _crf_scores(model), "files": files, "source": str(src)})
+    logger.info("exported %s to %s (%s)", src, out, ", ".join(files.values()))
+    return out

@@ -1,0 +1,103 @@
+"""Torch-free predictors over an exported folder: ``OnnxTagger.from_pretrained(dir).predict(...)``
+with the same signature as ``NeuralTagger.predict`` (ONNX Runtime + numpy only)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from nlp_distill.data.labels import LabelVocab
+from nlp_distill.data.vocab import Vocab
+from nlp_distill.errors import ConfigError
+from nlp_distill.export.features import featurize
+from nlp_distill.io import read_json
+
+
+def viterbi(emissions: np.ndarray, mask: np.ndarray, start: np.ndarray, trans: np.ndarray,
+            end: np.ndarray) -> List[List[int]]:
+    """Best CRF path per sentence in numpy (scores include the constraint penalties).
+
+    Args:
+        emissions: (B, L, C); mask: (B, L) bool, left-aligned; start, end: (C,); trans: (C, C) [from, to].
+    """
+    B, L, C = emissions.shape
+    score = start + emissions[:, 0]  # (B, C)
+    back = np.zeros((B, L, C), np.int64)
+    for t in range(1, L):
+        cand = score[:, :, None] + trans[None]  # (B, C_from, C_to)
+        best, idx = cand.max(1), cand.argmax(1)  # (B, C)
+        live = mask[:, t][:, None]
+        score = np.where(live, best + emissions[:, t], score)
+        back[:, t] = np.where(live, idx, np.arange(C)[None])
+    lengths = mask.sum(1)
+    paths = []
+    for b in range(B):
+        y = int((score[b] + end).argmax())
+        path = [y]
+        for t in range(int(lengths[b]) - 1, 0, -1):
+            y = int(back[b, t, y])
+            path.append(y)
+        paths.append(path[::-1])
+    return paths
+
+
+class OnnxTagger:
+    """An exported NeuralTagger run by ONNX Runtime.
+
+    Args:
+        folder: written by ``nlp-export onnx`` (``export_tagger``).
+        variant: ``"int8"`` (when exported) or ``"fp32"``; default: int8 if present.
+        threads: intra-op threads for ONNX Runtime (default: its own choice).
+    """
+
+    def __init__(self, folder, variant: Optional[str] = None, threads: Optional[int] = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ModuleNotFoundError:
+            raise ConfigError("the ONNX backend needs onnxruntime: pip install 'nlp-distill[onnx]'") from None
+        folder = Path(folder)
+        cfg = read_json(folder / "config.json")
+        if cfg.get("model_class") != "OnnxTagger":
+            raise ConfigError(f"{folder} holds a {cfg.get('model_class')}, not an exported tagger; make one with "
+                              "`nlp-export onnx --model_dir STUDENT --output_dir DIR`")
+        files = cfg["files"]
+        self.variant = variant or ("int8" if "int8" in files else "fp32")
+        if self.variant not in files:
+            raise ConfigError(f"{folder} has no {self.variant} model (it has {', '.join(files)})")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(folder / files[self.variant]), opts, providers=["CPUExecutionProvider"])
+        self.inputs = {i.name for i in self.session.get_inputs()}  # unused features are pruned from the graph
+        vocab = read_json(folder / "vocab.json")
+        self.words, self.chars = Vocab.from_dict(vocab["words"]), Vocab.from_dict(vocab["chars"])
+        self.labels = LabelVocab(cfg["labels"])
+        self.max_word_length = cfg["tagger"]["max_word_length"]
+        crf = cfg.get("crf")
+        self.crf = None if crf is None else tuple(np.asarray(crf[k], np.float32) for k in ("start", "trans", "end"))
+
+    @classmethod
+    def from_pretrained(cls, folder, variant: Optional[str] = None, threads: Optional[int] = None) -> "OnnxTagger":
+        return cls(folder, variant, threads)
+
+    def emissions(self, sentences: Sequence[Sequence[str]]) -> np.ndarray:
+        """(B, L, C) emissions of non-empty sentences."""
+        feats = featurize(sentences, self.words, self.chars, self.max_word_length)
+        return self.session.run(["emissions"], {k: v for k, v in feats.items() if k in self.inputs})[0]
+
+    def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 64) -> List[List[str]]:
+        """Tags per sentence (Viterbi for CRF students, argmax otherwise); empty sentences -> []."""
+        order = sorted((i for i, s in enumerate(sentences) if len(s)), key=lambda i: len(sentences[i]))
+        out: List[List[str]] = [[] for _ in sentences]
+        for a in range(0, len(order), batch_size):
+            idx = order[a : a + batch_size]
+            batch = [list(sentences[i]) for i in idx]
+            em = self.emissions(batch)
+            mask = np.zeros(em.shape[:2], bool)
+            for b, s in enumerate(batch):
+                mask[b, : len(s)] = True
+            ids = viterbi(em, mask, *self.crf) if self.crf else [list(em[b, : len(s)].argmax(-1)) for b, s in enumerate(batch)]
+            for i, p in zip(idx, ids):
+                out[i] = self.labels.decode(p)
+        return out

@@ -1,0 +1,94 @@
+"""ONNX export of students: fp32 parity with torch, int8 agreement, a torch-free runtime, the CLI."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from nlp_distill.config import TaggerConfig  # noqa: E402
+from nlp_distill.data.conll import Sentence, read_conll  # noqa: E402
+from nlp_distill.data.labels import LabelVocab  # noqa: E402
+from nlp_distill.export.onnx import ExportableTagger, export_tagger  # noqa: E402
+from nlp_distill.export.runtime import OnnxTagger  # noqa: E402
+from nlp_distill.models.neural_tagger import NeuralTagger  # noqa: E402
+from procedures.cli import nlp_export, nlp_inference  # noqa: E402
+from tests.conftest import TINY  # noqa: E402
+from tests.test_cli import invoke, ok  # noqa: E402
+
+TRAIN = read_conll(TINY / "train.txt")
+TEST = read_conll(TINY / "test.txt")
+# unseen words, a long sentence (no length limit), a one-word sentence and an empty one
+EXTRA = [["Zoë", "flew", "to", "Reykjavík", "yesterday"], (TRAIN[0].tokens * 40)[:300], ["x"], []]
+
+
+def _model(tmp_path, **cfg) -> NeuralTagger:
+    torch.manual_seed(0)
+    model = NeuralTagger.build(TaggerConfig(hidden=12, word_emb_dim=10, char_emb_dim=6, char_hidden=8, **cfg),
+                               TRAIN, LabelVocab.from_sentences(s.tags for s in TRAIN))
+    with torch.no_grad():  # non-trivial CRF scores
+        if model.crf is not None:
+            model.crf.trans.normal_(0, 1.0)
+    model.eval()
+    model.save_pretrained(tmp_path / "student")
+    return model
+
+
+ARCHS = [dict(model_type="cnn-lstm"), dict(model_type="cnn-lstm", use_crf=True, num_layers=2),
+         dict(model_type="id-cnn", use_crf=True), dict(model_type="cnn-lstm", char_encoder="none")]
+
+
+@pytest.mark.parametrize("cfg", ARCHS, ids=lambda c: "-".join(f"{v}" for v in c.values()))
+def test_fp32_export_matches_torch(cfg, tmp_path):
+    model = _model(tmp_path, **cfg)
+    sents = [s.tokens for s in TEST[:20]] + EXTRA
+    out = export_tagger(tmp_path / "student", tmp_path / "onnx")
+    rt = OnnxTagger.from_pretrained(out, variant="fp32")
+    real = [s for s in sents if s]
+    batch = model.encode([Sentence(s) for s in real]).collate(list(range(len(real))))
+    with torch.no_grad():
+        ref = model(batch).numpy()
+        unpacked = ExportableTagger(model)(batch.words, batch.chars, batch.shapes, batch.mask).numpy()
+    m = batch.mask.numpy()
+    np.testing.assert_allclose(unpacked[m], ref[m], atol=1e-5)  # the unpacked BiLSTM equals the packed one
+    np.testing.assert_allclose(rt.emissions(real)[m], ref[m], atol=1e-4)
+    assert rt.predict(sents, batch_size=7) == model.predict(sents, batch_size=7)
+
+
+def test_int8_export_agrees_and_loads_without_torch(tmp_path):
+    model = _model(tmp_path, model_type="cnn-lstm", use_crf=True)
+    out = export_tagger(tmp_path / "student", tmp_path / "onnx", quantize="int8")
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["files"] == {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+    assert (out / "model.int8.onnx").stat().st_size < (out / "model.onnx").stat().st_size
+    sents = [s.tokens for s in TEST]
+    int8 = OnnxTagger.from_pretrained(out).predict(sents)
+    ref = model.predict(sents)
+    agree = np.mean([a == b for p, q in zip(int8, ref) for a, b in zip(p, q)])
+    assert agree >= 0.9, agree
+    code = ("import sys; sys.modules['torch'] = None\n"  # any torch import would fail
+            "from nlp_distill.export.runtime import OnnxTagger\n"
+            f"print(OnnxTagger.from_pretrained({str(out)!r}).predict([['Mary', 'went', 'home']]))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == str(OnnxTagger.from_pretrained(out).predict([["Mary", "went", "home"]]))
+
+
+def test_export_and_onnx_inference_cli(tmp_path):
+    _model(tmp_path, model_type="id-cnn")
+    ok(invoke(nlp_export, ["onnx", "--model_dir", tmp_path / "student", "--output_dir", tmp_path / "onnx"]))
+    a, b = tmp_path / "torch.conll", tmp_path / "onnx.conll"
+    ok(invoke(nlp_inference, ["tagger", "--model_dir", tmp_path / "student", "--data_file", TINY / "test.txt",
+                              "--output_file", a]))
+    ok(invoke(nlp_inference, ["tagger", "--model_dir", tmp_path / "onnx", "--data_file", TINY / "test.txt",
+                              "--output_file", b, "--backend", "onnx"]))
+    assert a.read_text() == b.read_text()
+    r = invoke(nlp_inference, ["tagger", "--model_dir", tmp_path / "student", "--data_file", TINY / "test.txt",
+                               "--output_file", tmp_path / "c.conll", "--backend", "onnx"])
+    assert r.exit_code != 0 and "not an exported tagger" in r.output
