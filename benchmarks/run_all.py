@@ -322,10 +322,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         materialise_wnut16(base, sotu_max_sentences=plan.unlabeled_max)
     data_dir = subsampled_dir(base, out / "data" / "main", plan.subsample)
     r = Runner(out, plan, a.teacher_model)
-    teachers = [r.teacher(f"teacher_s{k + 1}", data_dir, k + 1) for k in range(plan.teachers)]
     wanted = (lambda row: plan.rows is None or row.name in plan.rows)
+    rows = list(filter(wanted, standard_rows(plan.augment)))
+    # teachers only when a standard row needs them (a low-resource-only run leaves them alone)
+    teachers = [r.teacher(f"teacher_s{k + 1}", data_dir, k + 1) for k in range(plan.teachers)] if rows or a.no_train or not plan.rows else []
     for seed in range(plan.seeds):
-        for row in filter(wanted, standard_rows(plan.augment)):
+        for row in rows:
             r.student(row, seed, data_dir, teachers)
     if plan.low_resource:
         low = subsampled_dir(base, out / "data" / "low25", plan.subsample, low_resource=True)
@@ -343,14 +345,14 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         speed = benchmark_models({k: g["speed_dir"] for k, g in groups.items()}, str(data_dir / "test.txt"), plan.threads)
         for k, s in speed.items():
             groups[k]["speed"] = s
-        kd_speed = kds.run(data_dir, teachers[0] / "model", threads=plan.threads)
+        kd_speed = kds.run(data_dir, teachers[0] / "model", threads=plan.threads) if teachers else None
         kds.print_table(kd_speed)
     env = {"machine": platform.processor() or platform.machine(), "threads": plan.threads, "torch": torch.__version__,
            "date": time.strftime("%Y-%m-%d"), "cpu_count": __import__("os").cpu_count()}
     results = {"plan": {**plan.__dict__}, "environment": env, "groups": groups, "kd_speed": kd_speed,
                "total_seconds": time.perf_counter() - t_all}
     write_json(out / "results.json", results)
-    md = markdown(groups, "teacher", kd_speed, env)
+    md = markdown(groups, "teacher" if "teacher" in groups else next(iter(groups)), kd_speed, env)
     (out / "results.md").write_text(md, encoding="utf-8")
     if not a.no_speed:
         plot(groups, ["teacher", "teacher_low25"], out / "f1_vs_speed.png")

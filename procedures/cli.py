@@ -172,10 +172,8 @@ def infer_transformer(model_dir, data_file, output_file, batch_size, input_forma
     """Tag a file with a transformer (teacher) model folder; writes CoNLL."""
     from procedures.inference import do_inference
 
-    if backend == "onnx":
-        raise click.UsageError("--backend onnx: transformer export is not implemented yet (students only)")
     n = do_inference("transformer_token", model_dir, data_file, output_file, batch_size, input_format=input_format,
-                     encoding=encoding)
+                     encoding=encoding, backend=backend)
     click.echo(f"tagged {n} sentences -> {output_file}")
 
 
@@ -215,15 +213,15 @@ def nlp_export() -> None:
 
 @nlp_export.command("onnx")
 @click.option("--model_dir", required=True, type=click.Path(exists=True, file_okay=False),
-              help="A NeuralTagger (student) model folder, or the run folder holding model/.")
+              help="A student or transformer (teacher) model folder, or the run folder holding model/.")
 @click.option("--output_dir", required=True, type=click.Path(file_okay=False), help="Folder to write the export to.")
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
               help="Also write an ONNX Runtime dynamic int8 model (model.int8.onnx).")
 def export_onnx(model_dir, output_dir, quantize) -> None:
-    """Export a student to ONNX (+ int8); it then runs without torch (nlp-inference tagger --backend onnx)."""
-    from nlp_distill.export.onnx import export_tagger
+    """Export a student or a transformer to ONNX (+ int8); it then runs without torch (--backend onnx)."""
+    from nlp_distill.export.onnx import export_model
     from procedures.common import setup_logging
 
     setup_logging()
-    out = export_tagger(model_dir, output_dir, quantize)
+    out = export_model(model_dir, output_dir, quantize)
     click.echo(f"exported {model_dir} -> {out}")

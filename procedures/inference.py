@@ -25,9 +25,9 @@ def do_inference(kind: str, model_dir, data_file, output_file, batch_size: int =
     """
     setup_logging()
     if backend == "onnx":
-        from nlp_distill.export.runtime import OnnxTagger
+        from nlp_distill.export.runtime import OnnxTagger, OnnxTransformer
 
-        model = OnnxTagger.from_pretrained(model_dir)
+        model = (OnnxTagger if kind == "tagger" else OnnxTransformer).from_pretrained(model_dir)
     else:
         model = load_model(model_dir, expect=KINDS[kind])
     it = iter_unlabeled(data_file, None if input_format == "auto" else input_format, encoding=encoding)

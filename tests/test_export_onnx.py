@@ -91,4 +91,32 @@ def test_export_and_onnx_inference_cli(tmp_path):
     assert a.read_text() == b.read_text()
     r = invoke(nlp_inference, ["tagger", "--model_dir", tmp_path / "student", "--data_file", TINY / "test.txt",
                                "--output_file", tmp_path / "c.conll", "--backend", "onnx"])
-    assert r.exit_code != 0 and "not an exported tagger" in r.output
+    assert r.exit_code != 0 and "holds a NeuralTagger, not an exported model" in r.output
+
+
+def test_transformer_export_matches_torch_on_long_sentences(tiny_encoder_dir, tiny_labels, tmp_path):
+    """Teacher export: fp32 word logits equal torch's within 1e-4, windows included (a sentence
+    far longer than one window keeps every word); int8 mostly agrees; the CLI round trip."""
+    from nlp_distill.config import TransformerConfig
+    from nlp_distill.export.runtime import OnnxTransformer
+    from nlp_distill.models.transformer import TransformerTokenClassifier
+
+    torch.manual_seed(0)
+    clf = TransformerTokenClassifier.from_pretrained(str(tiny_encoder_dir), labels=tiny_labels,
+                                                     config=TransformerConfig(max_seq_length=16, stride=4, pooling="mean"))
+    clf.save_pretrained(tmp_path / "teacher")
+    ok(invoke(nlp_export, ["onnx", "--model_dir", tmp_path / "teacher", "--output_dir", tmp_path / "onnx",
+                           "--quantize", "int8"]))
+    sents = [s.tokens for s in TEST[:10]] + [(TRAIN[1].tokens * 30)[:200], ["x"], []]
+    ref = clf.word_logits(sents)
+    got = OnnxTransformer.from_pretrained(tmp_path / "onnx", variant="fp32").word_logits(sents, batch_size=3)
+    assert [g.shape for g in got] == [r.shape for r in ref]
+    for g, r in zip(got, ref):
+        np.testing.assert_allclose(g, r, atol=1e-4)
+    int8 = OnnxTransformer.from_pretrained(tmp_path / "onnx").predict(sents)
+    agree = np.mean([a == b for p, q in zip(int8, clf.predict(sents)) for a, b in zip(p, q)])
+    assert agree >= 0.8, agree
+    out = tmp_path / "o.conll"
+    ok(invoke(nlp_inference, ["transformer_token", "--model_dir", tmp_path / "onnx", "--data_file", TINY / "test.txt",
+                              "--output_file", out, "--backend", "onnx"]))
+    assert len(read_conll(out, tag_column=1)) == len(TEST)

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
 
-import torch
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
 
 logger = logging.getLogger(__name__)
 
@@ -149,35 +153,37 @@ class WordAligner:
             a = max(na, a + 1)
 
     def collate(self, windows: Sequence[Window]) -> dict:
-        """Pad windows into tensors.
+        """Pad windows into tensors (``collate_arrays`` as torch tensors)."""
+        import torch
+
+        return {k: torch.from_numpy(v) for k, v in self.collate_arrays(windows).items()}
+
+    def collate_arrays(self, windows: Sequence[Window]) -> Dict[str, np.ndarray]:
+        """Pad windows into numpy arrays (no torch needed: the ONNX runtime uses this too).
 
         Returns:
-            dict with ``input_ids`` (B, T), ``attention_mask`` (B, T), ``word_start`` (B, W),
-            ``word_len`` (B, W), ``word_mask`` (B, W) bool, ``owned`` (B, W) bool.
+            dict with ``input_ids`` (B, T) int64, ``attention_mask`` (B, T) int64, ``word_start``
+            (B, W) int64, ``word_len`` (B, W) int64, ``word_mask`` (B, W) bool, ``owned`` (B, W) bool.
         """
         B = len(windows)
         T = max(len(w.input_ids) for w in windows)
         W = max(len(w.word_start) for w in windows)
         pad = self.tokenizer.pad_token_id or 0
-        input_ids = torch.full((B, T), pad, dtype=torch.long)
-        attn = torch.zeros((B, T), dtype=torch.long)
-        word_start = torch.zeros((B, W), dtype=torch.long)
-        word_len = torch.ones((B, W), dtype=torch.long)
-        word_mask = torch.zeros((B, W), dtype=torch.bool)
-        owned = torch.zeros((B, W), dtype=torch.bool)
+        out = {"input_ids": np.full((B, T), pad, np.int64), "attention_mask": np.zeros((B, T), np.int64),
+               "word_start": np.zeros((B, W), np.int64), "word_len": np.ones((B, W), np.int64),
+               "word_mask": np.zeros((B, W), bool), "owned": np.zeros((B, W), bool)}
         for i, w in enumerate(windows):
-            input_ids[i, : len(w.input_ids)] = torch.tensor(w.input_ids)
-            attn[i, : len(w.input_ids)] = 1
-            k = len(w.word_start)
-            word_start[i, :k] = torch.tensor(w.word_start)
-            word_len[i, :k] = torch.tensor(w.word_len)
-            word_mask[i, :k] = True
-            owned[i, :k] = torch.tensor(w.owned)
-        return dict(input_ids=input_ids, attention_mask=attn, word_start=word_start, word_len=word_len,
-                    word_mask=word_mask, owned=owned)
+            n, k = len(w.input_ids), len(w.word_start)
+            out["input_ids"][i, :n] = w.input_ids
+            out["attention_mask"][i, :n] = 1
+            out["word_start"][i, :k] = w.word_start
+            out["word_len"][i, :k] = w.word_len
+            out["word_mask"][i, :k] = True
+            out["owned"][i, :k] = w.owned
+        return out
 
 
-def pool_words(sub: torch.Tensor, word_start: torch.Tensor, word_len: torch.Tensor, mode: str = "first") -> torch.Tensor:
+def pool_words(sub: "torch.Tensor", word_start: "torch.Tensor", word_len: "torch.Tensor", mode: str = "first") -> "torch.Tensor":
     """Sub-token vectors -> word vectors.
 
     Args:
@@ -189,6 +195,8 @@ def pool_words(sub: torch.Tensor, word_start: torch.Tensor, word_len: torch.Tens
     Returns:
         (B, W, C) word vectors.
     """
+    import torch
+
     B, T, C = sub.shape
     if mode == "first":
         idx = word_start.unsqueeze(-1).expand(-1, -1, C)  # (B, W, C)

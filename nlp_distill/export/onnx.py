@@ -1,6 +1,12 @@
-"""ONNX export of a NeuralTagger (embedder + encoder + projection in the graph; the CRF's scores
-go to ``config.json`` and Viterbi runs in numpy), with optional ONNX Runtime int8 dynamic
-quantisation. The folder loads without torch: ``nlp_distill.export.runtime.OnnxTagger``."""
+"""ONNX export with optional ONNX Runtime int8 dynamic quantisation; the folders load without
+torch (``nlp_distill.export.runtime``).
+
+- NeuralTagger: embedder + encoder + projection in the graph; the CRF's scores go to
+  ``config.json`` and Viterbi runs in numpy.
+- TransformerTokenClassifier (teacher or a layer-dropped student): the HF model's sub-token
+  logits in the graph; tokenizer, windows and word pooling stay outside, so long sentences keep
+  the window logic and no word is dropped.
+"""
 from __future__ import annotations
 
 import logging
@@ -82,9 +88,7 @@ def _crf_scores(model: NeuralTagger) -> Optional[dict]:
     return {"start": start, "trans": trans, "end": end}
 
 
-def export_tagger(model_dir, output_dir, quantize: Optional[str] = None) -> Path:
-    """Export the NeuralTagger in ``model_dir`` to ``output_dir`` (``model.onnx``, with
-    ``quantize="int8"`` also ``model.int8.onnx``, ``config.json``, ``vocab.json``)."""
+def _check_onnx(quantize: Optional[str]) -> None:
     if quantize not in (None, "int8"):
         raise ConfigError(f"--quantize {quantize}: only int8 is supported")
     try:
@@ -92,26 +96,79 @@ def export_tagger(model_dir, output_dir, quantize: Optional[str] = None) -> Path
         import onnxruntime  # noqa: F401
     except ModuleNotFoundError:
         raise ConfigError("ONNX export needs onnx and onnxruntime: pip install 'nlp-distill[onnx]'") from None
-    src = resolve_model_dir(model_dir)
-    model = NeuralTagger.from_pretrained(src).eval()
-    if model.config.char_encoder == "lstm":
-        raise ConfigError("ONNX export supports --char_encoder cnn or none (a char BiLSTM student cannot be exported yet)")
-    out = Path(output_dir)
+
+
+def _write_onnx(module: nn.Module, example: Tuple[torch.Tensor, ...], out: Path, names: List[str],
+                axes: dict, output: str, quantize: Optional[str]) -> dict:
+    """Trace ``module`` to ``out/model.onnx`` (+ ``model.int8.onnx``); returns the file map."""
     out.mkdir(parents=True, exist_ok=True)
-    names: List[str] = ["words", "chars", "shapes", "mask"]
-    axes = {"words": {0: "batch", 1: "length"}, "chars": {0: "batch", 1: "length", 2: "chars"},
-            "shapes": {0: "batch", 1: "length"}, "mask": {0: "batch", 1: "length"},
-            "emissions": {0: "batch", 1: "length"}}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(ExportableTagger(model).eval(), _example(model), str(out / ONNX_FILE), input_names=names,
-                          output_names=["emissions"], dynamic_axes=axes, opset_version=17, dynamo=False)
+        torch.onnx.export(module.eval(), example, str(out / ONNX_FILE), input_names=names, output_names=[output],
+                          dynamic_axes=axes, opset_version=17, dynamo=False)
     files = {"fp32": ONNX_FILE}
     if quantize == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         quantize_dynamic(str(out / ONNX_FILE), str(out / INT8_FILE), weight_type=QuantType.QInt8)
         files["int8"] = INT8_FILE
+    return files
+
+
+def export_model(model_dir, output_dir, quantize: Optional[str] = None) -> Path:
+    """Export whatever ``model_dir`` holds (student or transformer) to ``output_dir``."""
+    from nlp_distill.models.loader import model_class_of
+
+    cls, _ = model_class_of(model_dir)
+    if cls == "TransformerTokenClassifier":
+        return export_transformer(model_dir, output_dir, quantize)
+    return export_tagger(model_dir, output_dir, quantize)
+
+
+class _LogitsOnly(nn.Module):
+    """The HF token classifier as ``(input_ids, attention_mask) -> sub-token logits``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, T, C)
+
+
+def export_transformer(model_dir, output_dir, quantize: Optional[str] = None) -> Path:
+    """Export a TransformerTokenClassifier (``model.onnx`` [+ int8], tokenizer, ``config.json``)."""
+    from nlp_distill.models.transformer import TransformerTokenClassifier
+
+    _check_onnx(quantize)
+    clf = TransformerTokenClassifier.from_pretrained(str(model_dir)).eval()
+    out = Path(output_dir)
+    batch = clf.aligner.collate(clf.windows([["a", "b", "c"], ["d"]]))
+    axes = {k: {0: "batch", 1: "tokens"} for k in ("input_ids", "attention_mask", "logits")}
+    files = _write_onnx(_LogitsOnly(clf.model), (batch["input_ids"], batch["attention_mask"]), out,
+                        ["input_ids", "attention_mask"], axes, "logits", quantize)
+    clf.tokenizer.save_pretrained(str(out))
+    write_json(out / "config.json", {"model_class": "OnnxTransformer", "library_version": LIBRARY_VERSION,
+                                     "labels": clf.labels.labels, "transformer": clf.config.to_dict(), "files": files,
+                                     "source": str(model_dir)})
+    logger.info("exported %s to %s (%s)", model_dir, out, ", ".join(files.values()))
+    return out
+
+
+def export_tagger(model_dir, output_dir, quantize: Optional[str] = None) -> Path:
+    """Export the NeuralTagger in ``model_dir`` to ``output_dir`` (``model.onnx``, with
+    ``quantize="int8"`` also ``model.int8.onnx``, ``config.json``, ``vocab.json``)."""
+    _check_onnx(quantize)
+    src = resolve_model_dir(model_dir)
+    model = NeuralTagger.from_pretrained(src).eval()
+    if model.config.char_encoder == "lstm":
+        raise ConfigError("ONNX export supports --char_encoder cnn or none (a char BiLSTM student cannot be exported yet)")
+    out = Path(output_dir)
+    axes = {"words": {0: "batch", 1: "length"}, "chars": {0: "batch", 1: "length", 2: "chars"},
+            "shapes": {0: "batch", 1: "length"}, "mask": {0: "batch", 1: "length"},
+            "emissions": {0: "batch", 1: "length"}}
+    files = _write_onnx(ExportableTagger(model), _example(model), out, ["words", "chars", "shapes", "mask"], axes,
+                        "emissions", quantize)
     shutil.copy(src / "vocab.json", out / "vocab.json")
     write_json(out / "config.json", {"model_class": "OnnxTagger", "library_version": LIBRARY_VERSION,
                                      "tagger": model.config.to_dict(), "labels": model.labels.labels,

@@ -42,6 +42,35 @@ def viterbi(emissions: np.ndarray, mask: np.ndarray, start: np.ndarray, trans: n
     return paths
 
 
+def _session(folder: Path, files: dict, variant: Optional[str], threads: Optional[int]):
+    """(ONNX Runtime session of the ``variant`` file, the variant used); default int8 if exported."""
+    try:
+        import onnxruntime as ort
+    except ModuleNotFoundError:
+        raise ConfigError("the ONNX backend needs onnxruntime: pip install 'nlp-distill[onnx]'") from None
+    variant = variant or ("int8" if "int8" in files else "fp32")
+    if variant not in files:
+        raise ConfigError(f"{folder} has no {variant} model (it has {', '.join(files)})")
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(folder / files[variant]), opts, providers=["CPUExecutionProvider"]), variant
+
+
+def _config(folder: Path, expect: str) -> dict:
+    cfg = read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
+    if cfg.get("model_class") != expect:
+        raise ConfigError(f"{folder} holds a {cfg.get('model_class')}, not an exported model ({expect}); make one with "
+                          "`nlp-export onnx --model_dir MODEL --output_dir DIR`")
+    return cfg
+
+
+def load_exported(folder, variant: Optional[str] = None, threads: Optional[int] = None):
+    """The ``OnnxTagger`` or ``OnnxTransformer`` in an exported folder."""
+    cls = read_json(Path(folder) / "config.json").get("model_class") if (Path(folder) / "config.json").is_file() else None
+    return (OnnxTransformer if cls == "OnnxTransformer" else OnnxTagger)(folder, variant, threads)
+
+
 class OnnxTagger:
     """An exported NeuralTagger run by ONNX Runtime.
 
@@ -52,23 +81,9 @@ class OnnxTagger:
     """
 
     def __init__(self, folder, variant: Optional[str] = None, threads: Optional[int] = None) -> None:
-        try:
-            import onnxruntime as ort
-        except ModuleNotFoundError:
-            raise ConfigError("the ONNX backend needs onnxruntime: pip install 'nlp-distill[onnx]'") from None
         folder = Path(folder)
-        cfg = read_json(folder / "config.json")
-        if cfg.get("model_class") != "OnnxTagger":
-            raise ConfigError(f"{folder} holds a {cfg.get('model_class')}, not an exported tagger; make one with "
-                              "`nlp-export onnx --model_dir STUDENT --output_dir DIR`")
-        files = cfg["files"]
-        self.variant = variant or ("int8" if "int8" in files else "fp32")
-        if self.variant not in files:
-            raise ConfigError(f"{folder} has no {self.variant} model (it has {', '.join(files)})")
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(folder / files[self.variant]), opts, providers=["CPUExecutionProvider"])
+        cfg = _config(folder, "OnnxTagger")
+        self.session, self.variant = _session(folder, cfg["files"], variant, threads)
         self.inputs = {i.name for i in self.session.get_inputs()}  # unused features are pruned from the graph
         vocab = read_json(folder / "vocab.json")
         self.words, self.chars = Vocab.from_dict(vocab["words"]), Vocab.from_dict(vocab["chars"])
@@ -101,3 +116,58 @@ class OnnxTagger:
             for i, p in zip(idx, ids):
                 out[i] = self.labels.decode(p)
         return out
+
+
+def pool_words_np(sub: np.ndarray, word_start: np.ndarray, word_len: np.ndarray, mode: str) -> np.ndarray:
+    """(B, T, C) sub-token rows -> (B, W, C) word rows: first sub-token or mean (numpy)."""
+    if mode == "first":
+        return np.take_along_axis(sub, word_start[:, :, None], axis=1)
+    pos = np.arange(sub.shape[1])[None, None, :]  # (1, 1, T)
+    member = (pos >= word_start[:, :, None]) & (pos < (word_start + word_len)[:, :, None])  # (B, W, T)
+    weights = member / np.maximum(word_len, 1)[:, :, None]
+    return np.einsum("bwt,btc->bwc", weights, sub)
+
+
+class OnnxTransformer:
+    """An exported TransformerTokenClassifier (teacher or layer-dropped student) run by ONNX
+    Runtime, with the same windows, owners and word pooling as the torch model.
+
+    Args: as ``OnnxTagger``.
+    """
+
+    def __init__(self, folder, variant: Optional[str] = None, threads: Optional[int] = None) -> None:
+        from transformers import AutoTokenizer
+
+        from nlp_distill.data.alignment import WordAligner
+
+        folder = Path(folder)
+        cfg = _config(folder, "OnnxTransformer")
+        self.session, self.variant = _session(folder, cfg["files"], variant, threads)
+        self.labels = LabelVocab(cfg["labels"])
+        self.config = cfg["transformer"]
+        self.aligner = WordAligner(AutoTokenizer.from_pretrained(str(folder)), self.config["max_seq_length"],
+                                   self.config["stride"])
+
+    @classmethod
+    def from_pretrained(cls, folder, variant: Optional[str] = None, threads: Optional[int] = None) -> "OnnxTransformer":
+        return cls(folder, variant, threads)
+
+    def word_logits(self, sentences: Sequence[Sequence[str]], batch_size: int = 64) -> List[np.ndarray]:
+        """One (n_words, C) float32 array per sentence; every word is filled by its owner window."""
+        wins = self.aligner.encode(sentences)
+        order = sorted(range(len(wins)), key=lambda k: len(wins[k].input_ids))
+        out = [np.zeros((len(s), len(self.labels)), np.float32) for s in sentences]
+        for a in range(0, len(order), batch_size):
+            chunk = [wins[k] for k in order[a : a + batch_size]]
+            b = self.aligner.collate_arrays(chunk)
+            sub = self.session.run(["logits"], {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]})[0]
+            words = pool_words_np(sub, b["word_start"], b["word_len"], self.config["pooling"])  # (B, W, C)
+            for i, w in enumerate(chunk):
+                for j, (wi, own) in enumerate(zip(w.word_index, w.owned)):
+                    if own:
+                        out[w.sent][wi] = words[i, j]
+        return out
+
+    def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 64) -> List[List[str]]:
+        """Tags (argmax per word) for each sentence."""
+        return [self.labels.decode(l.argmax(-1).tolist()) for l in self.word_logits(sentences, batch_size)]
