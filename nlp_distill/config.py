@@ -281,6 +281,20 @@ class AugmentConfig(ConfigBase):
 
 
 @dataclass
+class TransformerStudentConfig(ConfigBase):
+    """A transformer student cut from its teacher by keeping some encoder layers (weights copied:
+    embeddings, kept layers, classifier head), trained with ``transformer_kd``."""
+
+    SECTION: ClassVar[str] = "student"
+    student_layers: List[int] = option(default_factory=list, ge=0,
+                                       help="Teacher encoder layers to keep, 0-based (comma list); empty: --num_student_layers evenly spaced, the top one included.")
+    num_student_layers: int = option(3, ge=1, help="Layers to keep when --student_layers is empty.")
+    layer_mappings: List[str] = option(default_factory=list,
+                                       help="TEACHER:STUDENT layer pairs (0-based) for the hidden/attention losses, e.g. 1:0,3:1,5:2; empty: each student layer with the teacher layer it was copied from.")
+    attention_w: float = option(0.0, ge=0, flag="kd_attention_w", help="Weight of the attention-distribution KL on mapped layers (0: off).")
+
+
+@dataclass
 class PseudoConfig(ConfigBase):
     """Pseudo-labeling of unlabeled text by the teacher."""
 
@@ -307,4 +321,5 @@ class StudentDataConfig(ConfigBase):
 
 
 SECTIONS: Dict[str, Type[ConfigBase]] = {c.SECTION: c for c in (TrainerConfig, TransformerConfig, TaggerConfig, KDConfig,
-                                                                   AugmentConfig, PseudoConfig, StudentDataConfig)}
+                                                                   AugmentConfig, PseudoConfig, StudentDataConfig,
+                                                                   TransformerStudentConfig)}

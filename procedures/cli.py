@@ -12,7 +12,7 @@ from typing import Any, Dict
 import click
 
 from nlp_distill.config import (AugmentConfig, KDConfig, PseudoConfig, StudentDataConfig, StudentTrainerConfig,
-                                TaggerConfig, TeacherTrainerConfig, TransformerConfig)
+                                TaggerConfig, TeacherTrainerConfig, TransformerConfig, TransformerStudentConfig)
 from procedures.options import build_configs, config_options
 
 
@@ -80,6 +80,17 @@ def transformer_token(ctx: click.Context, data_dir, output_dir, config_file, **_
     from procedures.transformer_token import do_training
 
     _echo_result(do_training(data_dir, output_dir, **build_configs(ctx, config_file), run=_run_options(ctx)))
+
+
+@nlp_train.command("transformer_kd")
+@run_options
+@config_options(TransformerConfig, TeacherTrainerConfig, KDConfig, TransformerStudentConfig, AugmentConfig)
+@click.pass_context
+def transformer_kd(ctx: click.Context, data_dir, output_dir, config_file, **_: Any) -> None:
+    """Distil a teacher into a transformer student made of some of its layers (saved like a teacher)."""
+    from procedures.transformer_kd import do_transformer_kd
+
+    _echo_result(do_transformer_kd(data_dir, output_dir, **build_configs(ctx, config_file), run=_run_options(ctx)))
 
 
 @nlp_train.command("tagger")

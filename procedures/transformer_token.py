@@ -4,13 +4,14 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 
 from nlp_distill.config import TeacherTrainerConfig, TrainerConfig, TransformerConfig
 from nlp_distill.data.batching import bucket_batches
-from nlp_distill.data.dataset_dir import load_data_dir
-from nlp_distill.io import write_json
+from nlp_distill.data.conll import Sentence
+from nlp_distill.data.dataset_dir import TaggingData, load_data_dir
+from nlp_distill.io import folder_size, write_json
 from nlp_distill.models.transformer import TransformerTokenClassifier
 from nlp_distill.training.checkpoint import seed_everything
 from nlp_distill.training.trainer import Trainer
@@ -38,20 +39,29 @@ def _train_teacher(out: Path, data_dir, model: TransformerConfig, trainer: Train
                    run: RunOptions) -> Dict[str, Any]:
     seed_everything(trainer.seed)
     data = load_data_dir(data_dir, encoding=run.encoding)
-    dev_ = pick_device(run.device)
-    clf = TransformerTokenClassifier.from_pretrained(model.model_name_or_path or None, data.labels, model).to(dev_)
-    model = clf.config
+    clf = TransformerTokenClassifier.from_pretrained(model.model_name_or_path or None, data.labels, model)
     logger.info("teacher %s: %.1fM parameters, %d labels; train/dev/test = %d/%d/%d sentences",
-                model.model_name_or_path, clf.num_parameters() / 1e6, len(data.labels), len(data.train),
+                clf.config.model_name_or_path, clf.num_parameters() / 1e6, len(data.labels), len(data.train),
                 len(data.dev), len(data.test))
+    return fit_transformer(out, clf, data.train, data, trainer, run)
 
-    train_tags = [data.labels.encode(s.tags) for s in data.train]
-    windows = clf.windows([s.tokens for s in data.train])
+
+def fit_transformer(out: Path, clf: TransformerTokenClassifier, train: Sequence[Sentence], data: TaggingData,
+                    trainer: TrainerConfig, run: RunOptions, loss_fn: Optional[Callable] = None,
+                    extra_metrics: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Train ``clf`` on the windows of ``train`` (tagged sentences) with ``loss_fn`` (default: its
+    own CE), keep the best on dev, score dev/test once with the best, write ``metrics.json``.
+    Shared by the teacher (``transformer_token``) and transformer students (``transformer_kd``)."""
+    dev_ = pick_device(run.device)
+    clf.to(dev_)
+    train_tags = [data.labels.encode(s.tags) for s in train]
+    windows = clf.windows([s.tokens for s in train])
     lengths = [len(w.input_ids) for w in windows]
-    n_batches = (len(windows) + model.batch_size - 1) // model.batch_size
+    bs = clf.config.batch_size
+    n_batches = (len(windows) + bs - 1) // bs
 
     def batches(epoch: int):
-        for idx in bucket_batches(lengths, model.batch_size, shuffle=True, seed=trainer.seed + epoch):
+        for idx in bucket_batches(lengths, bs, shuffle=True, seed=trainer.seed + epoch):
             b = clf.collate([windows[i] for i in idx], train_tags)
             yield {k: v.to(dev_) for k, v in b.items()}
 
@@ -64,7 +74,7 @@ def _train_teacher(out: Path, data_dir, model: TransformerConfig, trainer: Train
         return evaluate_split(clf.predict, data.dev)
 
     t0 = time.perf_counter()
-    result = Trainer(clf, trainer, clf.loss, batches, n_batches, evaluate, clf.save_pretrained, out,
+    result = Trainer(clf, trainer, loss_fn or clf.loss, batches, n_batches, evaluate, clf.save_pretrained, out,
                      param_groups=groups).train(resume=run.resume)
     train_time = time.perf_counter() - t0
     best = TransformerTokenClassifier.from_pretrained(str(out / "model")).to(dev_)
@@ -72,11 +82,12 @@ def _train_teacher(out: Path, data_dir, model: TransformerConfig, trainer: Train
                "test": evaluate_split(best.predict, data.test) if data.test else None,
                "best_epoch": result["best_epoch"], "epochs_run": len(result["history"]),
                "train_seconds": train_time,
-               "train_sentences_per_second": len(data.train) * len(result["history"]) / max(
+               "train_sentences_per_second": len(train) * len(result["history"]) / max(
                    sum(h["epoch_seconds"] for h in result["history"]), 1e-9),
-               "parameters": best.num_parameters(), "environment": environment()}
+               "parameters": best.num_parameters(), "size_bytes": folder_size(out / "model"),
+               "environment": environment(), **(extra_metrics or {})}
     write_json(out / "metrics.json", metrics)
     test_f1 = metrics["test"]["f1"] if metrics["test"] else float("nan")
-    logger.info("teacher done: dev F1 %.4f, test F1 %.4f (best epoch %d, %.0fs)", metrics["dev"]["f1"], test_f1,
+    logger.info("done: dev F1 %.4f, test F1 %.4f (best epoch %d, %.0fs)", metrics["dev"]["f1"], test_f1,
                 result["best_epoch"], train_time)
     return metrics

@@ -100,3 +100,18 @@ def cosine(student_h: torch.Tensor, teacher_h: torch.Tensor, mask: torch.Tensor,
     """
     per_word = 1.0 - F.cosine_similarity(student_h, teacher_h.to(student_h.dtype), dim=-1, eps=1e-8)  # (B, L)
     return _reduce(per_word, mask, weight, reduction)
+
+
+def attention_kl(student_att: torch.Tensor, teacher_att: torch.Tensor, mask: torch.Tensor,
+                 weight: Optional[torch.Tensor] = None, reduction: str = "mean", eps: float = 1e-12) -> torch.Tensor:
+    """KL(teacher || student) between attention distributions, averaged over heads, per real
+    query token (TinyBERT-style attention transfer, on probabilities).
+
+    Args:
+        student_att, teacher_att: (B, heads, T, T) attention probabilities (rows sum to 1 over
+            real keys); mask: (B, T) bool, real tokens.
+    """
+    t = teacher_att.to(student_att.dtype)
+    key = mask[:, None, None, :].to(student_att.dtype)  # (B, 1, 1, T)
+    per = (t * (torch.log(t + eps) - torch.log(student_att + eps)) * key).sum(-1)  # (B, heads, T)
+    return _reduce(per.mean(1), mask, weight, reduction)

@@ -1,0 +1,87 @@
+"""Distillation between transformers of the same family (a layer-dropped student and its
+teacher): word-level logits KD, hidden-state MSE and attention KL on mapped layers, gold CE.
+The teacher runs under ``no_grad`` on the same windows every step (its hidden states and
+attention maps are too large to cache)."""
+from __future__ import annotations
+
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+
+from nlp_distill.config import KDConfig, TransformerStudentConfig
+from nlp_distill.data.alignment import pool_words
+from nlp_distill.distill import losses
+from nlp_distill.errors import ConfigError
+
+
+def layer_mapping(cfg: TransformerStudentConfig, kept: Sequence[int], n_teacher: int) -> List[Tuple[int, int]]:
+    """(teacher layer, student layer) pairs, 0-based: ``cfg.layer_mappings`` or each student layer
+    with the teacher layer it was copied from."""
+    if not cfg.layer_mappings:
+        return [(t, s) for s, t in enumerate(kept)]
+    pairs = []
+    for item in cfg.layer_mappings:
+        try:
+            t, s = (int(x) for x in item.split(":"))
+        except ValueError:
+            raise ConfigError(f"--layer_mappings {item!r}: expected TEACHER:STUDENT, e.g. 5:2") from None
+        if not (0 <= t < n_teacher and 0 <= s < len(kept)):
+            raise ConfigError(f"--layer_mappings {item}: teacher layers are 0..{n_teacher - 1}, student 0..{len(kept) - 1}")
+        pairs.append((t, s))
+    return pairs
+
+
+class TransformerDistill:
+    """Loss for a transformer student: per window batch, summed over owned words (the Trainer
+    divides by their number)::
+
+        student_w * CE(gold) + dist_w * T^2 KL(word logits)
+          + hidden_w * Σ_mapped MSE(hidden states) + attention_w * Σ_mapped KL(attention)
+
+    Hidden and attention terms are summed over real sub-tokens of the mapped layers.
+    """
+
+    def __init__(self, teacher, student, kd: KDConfig, cfg: TransformerStudentConfig,
+                 mapping: Sequence[Tuple[int, int]]) -> None:
+        t_h, s_h = teacher.model.config.hidden_size, student.model.config.hidden_size
+        if kd.hidden_w and t_h != s_h:
+            raise ConfigError(f"hidden-state loss needs equal widths (teacher {t_h}, student {s_h})")
+        self.teacher, self.student, self.kd, self.cfg, self.mapping = teacher, student, kd, cfg, list(mapping)
+        teacher.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        if cfg.attention_w:  # the fused attention kernels do not return attention maps
+            teacher.model.set_attn_implementation("eager")
+            student.model.set_attn_implementation("eager")
+        self.last_parts: Dict[str, float] = {}
+
+    def _run(self, model, batch: Dict[str, torch.Tensor]):
+        return model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           output_hidden_states=bool(self.kd.hidden_w), output_attentions=bool(self.cfg.attention_w))
+
+    def loss(self, batch: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        kd, pool = self.kd, self.student.config.pooling
+        with torch.no_grad():
+            t = self._run(self.teacher, batch)
+        s = self._run(self.student, batch)
+        words = (batch["word_start"], batch["word_len"])
+        s_words = pool_words(s.logits, *words, pool)  # (B, W, C)
+        owned = batch["owned"] & batch["word_mask"]  # (B, W): each word once
+        tokens = batch["attention_mask"].bool()  # (B, T)
+        parts: Dict[str, torch.Tensor] = {}
+        if kd.dist_w:
+            t_words = pool_words(t.logits, *words, pool)
+            parts["kd"] = kd.dist_w * losses.kd_kl(s_words, t_words, owned, kd.temperature, None, "sum")
+        if kd.student_w and "labels" in batch:
+            parts["gold"] = kd.student_w * losses.ce(s_words, batch["labels"], owned, None, "sum")
+        if kd.hidden_w:  # hidden_states[0] is the embedding output: layer k's output is index k + 1
+            parts["hidden"] = kd.hidden_w * sum(losses.hidden_mse(s.hidden_states[j + 1], t.hidden_states[i + 1], tokens,
+                                                                  None, "sum") for i, j in self.mapping)
+        if self.cfg.attention_w:
+            parts["attention"] = self.cfg.attention_w * sum(
+                losses.attention_kl(s.attentions[j], t.attentions[i], tokens, None, "sum") for i, j in self.mapping)
+        total = s_words.sum() * 0.0
+        for v in parts.values():
+            total = total + v
+        self.last_parts = {k: float(v.detach()) for k, v in parts.items()}
+        return total, owned.sum()

@@ -1,0 +1,128 @@
+"""Transformer students: layer dropping keeps weights, KD terms vanish for a copy, attention KL
+against a loop, and the CLI run whose output every teacher-consuming command accepts."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nlp_distill.config import KDConfig, TransformerConfig, TransformerStudentConfig
+from nlp_distill.data.dataset_dir import load_data_dir
+from nlp_distill.distill import losses
+from nlp_distill.distill.transformer_kd import TransformerDistill, layer_mapping
+from nlp_distill.errors import ConfigError
+from nlp_distill.models.layer_drop import drop_layers, encoder_layers, evenly_spaced
+from nlp_distill.models.transformer import TransformerTokenClassifier
+from procedures.cli import nlp_inference, nlp_train
+from tests.conftest import TINY
+from tests.test_cli import TAGGER_ARGS, invoke, ok
+
+DATA = load_data_dir(TINY)
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_encoder_dir):
+    torch.manual_seed(0)
+    return TransformerTokenClassifier.from_pretrained(str(tiny_encoder_dir), labels=DATA.labels,
+                                                      config=TransformerConfig(max_seq_length=32)).eval()
+
+
+def test_evenly_spaced_and_bad_layers(teacher):
+    assert evenly_spaced(6, 3) == [1, 3, 5] and evenly_spaced(6, 6) == list(range(6)) and evenly_spaced(4, 1) == [3]
+    with pytest.raises(ConfigError):
+        evenly_spaced(2, 3)
+    n = len(encoder_layers(teacher.model))
+    with pytest.raises(ConfigError, match="layers 0.."):
+        drop_layers(teacher, [n])
+    assert layer_mapping(TransformerStudentConfig(), [0, 1], n) == [(0, 0), (1, 1)]
+    assert layer_mapping(TransformerStudentConfig(layer_mappings=["1:0"]), [0, 1], n) == [(1, 0)]
+    with pytest.raises(ConfigError, match="TEACHER:STUDENT"):
+        layer_mapping(TransformerStudentConfig(layer_mappings=["x"]), [0], n)
+
+
+def test_dropping_no_layer_is_the_teacher_and_kept_layers_are_copies(teacher, tmp_path):
+    sents = [s.tokens for s in DATA.dev[:6]]
+    n = len(encoder_layers(teacher.model))
+    same = drop_layers(teacher, list(range(n))).eval()
+    for a, b in zip(same.word_logits(sents), teacher.word_logits(sents)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    student = drop_layers(teacher, [n - 1])
+    kept = encoder_layers(student.model)[0].state_dict()
+    for k, v in encoder_layers(teacher.model)[n - 1].state_dict().items():
+        assert torch.equal(kept[k], v)
+    assert student.model.config.num_hidden_layers == 1 and teacher.model.config.num_hidden_layers == n
+    student.save_pretrained(tmp_path / "s")
+    again = TransformerTokenClassifier.from_pretrained(str(tmp_path / "s"))
+    assert len(encoder_layers(again.model)) == 1
+    assert again.predict(sents) == student.eval().predict(sents)
+
+
+def test_attention_kl_matches_loop():
+    g = torch.Generator().manual_seed(0)
+    B, Hh, T = 2, 3, 5
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)
+    def probs():
+        x = torch.randn(B, Hh, T, T, generator=g, dtype=torch.float64).masked_fill(~mask[:, None, None, :], -1e9)
+        return torch.softmax(x, -1)
+    s, t = probs(), probs()
+    got = losses.attention_kl(s, t, mask, reduction="sum")
+    ref = 0.0
+    for b in range(B):
+        for q in range(T):
+            if not mask[b, q]:
+                continue
+            ref += sum(sum(float(t[b, h, q, k]) * (math.log(float(t[b, h, q, k])) - math.log(float(s[b, h, q, k])))
+                           for k in range(T) if mask[b, k]) for h in range(Hh)) / Hh
+    assert float(got) == pytest.approx(ref, rel=1e-6)
+    assert float(losses.attention_kl(t, t, mask, reduction="sum")) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_kd_terms_vanish_for_a_student_that_is_the_teacher(teacher):
+    n = len(encoder_layers(teacher.model))
+    student = drop_layers(teacher, list(range(n))).eval()
+    cfg = TransformerStudentConfig(attention_w=1.0)
+    dist = TransformerDistill(teacher, student, KDConfig(hidden_w=1.0, student_w=0.0), cfg,
+                              layer_mapping(cfg, list(range(n)), n))
+    wins = teacher.windows([s.tokens for s in DATA.train[:8]])
+    batch = teacher.collate(wins, [DATA.labels.encode(s.tags) for s in DATA.train[:8]])
+    total, words = dist.loss(batch)
+    assert int(words) == sum(len(s) for s in DATA.train[:8])
+    assert set(dist.last_parts) == {"kd", "hidden", "attention"}
+    assert all(abs(v) < 1e-4 for v in dist.last_parts.values()), dist.last_parts
+    # a one-layer student differs: every term is positive and gradients reach it
+    small = drop_layers(teacher, [0]).train()
+    dist2 = TransformerDistill(teacher, small, KDConfig(hidden_w=1.0), cfg, [(n - 1, 0)])
+    total2, _ = dist2.loss(batch)
+    total2.backward()
+    assert all(v > 0 for v in dist2.last_parts.values()) and set(dist2.last_parts) == {"kd", "gold", "hidden", "attention"}
+    assert all(p.grad is None for p in teacher.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in small.parameters())
+
+
+def test_transformer_kd_cli_output_is_a_teacher_folder(tiny_encoder_dir, tmp_path):
+    data = tmp_path / "data"
+    import shutil
+
+    shutil.copytree(TINY, data)
+    t = tmp_path / "teacher"
+    ok(invoke(nlp_train, ["transformer_token", "--data_dir", data, "--output_dir", t, "--model_name_or_path",
+                          tiny_encoder_dir, "--num_train_epochs", 1, "--max_seq_length", 32, "--device", "cpu"]))
+    s = tmp_path / "student"
+    ok(invoke(nlp_train, ["transformer_kd", "--data_dir", data, "--output_dir", s, "--teacher_model_path", t,
+                          "--num_student_layers", 1, "--kd_hidden_w", 1, "--kd_attention_w", 1, "--augment", 1,
+                          "--num_train_epochs", 1, "--device", "cpu", "--report_to", "jsonl"]))
+    m = json.loads((s / "metrics.json").read_text())
+    full = TransformerTokenClassifier.from_pretrained(str(t))
+    assert m["student_layers"] == [len(encoder_layers(full.model)) - 1]
+    assert m["parameters"] < full.num_parameters() and 0.0 <= m["teacher"]["dev"]["f1"] <= 1.0
+    log = json.loads((s / "train_log.jsonl").read_text().splitlines()[0])
+    assert {"train_kd", "train_gold", "train_hidden", "train_attention"} <= set(log)
+    assert (s / "augmented.txt").is_file()
+    # the student folder is accepted where a teacher is
+    ok(invoke(nlp_inference, ["transformer_token", "--model_dir", s, "--data_file", data / "test.txt",
+                              "--output_file", tmp_path / "p.conll"]))
+    ok(invoke(nlp_train, ["tagger_kd", "--data_dir", data, "--output_dir", tmp_path / "kd", *TAGGER_ARGS,
+                          "--teacher_model_path", s]))
