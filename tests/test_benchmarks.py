@@ -37,3 +37,28 @@ def test_run_all_quick_on_tiny_fixture(tmp_path, tiny_encoder_dir):
     assert groups["teacher"]["n_seeds"] == 2
     assert groups["kd_posterior+aug1+ens"]["ensemble_teacher"]["members"] == 2
     assert "Teacher ensembles" in md
+
+
+def test_onnx_speed_benchmark_runs(tmp_path, tiny_encoder_dir, tiny_labels):
+    import pytest
+
+    pytest.importorskip("onnxruntime")
+    import torch
+
+    from benchmarks import onnx_speed
+    from nlp_distill.config import TaggerConfig, TransformerConfig
+    from nlp_distill.data.conll import read_conll
+    from nlp_distill.data.labels import LabelVocab
+    from nlp_distill.models.neural_tagger import NeuralTagger
+    from nlp_distill.models.transformer import TransformerTokenClassifier
+
+    train = read_conll(TINY / "train.txt")
+    torch.manual_seed(0)
+    NeuralTagger.build(TaggerConfig(hidden=8, word_emb_dim=8, use_crf=True), train,
+                       LabelVocab.from_sentences(s.tags for s in train)).save_pretrained(tmp_path / "s")
+    TransformerTokenClassifier.from_pretrained(str(tiny_encoder_dir), labels=tiny_labels,
+                                               config=TransformerConfig(max_seq_length=32)).save_pretrained(tmp_path / "t")
+    res = onnx_speed.run({"student": str(tmp_path / "s"), "teacher": str(tmp_path / "t")}, str(TINY / "test.txt"), 1)
+    for r in res.values():
+        assert r["torch"] > 0 and r["ort_fp32"] > 0 and r["ort_int8"] > 0
+        assert r["ort_fp32_agreement"] == 1.0 and 0.0 <= r["ort_int8_agreement"] <= 1.0
