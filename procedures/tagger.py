@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -68,14 +67,7 @@ def train_student(output_dir, train: Sequence[Sentence], dev: Sequence[Sentence]
     seed_everything(trainer.seed)
     dev_ = pick_device(run.device)
     train = _checked_tags(train, labels, tagger, data)
-    model = NeuralTagger.build(tagger, vocab_sentences if vocab_sentences is not None else train, labels)
-    if data.embedding_file:
-        mat, found = vectors_from_file(data.embedding_file, model.word_vocab, tagger.word_emb_dim)
-        model.embedder.load_vectors(mat, found)
-    if data.init_embeddings_from_teacher:
-        mat, found = vectors_from_teacher(data.init_embeddings_from_teacher, model.word_vocab, tagger.word_emb_dim)
-        model.embedder.load_vectors(mat, found)
-    model.to(dev_)
+    model = _build_student(tagger, data, vocab_sentences if vocab_sentences is not None else train, labels).to(dev_)
     logger.info("student %s%s: %.2fM parameters, vocab %d words / %d chars, %d training sentences",
                 tagger.model_type, "+crf" if tagger.use_crf else "", model.num_parameters() / 1e6,
                 len(model.word_vocab), len(model.char_vocab), len(train))
@@ -101,18 +93,35 @@ def train_student(output_dir, train: Sequence[Sentence], dev: Sequence[Sentence]
     def evaluate():
         return evaluate_split(lambda s: model.predict(s, data.eval_batch_size), dev)
 
-    t0 = time.perf_counter()
     stages = sum(distiller.kd.stages) if distiller is not None else 0  # no early stop before the last stage
     result = Trainer(trained, trainer, loss_fn, batches, n_batches, evaluate, model.save_pretrained, out,
                      patience_start=stages).train(run.resume)
-    train_time = time.perf_counter() - t0
-    best = NeuralTagger.from_pretrained(out / "model").to(dev_)
+    return _student_metrics(out, result, dev, test, data, dev_, teacher_scores)
+
+
+def _build_student(tagger: TaggerConfig, data: StudentDataConfig, vocab_sentences: Sequence[Sentence],
+                   labels: LabelVocab) -> NeuralTagger:
+    """A new student with vocabularies from ``vocab_sentences`` and its initial word vectors."""
+    model = NeuralTagger.build(tagger, vocab_sentences, labels)
+    if data.embedding_file:
+        mat, found = vectors_from_file(data.embedding_file, model.word_vocab, tagger.word_emb_dim)
+        model.embedder.load_vectors(mat, found)
+    if data.init_embeddings_from_teacher:
+        mat, found = vectors_from_teacher(data.init_embeddings_from_teacher, model.word_vocab, tagger.word_emb_dim)
+        model.embedder.load_vectors(mat, found)
+    return model
+
+
+def _student_metrics(out: Path, result: Dict[str, Any], dev: Sequence[Sentence], test: Sequence[Sentence],
+                     data: StudentDataConfig, device, teacher_scores: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """Score the best-on-dev model once on dev and test, beside the teacher's scores; write metrics.json."""
+    best = NeuralTagger.from_pretrained(out / "model").to(device)
     epoch_secs = [h["epoch_seconds"] for h in result["history"]]
     metrics = {
         "dev": evaluate_split(lambda s: best.predict(s, data.eval_batch_size), dev),
         "test": evaluate_split(lambda s: best.predict(s, data.eval_batch_size), test) if test else None,
         "best_epoch": result["best_epoch"], "epochs_run": len(result["history"]),
-        "train_seconds": train_time, "mean_epoch_seconds": sum(epoch_secs) / max(len(epoch_secs), 1),
+        "train_seconds": result["train_seconds"], "mean_epoch_seconds": sum(epoch_secs) / max(len(epoch_secs), 1),
         "parameters": best.num_parameters(), "size_bytes": folder_size(out / "model"),
         "environment": environment(),
     }
@@ -123,7 +132,7 @@ def train_student(output_dir, train: Sequence[Sentence], dev: Sequence[Sentence]
                            "model; train it longer or ensemble several", metrics["dev"]["f1"], teacher_scores["dev"]["f1"])
     write_json(out / "metrics.json", metrics)
     logger.info("student done: dev F1 %.4f, test F1 %s (best epoch %d, %.0fs)", metrics["dev"]["f1"],
-                f"{metrics['test']['f1']:.4f}" if test else "n/a", result["best_epoch"], train_time)
+                f"{metrics['test']['f1']:.4f}" if test else "n/a", result["best_epoch"], result["train_seconds"])
     return metrics
 
 

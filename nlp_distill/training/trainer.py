@@ -128,19 +128,8 @@ class Trainer:
         """
         cfg = self.config
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        start_epoch, best, best_epoch, bad_epochs, history = 0, -math.inf, -1, 0, []
-        if resume and self.ckpt_path.is_file():
-            st = load_state(self.ckpt_path)
-            self.model.load_state_dict(st["model"])
-            self.optimizer.load_state_dict(st["optimizer"])
-            self.scheduler.load_state_dict(st["scheduler"])
-            set_rng_state(st["rng"])
-            start_epoch, best, best_epoch = st["epoch"] + 1, st["best"], st["best_epoch"]
-            bad_epochs, history = st["bad_epochs"], st["history"]
-            if cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience:
-                start_epoch = cfg.epochs  # the run had early-stopped: it is finished
-            logger.info("resumed from %s at epoch %d (best %s=%.4f)", self.ckpt_path, start_epoch, cfg.metric_for_best, best)
-        else:
+        start_epoch, best, best_epoch, bad_epochs, history = self._resume() if resume else (0, -math.inf, -1, 0, [])
+        if start_epoch == 0 and not history:
             seed_everything(cfg.seed)
             if self.log_path.exists():
                 self.log_path.unlink()
@@ -185,6 +174,24 @@ class Trainer:
             self.writer.close()
         return {"best_epoch": best_epoch + 1, "best_metric": best, "history": history,
                 "train_seconds": time.perf_counter() - t0}
+
+    def _resume(self) -> Tuple[int, float, int, int, list]:
+        """(start epoch, best score, best epoch, bad epochs, history) from ``checkpoint/``, with
+        model, optimiser, scheduler and RNG restored; a fresh start when there is none."""
+        if not self.ckpt_path.is_file():
+            return 0, -math.inf, -1, 0, []
+        cfg = self.config
+        st = load_state(self.ckpt_path)
+        self.model.load_state_dict(st["model"])
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.scheduler.load_state_dict(st["scheduler"])
+        set_rng_state(st["rng"])
+        start_epoch = st["epoch"] + 1
+        if cfg.early_stopping_patience and st["bad_epochs"] >= cfg.early_stopping_patience:
+            start_epoch = cfg.epochs  # the run had early-stopped: it is finished
+        logger.info("resumed from %s at epoch %d (best %s=%.4f)", self.ckpt_path, start_epoch, cfg.metric_for_best,
+                    st["best"])
+        return start_epoch, st["best"], st["best_epoch"], st["bad_epochs"], st["history"]
 
     def _writer(self):
         """A TensorBoard writer under ``OUTPUT_DIR/tensorboard`` when ``report_to`` asks for one."""
