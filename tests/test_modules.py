@@ -253,3 +253,30 @@ def test_bilstm_backward_direction_starts_at_last_real_word():
 def test_word_shape(word, shape):
     assert word_shape(word) == SHAPE_IDS[shape]
     assert 1 <= word_shape(word) < N_SHAPES
+
+
+def test_vectorised_collate_equals_a_per_word_loop():
+    from nlp_distill.data.batching import EncodedData
+    from nlp_distill.data.conll import Sentence, read_conll
+    from nlp_distill.data.labels import LabelVocab
+    from nlp_distill.data.vocab import Vocab, build_char_vocab, char_ids, word_shape
+    from tests.conftest import TINY
+
+    train = read_conll(TINY / "train.txt")
+    wv, cv = Vocab.build((s.tokens for s in train), 1, True), build_char_vocab(s.tokens for s in train)
+    labels = LabelVocab.from_sentences(s.tags for s in train)
+    sents = train[:5] + [Sentence(["Zoë", "x" * 50, "!"]), Sentence(train[6].tokens)]  # unseen chars, a long word, untagged
+    enc = EncodedData(sents, wv, cv, labels, max_word_length=12, weights=[1, 2, 3, 4, 5, 6, 7])
+    idx = [6, 0, 5, 3]
+    b = enc.collate(idx)
+    for r, i in enumerate(idx):
+        s = sents[i]
+        n = len(s)
+        assert b.words[r, :n].tolist() == wv.ids(s.tokens) and b.words[r, n:].eq(0).all()
+        assert b.shapes[r, :n].tolist() == [word_shape(w) for w in s.tokens]
+        assert b.mask[r].tolist() == [True] * n + [False] * (b.mask.size(1) - n)
+        for j, w in enumerate(s.tokens):
+            c = char_ids(w, cv, 12) or [1]
+            assert b.chars[r, j, : len(c)].tolist() == c and b.chars[r, j, len(c):].eq(0).all()
+        assert b.tags[r, :n].tolist() == (labels.encode(s.tags) if s.tags else [-100] * n)
+    assert b.weight.tolist() == [7.0, 1.0, 6.0, 4.0] and b.index.tolist() == idx

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -53,8 +53,15 @@ class EncodedData:
     def __init__(self, sentences: Sequence[Sentence], word_vocab: Vocab, char_vocab: Vocab, labels: LabelVocab,
                  max_word_length: int = 30, weights: Optional[Sequence[float]] = None) -> None:
         self.sentences = list(sentences)
+        cache: Dict[str, List[int]] = {}  # char ids per distinct word: each is computed once
+
+        def chars_of(w: str) -> List[int]:
+            if w not in cache:
+                cache[w] = char_ids(w, char_vocab, max_word_length) or [1]
+            return cache[w]
+
         self.words = [np.asarray(word_vocab.ids(s.tokens), dtype=np.int64) for s in self.sentences]
-        self.chars = [[char_ids(w, char_vocab, max_word_length) or [1] for w in s.tokens] for s in self.sentences]
+        self.chars = [_pad_rows([chars_of(w) for w in s.tokens]) for s in self.sentences]  # (n_i, K_i) each
         self.shapes = [np.asarray([word_shape(w) for w in s.tokens], dtype=np.int64) for s in self.sentences]
         self.tags = [np.asarray(labels.encode(s.tags), dtype=np.int64) if s.tags is not None else None
                      for s in self.sentences]
@@ -65,27 +72,36 @@ class EncodedData:
         return len(self.sentences)
 
     def collate(self, idx: Sequence[int]) -> Batch:
+        """Pad sentences ``idx`` into a Batch (numpy fills, one slice per sentence)."""
         B = len(idx)
         L = max(int(self.lengths[i]) for i in idx)
-        K = max(len(c) for i in idx for c in self.chars[i])
-        words = torch.zeros((B, L), dtype=torch.long)
-        chars = torch.zeros((B, L, K), dtype=torch.long)
-        shapes = torch.zeros((B, L), dtype=torch.long)
-        mask = torch.zeros((B, L), dtype=torch.bool)
-        tags = torch.full((B, L), -100, dtype=torch.long)
+        K = max(self.chars[i].shape[1] for i in idx)
+        words = np.zeros((B, L), np.int64)
+        chars = np.zeros((B, L, K), np.int64)
+        shapes = np.zeros((B, L), np.int64)
+        mask = np.zeros((B, L), bool)
+        tags = np.full((B, L), -100, np.int64)
         any_tags = False
         for b, i in enumerate(idx):
             n = int(self.lengths[i])
-            words[b, :n] = torch.from_numpy(self.words[i])
-            shapes[b, :n] = torch.from_numpy(self.shapes[i])
+            words[b, :n] = self.words[i]
+            shapes[b, :n] = self.shapes[i]
             mask[b, :n] = True
-            for j, c in enumerate(self.chars[i]):
-                chars[b, j, : len(c)] = torch.tensor(c)
+            chars[b, :n, : self.chars[i].shape[1]] = self.chars[i]
             if self.tags[i] is not None:
-                tags[b, :n] = torch.from_numpy(self.tags[i])
+                tags[b, :n] = self.tags[i]
                 any_tags = True
-        return Batch(words, chars, shapes, mask, tags if any_tags else None, torch.as_tensor(list(idx)),
+        t = torch.from_numpy
+        return Batch(t(words), t(chars), t(shapes), t(mask), t(tags) if any_tags else None, torch.as_tensor(list(idx)),
                      torch.from_numpy(self.weights[list(idx)]))
+
+
+def _pad_rows(rows: List[List[int]]) -> np.ndarray:
+    """Ragged id lists -> (len(rows), max len) int64, zero-padded ((0, 1) for no rows)."""
+    out = np.zeros((len(rows), max((len(r) for r in rows), default=1)), np.int64)
+    for j, r in enumerate(rows):
+        out[j, : len(r)] = r
+    return out
 
 
 def bucket_batches(lengths: Sequence[int], batch_size: int, shuffle: bool = True, seed: int = 0,
