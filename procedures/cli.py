@@ -30,12 +30,27 @@ class FriendlyGroup(click.Group):
             raise click.ClickException(str(e)) from e
 
 
+def global_options(f):
+    """``--debug`` / ``--verbose`` on every console script (also NLP_DISTILL_DEBUG / _VERBOSE=1)."""
+    f = click.option("--verbose", is_flag=True, help="Show transformers' weight-loading bars and load reports.")(f)
+    return click.option("--debug", is_flag=True, help="Show the traceback of an error instead of one line.")(f)
+
+
+def _set_globals(debug: bool, verbose: bool) -> None:
+    if debug:
+        os.environ["NLP_DISTILL_DEBUG"] = "1"
+    if verbose:
+        os.environ["NLP_DISTILL_VERBOSE"] = "1"
+
+
 @click.group(cls=FriendlyGroup)
-def nlp_train() -> None:
+@global_options
+def nlp_train(debug: bool, verbose: bool) -> None:
     """Train teachers and (distilled) student taggers.
 
     Settings: dataclass default < --config JSON < flags typed on the command line. Errors are one
-    line; set NLP_DISTILL_DEBUG=1 for the traceback."""
+    line; --debug (or NLP_DISTILL_DEBUG=1) shows the traceback."""
+    _set_globals(debug, verbose)
 
 
 @nlp_train.command("prepare_wnut16")
@@ -153,8 +168,10 @@ def _echo_result(m: Dict[str, Any]) -> None:
 
 
 @click.group(cls=FriendlyGroup)
-def nlp_inference() -> None:
+@global_options
+def nlp_inference(debug: bool, verbose: bool) -> None:
     """Tag files with a saved model."""
+    _set_globals(debug, verbose)
 
 
 def inference_options(f):
@@ -218,8 +235,10 @@ def compare(model_dirs, data_file, batch_size) -> None:
 
 
 @click.group(cls=FriendlyGroup)
-def nlp_export() -> None:
+@global_options
+def nlp_export(debug: bool, verbose: bool) -> None:
     """Export trained models for deployment."""
+    _set_globals(debug, verbose)
 
 
 @nlp_export.command("onnx")

@@ -29,8 +29,9 @@ nlp-export     onnx
 
 Every training command prints `dev F1 0.xxxx  test F1 0.xxxx` on stdout when done (test omitted
 without `test.txt`); logs go to stderr and `OUTPUT_DIR/run.log`. A mistake (bad value, missing
-file, malformed data) is reported as one `Error: ...` line; `NLP_DISTILL_DEBUG=1` shows the
-traceback.
+file, malformed data) is reported as one `Error: ...` line; `--debug` before the command
+(`nlp-train --debug tagger ...`, or `NLP_DISTILL_DEBUG=1`) shows the traceback, and `--verbose`
+(or `NLP_DISTILL_VERBOSE=1`) shows transformers' weight-loading bars and load reports.
 
 ## Settings: one declaration, one precedence
 

@@ -406,3 +406,15 @@ def test_latin1_data_is_one_line_error_and_encoding_reads_it(tagger_run, tmp_pat
     ok(invoke(nlp_inference, ["tagger", "--model_dir", tagger_run, "--data_file", f, "--output_file", out,
                               "--encoding", "latin-1"]))
     assert [s.tokens for s in read_conll(out, tag_column=1)] == [["Zoë", "went", "to", "Bogotá"]]
+
+
+def test_debug_flag_shows_the_traceback(data_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("NLP_DISTILL_DEBUG", raising=False)
+    args = ["tagger", "--data_dir", data_dir, "--output_dir", tmp_path / "r", *TAGGER_ARGS, "--epochs", 0]
+    r = invoke(nlp_train, args)
+    assert r.exit_code != 0 and r.output.startswith("Error:") and "--epochs): must be >= 1" in r.output
+    r = invoke(nlp_train, ["--debug", *args])
+    from nlp_distill.errors import ConfigError
+
+    assert isinstance(r.exception, ConfigError)  # raised through, so the traceback shows
+    monkeypatch.delenv("NLP_DISTILL_DEBUG", raising=False)
