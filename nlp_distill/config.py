@@ -305,6 +305,20 @@ class PseudoConfig(ConfigBase):
     threshold: float = option(0.0, ge=0, le=1, flag="pseudo_threshold", help="Sentences with teacher confidence below this get KD only, no pseudo-label loss.")
     unlabeled_weight: float = option(1.0, ge=0, help="Loss weight of unlabeled sentences (both terms).")
     max_unlabeled: Optional[int] = option(None, ge=1, help="Use at most this many unlabeled sentences (default: all).")
+    transfer_store: str = option("", path="dir", help="A store from `nlp-train label_unlabeled`: its sentences and teacher logits replace --unlabeled_filename (no teacher pass over them).")
+
+
+@dataclass
+class LabelConfig(ConfigBase):
+    """``label_unlabeled``: score an unlabeled file of any size into a transfer store."""
+
+    SECTION: ClassVar[str] = "label"
+    teacher_model_path: List[str] = option(default_factory=list, path="dir", help="Teacher folder(s) (several: their ensemble labels).")
+    unlabeled_filename: str = option("", path="file", help="Raw text (one sentence per line) or CoNLL.")
+    input_format: str = option("auto", choices=("auto", "text", "conll"), help="Format of the unlabeled file.")
+    max_unlabeled: Optional[int] = option(None, ge=1, help="Label at most this many sentences (default: all).")
+    teacher_batch_size: int = option(64, ge=1, help="Windows per teacher batch.")
+    chunk_sentences: int = option(2048, ge=1, help="Sentences per store chunk (the unit a rerun redoes).")
 
 
 @dataclass
@@ -322,4 +336,4 @@ class StudentDataConfig(ConfigBase):
 
 SECTIONS: Dict[str, Type[ConfigBase]] = {c.SECTION: c for c in (TrainerConfig, TransformerConfig, TaggerConfig, KDConfig,
                                                                    AugmentConfig, PseudoConfig, StudentDataConfig,
-                                                                   TransformerStudentConfig)}
+                                                                   TransformerStudentConfig, LabelConfig)}

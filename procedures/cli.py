@@ -12,7 +12,8 @@ from typing import Any, Dict
 import click
 
 from nlp_distill.config import (AugmentConfig, KDConfig, PseudoConfig, StudentDataConfig, StudentTrainerConfig,
-                                TaggerConfig, TeacherTrainerConfig, TransformerConfig, TransformerStudentConfig)
+                                LabelConfig, TaggerConfig, TeacherTrainerConfig, TransformerConfig,
+                                TransformerStudentConfig)
 from procedures.options import build_configs, config_options
 
 
@@ -106,6 +107,23 @@ def transformer_kd(ctx: click.Context, data_dir, output_dir, config_file, **_: A
     from procedures.transformer_kd import do_transformer_kd
 
     _echo_result(do_transformer_kd(data_dir, output_dir, **build_configs(ctx, config_file), run=_run_options(ctx)))
+
+
+@nlp_train.command("label_unlabeled")
+@click.option("--output_dir", required=True, type=click.Path(file_okay=False), help="Transfer store folder to write.")
+@click.option("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available).")
+@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the unlabeled file.")
+@click.option("--config", "config_file", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="JSON with a 'label' section; typed flags override it.")
+@config_options(LabelConfig)
+@click.pass_context
+def label_unlabeled(ctx: click.Context, output_dir, device, encoding, config_file, **_: Any) -> None:
+    """Score unlabeled text with the teacher into a chunked, resumable store (for --transfer_store)."""
+    from procedures.common import RunOptions
+    from procedures.label import do_label
+
+    r = do_label(output_dir, **build_configs(ctx, config_file), run=RunOptions(device=device, encoding=encoding))
+    click.echo(f"labeled {r['sentences']} sentences -> {r['folder']}")
 
 
 @nlp_train.command("tagger")

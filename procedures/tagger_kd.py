@@ -18,7 +18,8 @@ from nlp_distill.data.dataset_dir import TaggingData, load_data_dir
 from nlp_distill.data.unlabeled import iter_unlabeled
 from nlp_distill.distill.ensemble import TeacherEnsemble
 from nlp_distill.distill.pseudo_label import label_from_logits, write_pseudo_labeled
-from nlp_distill.distill.teacher_cache import TeacherLogitsCache
+from nlp_distill.data.transfer_store import TransferStore
+from nlp_distill.distill.teacher_cache import ConcatLogits, TeacherLogitsCache, teacher_fingerprint
 from nlp_distill.distill.teacher_student import TeacherStudentDistill
 from nlp_distill.errors import ConfigError
 from nlp_distill.models.loader import load_model
@@ -59,16 +60,25 @@ def teacher_scores(teacher, d: TaggingData) -> Dict[str, Any]:
     return out
 
 
-def _distiller(teacher, kd: KDConfig, labels, sentences: List[Sentence], out: Path) -> TeacherStudentDistill:
+def _distiller(teacher, kd: KDConfig, labels, sentences: List[Sentence], out: Path,
+               store: Optional[TransferStore] = None, n_stored: int = 0) -> TeacherStudentDistill:
+    """The distiller over ``sentences``; with ``store``, the last ``n_stored`` of them (the store's
+    first sentences) take their teacher logits from it (no teacher pass), the rest from the cache."""
     dist = TeacherStudentDistill(teacher, kd)
     dist.check_labels(labels)  # fail before spending time on the teacher pass
+    n_stored = n_stored if store is not None else 0
+    if store is not None and (not kd.use_cache or dist.uses_hidden):
+        raise ConfigError("--transfer_store holds logits only: it cannot be combined with --no_cache or hidden-state losses")
+    own = sentences[: len(sentences) - n_stored]
     cache = None
     if kd.use_cache:
         t = time.perf_counter()
-        cache = TeacherLogitsCache.build(teacher, [s.tokens for s in sentences],
+        cache = TeacherLogitsCache.build(teacher, [s.tokens for s in own],
                                          Path(kd.cache_dir) if kd.cache_dir else out / "teacher_cache",
                                          kd.teacher_batch_size, hidden=dist.uses_hidden)
         logger.info("teacher logits ready in %.1fs", time.perf_counter() - t)
+    if store is not None:
+        cache = ConcatLogits([cache, store], [len(own), n_stored])
     dist.attach(labels, [s.tokens for s in sentences], cache)
     return dist
 
@@ -89,14 +99,17 @@ def _teacher_labeled(dist: TeacherStudentDistill, teacher, first: int, sentences
 
 def _kd_run(task: str, data_dir, out: Path, d: TaggingData, tagger: TaggerConfig, trainer: TrainerConfig,
             data: StudentDataConfig, kd: KDConfig, augment: AugmentConfig, unlabeled: Sequence[Sentence],
-            pseudo: Optional[PseudoConfig], run: RunOptions) -> Dict[str, Any]:
-    """Gold + teacher-labeled augmented copies + teacher-labeled unlabeled text, one training set."""
+            pseudo: Optional[PseudoConfig], run: RunOptions, store: Optional[TransferStore] = None) -> Dict[str, Any]:
+    """Gold + teacher-labeled augmented copies + teacher-labeled unlabeled text, one training set
+    (the unlabeled text's logits from ``store`` when given)."""
     teacher = load_teacher(kd, pick_device(run.device))
+    if store is not None and store.key != teacher_fingerprint(teacher):
+        raise ConfigError(f"--transfer_store {store.folder} was labeled by another teacher than --teacher_model_path")
     scores = teacher_scores(teacher, d)
     aug = augment_corpus(d.train, augment.copies, augment.ops, augment.seed, d.labels.scheme) if augment.copies else []
     aug = [Sentence(s.tokens) for s in aug]  # the teacher labels them, not the operators
     n_gold = len(d.train)
-    dist = _distiller(teacher, kd, d.labels, list(d.train) + aug + list(unlabeled), out)
+    dist = _distiller(teacher, kd, d.labels, list(d.train) + aug + list(unlabeled), out, store, len(unlabeled))
     train = list(d.train)
     if aug:
         train += _teacher_labeled(dist, teacher, n_gold, aug, 0.0, kd.teacher_batch_size, out / "augmented.txt")
@@ -153,7 +166,13 @@ def do_kd_pseudo_training(data_dir, output_dir, tagger: TaggerConfig = TaggerCon
                 "data": data, "kd": kd, "augment": augment, "pseudo": pseudo}
     with run_folder(output_dir, sections, run) as out:
         d = load_data_dir(data_dir, encoding=run.encoding)
-        upath = unlabeled_path(pseudo, d, data_dir)
-        unl = read_unlabeled(upath, pseudo.max_unlabeled, pseudo.input_format, run.encoding)
+        store = TransferStore(pseudo.transfer_store) if pseudo.transfer_store else None
+        if store is not None:
+            upath = store.folder
+            unl = [Sentence(t) for t in islice(store.iter_tokens(), pseudo.max_unlabeled)]
+        else:
+            upath = unlabeled_path(pseudo, d, data_dir)
+            unl = read_unlabeled(upath, pseudo.max_unlabeled, pseudo.input_format, run.encoding)
         logger.info("%d unlabeled sentences (%d words) from %s", len(unl), sum(len(s) for s in unl), upath)
-        return _kd_run("tagger_kd_pseudo", data_dir, out, d, tagger, trainer, data, kd, augment, unl, pseudo, run)
+        return _kd_run("tagger_kd_pseudo", data_dir, out, d, tagger, trainer, data, kd, augment, unl, pseudo, run,
+                       store)

@@ -7,7 +7,7 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -69,6 +69,18 @@ def _verify(folder: Path, meta: dict, offsets: np.ndarray) -> str:
     return ""
 
 
+def padded_rows(rows_of: Callable[[int], np.ndarray], indices: Sequence[int], max_len: int, width: int,
+                columns: Optional[Sequence[int]] = None) -> torch.Tensor:
+    """(B, max_len, width) float32 of per-sentence row blocks ``rows_of(i)``, zeros on padding,
+    optionally with the last axis permuted by ``columns``."""
+    out = np.zeros((len(indices), max_len, width), dtype=np.float32)
+    for b, i in enumerate(indices):
+        r = rows_of(int(i))
+        out[b, : len(r)] = r
+    t = torch.from_numpy(out)
+    return t[..., list(columns)] if columns is not None else t
+
+
 class TeacherLogitsCache:
     """Word-level teacher logits for a fixed list of sentences.
 
@@ -101,21 +113,14 @@ class TeacherLogitsCache:
         Args:
             columns: optional label permutation (student label j <- teacher column columns[j]).
         """
-        t = self._padded(self.logits, indices, max_len)
-        return t[..., list(columns)] if columns is not None else t
+        return padded_rows(self.sentence, indices, max_len, self.logits.shape[1], columns)
 
     def hidden_batch(self, indices: Sequence[int], max_len: int) -> torch.Tensor:
         """Padded float32 teacher hidden states (B, L, H) (zeros on padding)."""
         if self.hidden is None:
             raise ValueError(f"the cache in {self.folder} holds no hidden states (build it with hidden=True)")
-        return self._padded(self.hidden, indices, max_len)
-
-    def _padded(self, rows: np.ndarray, indices: Sequence[int], max_len: int) -> torch.Tensor:
-        out = np.zeros((len(indices), max_len, rows.shape[1]), dtype=np.float32)
-        for b, i in enumerate(indices):
-            a, z = self.offsets[int(i)], self.offsets[int(i) + 1]
-            out[b, : z - a] = rows[a:z]
-        return torch.from_numpy(out)
+        rows = lambda i: self.hidden[self.offsets[i] : self.offsets[i + 1]]  # noqa: E731
+        return padded_rows(rows, indices, max_len, self.hidden.shape[1])
 
     @classmethod
     def open(cls, folder) -> Optional["TeacherLogitsCache"]:
@@ -207,3 +212,32 @@ class TeacherLogitsCache:
             tmp.unlink(missing_ok=True)
             tmp_h.unlink(missing_ok=True)
         return offsets, H
+
+
+class ConcatLogits:
+    """Several logit sources (``TeacherLogitsCache``, ``TransferStore``) read as one, each
+    contributing its first ``lengths[k]`` sentences in order (same label list required)."""
+
+    def __init__(self, parts: Sequence, lengths: Sequence[int]) -> None:
+        labels = {tuple(p.labels) for p in parts}
+        if len(labels) != 1:
+            raise ValueError("logit sources disagree on the label list")
+        for p, n in zip(parts, lengths):
+            if n > len(p):
+                raise ValueError(f"a logit source holds {len(p)} sentences, {n} requested")
+        self.parts, self.labels = list(parts), list(parts[0].labels)
+        self.starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        self.hidden = None
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def sentence(self, i: int) -> np.ndarray:
+        k = int(np.searchsorted(self.starts, i, side="right") - 1)
+        return self.parts[k].sentence(i - int(self.starts[k]))
+
+    def batch(self, indices: Sequence[int], max_len: int, columns: Optional[Sequence[int]] = None) -> torch.Tensor:
+        return padded_rows(self.sentence, indices, max_len, len(self.labels), columns)
+
+    def hidden_batch(self, indices: Sequence[int], max_len: int) -> torch.Tensor:
+        raise ValueError("hidden states are not available from a transfer store")

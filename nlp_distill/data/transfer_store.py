@@ -1,0 +1,144 @@
+"""An on-disk, teacher-labeled transfer set: tokens, fp16 word-level teacher logits and a
+confidence per sentence, written in chunks so any number of sentences fits in flat memory.
+
+Layout of ``folder``::
+
+    meta.json                 teacher key, labels, chunk size; "complete" once every chunk exists
+    chunk_00000/              one finished chunk (renamed into place when complete)
+        tokens.txt            one sentence per line, tokens separated by single spaces
+        logits.f16            (words, C) float16 rows, sentence after sentence
+        offsets.npy           (n + 1,) int64 word offsets of the chunk's sentences
+        confidence.npy        (n,) float32 mean max-probability per sentence
+
+A labeling run that is killed leaves only finished chunks; run again with the same teacher it
+skips them and redoes only the unfinished one. The store reads like a ``TeacherLogitsCache``
+(``sentence``, ``batch``, ``labels``), so training can take its logits without a teacher pass.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from itertools import islice
+from pathlib import Path
+from typing import Iterable, Iterator, List, Optional, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from nlp_distill.distill.pseudo_label import softmax
+from nlp_distill.distill.teacher_cache import padded_rows, teacher_fingerprint
+from nlp_distill.errors import ConfigError
+from nlp_distill.io import read_json, write_json
+
+logger = logging.getLogger(__name__)
+
+META = "meta.json"
+
+
+def _chunk_dir(folder: Path, k: int) -> Path:
+    return folder / f"chunk_{k:05d}"
+
+
+def _write_chunk(teacher, block: List[List[str]], target: Path, batch_size: int) -> None:
+    """Label ``block`` and write it to a temporary folder renamed to ``target`` when complete."""
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    logits = teacher.word_logits(block, batch_size)
+    offsets = np.zeros(len(block) + 1, np.int64)
+    offsets[1:] = np.cumsum([len(s) for s in block])
+    conf = np.asarray([float(softmax(l).max(-1).mean()) if len(l) else 0.0 for l in logits], np.float32)
+    with open(tmp / "logits.f16", "wb") as f:
+        for lg in logits:
+            f.write(lg.astype(np.float16).tobytes())
+    (tmp / "tokens.txt").write_text("".join(" ".join(s) + "\n" for s in block), encoding="utf-8")
+    np.save(tmp / "offsets.npy", offsets)
+    np.save(tmp / "confidence.npy", conf)
+    os.replace(tmp, target)
+
+
+class TransferStore:
+    """A finished store opened for reading (see the module docstring for the layout)."""
+
+    def __init__(self, folder) -> None:
+        self.folder = Path(folder)
+        meta = read_json(self.folder / META)
+        if not meta.get("complete"):
+            raise ConfigError(f"{folder}: the transfer store is unfinished; run `nlp-train label_unlabeled` again to "
+                              "complete it")
+        self.labels: List[str] = meta["labels"]
+        self.key: str = meta["key"]
+        self.hidden = None  # hidden states are not stored
+        chunks = [_chunk_dir(self.folder, k) for k in range(meta["num_chunks"])]
+        self._offsets = [np.load(c / "offsets.npy") for c in chunks]
+        C = len(self.labels)
+        self._logits = [np.memmap(c / "logits.f16", np.float16, "r", shape=(int(o[-1]), C))
+                        for c, o in zip(chunks, self._offsets)]
+        self._tokens_files = [c / "tokens.txt" for c in chunks]
+        self.confidence = np.concatenate([np.load(c / "confidence.npy") for c in chunks]) if chunks else np.zeros(0)
+        sizes = [len(o) - 1 for o in self._offsets]
+        self._starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)  # first sentence of each chunk
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def _locate(self, i: int):
+        k = int(np.searchsorted(self._starts, i, side="right") - 1)
+        return k, i - int(self._starts[k])
+
+    def sentence(self, i: int) -> np.ndarray:
+        """(n_words, C) float16 teacher logits of sentence ``i``."""
+        k, j = self._locate(i)
+        o = self._offsets[k]
+        return self._logits[k][o[j] : o[j + 1]]
+
+    def batch(self, indices: Sequence[int], max_len: int, columns: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """Padded float32 logits (B, L, C), zeros on padding (as ``TeacherLogitsCache.batch``)."""
+        return padded_rows(self.sentence, indices, max_len, len(self.labels), columns)
+
+    def iter_tokens(self) -> Iterator[List[str]]:
+        """Every sentence's tokens, streamed chunk by chunk."""
+        for f in self._tokens_files:
+            with open(f, encoding="utf-8") as fh:
+                for line in fh:
+                    yield line.split()
+
+    @classmethod
+    def label(cls, teacher, sentences: Iterable[Sequence[str]], folder, chunk: int = 2048, batch_size: int = 64,
+              total: Optional[int] = None, show_progress: bool = True) -> "TransferStore":
+        """Label ``sentences`` with ``teacher`` into ``folder``, keeping finished chunks of an
+        earlier run by the same teacher (a different teacher is an error)."""
+        folder = Path(folder)
+        key = teacher_fingerprint(teacher)
+        if (folder / META).is_file():
+            meta = read_json(folder / META)
+            if meta.get("key") != key or meta.get("chunk") != chunk:
+                raise ConfigError(f"{folder} holds a transfer store made by another teacher or chunk size; "
+                                  "choose another --output_dir")
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / META, {"key": key, "labels": teacher.labels.labels, "chunk": chunk, "complete": False})
+        it = iter(sentences)
+        k = n = kept = 0
+        bar = tqdm(total=total, desc="labeling", unit="sent", disable=not show_progress, dynamic_ncols=True)
+        while True:
+            block = [list(s) for s in islice(it, chunk)]
+            if not block:
+                break
+            target = _chunk_dir(folder, k)
+            if target.is_dir():
+                kept += 1  # finished by an earlier run
+            else:
+                _write_chunk(teacher, block, target, batch_size)
+            n += len(block)
+            k += 1
+            bar.update(len(block))
+        bar.close()
+        for stale in sorted(folder.glob("chunk_*")):  # chunks beyond this input (an earlier, longer input)
+            if stale.name.endswith(".tmp") or int(stale.name.split("_")[1]) >= k:
+                shutil.rmtree(stale)
+        write_json(folder / META, {"key": key, "labels": teacher.labels.labels, "chunk": chunk, "complete": True,
+                                   "num_chunks": k, "num_sentences": n})
+        logger.info("transfer store %s: %d sentences in %d chunks (%d kept from an earlier run)", folder, n, k, kept)
+        return cls(folder)

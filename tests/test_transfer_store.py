@@ -1,0 +1,99 @@
+"""Transfer store: chunked labeling equals the teacher, a killed run resumes to the same store,
+and a student trained from a store equals one trained from the file."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from nlp_distill.config import TransformerConfig
+from nlp_distill.data.dataset_dir import load_data_dir
+from nlp_distill.data.transfer_store import TransferStore
+from nlp_distill.errors import ConfigError
+from nlp_distill.models.transformer import TransformerTokenClassifier
+from procedures.cli import nlp_train
+from tests.conftest import TINY
+from tests.test_cli import TAGGER_ARGS, invoke, ok
+
+DATA = load_data_dir(TINY)
+FP16 = dict(rtol=2e-3, atol=2e-3)
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_encoder_dir):
+    torch.manual_seed(0)
+    return TransformerTokenClassifier.from_pretrained(str(tiny_encoder_dir), labels=DATA.labels,
+                                                      config=TransformerConfig(max_seq_length=32))
+
+
+def _sents():
+    return [s.tokens for s in DATA.train[:23]]
+
+
+def test_chunked_store_equals_the_teacher_and_reads_like_a_cache(teacher, tmp_path):
+    store = TransferStore.label(teacher, iter(_sents()), tmp_path / "s", chunk=5, show_progress=False)
+    ref = teacher.word_logits(_sents())
+    assert len(store) == 23 and len(list((tmp_path / "s").glob("chunk_*"))) == 5
+    assert list(store.iter_tokens()) == _sents()
+    for i, r in enumerate(ref):
+        np.testing.assert_allclose(store.sentence(i).astype(np.float32), r, **FP16)
+    b = store.batch([7, 0], 40)
+    assert b.shape == (2, 40, len(DATA.labels)) and torch.all(b[0, len(_sents()[7]):] == 0)
+    probs = [np.exp(r - r.max(-1, keepdims=True)) / np.exp(r - r.max(-1, keepdims=True)).sum(-1, keepdims=True) for r in ref]
+    np.testing.assert_allclose(store.confidence, [p.max(-1).mean() for p in probs], atol=2e-3)
+
+
+def test_killed_labeling_resumes_to_the_same_store(teacher, tmp_path, monkeypatch):
+    def dies_after(n):
+        for k, s in enumerate(_sents()):
+            if k == n:
+                raise KeyboardInterrupt
+            yield s
+
+    with pytest.raises(KeyboardInterrupt):
+        TransferStore.label(teacher, dies_after(12), tmp_path / "s", chunk=5, show_progress=False)
+    assert sorted(p.name for p in (tmp_path / "s").glob("chunk_*")) == ["chunk_00000", "chunk_00001"]
+    with pytest.raises(ConfigError, match="unfinished"):
+        TransferStore(tmp_path / "s")
+    calls = []
+    orig = teacher.word_logits
+    monkeypatch.setattr(teacher, "word_logits", lambda s, *a, **k: calls.append(len(s)) or orig(s, *a, **k))
+    resumed = TransferStore.label(teacher, iter(_sents()), tmp_path / "s", chunk=5, show_progress=False)
+    assert calls == [5, 5, 3]  # only the unfinished chunks were labeled again
+    whole = TransferStore.label(teacher, iter(_sents()), tmp_path / "w", chunk=5, show_progress=False)
+    for i in range(23):
+        np.testing.assert_array_equal(resumed.sentence(i), whole.sentence(i))
+    other = TransformerTokenClassifier(teacher.model, teacher.tokenizer, teacher.labels,
+                                       teacher.config.replace(max_seq_length=16))
+    with pytest.raises(ConfigError, match="another teacher"):
+        TransferStore.label(other, iter(_sents()), tmp_path / "s", chunk=5, show_progress=False)
+
+
+def test_student_from_a_store_equals_one_from_the_file(tiny_encoder_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(TINY, data)
+    t = tmp_path / "teacher"
+    ok(invoke(nlp_train, ["transformer_token", "--data_dir", data, "--output_dir", t, "--model_name_or_path",
+                          tiny_encoder_dir, "--num_train_epochs", 2, "--max_seq_length", 32, "--device", "cpu"]))
+    ok(invoke(nlp_train, ["label_unlabeled", "--output_dir", tmp_path / "store", "--teacher_model_path", t,
+                          "--unlabeled_filename", data / "unlabeled.txt", "--chunk_sentences", 7, "--device", "cpu"]))
+    common = ["tagger_kd_pseudo", "--data_dir", data, *TAGGER_ARGS, "--teacher_model_path", t, "--epochs", 3]
+    ok(invoke(nlp_train, [*common, "--output_dir", tmp_path / "file", "--unlabeled_filename", data / "unlabeled.txt"]))
+    ok(invoke(nlp_train, [*common, "--output_dir", tmp_path / "store_run", "--transfer_store", tmp_path / "store"]))
+    a = (tmp_path / "file" / "pseudo_labeled.txt").read_text().splitlines()
+    b = (tmp_path / "store_run" / "pseudo_labeled.txt").read_text().splitlines()
+    assert [l.split("\t")[:2] for l in a] == [l.split("\t")[:2] for l in b]  # same sentences, same teacher tags
+    fa = json.loads((tmp_path / "file" / "metrics.json").read_text())["dev"]["f1"]
+    fb = json.loads((tmp_path / "store_run" / "metrics.json").read_text())["dev"]["f1"]
+    assert fa == pytest.approx(fb, abs=0.05)
+    # a store by another teacher is refused
+    t2 = tmp_path / "teacher2"
+    ok(invoke(nlp_train, ["transformer_token", "--data_dir", data, "--output_dir", t2, "--model_name_or_path",
+                          tiny_encoder_dir, "--num_train_epochs", 1, "--max_seq_length", 32, "--device", "cpu",
+                          "--seed", 5]))
+    r = invoke(nlp_train, [*common[:-4], "--teacher_model_path", t2, "--output_dir", tmp_path / "x",
+                           "--transfer_store", tmp_path / "store"])
+    assert r.exit_code != 0 and "labeled by another teacher" in r.output
