@@ -409,7 +409,7 @@ def test_latin1_data_is_one_line_error_and_encoding_reads_it(tagger_run, tmp_pat
 
 
 def test_debug_flag_shows_the_traceback(data_dir, tmp_path, monkeypatch):
-    monkeypatch.delenv("NLP_DISTILL_DEBUG", raising=False)
+    monkeypatch.setenv("NLP_DISTILL_DEBUG", "")  # restored (unset) after the test: --debug sets it
     args = ["tagger", "--data_dir", data_dir, "--output_dir", tmp_path / "r", *TAGGER_ARGS, "--epochs", 0]
     r = invoke(nlp_train, args)
     assert r.exit_code != 0 and r.output.startswith("Error:") and "--epochs): must be >= 1" in r.output
@@ -417,4 +417,3 @@ def test_debug_flag_shows_the_traceback(data_dir, tmp_path, monkeypatch):
     from nlp_distill.errors import ConfigError
 
     assert isinstance(r.exception, ConfigError)  # raised through, so the traceback shows
-    monkeypatch.delenv("NLP_DISTILL_DEBUG", raising=False)
