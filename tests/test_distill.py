@@ -539,7 +539,7 @@ def test_crf_student_gets_posterior_kd_by_default(teacher, data):
         t = _teacher_padded(teacher, sents, [0, 6, 7], batch.mask.size(1))
         ref = losses.kd_posterior(student.crf.log_marginals(em, batch.mask, 2.0), t, batch.mask, 2.0, batch.weight, "sum")
         token = losses.kd_kl(em, t, batch.mask, 2.0, batch.weight, "sum")
-    got = float(dist.loss(student, batch)[0])
+    got = float(dist.loss(student, batch)[0].detach())
     assert got == pytest.approx(float(ref), rel=1e-5) and abs(got - float(token)) > 1e-4
     with pytest.raises(ConfigError, match="needs a CRF"):
         TeacherStudentDistill(teacher, KDConfig(loss_function="posterior")).loss_for(_student(data))
