@@ -198,7 +198,8 @@ def aggregate(runs: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
         dev = [r["metrics"]["dev"]["f1"] for r in g["runs"]]
         m0 = g["runs"][0]["metrics"]
         g.update(test_f1_mean=statistics.mean(f1), test_f1_std=statistics.stdev(f1) if len(f1) > 1 else 0.0,
-                 dev_f1_mean=statistics.mean(dev), n_seeds=len(f1), test_f1_all=f1,
+                 dev_f1_mean=statistics.mean(dev), dev_f1_std=statistics.stdev(dev) if len(dev) > 1 else 0.0,
+                 n_seeds=len(f1), test_f1_all=f1,
                  parameters=m0["parameters"], size_bytes=m0.get("size_bytes"),
                  train_seconds_mean=statistics.mean(r["metrics"]["train_seconds"] for r in g["runs"]))
         if g["kind"] == "teacher":
@@ -215,9 +216,9 @@ def markdown(groups: Dict[str, Dict[str, Any]], teacher: str, kd_speed: Optional
     t = groups[teacher]
     ts = t.get("speed", {})
     lines = [f"Machine: {env['machine']}, {env['threads']} torch threads, torch {env['torch']}, date {env['date']}.", "",
-             "| model | test F1 (mean ± std, n) | vs gold (pts) | % of teacher | params | size MB | sent/s b64 "
+             "| model | test F1 (mean ± std, n) | vs gold (pts) | % of teacher | dev F1 | params | size MB | sent/s b64 "
              "| x teacher b64 | p50 / p95 ms (b1) | peak RSS MB | train s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, g in groups.items():
         s = g.get("speed", {})
         base = groups.get("low25_gold" if name.startswith("low25") else "gold")
@@ -227,6 +228,7 @@ def markdown(groups: Dict[str, Dict[str, Any]], teacher: str, kd_speed: Optional
         pct = f"{100 * g['test_f1_mean'] / tch['test_f1_mean']:.0f}%" if tch and tch["test_f1_mean"] else ""
         lines.append(
             f"| {name} | {g['test_f1_mean']:.4f} ± {g['test_f1_std']:.4f} ({g['n_seeds']}) | {vs_gold} | {pct} "
+            f"| {g['dev_f1_mean']:.3f} ± {g['dev_f1_std']:.3f} "
             f"| {g['parameters'] / 1e6:.2f}M | {(g['size_bytes'] or 0) / 1e6:.1f} "
             f"| {s.get('sent_per_s_b64', float('nan')):.0f} | {ratio:.1f} "
             f"| {s.get('latency_p50_ms', float('nan')):.1f} / {s.get('latency_p95_ms', float('nan')):.1f} "
