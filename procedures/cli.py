@@ -5,6 +5,7 @@ writes) < flags given on the command line.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from typing import Any, Dict
@@ -87,26 +88,32 @@ def run_options(f):
     return f
 
 
-@nlp_train.command("transformer_token")
-@run_options
-@config_options(TransformerConfig, TeacherTrainerConfig)
-@click.pass_context
-def transformer_token(ctx: click.Context, data_dir, output_dir, config_file, **_: Any) -> None:
-    """Fine-tune a transformer token classifier (the teacher)."""
-    from procedures.transformer_token import do_training
+def training_command(name: str, target: str, classes: tuple, doc: str) -> None:
+    """Register ``nlp-train NAME``: the run options plus one option per field of ``classes``,
+    calling ``target(data_dir, output_dir, **configs, run=RunOptions)`` (imported when run)."""
+    module, func = target.rsplit(".", 1)
 
-    _echo_result(do_training(data_dir, output_dir, **build_configs(ctx, config_file), run=_run_options(ctx)))
+    def callback(ctx: click.Context, data_dir, output_dir, config_file, **_: Any) -> None:
+        procedure = getattr(importlib.import_module(module), func)
+        _echo_result(procedure(data_dir, output_dir, **build_configs(ctx, config_file), run=_run_options(ctx)))
+
+    callback.__doc__ = doc
+    nlp_train.command(name)(run_options(config_options(*classes)(click.pass_context(callback))))
 
 
-@nlp_train.command("transformer_kd")
-@run_options
-@config_options(TransformerConfig, TeacherTrainerConfig, KDConfig, TransformerStudentConfig, AugmentConfig)
-@click.pass_context
-def transformer_kd(ctx: click.Context, data_dir, output_dir, config_file, **_: Any) -> None:
-    """Distil a teacher into a transformer student made of some of its layers (saved like a teacher)."""
-    from procedures.transformer_kd import do_transformer_kd
-
-    _echo_result(do_transformer_kd(data_dir, output_dir, **build_configs(ctx, config_file), run=_run_options(ctx)))
+training_command("transformer_token", "procedures.transformer_token.do_training",
+                 (TransformerConfig, TeacherTrainerConfig), "Fine-tune a transformer token classifier (the teacher).")
+training_command("transformer_kd", "procedures.transformer_kd.do_transformer_kd",
+                 (TransformerConfig, TeacherTrainerConfig, KDConfig, TransformerStudentConfig, AugmentConfig),
+                 "Distil a teacher into a transformer student made of some of its layers (saved like a teacher).")
+training_command("tagger", "procedures.tagger.do_training", (TaggerConfig, StudentTrainerConfig, StudentDataConfig),
+                 "Train a student tagger (BiLSTM or ID-CNN, softmax or CRF) on gold labels.")
+training_command("tagger_kd", "procedures.tagger_kd.do_kd_training",
+                 (TaggerConfig, StudentTrainerConfig, StudentDataConfig, KDConfig, AugmentConfig),
+                 "Train a student with knowledge distillation from a fine-tuned teacher (or an ensemble).")
+training_command("tagger_kd_pseudo", "procedures.tagger_kd.do_kd_pseudo_training",
+                 (TaggerConfig, StudentTrainerConfig, StudentDataConfig, KDConfig, AugmentConfig, PseudoConfig),
+                 "KD on labeled data plus pseudo-labels + KD on unlabeled text.")
 
 
 @nlp_train.command("label_unlabeled")
@@ -124,40 +131,6 @@ def label_unlabeled(ctx: click.Context, output_dir, device, encoding, config_fil
 
     r = do_label(output_dir, **build_configs(ctx, config_file), run=RunOptions(device=device, encoding=encoding))
     click.echo(f"labeled {r['sentences']} sentences -> {r['folder']}")
-
-
-@nlp_train.command("tagger")
-@run_options
-@config_options(TaggerConfig, StudentTrainerConfig, StudentDataConfig)
-@click.pass_context
-def train_tagger(ctx: click.Context, data_dir, output_dir, config_file, **_: Any) -> None:
-    """Train a student tagger (BiLSTM or ID-CNN, softmax or CRF) on gold labels."""
-    from procedures.tagger import do_training
-
-    _echo_result(do_training(data_dir, output_dir, **build_configs(ctx, config_file), run=_run_options(ctx)))
-
-
-@nlp_train.command("tagger_kd")
-@run_options
-@config_options(TaggerConfig, StudentTrainerConfig, StudentDataConfig, KDConfig, AugmentConfig)
-@click.pass_context
-def train_tagger_kd(ctx: click.Context, data_dir, output_dir, config_file, **_: Any) -> None:
-    """Train a student with knowledge distillation from a fine-tuned teacher (or an ensemble)."""
-    from procedures.tagger_kd import do_kd_training
-
-    _echo_result(do_kd_training(data_dir, output_dir, **build_configs(ctx, config_file), run=_run_options(ctx)))
-
-
-@nlp_train.command("tagger_kd_pseudo")
-@run_options
-@config_options(TaggerConfig, StudentTrainerConfig, StudentDataConfig, KDConfig, AugmentConfig, PseudoConfig)
-@click.pass_context
-def train_tagger_kd_pseudo(ctx: click.Context, data_dir, output_dir, config_file, **_: Any) -> None:
-    """KD on labeled data plus pseudo-labels + KD on unlabeled text."""
-    from procedures.tagger_kd import do_kd_pseudo_training
-
-    _echo_result(do_kd_pseudo_training(data_dir, output_dir, **build_configs(ctx, config_file),
-                                       run=_run_options(ctx)))
 
 
 @nlp_train.command("tagger_kd_search")
