@@ -108,7 +108,10 @@ def test_tagger_kd_run(data_dir, teacher_run, tmp_path):
     assert (out / "teacher_cache" / "meta.json").is_file()
     meta = json.loads((out / "teacher_cache" / "meta.json").read_text())
     d = load_data_dir(data_dir)
-    assert meta["num_sentences"] == len(d.train) and meta["num_words"] == sum(len(s) for s in d.train)
+    aug = read_conll(out / "augmented.txt", tag_column=1)  # the default recipe: 5 teacher-labeled copies each
+    assert cfg["augment"]["copies"] == 5 and 4 * len(d.train) < len(aug) <= 5 * len(d.train)
+    assert meta["num_sentences"] == len(d.train) + len(aug)
+    assert meta["num_words"] == sum(len(s) for s in d.train) + sum(len(s) for s in aug)
     assert (out / "metrics.json").is_file()
 
 
@@ -126,7 +129,8 @@ def test_tagger_kd_pseudo_run(data_dir, teacher_run, tmp_path):
     assert cfg["pseudo"]["max_unlabeled"] == 7 and cfg["pseudo"]["threshold"] == 0.3
     assert cfg["pseudo"]["unlabeled_filename"] == str(unl)
     meta = json.loads((out / "teacher_cache" / "meta.json").read_text())
-    assert meta["num_sentences"] == len(load_data_dir(data_dir).train) + 7
+    n_aug = len(read_conll(out / "augmented.txt", tag_column=1))
+    assert meta["num_sentences"] == len(load_data_dir(data_dir).train) + n_aug + 7
 
 
 @pytest.mark.parametrize("kind", ["tagger", "transformer_token"])

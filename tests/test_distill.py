@@ -572,7 +572,7 @@ def test_pseudo_threshold_and_weights_reach_the_batch(teacher, data, tmp_path):
         threshold = (uniq[k - 1] + uniq[k]) / 2  # between two distinct confidences: fp16 cannot flip a side
         teacher.save_pretrained(tmp_path / "teacher")
         _kd_run("tagger_kd_pseudo", TINY, tmp_path, data, _tagger_config(), TrainerConfig(), StudentDataConfig(),
-                KDConfig(teacher_model_path=[str(tmp_path / "teacher")]), AugmentConfig(), unl,
+                KDConfig(teacher_model_path=[str(tmp_path / "teacher")]), AugmentConfig(copies=0), unl,
                 PseudoConfig(threshold=threshold, unlabeled_weight=0.25), RunOptions(device="cpu"))
     finally:
         tk.train_student = save
