@@ -235,3 +235,17 @@ def test_kd_posterior_matches_loop(reduction, use_weight, T):
 def test_kd_posterior_zero_when_marginals_equal_teacher():
     _, t, mask, _, _ = _inputs(6)
     assert losses.kd_posterior(torch.log_softmax(t, -1), t, mask).item() == pytest.approx(0.0, abs=1e-9)
+
+
+def test_kd_posterior_forbidden_labels_cost_a_bounded_constant_and_no_gradient():
+    """A label the constrained CRF forbids (log q ~ -1e4) adds at most p * (log p + 20) and
+    no gradient, instead of a ~p * 1e4 term that would inflate its emissions."""
+    t = torch.tensor([[[3.0, 0.0, -2.0]]], dtype=torch.float64)  # teacher: small mass on label 2
+    log_q = torch.tensor([[[math.log(0.7), math.log(0.3), -1e4]]], dtype=torch.float64, requires_grad=True)
+    mask = torch.ones(1, 1, dtype=torch.bool)
+    loss = losses.kd_posterior(log_q, t, mask, reduction="sum")
+    p = torch.softmax(t, -1)[0, 0]
+    ref = float(p[0] * (p[0].log() - math.log(0.7)) + p[1] * (p[1].log() - math.log(0.3)) + p[2] * (p[2].log() + 20.0))
+    assert float(loss) == pytest.approx(ref, rel=1e-9) and float(loss) < 1.0
+    loss.backward()
+    assert float(log_q.grad[0, 0, 2]) == 0.0 and float(log_q.grad[0, 0, 0]) != 0.0

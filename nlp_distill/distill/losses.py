@@ -53,6 +53,9 @@ def kd_kl(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, temp
     return _reduce(per_word, mask, weight, reduction)
 
 
+POSTERIOR_LOG_FLOOR = -20.0  # log q floor of the posterior KD (q < 2e-9 counts as 2e-9)
+
+
 def kd_posterior(student_log_marginals: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor,
                  temperature: float = 1.0, weight: Optional[torch.Tensor] = None,
                  reduction: str = "mean") -> torch.Tensor:
@@ -66,7 +69,11 @@ def kd_posterior(student_log_marginals: torch.Tensor, teacher: torch.Tensor, mas
     """
     t = temperature
     log_pt = F.log_softmax(teacher.to(student_log_marginals.dtype) / t, dim=-1)  # (B, L, C)
-    per_word = (log_pt.exp() * (log_pt - student_log_marginals)).sum(-1) * (t * t)  # (B, L)
+    # a constrained CRF gives scheme-invalid labels log q ~ -1e4/T; the teacher's small mass on them
+    # would add a huge, unlearnable term whose gradient only inflates those labels' emissions, so
+    # log q is floored: below the floor a label costs a bounded constant and sends no gradient
+    log_q = student_log_marginals.clamp(min=POSTERIOR_LOG_FLOOR)
+    per_word = (log_pt.exp() * (log_pt - log_q)).sum(-1) * (t * t)  # (B, L)
     return _reduce(per_word, mask, weight, reduction)
 
 
