@@ -57,6 +57,8 @@ def _verify(folder: Path, meta: dict, offsets: np.ndarray) -> str:
     size = (folder / LOGITS_FILE).stat().st_size
     if size != words * C * 2:
         return f"logits file has {size} bytes, expected {words * C * 2}"
+    if "sha1" not in meta:
+        return "written by an older version without checksums"
     if file_sha1(folder / LOGITS_FILE) != meta.get("sha1"):
         return "logits checksum differs"
     H = meta.get("num_hidden", 0)
@@ -136,7 +138,7 @@ class TeacherLogitsCache:
         except (OSError, ValueError, KeyError) as e:
             problem = f"unreadable ({e})"
         if problem:
-            logger.warning("teacher cache in %s is damaged (%s): it will be rebuilt", folder, problem)
+            logger.warning("teacher cache in %s cannot be trusted (%s): it will be rebuilt", folder, problem)
             return None
         n = int(offsets[-1])
         logits = np.memmap(folder / LOGITS_FILE, dtype=np.float16, mode="r", shape=(n, meta["num_labels"]))
