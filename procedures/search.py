@@ -10,7 +10,6 @@ import dataclasses
 import json
 import logging
 import time
-from pathlib import Path
 from typing import Any, Dict
 
 from nlp_distill.config import (AugmentConfig, KDConfig, StudentDataConfig, StudentTrainerConfig, TaggerConfig,
