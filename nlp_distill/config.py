@@ -273,8 +273,9 @@ class AugmentConfig(ConfigBase):
     teacher (soft targets), added to the student's training data."""
 
     SECTION: ClassVar[str] = "augment"
-    # 5 by default: on WNUT-16 (3 seeds, cnn-lstm+crf) it is the lever that made KD beat gold-only
-    # training (+3.1 test / +5.4 dev F1 points; docs/benchmarks.md); it costs ~6x training time
+    # 5 by default: on WNUT-16 (3 seeds, cnn-lstm+crf) it is the one lever that lifted dev F1 over
+    # gold-only training (~+5 points; on test the gain is within seed noise; docs/benchmarks.md).
+    # It costs ~6x training time; --augment 0 turns it off
     copies: int = option(5, ge=0, flag="augment", help="Augmented sentences per training sentence, labeled by the teacher (0: off).")
     ops: List[str] = option(default_factory=lambda: ["token", "mention"], flag="augment_ops",
                             choices=("token", "mention", "shuffle", "case", "typo", "hashtag"),
