@@ -333,27 +333,25 @@ def test_resume_after_early_stop_trains_no_more(tmp_path):
     assert len(_log(tmp_path)) == 3
 
 
-def test_warmup_then_linear_decay_schedule_values():
+def _lrs(config, total_steps: int):
+    """The learning rate of each of ``total_steps`` optimiser steps under ``config``'s schedule."""
     from nlp_distill.training.trainer import build_scheduler
 
-    p = nn.Parameter(torch.zeros(1))
-    opt = torch.optim.SGD([p], lr=1.0)
-    sched = build_scheduler(opt, _cfg(scheduler="linear", warmup_ratio=0.25), total_steps=8)
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = build_scheduler(opt, config, total_steps=total_steps)
     lrs = []
-    for _ in range(8):
+    for _ in range(total_steps):
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
+    return lrs
+
+
+def test_warmup_then_linear_decay_schedule_values():
     # 2 warm-up steps ramp to the peak, then linear decay to 0 at step 8
-    assert lrs == pytest.approx([0.5, 1.0, 1.0, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6])
-    opt2 = torch.optim.SGD([p], lr=1.0)
-    const = build_scheduler(opt2, _cfg(scheduler="constant", warmup_ratio=0.5), total_steps=4)
-    got = []
-    for _ in range(4):
-        got.append(opt2.param_groups[0]["lr"])
-        opt2.step()
-        const.step()
-    assert got == pytest.approx([0.5, 1.0, 1.0, 1.0])
+    assert _lrs(_cfg(scheduler="linear", warmup_ratio=0.25), 8) == pytest.approx(
+        [0.5, 1.0, 1.0, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6])
+    assert _lrs(_cfg(scheduler="constant", warmup_ratio=0.5), 4) == pytest.approx([0.5, 1.0, 1.0, 1.0])
 
 
 def test_gradient_clipping_bounds_the_step(tmp_path):
