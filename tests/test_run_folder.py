@@ -45,6 +45,25 @@ def test_rng_state_round_trips_through_a_safe_file(tmp_path):
     assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == a
 
 
+def test_cuda_rng_state_is_saved_and_restored(tmp_path, monkeypatch):
+    """On a GPU, dropout draws from the CUDA generators: a resume restores them too (simulated:
+    this machine may have no GPU); a checkpoint from another GPU count leaves them alone."""
+    gens = [torch.arange(8, dtype=torch.uint8), torch.arange(8, 16, dtype=torch.uint8)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [g.clone() for g in gens])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    save_state(tmp_path / "s.pt", {"rng": rng_state()})
+    state = load_state(tmp_path / "s.pt")["rng"]  # weights_only: CPU byte tensors load
+    set_rng_state(state)
+    assert len(restored) == 1 and all(torch.equal(a, b) for a, b in zip(restored[0], gens))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    set_rng_state(state)
+    assert len(restored) == 1
+
+
 @pytest.fixture
 def data_dir(tmp_path):
     d = tmp_path / "tiny"

@@ -16,8 +16,11 @@ from nlp_distill.errors import ConfigError
 def rng_state() -> Dict[str, Any]:
     """RNG states as tensors and plain values only (loadable with ``weights_only=True``)."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"python": random.getstate(), "torch": torch.get_rng_state(),
-            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]}
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]}
+    if torch.cuda.is_initialized():  # dropout on a GPU draws from the CUDA generators, not the CPU one
+        state["cuda"] = torch.cuda.get_rng_state_all()  # CPU byte tensors, one per device
+    return state
 
 
 def set_rng_state(state: Dict[str, Any]) -> None:
@@ -25,6 +28,9 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
 
 
 def save_state(path, state: Dict[str, Any]) -> None:
