@@ -200,6 +200,8 @@ class TransformerConfig(ConfigBase):
     pooling: str = option("first", choices=("first", "mean"), help="Sub-token -> word logits: first sub-token or mean.")
     batch_size: int = option(16, ge=1, flag="per_device_train_batch_size", help="Windows per training batch.")
     eval_batch_size: int = option(64, ge=1, help="Windows per evaluation batch.")
+    precision: str = option("auto", choices=("auto", "fp32", "bf16"),
+                            help="Matmul precision of the transformer's forward: bf16 autocast (training and labeling) or fp32; auto: bf16 on a CUDA GPU that supports it, else fp32.")
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """TransformerTokenClassifier (the teacher) on the tiny random BERT: training, save/load, runs."""
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -160,3 +161,26 @@ def test_do_training_run_folder(tiny_dir, tiny_encoder_dir, tmp_path, monkeypatc
     best = TransformerTokenClassifier.from_pretrained(str(out))
     assert best.labels == data.labels
     assert [len(p) for p in best.predict(test_tokens[:3])] == [len(t) for t in test_tokens[:3]]
+
+
+def test_bf16_precision_runs_the_encoder_in_bf16_and_returns_fp32(tiny_encoder_dir, tiny_labels):
+    """``precision=bf16`` autocasts the encoder (its linear layers see bf16) but hands fp32 logits
+    to losses and caches; they stay close to the fp32 model's. ``auto`` is fp32 on CPU."""
+    fp32 = _clf(tiny_encoder_dir, tiny_labels)
+    bf16 = _clf(tiny_encoder_dir, tiny_labels, precision="bf16")
+    assert isinstance(fp32.autocast(), contextlib.nullcontext)  # auto on CPU
+    seen = []
+    hook = bf16.model.bert.encoder.layer[0].attention.self.query.register_forward_hook(
+        lambda m, i, o: seen.append(o.dtype))
+    sents = [s.tokens for s in load_data_dir(TINY).train[:8]]
+    a, b = fp32.word_logits(sents), bf16.word_logits(sents)
+    hook.remove()
+    assert seen and all(d == torch.bfloat16 for d in seen)
+    assert all(x.dtype == np.float32 for x in b)
+    diff = max(float(np.abs(x - y).max()) for x, y in zip(a, b))
+    assert 0 < diff < 0.1, diff
+    batch = bf16.collate(bf16.windows(sents), [tiny_labels.encode(s.tags) for s in load_data_dir(TINY).train[:8]])
+    loss, n = bf16.loss(batch)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()  # gradients reach the fp32 weights through the autocast region
+    assert bf16.model.bert.encoder.layer[0].attention.self.query.weight.grad is not None

@@ -4,6 +4,7 @@ The teacher runs under ``no_grad`` on the same windows every step (its hidden st
 attention maps are too large to cache)."""
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Dict, List, Sequence, Tuple
 
 import torch
@@ -55,9 +56,14 @@ class TransformerDistill:
             student.model.set_attn_implementation("eager")
         self.last_parts: Dict[str, float] = {}
 
-    def _run(self, model, batch: Dict[str, torch.Tensor]):
-        return model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                           output_hidden_states=bool(self.kd.hidden_w), output_attentions=bool(self.cfg.attention_w))
+    def _run(self, model, batch: Dict[str, torch.Tensor]) -> SimpleNamespace:
+        """Logits, hidden states and attentions in fp32 (the forward may run under bf16 autocast)."""
+        with model.autocast():
+            out = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                              output_hidden_states=bool(self.kd.hidden_w), output_attentions=bool(self.cfg.attention_w))
+        as_fp32 = lambda xs: tuple(x.float() for x in xs) if xs is not None else None
+        return SimpleNamespace(logits=out.logits.float(), hidden_states=as_fp32(out.hidden_states),
+                               attentions=as_fp32(out.attentions))
 
     def loss(self, batch: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         kd, pool = self.kd, self.student.config.pooling

@@ -113,6 +113,7 @@ class TransformerTokenClassifier(nn.Module):
             tok = AutoTokenizer.from_pretrained(str(p))
             model = AutoModelForTokenClassification.from_pretrained(
                 str(p), num_labels=len(labels), id2label=labels.id2label, label2id=labels.label2id,
+                dtype=torch.float32,  # transformers 5 keeps a checkpoint's dtype by default (fp16 copies)
             )
         if not meta_file.is_file():
             logger.info("%s: encoder loaded with a new %d-label classification head", p, len(labels))
@@ -131,6 +132,15 @@ class TransformerTokenClassifier(nn.Module):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast of the encoder where ``config.precision`` asks for it (``auto``: on a CUDA
+        GPU that supports bf16); pooled outputs are cast back to fp32 by the callers."""
+        dev = self.device
+        want = self.config.precision
+        if want == "auto":
+            want = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        return torch.autocast(dev.type, dtype=torch.bfloat16) if want == "bf16" else contextlib.nullcontext()
+
     def forward(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
         """Word-level logits for collated windows.
 
@@ -140,8 +150,9 @@ class TransformerTokenClassifier(nn.Module):
         Returns:
             (B, W, C) logits per word of each window (padding rows meaningless; use ``word_mask``).
         """
-        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        return pool_words(out.logits, batch["word_start"], batch["word_len"], self.config.pooling)  # (B, W, C)
+        with self.autocast():
+            out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        return pool_words(out.logits.float(), batch["word_start"], batch["word_len"], self.config.pooling)  # (B, W, C)
 
     def windows(self, sentences: Sequence[Sequence[str]]) -> List[Window]:
         return self.aligner.encode(sentences)
@@ -194,8 +205,9 @@ class TransformerTokenClassifier(nn.Module):
             for b in tqdm(range(0, len(order), bs), disable=not show_progress, desc="teacher", leave=False):
                 chunk = [wins[k] for k in order[b : b + bs]]
                 batch = {k: v.to(dev) for k, v in self.aligner.collate(chunk).items()}
-                res = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                 output_hidden_states=hidden)
+                with self.autocast():
+                    res = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                     output_hidden_states=hidden)
                 logits = pool_words(res.logits, batch["word_start"], batch["word_len"], self.config.pooling)
                 logits = logits.float().cpu().numpy()  # (B, W, C)
                 states = (pool_words(res.hidden_states[-1], batch["word_start"], batch["word_len"],
