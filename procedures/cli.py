@@ -154,6 +154,8 @@ def _run_options(ctx: click.Context):
 
 
 def _echo_result(m: Dict[str, Any]) -> None:
+    if not m:  # a torchrun rank other than 0: rank 0 reports
+        return
     test = m.get("test")
     click.echo(f"dev F1 {m['dev']['f1']:.4f}" + (f"  test F1 {test['f1']:.4f}" if test else ""))
 
@@ -246,3 +248,7 @@ def export_onnx(model_dir, output_dir, quantize) -> None:
     setup_logging()
     out = export_model(model_dir, output_dir, quantize)
     click.echo(f"exported {model_dir} -> {out}")
+
+
+if __name__ == "__main__":  # python -m procedures.cli ...: nlp-train (e.g. under torchrun -m)
+    nlp_train()

@@ -17,6 +17,7 @@ import torch
 from nlp_distill.errors import ConfigError
 from nlp_distill.io import read_json, write_json
 from nlp_distill.metrics import tagging_metrics
+from nlp_distill.training import distributed as ddp
 
 logger = logging.getLogger("procedures")
 
@@ -48,7 +49,8 @@ def setup_logging(output_dir=None, level: int = logging.INFO) -> None:
 def environment() -> Dict[str, Any]:
     return {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "machine": platform.machine(), "cpu_count": os.cpu_count(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "world_size": ddp.world()[1]}
 
 
 def evaluate_split(predict, sentences: Sequence) -> Dict[str, Any]:
@@ -62,16 +64,26 @@ def evaluate_split(predict, sentences: Sequence) -> Dict[str, Any]:
 
 
 def pick_device(device: Optional[str] = None) -> torch.device:
-    """``device`` (checked: a CUDA device must exist), or cuda when available, else cpu."""
-    if not device:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``device`` (checked: a CUDA device must exist), or cuda when available, else cpu. Under
+    torchrun, ``cuda`` means this process's GPU (``cuda:LOCAL_RANK``)."""
     try:
-        dev = torch.device(device)
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     except RuntimeError:
         raise ConfigError(f"--device {device}: not a device (cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda" and dev.index is None and ddp.env_world_size() > 1:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
         raise ConfigError(f"--device {device}: no such CUDA device on this machine (use --device cpu)")
     return dev
+
+
+def start_distributed(run: "RunOptions") -> Dict[str, int]:
+    """Join the torchrun process group when there is one (no-op otherwise); other ranks than 0
+    log warnings only. Returns ``{"rank", "world_size"}``."""
+    if ddp.init_from_env(pick_device(run.device).type) and not ddp.is_main():
+        logging.getLogger().setLevel(logging.WARNING)
+    rank, size = ddp.world()
+    return {"rank": rank, "world_size": size}
 
 
 @dataclass
@@ -148,7 +160,19 @@ def run_folder(output_dir, sections: Dict[str, Any], run: RunOptions) -> Iterato
     and ``status.json`` (running -> finished | failed), drop the optimiser checkpoint at the end
     unless ``run.keep_checkpoint``."""
     out = Path(output_dir)
-    config = _config_dict(sections)
+    start_distributed(run)
+    if not ddp.is_main():  # rank 0 claims the folder and writes its files; the others wait for it
+        ddp.barrier()
+        yield out
+        return
+    with _claimed_folder(out, _config_dict(sections), run):
+        ddp.barrier()  # the folder is ready (a failed claim ends the job: torchrun stops the other ranks)
+        yield out
+
+
+@contextlib.contextmanager
+def _claimed_folder(out: Path, config: Dict[str, Any], run: RunOptions) -> Iterator[Path]:
+    """The single-process body of :func:`run_folder`."""
     if _check_folder(out, config, run):
         for a in RUN_ARTIFACTS:
             p = out / a

@@ -11,7 +11,7 @@ from nlp_distill.data.conll import iter_lines
 from nlp_distill.data.transfer_store import TransferStore
 from nlp_distill.data.unlabeled import detect_format, iter_unlabeled
 from nlp_distill.errors import ConfigError
-from procedures.common import RunOptions, pick_device, setup_logging
+from procedures.common import RunOptions, pick_device, setup_logging, start_distributed
 from procedures.tagger_kd import load_teacher
 
 logger = logging.getLogger(__name__)
@@ -25,6 +25,7 @@ def _count_text_lines(path, encoding: str) -> int:
 def do_label(output_dir, label: LabelConfig = LabelConfig(), run: RunOptions = RunOptions()) -> Dict[str, Any]:
     """Label ``label.unlabeled_filename`` into ``output_dir``; a rerun keeps finished chunks."""
     setup_logging()
+    start_distributed(run)  # under torchrun: each rank labels its share of the chunks
     if not label.unlabeled_filename or not Path(label.unlabeled_filename).is_file():
         raise ConfigError(f"--unlabeled_filename {label.unlabeled_filename!r}: no such file")
     teacher = load_teacher(KDConfig(teacher_model_path=label.teacher_model_path), pick_device(run.device))

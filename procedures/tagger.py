@@ -17,6 +17,7 @@ from nlp_distill.errors import DataFormatError
 from nlp_distill.io import folder_size, write_json
 from nlp_distill.models.neural_tagger import NeuralTagger
 from nlp_distill.modules.pretrained import vectors_from_file, vectors_from_teacher
+from nlp_distill.training import distributed as ddp
 from nlp_distill.training.checkpoint import seed_everything
 from nlp_distill.training.trainer import Trainer
 from procedures.common import RunOptions, environment, evaluate_split, pick_device, run_folder
@@ -96,6 +97,8 @@ def train_student(output_dir, train: Sequence[Sentence], dev: Sequence[Sentence]
     stages = sum(distiller.kd.stages) if distiller is not None else 0  # no early stop before the last stage
     result = Trainer(trained, trainer, loss_fn, batches, n_batches, evaluate, model.save_pretrained, out,
                      patience_start=stages).train(run.resume)
+    if not ddp.is_main():  # rank 0 scores the best model and writes metrics.json
+        return {}
     return _student_metrics(out, result, dev, test, data, dev_, teacher_scores)
 
 

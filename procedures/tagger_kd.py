@@ -24,6 +24,7 @@ from nlp_distill.distill.teacher_student import TeacherStudentDistill
 from nlp_distill.errors import ConfigError
 from nlp_distill.models.loader import load_model
 from nlp_distill.models.transformer import TransformerTokenClassifier
+from nlp_distill.training import distributed as ddp
 from procedures.common import RunOptions, evaluate_split, pick_device, run_folder
 from procedures.tagger import train_student
 
@@ -73,9 +74,10 @@ def _distiller(teacher, kd: KDConfig, labels, sentences: List[Sentence], out: Pa
     cache = None
     if kd.use_cache:
         t = time.perf_counter()
-        cache = TeacherLogitsCache.build(teacher, [s.tokens for s in own],
-                                         Path(kd.cache_dir) if kd.cache_dir else out / "teacher_cache",
-                                         kd.teacher_batch_size, hidden=dist.uses_hidden)
+        with ddp.main_first():  # under torchrun, rank 0 runs the teacher; the others read its cache
+            cache = TeacherLogitsCache.build(teacher, [s.tokens for s in own],
+                                             Path(kd.cache_dir) if kd.cache_dir else out / "teacher_cache",
+                                             kd.teacher_batch_size, hidden=dist.uses_hidden)
         logger.info("teacher logits ready in %.1fs", time.perf_counter() - t)
     if store is not None:
         cache = ConcatLogits([cache, store], [len(own), n_stored])
@@ -92,7 +94,10 @@ def _teacher_labeled(dist: TeacherStudentDistill, teacher, first: int, sentences
     else:  # no cache: one teacher pass here for the labels (KD still runs the teacher every step)
         logits = teacher.word_logits([s.tokens for s in sentences], batch_size)
     labeled = [label_from_logits(s.tokens, lg, teacher.labels, threshold) for s, lg in zip(sentences, logits)]
-    n, acc = write_pseudo_labeled(path, labeled)
+    if ddp.is_main():
+        n, acc = write_pseudo_labeled(path, labeled)
+    else:
+        n, acc = len(labeled), sum(p.accepted for p in labeled)
     logger.info("teacher labels: %d / %d sentences at confidence >= %.2f (written to %s)", acc, n, threshold, path)
     return [Sentence(p.sentence.tokens, p.sentence.tags if p.accepted else None) for p in labeled]
 

@@ -13,6 +13,7 @@ from nlp_distill.data.conll import Sentence
 from nlp_distill.data.dataset_dir import TaggingData, load_data_dir
 from nlp_distill.io import folder_size, write_json
 from nlp_distill.models.transformer import TransformerTokenClassifier
+from nlp_distill.training import distributed as ddp
 from nlp_distill.training.checkpoint import seed_everything
 from nlp_distill.training.trainer import Trainer
 from procedures.common import RunOptions, environment, evaluate_split, pick_device, run_folder
@@ -77,6 +78,8 @@ def fit_transformer(out: Path, clf: TransformerTokenClassifier, train: Sequence[
     result = Trainer(clf, trainer, loss_fn or clf.loss, batches, n_batches, evaluate, clf.save_pretrained, out,
                      param_groups=groups).train(resume=run.resume)
     train_time = time.perf_counter() - t0
+    if not ddp.is_main():  # rank 0 scores the best model and writes metrics.json
+        return {}
     best = TransformerTokenClassifier.from_pretrained(str(out / "model")).to(dev_)
     metrics = {"dev": evaluate_split(best.predict, data.dev),
                "test": evaluate_split(best.predict, data.test) if data.test else None,

@@ -31,6 +31,7 @@ from nlp_distill.distill.pseudo_label import softmax
 from nlp_distill.distill.teacher_cache import padded_rows, teacher_fingerprint
 from nlp_distill.errors import ConfigError
 from nlp_distill.io import read_json, write_json
+from nlp_distill.training import distributed as ddp
 
 logger = logging.getLogger(__name__)
 
@@ -109,19 +110,20 @@ class TransferStore:
     def label(cls, teacher, sentences: Iterable[Sequence[str]], folder, chunk: int = 2048, batch_size: int = 64,
               total: Optional[int] = None, show_progress: bool = True) -> "TransferStore":
         """Label ``sentences`` with ``teacher`` into ``folder``, keeping finished chunks of an
-        earlier run by the same teacher (a different teacher is an error)."""
+        earlier run by the same teacher (a different teacher is an error).
+
+        Under torchrun every rank reads the whole input and labels chunks ``k`` with
+        ``k % world_size == rank``; rank 0 then writes the store's metadata, so the store reads as
+        one, in input order.
+        """
         folder = Path(folder)
         key = teacher_fingerprint(teacher)
-        if (folder / META).is_file():
-            meta = read_json(folder / META)
-            if meta.get("key") != key or meta.get("chunk") != chunk:
-                raise ConfigError(f"{folder} holds a transfer store made by another teacher or chunk size; "
-                                  "choose another --output_dir")
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json(folder / META, {"key": key, "labels": teacher.labels.labels, "chunk": chunk, "complete": False})
+        rank, size = ddp.world()
+        with ddp.main_first():
+            _claim(folder, key, teacher.labels.labels, chunk)
         it = iter(sentences)
         k = n = kept = 0
-        bar = tqdm(total=total, desc="labeling", unit="sent", disable=not show_progress, dynamic_ncols=True)
+        bar = tqdm(total=total, desc="labeling", unit="sent", disable=not show_progress or rank > 0, dynamic_ncols=True)
         while True:
             block = [list(s) for s in islice(it, chunk)]
             if not block:
@@ -129,16 +131,32 @@ class TransferStore:
             target = _chunk_dir(folder, k)
             if target.is_dir():
                 kept += 1  # finished by an earlier run
-            else:
+            elif k % size == rank:
                 _write_chunk(teacher, block, target, batch_size)
             n += len(block)
             k += 1
             bar.update(len(block))
         bar.close()
-        for stale in sorted(folder.glob("chunk_*")):  # chunks beyond this input (an earlier, longer input)
-            if stale.name.endswith(".tmp") or int(stale.name.split("_")[1]) >= k:
-                shutil.rmtree(stale)
-        write_json(folder / META, {"key": key, "labels": teacher.labels.labels, "chunk": chunk, "complete": True,
-                                   "num_chunks": k, "num_sentences": n})
-        logger.info("transfer store %s: %d sentences in %d chunks (%d kept from an earlier run)", folder, n, k, kept)
+        ddp.barrier()  # every rank's chunks are written
+        if rank == 0:
+            for stale in sorted(folder.glob("chunk_*")):  # chunks beyond this input (an earlier, longer input)
+                if stale.name.endswith(".tmp") or int(stale.name.split("_")[1]) >= k:
+                    shutil.rmtree(stale)
+            write_json(folder / META, {"key": key, "labels": teacher.labels.labels, "chunk": chunk, "complete": True,
+                                       "num_chunks": k, "num_sentences": n})
+            logger.info("transfer store %s: %d sentences in %d chunks (%d kept from an earlier run)", folder, n, k, kept)
+        ddp.barrier()  # the metadata is written before any rank opens the store
         return cls(folder)
+
+
+def _claim(folder: Path, key: str, labels: List[str], chunk: int) -> None:
+    """Check that ``folder`` is new or holds a store by the same teacher and chunk size; mark it
+    incomplete until the labeling finishes."""
+    if (folder / META).is_file():
+        meta = read_json(folder / META)
+        if meta.get("key") != key or meta.get("chunk") != chunk:
+            raise ConfigError(f"{folder} holds a transfer store made by another teacher or chunk size; "
+                              "choose another --output_dir")
+    folder.mkdir(parents=True, exist_ok=True)
+    if ddp.is_main():
+        write_json(folder / META, {"key": key, "labels": labels, "chunk": chunk, "complete": False})

@@ -1,6 +1,7 @@
 """One small generic training loop. It knows nothing about teachers: it gets a ``loss_fn``."""
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -15,6 +16,7 @@ from tqdm.auto import tqdm
 from nlp_distill.config import TrainerConfig
 from nlp_distill.errors import ConfigError
 from nlp_distill.io import atomic_dir
+from nlp_distill.training import distributed as ddp
 from nlp_distill.training.checkpoint import load_state, rng_state, save_state, seed_everything, set_rng_state
 
 logger = logging.getLogger(__name__)
@@ -65,6 +67,11 @@ class Trainer:
         param_groups: optional optimiser parameter groups (default: all trainable parameters).
         patience_start: epochs before this one never count towards early stopping (e.g. the
             representation stage of a staged distillation, where dev F1 means nothing yet).
+
+    Under torchrun (see :mod:`nlp_distill.training.distributed`) rank r trains on batches r, r+N,
+    r+2N, ... of each epoch and every optimiser step sums gradients and item counts over ranks, so
+    N processes with ``grad_accum_steps`` A take the steps of one process with A*N. Rank 0 alone
+    evaluates, saves and logs; the others receive its dev score (early stopping stays in step).
     """
 
     def __init__(
@@ -91,7 +98,9 @@ class Trainer:
         self.patience_start = patience_start
         params = param_groups or [p for p in model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(params, config)
-        self.steps_per_epoch = math.ceil(num_batches / config.grad_accum_steps)
+        self.rank, self.world_size = ddp.world()
+        self.local_batches = math.ceil(num_batches / self.world_size)  # ranks short of one train on nothing
+        self.steps_per_epoch = math.ceil(self.local_batches / config.grad_accum_steps)
         self.scheduler = build_scheduler(self.optimizer, config, self.steps_per_epoch * config.epochs)
         self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.log_path = self.output_dir / "train_log.jsonl"
@@ -100,10 +109,13 @@ class Trainer:
         self.ckpt_path = self.output_dir / "checkpoint" / "trainer_state.pt"
 
     def _log(self, record: Dict[str, Any]) -> None:
+        if self.rank:
+            return
         with open(self.log_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
     def _step(self, n_items: float, sums: Optional[Dict[str, float]] = None) -> None:
+        n_items = ddp.all_reduce_grads(self.trainable, n_items)  # no-op in one process
         scale = 1.0 / max(n_items, 1.0)
         for p in self.trainable:
             if p.grad is not None:
@@ -135,19 +147,21 @@ class Trainer:
                 self.log_path.unlink()
         t0 = time.perf_counter()
         self.global_step = start_epoch * self.steps_per_epoch
-        self.writer = self._writer()
+        self.writer = self._writer() if not self.rank else None
+        ddp.broadcast_module(self.model)  # identical starting weights on every rank
         for epoch in range(start_epoch, cfg.epochs):
             te = time.perf_counter()
             train = self._train_epoch(epoch)
             train_seconds = time.perf_counter() - te
             self.model.eval()
-            metrics = self.evaluate()
-            score = metrics[cfg.metric_for_best]
+            metrics = self.evaluate() if not self.rank else {}
+            score = ddp.broadcast_object(metrics[cfg.metric_for_best] if not self.rank else None)
             improved = score > best
             if improved:
                 best, best_epoch, bad_epochs = score, epoch, 0
-                with atomic_dir(self.output_dir / "model") as tmp:
-                    self.save_model(tmp)
+                if not self.rank:
+                    with atomic_dir(self.output_dir / "model") as tmp:
+                        self.save_model(tmp)
             elif epoch >= self.patience_start:
                 bad_epochs += 1
             rec = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train.items()}, "epoch_seconds": train_seconds,
@@ -162,7 +176,7 @@ class Trainer:
                 self.writer.flush()
             logger.info("epoch %d: loss %.4f dev %s %.4f%s (%.1fs)", epoch + 1, rec["train_loss"], cfg.metric_for_best,
                         score, " *" if improved else "", train_seconds)
-            save_state(self.ckpt_path, {
+            self._checkpoint({
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "rng": rng_state(), "epoch": epoch, "best": best,
                 "best_epoch": best_epoch, "bad_epochs": bad_epochs, "history": history,
@@ -172,8 +186,13 @@ class Trainer:
                 break
         if self.writer is not None:
             self.writer.close()
+        ddp.barrier()  # rank 0's last model/ is written before any rank reads it
         return {"best_epoch": best_epoch + 1, "best_metric": best, "history": history,
                 "train_seconds": time.perf_counter() - t0}
+
+    def _checkpoint(self, state: Dict[str, Any]) -> None:
+        if not self.rank:
+            save_state(self.ckpt_path, state)
 
     def _resume(self) -> Tuple[int, float, int, int, list]:
         """(start epoch, best score, best epoch, bad epochs, history) from ``checkpoint/``, with
@@ -214,17 +233,20 @@ class Trainer:
         group: Dict[str, float] = {}
         total_items = group_items = 0.0
         in_group = 0
-        bar = tqdm(self.train_batches(epoch), total=self.num_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not cfg.show_progress, leave=False, dynamic_ncols=True)
-        for batch in bar:
-            out = self.loss_fn(batch)
-            loss_sum, n = out[0], float(out[1])
-            loss_sum.backward()
-            for k, v in {"loss": float(loss_sum.detach()), **(out[2] if len(out) > 2 else {})}.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-                group[k] = group.get(k, 0.0) + float(v)
-            total_items += n
-            group_items += n
+        mine = itertools.islice(self.train_batches(epoch), self.rank, None, self.world_size)
+        bar = tqdm(range(self.local_batches), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not cfg.show_progress or bool(self.rank), leave=False, dynamic_ncols=True)
+        for _ in bar:
+            batch = next(mine, None)  # None: this rank's share ran out; it still joins the step
+            if batch is not None:
+                out = self.loss_fn(batch)
+                loss_sum, n = out[0], float(out[1])
+                loss_sum.backward()
+                for k, v in {"loss": float(loss_sum.detach()), **(out[2] if len(out) > 2 else {})}.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                    group[k] = group.get(k, 0.0) + float(v)
+                total_items += n
+                group_items += n
             in_group += 1
             if in_group == cfg.grad_accum_steps:
                 self._step(group_items, group)
@@ -232,4 +254,6 @@ class Trainer:
             bar.set_postfix(loss=f"{sums['loss'] / max(total_items, 1):.4f}")
         if in_group:  # a last, shorter group still makes one step
             self._step(group_items, group)
+        sums = ddp.all_reduce_sums({**sums, "_items": total_items})  # epoch figures over all ranks
+        total_items = sums.pop("_items")
         return {k: v / max(total_items, 1) for k, v in sums.items()}
