@@ -78,8 +78,7 @@ def train_student(output_dir, train: Sequence[Sentence], dev: Sequence[Sentence]
     def batches(epoch: int):
         if distiller is not None:
             distiller.epoch = epoch  # selects the stage of a staged schedule
-        for idx in bucket_batches(enc.lengths, data.batch_size, shuffle=True, seed=trainer.seed + epoch):
-            yield enc.collate(idx).to(dev_)
+        return bucket_batches(enc.lengths, data.batch_size, shuffle=True, seed=trainer.seed + epoch)
 
     trained: nn.Module = model  # what the optimiser and the checkpoint hold
     if distiller is not None:
@@ -96,7 +95,7 @@ def train_student(output_dir, train: Sequence[Sentence], dev: Sequence[Sentence]
 
     stages = sum(distiller.kd.stages) if distiller is not None else 0  # no early stop before the last stage
     result = Trainer(trained, trainer, loss_fn, batches, n_batches, evaluate, model.save_pretrained, out,
-                     patience_start=stages).train(run.resume)
+                     patience_start=stages, collate=lambda idx: enc.collate(idx).to(dev_)).train(run.resume)
     if not ddp.is_main():  # rank 0 scores the best model and writes metrics.json
         return {}
     return _student_metrics(out, result, dev, test, data, dev_, teacher_scores)

@@ -62,9 +62,10 @@ def fit_transformer(out: Path, clf: TransformerTokenClassifier, train: Sequence[
     n_batches = (len(windows) + bs - 1) // bs
 
     def batches(epoch: int):
-        for idx in bucket_batches(lengths, bs, shuffle=True, seed=trainer.seed + epoch):
-            b = clf.collate([windows[i] for i in idx], train_tags)
-            yield {k: v.to(dev_) for k, v in b.items()}
+        return bucket_batches(lengths, bs, shuffle=True, seed=trainer.seed + epoch)
+
+    def collate(idx):
+        return {k: v.to(dev_) for k, v in clf.collate([windows[i] for i in idx], train_tags).items()}
 
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
     named = [(n, p) for n, p in clf.named_parameters() if p.requires_grad]
@@ -76,7 +77,7 @@ def fit_transformer(out: Path, clf: TransformerTokenClassifier, train: Sequence[
 
     t0 = time.perf_counter()
     result = Trainer(clf, trainer, loss_fn or clf.loss, batches, n_batches, evaluate, clf.save_pretrained, out,
-                     param_groups=groups).train(resume=run.resume)
+                     param_groups=groups, collate=collate).train(resume=run.resume)
     train_time = time.perf_counter() - t0
     if not ddp.is_main():  # rank 0 scores the best model and writes metrics.json
         return {}

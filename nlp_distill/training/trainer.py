@@ -67,6 +67,8 @@ class Trainer:
         param_groups: optional optimiser parameter groups (default: all trainable parameters).
         patience_start: epochs before this one never count towards early stopping (e.g. the
             representation stage of a staged distillation, where dev F1 means nothing yet).
+        collate: optional ``item -> batch``; then ``train_batches`` yields cheap items (e.g. index
+            lists) and only this rank's share is collated.
 
     Under torchrun (see :mod:`nlp_distill.training.distributed`) rank r trains on batches r, r+N,
     r+2N, ... of each epoch and every optimiser step sums gradients and item counts over ranks, so
@@ -86,6 +88,7 @@ class Trainer:
         output_dir,
         param_groups: Optional[Sequence[Dict]] = None,
         patience_start: int = 0,
+        collate: Optional[Callable[[Any], Any]] = None,
     ) -> None:
         self.model = model
         self.config = config
@@ -96,6 +99,7 @@ class Trainer:
         self.save_model = save_model
         self.output_dir = Path(output_dir)
         self.patience_start = patience_start
+        self.collate = collate
         params = param_groups or [p for p in model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(params, config)
         self.rank, self.world_size = ddp.world()
@@ -239,6 +243,8 @@ class Trainer:
         for _ in bar:
             batch = next(mine, None)  # None: this rank's share ran out; it still joins the step
             if batch is not None:
+                if self.collate is not None:
+                    batch = self.collate(batch)
                 out = self.loss_fn(batch)
                 loss_sum, n = out[0], float(out[1])
                 loss_sum.backward()
