@@ -302,3 +302,21 @@ def test_multi_window_words_take_their_owner_windows_logits_and_train_once(clf, 
     for i, w in enumerate(wins):
         for j, (wi, own) in enumerate(zip(w.word_index, w.owned)):
             assert bool(labeled[i, j]) == own and (not own or int(batch["labels"][i, j]) == tags[0][wi])
+
+
+def test_single_window_fast_path_equals_the_general_path(tok):
+    """The vectorised one-window path gives exactly the windows the general path builds, and
+    sentences it cannot take (too long, a word without sub-tokens) go to the general path."""
+    al = WordAligner(tok, max_length=24, stride=4)
+    sents = [_random_sentence(n, seed=n) for n in range(1, 30)] + [["a", "\u200b", "b"], ["\u200b"]]
+    enc = tok([list(s) for s in sents], is_split_into_words=True, add_special_tokens=False)
+    fast = 0
+    for si, words in enumerate(sents):
+        ids, wids = enc["input_ids"][si], enc.word_ids(si)
+        general = al._windows(si, al._per_word(len(words), ids, wids))
+        single = al._single_window(si, len(words), ids, wids)
+        if single is not None:
+            fast += 1
+            assert [single] == general
+        assert [w for w in al.encode(sents) if w.sent == si] == general
+    assert 5 < fast < len(sents)  # both paths were exercised

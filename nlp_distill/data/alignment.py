@@ -68,21 +68,29 @@ class WordAligner:
         self.stride = min(stride, self.budget // 4)
         self._warned_long_word = False
 
-    def _subtokens(self, sentences: Sequence[Sequence[str]]) -> List[List[List[int]]]:
-        """Sub-token ids per word per sentence (never empty: UNK for unmappable words)."""
-        enc = self.tokenizer([list(s) for s in sentences], is_split_into_words=True, add_special_tokens=False, verbose=False)
-        unk = self.tokenizer.unk_token_id
-        out = []
-        for i, words in enumerate(sentences):
-            per_word: List[List[int]] = [[] for _ in words]
-            for tid, wid in zip(enc["input_ids"][i], enc.word_ids(i)):
-                if wid is not None:
-                    per_word[wid].append(tid)
-            for w in per_word:
-                if not w:
-                    w.append(unk)
-            out.append(per_word)
-        return out
+    def _per_word(self, n_words: int, ids: Sequence[int], word_ids: Sequence[int]) -> List[List[int]]:
+        """Sub-token ids of each word (never empty: UNK for words with no sub-token)."""
+        per_word: List[List[int]] = [[] for _ in range(n_words)]
+        for tid, wid in zip(ids, word_ids):
+            if wid is not None:
+                per_word[wid].append(tid)
+        for w in per_word:
+            if not w:
+                w.append(self.tokenizer.unk_token_id)
+        return per_word
+
+    def _single_window(self, si: int, n_words: int, ids: List[int], word_ids: List[int]) -> "Window | None":
+        """The common case in vectorised form: the sentence fits one window and every word has
+        sub-tokens. ``None`` sends the sentence down the general path."""
+        if not ids or len(ids) > self.budget:
+            return None
+        wa = np.asarray(word_ids)
+        starts = np.flatnonzero(np.r_[True, wa[1:] != wa[:-1]])
+        if len(starts) != n_words:  # a word without sub-tokens (it gets UNK in the general path)
+            return None
+        lens = np.diff(np.r_[starts, len(wa)])
+        return Window(si, self.prefix_ids + ids + self.suffix_ids, (starts + len(self.prefix_ids)).tolist(),
+                      lens.tolist(), list(range(n_words)), [True] * n_words)
 
     def encode(self, sentences: Sequence[Sequence[str]]) -> List[Window]:
         """Split every sentence into windows of at most ``max_length`` sub-tokens.
@@ -90,43 +98,54 @@ class WordAligner:
         Returns:
             windows in sentence order (a sentence with no words yields none).
         """
+        enc = self.tokenizer([list(s) for s in sentences], is_split_into_words=True, add_special_tokens=False,
+                             verbose=False)
         windows: List[Window] = []
-        for si, per_word in enumerate(self._subtokens(sentences)):
-            n = len(per_word)
+        for si, words in enumerate(sentences):
+            n = len(words)
             if n == 0:
                 continue
-            lens = []
-            for w in per_word:
-                if len(w) > self.budget:
-                    if not self._warned_long_word:
-                        logger.warning("a word has %d sub-tokens (> %d); using its first %d", len(w), self.budget, self.budget)
-                        self._warned_long_word = True
-                    del w[self.budget :]
-                lens.append(len(w))
-            spans = self._spans(lens)
-            # owner of each word: the window giving it the most context on its nearer side
-            best_margin = [-1] * n
-            owner = [0] * n
-            for k, (a, b) in enumerate(spans):
-                window_total = sum(lens[a:b])
-                left = 0
-                for wi in range(a, b):
-                    margin = min(left, window_total - left - lens[wi])
-                    if margin > best_margin[wi]:
-                        best_margin[wi], owner[wi] = margin, k
-                    left += lens[wi]
-            for k, (a, b) in enumerate(spans):
-                ids = [w for wi in range(a, b) for w in per_word[wi]]
-                ids = self.prefix_ids + ids + self.suffix_ids
-                offset = len(self.prefix_ids)
-                starts, pos = [], offset
-                for wi in range(a, b):
-                    starts.append(pos)
-                    pos += lens[wi]
-                windows.append(
-                    Window(si, ids, starts, lens[a:b], list(range(a, b)), [owner[wi] == k for wi in range(a, b)])
-                )
+            ids, word_ids = enc["input_ids"][si], enc.word_ids(si)
+            single = self._single_window(si, n, ids, word_ids)
+            if single is not None:
+                windows.append(single)
+            else:
+                windows.extend(self._windows(si, self._per_word(n, ids, word_ids)))
         return windows
+
+    def _windows(self, si: int, per_word: List[List[int]]) -> List[Window]:
+        """Windows of one sentence given its words' sub-tokens (the general path: long sentences,
+        over-long words, words without sub-tokens)."""
+        for w in per_word:
+            if len(w) > self.budget:
+                if not self._warned_long_word:
+                    logger.warning("a word has %d sub-tokens (> %d); using its first %d", len(w), self.budget, self.budget)
+                    self._warned_long_word = True
+                del w[self.budget :]
+        lens = [len(w) for w in per_word]
+        spans = self._spans(lens)
+        owner = self._owners(lens, spans)
+        windows: List[Window] = []
+        for k, (a, b) in enumerate(spans):
+            ids = self.prefix_ids + [t for wi in range(a, b) for t in per_word[wi]] + self.suffix_ids
+            starts = (len(self.prefix_ids) + np.r_[0, np.cumsum(lens[a:b])[:-1]]).tolist()
+            windows.append(Window(si, ids, starts, lens[a:b], list(range(a, b)), [owner[wi] == k for wi in range(a, b)]))
+        return windows
+
+    @staticmethod
+    def _owners(lens: List[int], spans: List[Tuple[int, int]]) -> List[int]:
+        """Owner window of each word: the one giving it the most context on its nearer side."""
+        best_margin = [-1] * len(lens)
+        owner = [0] * len(lens)
+        for k, (a, b) in enumerate(spans):
+            window_total = sum(lens[a:b])
+            left = 0
+            for wi in range(a, b):
+                margin = min(left, window_total - left - lens[wi])
+                if margin > best_margin[wi]:
+                    best_margin[wi], owner[wi] = margin, k
+                left += lens[wi]
+        return owner
 
     def _spans(self, lens: List[int]) -> List[Tuple[int, int]]:
         """Word spans ``[a, b)`` covering the sentence, each within budget, overlapping by about

@@ -213,6 +213,12 @@ class TransformerTokenClassifier(nn.Module):
                 states = (pool_words(res.hidden_states[-1], batch["word_start"], batch["word_len"],
                                      self.config.pooling).float().cpu().numpy() if hidden else None)  # (B, W, H)
                 for i, w in enumerate(chunk):
+                    k = len(w.word_index)
+                    if k == len(out[w.sent]) and all(w.owned):  # the whole sentence in this window
+                        out[w.sent][:] = logits[i, :k]
+                        if hid is not None:
+                            hid[w.sent][:] = states[i, :k]
+                        continue
                     for j, (wi, own) in enumerate(zip(w.word_index, w.owned)):
                         if own:
                             out[w.sent][wi] = logits[i, j]
