@@ -105,6 +105,8 @@ class ConfigBase:
     """
 
     SECTION: ClassVar[str] = ""
+    # named bundles of values (a ``preset`` field picks one); explicit values override them
+    PRESETS: ClassVar[Dict[str, Dict[str, Any]]] = {}
 
     def __post_init__(self) -> None:
         types = field_types(type(self))
@@ -127,6 +129,13 @@ class ConfigBase:
         if unknown:
             raise ConfigError(f"unknown {cls.SECTION} keys {sorted(unknown)}; known: {sorted(known)}")
         return cls(**d)
+
+    @classmethod
+    def from_preset(cls: Type[T], name: str, **values: Any) -> T:
+        """The config of preset ``name`` with ``values`` on top (library use of ``--preset``)."""
+        if name not in cls.PRESETS:
+            raise ConfigError(f"{cls.SECTION}.preset: unknown preset {name!r}; known: {sorted(cls.PRESETS)}")
+        return cls.from_dict({**cls.PRESETS[name], "preset": name, **values})
 
     def save(self, path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
@@ -209,6 +218,14 @@ class TaggerConfig(ConfigBase):
     """NeuralTagger architecture (student)."""
 
     SECTION: ClassVar[str] = "tagger"
+    # smaller students for speed (issue: a student 30x its teacher); "base" is the field defaults
+    PRESETS: ClassVar[Dict[str, Dict[str, Any]]] = {
+        "base": {},
+        "small": {"word_emb_dim": 64, "char_emb_dim": 20, "char_hidden": 30, "hidden": 100, "idcnn_iterations": 2},
+        "tiny": {"word_emb_dim": 50, "char_emb_dim": 16, "char_hidden": 16, "hidden": 64, "idcnn_iterations": 1},
+    }
+    preset: str = option("base", choices=("base", "small", "tiny"),
+                         help="Student size: base (BiLSTM 2x200, char-CNN 50, words 100-d), small (2x100, 30, 64-d; ID-CNN 2 iterations), tiny (2x64, 16, 50-d; 1 iteration); --config values and flags override the preset's.")
     model_type: str = option("cnn-lstm", choices=("cnn-lstm", "id-cnn"), help="Encoder: BiLSTM (cnn-lstm) or iterated dilated CNN.")
     use_crf: bool = option(False, off_flag="no_crf", help="CRF output layer (Viterbi decoding) instead of softmax.")
     crf_constraints: bool = option(True, help="Forbid scheme-invalid CRF transitions (e.g. O -> I-X).")

@@ -136,7 +136,7 @@ def _read_config_file(config_file: str, sections: Sequence[str]) -> Dict[str, Di
 
 
 def build_configs(ctx: click.Context, config_file: Optional[str] = None) -> Dict[str, ConfigBase]:
-    """One config object per section of the command: defaults < ``--config`` < typed flags."""
+    """One config object per section of the command: defaults < ``--preset`` < ``--config`` < typed flags."""
     classes: Sequence[Type[ConfigBase]] = ctx.command.callback.__config_classes__  # type: ignore[union-attr]
     sections = [c.SECTION for c in classes]
     raw = _read_config_file(config_file, sections) if config_file else {}
@@ -152,5 +152,6 @@ def build_configs(ctx: click.Context, config_file: Optional[str] = None) -> Dict
             flag = flag_name(f)
             if ctx.get_parameter_source(flag) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
                 values[f.name] = _cli_value(cls, f, ctx.params[flag])
-        out[cls.SECTION] = cls.from_dict(values)
+        preset = values.get("preset")  # a preset's values sit between the defaults and the file
+        out[cls.SECTION] = cls.from_preset(preset, **values) if preset else cls.from_dict(values)
     return out

@@ -421,3 +421,22 @@ def test_debug_flag_shows_the_traceback(data_dir, tmp_path, monkeypatch):
     from nlp_distill.errors import ConfigError
 
     assert isinstance(r.exception, ConfigError)  # raised through, so the traceback shows
+
+
+def test_preset_sets_the_student_size_and_flags_override_it(data_dir, tmp_path):
+    from nlp_distill.models.neural_tagger import NeuralTagger
+
+    out = tmp_path / "p"
+    ok(invoke(nlp_train, ["tagger", "--data_dir", data_dir, "--output_dir", out, "--device", "cpu", "--epochs", 1,
+                          "--preset", "small", "--hidden", 40]))
+    t = json.loads((out / "config.json").read_text())["tagger"]
+    assert (t["preset"], t["hidden"], t["char_hidden"], t["word_emb_dim"]) == ("small", 40, 30, 64)
+    assert NeuralTagger.from_pretrained(out / "model").config.char_hidden == 30
+    # a --config file's values sit above the preset, flags above both
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"tagger": {"preset": "tiny", "char_hidden": 12}}))
+    out2 = tmp_path / "q"
+    ok(invoke(nlp_train, ["tagger", "--data_dir", data_dir, "--output_dir", out2, "--device", "cpu", "--epochs", 1,
+                          "--config", cfg, "--word_embedding_dims", 20]))
+    t2 = json.loads((out2 / "config.json").read_text())["tagger"]
+    assert (t2["preset"], t2["hidden"], t2["char_hidden"], t2["word_emb_dim"]) == ("tiny", 64, 12, 20)

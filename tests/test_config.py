@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -178,3 +179,20 @@ def test_every_library_export_resolves():
 
     for name in nlp_distill.__all__:
         assert getattr(nlp_distill, name) is not None, name
+
+
+def test_tagger_presets_are_valid_and_smaller_in_order():
+    from nlp_distill.data.dataset_dir import load_data_dir
+    from nlp_distill.models.neural_tagger import NeuralTagger
+
+    d = load_data_dir(Path(__file__).parent / "fixtures" / "tiny")
+    sizes = {}
+    for name in ("base", "small", "tiny"):
+        cfg = TaggerConfig.from_preset(name, use_crf=True)
+        assert cfg.preset == name and cfg.use_crf
+        assert all(getattr(cfg, k) == v for k, v in TaggerConfig.PRESETS[name].items())
+        sizes[name] = NeuralTagger.build(cfg, d.train, d.labels).num_parameters()
+    assert sizes["tiny"] < sizes["small"] < sizes["base"]
+    assert TaggerConfig.from_preset("small", hidden=7).hidden == 7  # explicit values win
+    with pytest.raises(ConfigError, match="unknown preset 'huge'"):
+        TaggerConfig.from_preset("huge")
