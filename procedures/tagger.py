@@ -9,7 +9,7 @@ from torch import nn
 
 
 from nlp_distill.config import StudentDataConfig, StudentTrainerConfig, TaggerConfig, TrainerConfig
-from nlp_distill.data.batching import bucket_batches
+from nlp_distill.data.batching import ConcatEncoded, bucket_batches
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.dataset_dir import load_data_dir
 from nlp_distill.data.labels import LabelVocab, is_valid, repair
@@ -47,7 +47,8 @@ def _checked_tags(train: Sequence[Sentence], labels: LabelVocab, tagger: TaggerC
 def train_student(output_dir, train: Sequence[Sentence], dev: Sequence[Sentence], test: Sequence[Sentence],
                   labels: LabelVocab, tagger: TaggerConfig, trainer: TrainerConfig, data: StudentDataConfig,
                   weights: Optional[Sequence[float]] = None, vocab_sentences: Optional[Sequence[Sentence]] = None,
-                  distiller=None, run: RunOptions = RunOptions(), teacher_scores: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                  distiller=None, run: RunOptions = RunOptions(), teacher_scores: Optional[Dict[str, Any]] = None,
+                  extra: Optional[Callable[[NeuralTagger], Any]] = None) -> Dict[str, Any]:
     """Build, train (best on dev) and evaluate a NeuralTagger; the common core of every student run.
 
     Args:
@@ -60,6 +61,8 @@ def train_student(output_dir, train: Sequence[Sentence], dev: Sequence[Sentence]
         run: device and resume (the folder itself is claimed by the caller's ``run_folder``).
         teacher_scores: the teacher's own ``{"dev": ..., "test": ...}`` metrics, written beside
             the student's; a student better than its teacher on dev is warned about.
+        extra: ``model -> encoded rows`` appended after ``train`` (e.g. a transfer store's
+            ``StoreFeatures``, read from disk batch by batch); they need the model's vocabularies.
 
     Returns:
         metrics dict (also written to ``metrics.json``).
@@ -69,10 +72,12 @@ def train_student(output_dir, train: Sequence[Sentence], dev: Sequence[Sentence]
     dev_ = pick_device(run.device)
     train = _checked_tags(train, labels, tagger, data)
     model = _build_student(tagger, data, vocab_sentences if vocab_sentences is not None else train, labels).to(dev_)
+    enc = model.encode(train, weights)
+    if extra is not None:
+        enc = ConcatEncoded([enc, extra(model)])
     logger.info("student %s%s: %.2fM parameters, vocab %d words / %d chars, %d training sentences",
                 tagger.model_type, "+crf" if tagger.use_crf else "", model.num_parameters() / 1e6,
-                len(model.word_vocab), len(model.char_vocab), len(train))
-    enc = model.encode(train, weights)
+                len(model.word_vocab), len(model.char_vocab), len(enc))
     n_batches = len(bucket_batches(enc.lengths, data.batch_size, shuffle=False))
 
     def batches(epoch: int):

@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import logging
 import time
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
 
 from nlp_distill.config import (AugmentConfig, KDConfig, PseudoConfig, StudentDataConfig, StudentTrainerConfig,
                                 TaggerConfig, TrainerConfig)
 from nlp_distill.data.augment import augment_corpus
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.dataset_dir import TaggingData, load_data_dir
+from nlp_distill.data.labels import LabelVocab
+from nlp_distill.data.store_features import StoreFeatures
 from nlp_distill.data.unlabeled import iter_unlabeled
 from nlp_distill.distill.ensemble import TeacherEnsemble
 from nlp_distill.distill.pseudo_label import label_from_logits, write_pseudo_labeled
@@ -61,16 +65,14 @@ def teacher_scores(teacher, d: TaggingData) -> Dict[str, Any]:
     return out
 
 
-def _distiller(teacher, kd: KDConfig, labels, sentences: List[Sentence], out: Path,
+def _distiller(teacher, kd: KDConfig, labels, own: List[Sentence], out: Path,
                store: Optional[TransferStore] = None, n_stored: int = 0) -> TeacherStudentDistill:
-    """The distiller over ``sentences``; with ``store``, the last ``n_stored`` of them (the store's
-    first sentences) take their teacher logits from it (no teacher pass), the rest from the cache."""
+    """The distiller over ``own`` sentences (teacher logits from the cache), followed with
+    ``store`` by the store's first ``n_stored`` sentences (logits read from the store)."""
     dist = TeacherStudentDistill(teacher, kd)
     dist.check_labels(labels)  # fail before spending time on the teacher pass
-    n_stored = n_stored if store is not None else 0
     if store is not None and (not kd.use_cache or dist.uses_hidden):
         raise ConfigError("--transfer_store holds logits only: it cannot be combined with --no_cache or hidden-state losses")
-    own = sentences[: len(sentences) - n_stored]
     cache = None
     if kd.use_cache:
         t = time.perf_counter()
@@ -80,8 +82,9 @@ def _distiller(teacher, kd: KDConfig, labels, sentences: List[Sentence], out: Pa
                                              kd.teacher_batch_size, hidden=dist.uses_hidden)
         logger.info("teacher logits ready in %.1fs", time.perf_counter() - t)
     if store is not None:
-        cache = ConcatLogits([cache, store], [len(own), n_stored])
-    dist.attach(labels, [s.tokens for s in sentences], cache)
+        dist.attach(labels, None, ConcatLogits([cache, store], [len(own), n_stored]))
+    else:
+        dist.attach(labels, [s.tokens for s in own], cache)
     return dist
 
 
@@ -105,8 +108,8 @@ def _teacher_labeled(dist: TeacherStudentDistill, teacher, first: int, sentences
 def _kd_run(task: str, data_dir, out: Path, d: TaggingData, tagger: TaggerConfig, trainer: TrainerConfig,
             data: StudentDataConfig, kd: KDConfig, augment: AugmentConfig, unlabeled: Sequence[Sentence],
             pseudo: Optional[PseudoConfig], run: RunOptions, store: Optional[TransferStore] = None) -> Dict[str, Any]:
-    """Gold + teacher-labeled augmented copies + teacher-labeled unlabeled text, one training set
-    (the unlabeled text's logits from ``store`` when given)."""
+    """Gold + teacher-labeled augmented copies + teacher-labeled unlabeled text, one training set.
+    With ``store``, the unlabeled part is the store's sentences, read from disk batch by batch."""
     teacher = load_teacher(kd, pick_device(run.device))
     if store is not None and store.key != teacher_fingerprint(teacher):
         raise ConfigError(f"--transfer_store {store.folder} was labeled by another teacher than --teacher_model_path")
@@ -114,7 +117,8 @@ def _kd_run(task: str, data_dir, out: Path, d: TaggingData, tagger: TaggerConfig
     aug = augment_corpus(d.train, augment.copies, augment.ops, augment.seed, d.labels.scheme) if augment.copies else []
     aug = [Sentence(s.tokens) for s in aug]  # the teacher labels them, not the operators
     n_gold = len(d.train)
-    dist = _distiller(teacher, kd, d.labels, list(d.train) + aug + list(unlabeled), out, store, len(unlabeled))
+    n_stored = min(len(store), pseudo.max_unlabeled or len(store)) if store is not None else 0
+    dist = _distiller(teacher, kd, d.labels, list(d.train) + aug + list(unlabeled), out, store, n_stored)
     train = list(d.train)
     if aug:
         train += _teacher_labeled(dist, teacher, n_gold, aug, 0.0, kd.teacher_batch_size, out / "augmented.txt")
@@ -122,9 +126,47 @@ def _kd_run(task: str, data_dir, out: Path, d: TaggingData, tagger: TaggerConfig
         train += _teacher_labeled(dist, teacher, n_gold + len(aug), unlabeled, pseudo.threshold if pseudo else 0.0,
                                   kd.teacher_batch_size, out / "pseudo_labeled.txt")
     weights = [1.0] * (n_gold + len(aug)) + [pseudo.unlabeled_weight if pseudo else 1.0] * len(unlabeled)
-    vocab_sents = train if data.vocab_from_unlabeled else list(d.train)
+    extra = vocab_sents = None
+    if store is not None:
+        extra = _store_features(store, n_stored, pseudo, data, out, d.labels)
+        _write_store_labels(store, n_stored, pseudo.threshold, out / "pseudo_labeled.txt")
+        if data.vocab_from_unlabeled:
+            vocab_sents = Reiterable(lambda: chain(train, (Sentence(t) for t in islice(store.iter_tokens(), n_stored))))
+    if vocab_sents is None:
+        vocab_sents = train if data.vocab_from_unlabeled else list(d.train)
     return train_student(out, train, d.dev, d.test, d.labels, tagger, trainer, data, weights=weights,
-                         vocab_sentences=vocab_sents, distiller=dist, run=run, teacher_scores=scores)
+                         vocab_sentences=vocab_sents, distiller=dist, run=run, teacher_scores=scores, extra=extra)
+
+
+class Reiterable:
+    """An iterable that can be walked more than once (each walk calls ``make``)."""
+
+    def __init__(self, make: Callable[[], Iterator]) -> None:
+        self.make = make
+
+    def __iter__(self) -> Iterator:
+        return self.make()
+
+
+def _store_features(store: TransferStore, n: int, pseudo: PseudoConfig, data: StudentDataConfig, out: Path,
+                    labels) -> Callable:
+    """``model -> StoreFeatures`` (the features need the student's vocabularies)."""
+    def make(model):
+        return StoreFeatures(store, model.word_vocab, model.char_vocab, labels, model.config.max_word_length,
+                             out / "features", pseudo.threshold, pseudo.unlabeled_weight, n)
+    return make
+
+
+def _write_store_labels(store: TransferStore, n: int, threshold: float, path: Path) -> None:
+    """The store's pseudo-labels as CoNLL (streamed), like the in-memory path's file."""
+    if not ddp.is_main():
+        return
+    teacher_labels = LabelVocab(store.labels)
+    items = (label_from_logits(toks, np.asarray(store.sentence(i)), teacher_labels, threshold)
+             for i, toks in enumerate(islice(store.iter_tokens(), n)))
+    total, acc = write_pseudo_labeled(path, items)
+    logger.info("teacher labels: %d / %d stored sentences at confidence >= %.2f (written to %s)", acc, total,
+                threshold, path)
 
 
 def do_kd_training(data_dir, output_dir, tagger: TaggerConfig = TaggerConfig(),
@@ -172,12 +214,10 @@ def do_kd_pseudo_training(data_dir, output_dir, tagger: TaggerConfig = TaggerCon
     with run_folder(output_dir, sections, run) as out:
         d = load_data_dir(data_dir, encoding=run.encoding)
         store = TransferStore(pseudo.transfer_store) if pseudo.transfer_store else None
-        if store is not None:
-            upath = store.folder
-            unl = [Sentence(t) for t in islice(store.iter_tokens(), pseudo.max_unlabeled)]
-        else:
+        unl: List[Sentence] = []
+        if store is None:  # a store is read from disk batch by batch instead
             upath = unlabeled_path(pseudo, d, data_dir)
             unl = read_unlabeled(upath, pseudo.max_unlabeled, pseudo.input_format, run.encoding)
-        logger.info("%d unlabeled sentences (%d words) from %s", len(unl), sum(len(s) for s in unl), upath)
+            logger.info("%d unlabeled sentences (%d words) from %s", len(unl), sum(len(s) for s in unl), upath)
         return _kd_run("tagger_kd_pseudo", data_dir, out, d, tagger, trainer, data, kd, augment, unl, pseudo, run,
                        store)

@@ -97,3 +97,37 @@ def test_student_from_a_store_equals_one_from_the_file(tiny_encoder_dir, tmp_pat
     r = invoke(nlp_train, [*common[:-4], "--teacher_model_path", t2, "--output_dir", tmp_path / "x",
                            "--transfer_store", tmp_path / "store"])
     assert r.exit_code != 0 and "labeled by another teacher" in r.output
+
+
+def test_store_features_equal_in_memory_encoding_with_the_teacher_tags(teacher, tmp_path):
+    """Rows read from a store (type tables + a flat type-id file) are the arrays ``EncodedData``
+    builds from the same sentences with the teacher's pseudo-labels; a mixed batch (gold + store)
+    collates exactly like one in-memory batch; under the threshold a sentence has no tags."""
+    from nlp_distill.config import TaggerConfig
+    from nlp_distill.data.batching import ConcatEncoded, EncodedData
+    from nlp_distill.data.conll import Sentence
+    from nlp_distill.data.labels import LabelVocab
+    from nlp_distill.data.store_features import StoreFeatures
+    from nlp_distill.distill.pseudo_label import label_from_logits
+    from nlp_distill.models.neural_tagger import NeuralTagger
+
+    sents = _sents()
+    store = TransferStore.label(teacher, sents, tmp_path / "s", chunk=5, batch_size=4, show_progress=False)
+    pl = [label_from_logits(t, np.asarray(store.sentence(i)), LabelVocab(store.labels)) for i, t in enumerate(sents)]
+    gold = list(DATA.train[30:40])
+    model = NeuralTagger.build(TaggerConfig(max_word_length=6), gold + [p.sentence for p in pl], DATA.labels)
+    mem = EncodedData(gold + [p.sentence for p in pl], model.word_vocab, model.char_vocab, DATA.labels, 6,
+                      [1.0] * len(gold) + [0.5] * len(pl))
+    feats = StoreFeatures(store, model.word_vocab, model.char_vocab, DATA.labels, 6, tmp_path / "f", weight=0.5)
+    both = ConcatEncoded([EncodedData(gold, model.word_vocab, model.char_vocab, DATA.labels, 6), feats])
+    assert len(both) == len(mem) and list(both.lengths) == list(mem.lengths)
+    for i in range(len(sents)):
+        for a, b in zip(feats.rows(i), mem.rows(len(gold) + i)):
+            np.testing.assert_array_equal(a, b)
+    idx = [0, 3, len(gold) + 1, len(gold) + 7, 5]
+    x, y = both.collate(idx), mem.collate(idx)
+    for f in ("words", "chars", "shapes", "mask", "tags", "index", "weight"):
+        assert torch.equal(getattr(x, f), getattr(y, f)), f
+    confident = StoreFeatures(store, model.word_vocab, model.char_vocab, DATA.labels, 6, tmp_path / "g",
+                              threshold=1.01, limit=4)
+    assert len(confident) == 4 and all(confident.rows(i)[3] is None for i in range(4))

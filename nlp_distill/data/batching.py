@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -10,6 +10,10 @@ import torch
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.labels import LabelVocab
 from nlp_distill.data.vocab import Vocab, char_ids, word_shape
+
+
+# one sentence's arrays: word ids (n,), char ids (n, K), shape ids (n,), tag ids (n,) or None
+Rows = Tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray]]
 
 
 @dataclass
@@ -71,29 +75,59 @@ class EncodedData:
     def __len__(self) -> int:
         return len(self.sentences)
 
+    def rows(self, i: int) -> Rows:
+        """Sentence ``i``'s arrays: word ids (n,), char ids (n, K), shapes (n,), tags (n,) or None."""
+        return self.words[i], self.chars[i], self.shapes[i], self.tags[i]
+
     def collate(self, idx: Sequence[int]) -> Batch:
-        """Pad sentences ``idx`` into a Batch (numpy fills, one slice per sentence)."""
-        B = len(idx)
-        L = max(int(self.lengths[i]) for i in idx)
-        K = max(self.chars[i].shape[1] for i in idx)
-        words = np.zeros((B, L), np.int64)
-        chars = np.zeros((B, L, K), np.int64)
-        shapes = np.zeros((B, L), np.int64)
-        mask = np.zeros((B, L), bool)
-        tags = np.full((B, L), -100, np.int64)
-        any_tags = False
-        for b, i in enumerate(idx):
-            n = int(self.lengths[i])
-            words[b, :n] = self.words[i]
-            shapes[b, :n] = self.shapes[i]
-            mask[b, :n] = True
-            chars[b, :n, : self.chars[i].shape[1]] = self.chars[i]
-            if self.tags[i] is not None:
-                tags[b, :n] = self.tags[i]
-                any_tags = True
-        t = torch.from_numpy
-        return Batch(t(words), t(chars), t(shapes), t(mask), t(tags) if any_tags else None, torch.as_tensor(list(idx)),
-                     torch.from_numpy(self.weights[list(idx)]))
+        """Pad sentences ``idx`` into a Batch."""
+        return collate_rows([self.rows(i) for i in idx], idx, self.weights[list(idx)])
+
+
+class ConcatEncoded:
+    """Several encoded sources (``EncodedData``, ``StoreFeatures``) read as one, in order."""
+
+    def __init__(self, parts: Sequence) -> None:
+        self.parts = list(parts)
+        self.starts = np.cumsum([0] + [len(p) for p in self.parts])
+        self.lengths = np.concatenate([np.asarray(p.lengths) for p in self.parts])
+        self.weights = np.concatenate([np.asarray(p.weights, np.float32) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def rows(self, i: int) -> Rows:
+        k = int(np.searchsorted(self.starts, i, side="right")) - 1
+        return self.parts[k].rows(i - int(self.starts[k]))
+
+    def collate(self, idx: Sequence[int]) -> Batch:
+        return collate_rows([self.rows(i) for i in idx], idx, self.weights[list(idx)])
+
+
+def collate_rows(rows: Sequence[Rows], idx: Sequence[int], weights: np.ndarray) -> Batch:
+    """Pad per-sentence arrays (see ``EncodedData.rows``) into a Batch (numpy fills, one slice per
+    sentence); ``idx`` becomes ``Batch.index``."""
+    B = len(rows)
+    L = max(len(r[0]) for r in rows)
+    K = max(r[1].shape[1] for r in rows)
+    words = np.zeros((B, L), np.int64)
+    chars = np.zeros((B, L, K), np.int64)
+    shapes = np.zeros((B, L), np.int64)
+    mask = np.zeros((B, L), bool)
+    tags = np.full((B, L), -100, np.int64)
+    any_tags = False
+    for b, (w, c, sh, tg) in enumerate(rows):
+        n = len(w)
+        words[b, :n] = w
+        shapes[b, :n] = sh
+        mask[b, :n] = True
+        chars[b, :n, : c.shape[1]] = c
+        if tg is not None:
+            tags[b, :n] = tg
+            any_tags = True
+    t = torch.from_numpy
+    return Batch(t(words), t(chars), t(shapes), t(mask), t(tags) if any_tags else None, torch.as_tensor(list(idx)),
+                 torch.from_numpy(np.asarray(weights, np.float32)))
 
 
 def _pad_rows(rows: List[List[int]]) -> np.ndarray:

@@ -33,14 +33,19 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def label_from_logits(tokens: Sequence[str], logits: np.ndarray, labels: LabelVocab, threshold: float = 0.0) -> PseudoLabeled:
+def pseudo_tags(logits: np.ndarray, labels: LabelVocab) -> Tuple[List[str], float]:
     """Tags = argmax of ``logits`` (n_words, C), then repaired to the scheme (an orphan I-X
     starts an X entity); confidence = mean over words of the teacher's max probability."""
     probs = softmax(logits.astype(np.float32))  # (n, C)
     tags = labels.decode(probs.argmax(-1).tolist())
     if labels.scheme != "IO":
         tags = repair(tags, labels.scheme)
-    conf = float(probs.max(-1).mean()) if len(tokens) else 0.0
+    return tags, (float(probs.max(-1).mean()) if len(logits) else 0.0)
+
+
+def label_from_logits(tokens: Sequence[str], logits: np.ndarray, labels: LabelVocab, threshold: float = 0.0) -> PseudoLabeled:
+    """The teacher's pseudo-label of one sentence (see :func:`pseudo_tags`)."""
+    tags, conf = pseudo_tags(logits, labels)
     return PseudoLabeled(Sentence(list(tokens), tags), conf, conf >= threshold)
 
 

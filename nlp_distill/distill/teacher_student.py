@@ -95,16 +95,19 @@ class TeacherStudentDistill:
         raise LabelMismatchError(f"teacher and student labels differ: teacher-only {only_t}, student-only {only_s}"
                                  + ("" if only_t or only_s else " (same labels, other order; map_labels_by_name is off)"))
 
-    def attach(self, student_labels: LabelVocab, sentences: Sequence[Sequence[str]],
+    def attach(self, student_labels: LabelVocab, sentences: Optional[Sequence[Sequence[str]]],
                cache: Optional[TeacherLogitsCache] = None) -> None:
-        """Bind the training sentences (``Batch.index`` refers to them) and optionally their cache."""
+        """Bind the training sentences (``Batch.index`` refers to them) and optionally their cache;
+        with a cache the sentences may be ``None`` (the cache alone serves every batch)."""
         self.check_labels(student_labels)
+        if cache is None and sentences is None:
+            raise ValueError("attach() needs the sentences or a cache of their teacher logits")
         if cache is not None:
-            if len(cache) != len(sentences):
+            if sentences is not None and len(cache) != len(sentences):
                 raise ValueError(f"cache holds {len(cache)} sentences, training data {len(sentences)}")
             if cache.labels != self.teacher.labels.labels:
                 raise LabelMismatchError("cache was built with another label list")
-        self.sentences = [list(s) for s in sentences]
+        self.sentences = [list(s) for s in sentences] if sentences is not None else None
         self.cache = cache
 
     @torch.no_grad()
