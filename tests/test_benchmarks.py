@@ -62,3 +62,27 @@ def test_onnx_speed_benchmark_runs(tmp_path, tiny_encoder_dir, tiny_labels):
     for r in res.values():
         assert r["torch"] > 0 and r["ort_fp32"] > 0 and r["ort_int8"] > 0
         assert r["ort_fp32_agreement"] == 1.0 and 0.0 <= r["ort_int8_agreement"] <= 1.0
+
+
+def test_scale_benchmark_runs_on_the_tiny_fixture(tmp_path, tiny_encoder_dir):
+    from benchmarks import scale
+    from click.testing import CliRunner
+
+    from nlp_distill.data.transfer_store import TransferStore
+    from procedures.cli import nlp_train
+
+    teacher = tmp_path / "teacher"
+    r = CliRunner().invoke(nlp_train, ["transformer_token", "--data_dir", str(TINY), "--output_dir", str(teacher),
+                                       "--model_name_or_path", str(tiny_encoder_dir), "--num_train_epochs", "1",
+                                       "--max_seq_length", "32", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    rows = scale.main(["--teacher", str(teacher), "--data_dir", str(TINY), "--sizes", "30,90",
+                       "--output_dir", str(tmp_path / "scale")])
+    assert set(rows) == {"30", "90"}
+    for n, row in rows.items():
+        assert len(TransferStore(tmp_path / "scale" / f"store_{n}")) == int(n)  # repeated input, nothing dropped
+        assert row["label_peak_rss_mb"] > 0 and row["student_peak_rss_mb"] > 0 and row["store_mb"] > 0
+    lines = (tmp_path / "scale" / "input_90.txt").read_text().splitlines()
+    n_src = len([l for l in (TINY / "unlabeled.txt").read_text().splitlines() if l.strip()])
+    assert lines[n_src] != lines[0] and sorted(lines[n_src].split()) == sorted(lines[0].split())  # a perturbed copy
+    assert json.loads((tmp_path / "scale" / "scale.json").read_text())["sizes"]["90"]["label_sent_per_s"] > 0

@@ -1,0 +1,121 @@
+"""Scale: label N unlabeled sentences into a transfer store and train a student from it, with
+peak resident memory sampled over time (the process and its children, from /proc).
+
+Inputs of N sentences are the unlabeled file repeated; copy k > 0 perturbs every sentence
+(tokens of copy k are rotated by k positions) so no two copies are the same text. For each N:
+``nlp-train label_unlabeled`` (sentences/s, peak RSS, store size); then one student epoch from
+each store (``tagger_kd_pseudo --transfer_store``, peak RSS), so flat memory shows as RSS that
+does not grow with N.
+
+Run: ``python benchmarks/scale.py --teacher runs/teacher --data_dir data/wnut16 --sizes 10000,100000
+--output_dir results_scale``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` and all its descendants, MB (0 when it is gone)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += next((int(l.split()[1]) for l in f if l.startswith("VmRSS:")), 0)
+            for t in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return total / 1024
+
+
+def run_sampled(cmd: List[str], log: Path, every: float = 0.2) -> Dict[str, float]:
+    """Run ``cmd``; return wall seconds, peak RSS (MB) and the RSS samples' count."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    t = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        peak, samples = 0.0, 0
+        while proc.poll() is None:
+            peak, samples = max(peak, _rss_mb(proc.pid)), samples + 1
+            time.sleep(every)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}); see {log}")
+    return {"seconds": time.perf_counter() - t, "peak_rss_mb": peak, "rss_samples": samples}
+
+
+def make_input(src: Path, n: int, dst: Path) -> int:
+    """``n`` sentences: ``src`` repeated, copy k with its tokens rotated by k."""
+    lines = [l.split() for l in src.read_text(encoding="utf-8").splitlines() if l.strip()]
+    with open(dst, "w", encoding="utf-8") as f:
+        for i in range(n):
+            toks = lines[i % len(lines)]
+            k = (i // len(lines)) % max(len(toks), 1)
+            f.write(" ".join(toks[k:] + toks[:k]) + "\n")
+    return n
+
+
+def _nlp_train(*args: str) -> List[str]:
+    return [sys.executable, "-m", "procedures.cli", *args]
+
+
+def folder_mb(p: Path) -> float:
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) / 2**20
+
+
+def run(teacher: str, data_dir: str, sizes: List[int], out: Path, unlabeled: Optional[str], device: str,
+        student_epochs: int) -> Dict[str, dict]:
+    out.mkdir(parents=True, exist_ok=True)
+    src = Path(unlabeled or Path(data_dir) / "unlabeled.txt")
+    rows: Dict[str, dict] = {}
+    for n in sizes:
+        text = out / f"input_{n}.txt"
+        make_input(src, n, text)
+        store = out / f"store_{n}"
+        lab = run_sampled(_nlp_train("label_unlabeled", "--teacher_model_path", teacher, "--unlabeled_filename",
+                                     str(text), "--output_dir", str(store), "--device", device), out / f"label_{n}.log")
+        stu = run_sampled(_nlp_train("tagger_kd_pseudo", "--data_dir", data_dir, "--output_dir", str(out / f"student_{n}"),
+                                     "--overwrite", "--use_crf", "--teacher_model_path", teacher, "--transfer_store",
+                                     str(store), "--augment", "0", "--epochs", str(student_epochs), "--device", device,
+                                     "--no_show_progress"), out / f"student_{n}.log")
+        rows[str(n)] = {"label_sent_per_s": n / lab["seconds"], "label_seconds": lab["seconds"],
+                        "label_peak_rss_mb": lab["peak_rss_mb"], "store_mb": folder_mb(store),
+                        "student_seconds": stu["seconds"], "student_peak_rss_mb": stu["peak_rss_mb"]}
+        print(json.dumps({n: rows[str(n)]}), flush=True)
+    return rows
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, dict]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--teacher", required=True, help="teacher folder (nlp-train transformer_token)")
+    ap.add_argument("--data_dir", required=True, help="labeled data for the student (train/dev/test)")
+    ap.add_argument("--unlabeled", default=None, help="text to repeat (default DATA_DIR/unlabeled.txt)")
+    ap.add_argument("--sizes", default="10000,100000")
+    ap.add_argument("--student_epochs", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--output_dir", default="results_scale")
+    a = ap.parse_args(argv)
+    out = Path(a.output_dir)
+    rows = run(a.teacher, a.data_dir, [int(s) for s in a.sizes.split(",")], out, a.unlabeled, a.device,
+               a.student_epochs)
+    print(f"{'sentences':>10}{'label sent/s':>14}{'label peak MB':>15}{'store MB':>10}{'student peak MB':>17}")
+    for n, r in rows.items():
+        print(f"{n:>10}{r['label_sent_per_s']:>14.0f}{r['label_peak_rss_mb']:>15.0f}{r['store_mb']:>10.1f}"
+              f"{r['student_peak_rss_mb']:>17.0f}")
+    (out / "scale.json").write_text(json.dumps({"sizes": rows, "teacher": a.teacher, "device": a.device}, indent=2))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
