@@ -55,14 +55,17 @@ def test_killed_labeling_resumes_to_the_same_store(teacher, tmp_path, monkeypatc
 
     with pytest.raises(KeyboardInterrupt):
         TransferStore.label(teacher, dies_after(12), tmp_path / "s", chunk=5, show_progress=False)
-    assert sorted(p.name for p in (tmp_path / "s").glob("chunk_*")) == ["chunk_00000", "chunk_00001"]
+    # the input dies while chunk 2 is read ahead (tokenised while chunk 1 would run): chunk 0 is finished
+    assert sorted(p.name for p in (tmp_path / "s").glob("chunk_*")) == ["chunk_00000"]
     with pytest.raises(ConfigError, match="unfinished"):
         TransferStore(tmp_path / "s")
     calls = []
     orig = teacher.word_logits
-    monkeypatch.setattr(teacher, "word_logits", lambda s, *a, **k: calls.append(len(s)) or orig(s, *a, **k))
+    monkeypatch.setattr(teacher, "word_logits",
+                        lambda s, *a, **k: calls.append((len(s), k.get("windows") is not None)) or orig(s, *a, **k))
     resumed = TransferStore.label(teacher, iter(_sents()), tmp_path / "s", chunk=5, show_progress=False)
-    assert calls == [5, 5, 3]  # only the unfinished chunks were labeled again
+    # only the unfinished chunks were labeled again, each with windows tokenised ahead in a thread
+    assert calls == [(5, True), (5, True), (5, True), (3, True)]
     whole = TransferStore.label(teacher, iter(_sents()), tmp_path / "w", chunk=5, show_progress=False)
     for i in range(23):
         np.testing.assert_array_equal(resumed.sentence(i), whole.sentence(i))

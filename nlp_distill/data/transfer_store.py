@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Sequence
@@ -42,12 +43,13 @@ def _chunk_dir(folder: Path, k: int) -> Path:
     return folder / f"chunk_{k:05d}"
 
 
-def _write_chunk(teacher, block: List[List[str]], target: Path, batch_size: int) -> None:
+def _write_chunk(teacher, block: List[List[str]], target: Path, batch_size: int, windows=None) -> None:
     """Label ``block`` and write it to a temporary folder renamed to ``target`` when complete."""
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    logits = teacher.word_logits(block, batch_size)
+    logits = (teacher.word_logits(block, batch_size, windows=windows) if windows is not None
+              else teacher.word_logits(block, batch_size))
     offsets = np.zeros(len(block) + 1, np.int64)
     offsets[1:] = np.cumsum([len(s) for s in block])
     conf = np.asarray([float(softmax(l).max(-1).mean()) if len(l) else 0.0 for l in logits], np.float32)
@@ -122,20 +124,24 @@ class TransferStore:
         with ddp.main_first():
             _claim(folder, key, teacher.labels.labels, chunk)
         it = iter(sentences)
+        blocks = iter(lambda: [list(s) for s in islice(it, chunk)], [])
         k = n = kept = 0
         bar = tqdm(total=total, desc="labeling", unit="sent", disable=not show_progress or rank > 0, dynamic_ncols=True)
-        while True:
-            block = [list(s) for s in islice(it, chunk)]
-            if not block:
-                break
-            target = _chunk_dir(folder, k)
-            if target.is_dir():
-                kept += 1  # finished by an earlier run
-            elif k % size == rank:
-                _write_chunk(teacher, block, target, batch_size)
-            n += len(block)
-            k += 1
-            bar.update(len(block))
+        mine = lambda j: j % size == rank and not _chunk_dir(folder, j).is_dir()  # noqa: E731
+        with _Prefetcher(teacher) as pre:  # the next chunk is tokenised while this one runs
+            block = next(blocks, None)
+            pending = pre.submit(block) if block is not None and mine(0) else None
+            while block is not None:
+                following = next(blocks, None)
+                ahead = pre.submit(following) if following is not None and mine(k + 1) else None
+                if _chunk_dir(folder, k).is_dir():
+                    kept += 1  # finished by an earlier run
+                elif k % size == rank:
+                    _write_chunk(teacher, block, _chunk_dir(folder, k), batch_size, pre.result(pending))
+                n += len(block)
+                k += 1
+                bar.update(len(block))
+                block, pending = following, ahead
         bar.close()
         ddp.barrier()  # every rank's chunks are written
         if rank == 0:
@@ -147,6 +153,29 @@ class TransferStore:
             logger.info("transfer store %s: %d sentences in %d chunks (%d kept from an earlier run)", folder, n, k, kept)
         ddp.barrier()  # the metadata is written before any rank opens the store
         return cls(folder)
+
+
+class _Prefetcher:
+    """Tokenises a chunk in a background thread (the fast tokenizer releases the GIL) for a teacher
+    with ``windows`` (one transformer); for other teachers ``submit`` returns ``None``."""
+
+    def __init__(self, teacher) -> None:
+        self.teacher = teacher
+        self.pool = ThreadPoolExecutor(1) if hasattr(teacher, "windows") else None
+
+    def __enter__(self) -> "_Prefetcher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+
+    def submit(self, block: List[List[str]]) -> Optional[Future]:
+        return self.pool.submit(self.teacher.windows, block) if self.pool is not None else None
+
+    @staticmethod
+    def result(pending: Optional[Future]):
+        return pending.result() if pending is not None else None
 
 
 def _claim(folder: Path, key: str, labels: List[str], chunk: int) -> None:

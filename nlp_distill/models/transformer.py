@@ -172,7 +172,7 @@ class TransformerTokenClassifier(nn.Module):
 
     @torch.no_grad()
     def word_logits(self, sentences: Sequence[Sequence[str]], batch_size: Optional[int] = None,
-                    show_progress: bool = False) -> List[np.ndarray]:
+                    show_progress: bool = False, windows: Optional[List[Window]] = None) -> List[np.ndarray]:
         """Word-level logits for every word of every sentence (eval mode, no grad).
 
         Windows are sorted by length so batches carry little padding.
@@ -180,13 +180,15 @@ class TransformerTokenClassifier(nn.Module):
         Returns:
             one float32 array (n_words, C) per sentence.
         """
-        return self.word_outputs(sentences, batch_size, show_progress, hidden=False)[0]
+        return self.word_outputs(sentences, batch_size, show_progress, hidden=False, windows=windows)[0]
 
     @torch.no_grad()
     def word_outputs(self, sentences: Sequence[Sequence[str]], batch_size: Optional[int] = None,
-                     show_progress: bool = False, hidden: bool = True
+                     show_progress: bool = False, hidden: bool = True, windows: Optional[List[Window]] = None
                      ) -> Tuple[List[np.ndarray], Optional[List[np.ndarray]]]:
-        """Word-level logits and (with ``hidden``) word-pooled last hidden states.
+        """Word-level logits and (with ``hidden``) word-pooled last hidden states. ``windows``:
+        ``self.windows(sentences)`` when already computed (e.g. tokenised while the previous chunk
+        ran on the GPU).
 
         Returns:
             (logits: one (n_words, C) float32 array per sentence,
@@ -195,7 +197,7 @@ class TransformerTokenClassifier(nn.Module):
         was_training = self.training
         self.eval()
         bs = batch_size or self.config.eval_batch_size
-        wins = self.windows(sentences)
+        wins = windows if windows is not None else self.windows(sentences)
         order = sorted(range(len(wins)), key=lambda k: len(wins[k].input_ids))
         C, H = len(self.labels), self.model.config.hidden_size
         out = [np.zeros((len(s), C), dtype=np.float32) for s in sentences]
