@@ -1,0 +1,77 @@
+"""Where a student's ``predict`` time goes: featurisation (ids, shapes, char rows), collation,
+the network, decoding (Viterbi or argmax), measured stage by stage on the same sentences, with
+``predict`` end to end beside them.
+
+Run: ``python benchmarks/predict_profile.py --data_file speech.txt --model base=runs/kd
+--model tiny=runs/kd_tiny --threads 2 --json profile.json``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nlp_distill.data.batching import bucket_batches  # noqa: E402
+from nlp_distill.data.conll import Sentence  # noqa: E402
+from nlp_distill.models.neural_tagger import NeuralTagger  # noqa: E402
+
+
+def profile(model: NeuralTagger, sents: List[List[str]], batch_size: int = 64, repeats: int = 3) -> Dict[str, float]:
+    """Best-of-``repeats`` seconds per stage and for ``predict``; sentences/s end to end."""
+    model.eval()
+    best: Dict[str, float] = {}
+
+    def keep(name: str, secs: float) -> None:
+        best[name] = min(best.get(name, float("inf")), secs)
+
+    for _ in range(repeats):
+        t = time.perf_counter()
+        data = model.encode([Sentence(list(s)) for s in sents])
+        keep("featurise", time.perf_counter() - t)
+        t = time.perf_counter()
+        batches = [data.collate(i) for i in bucket_batches(data.lengths, batch_size, shuffle=False)]
+        keep("collate", time.perf_counter() - t)
+        with torch.no_grad():
+            t = time.perf_counter()
+            emissions = [model(b) for b in batches]
+            keep("network", time.perf_counter() - t)
+            t = time.perf_counter()
+            for e, b in zip(emissions, batches):
+                model.decode(e, b.mask)
+            keep("decode", time.perf_counter() - t)
+        t = time.perf_counter()
+        model.predict(sents, batch_size)
+        keep("predict", time.perf_counter() - t)
+    best["sent_per_s"] = len(sents) / best["predict"]
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data_file", required=True, help="one whitespace-tokenised sentence per line")
+    ap.add_argument("--model", action="append", required=True, help="NAME=MODEL_DIR (repeat)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    sents = [l.split() for l in Path(a.data_file).read_text(encoding="utf-8").splitlines() if l.strip()]
+    rows = {}
+    print(f"{'model':<16}{'featurise':>10}{'collate':>9}{'network':>9}{'decode':>8}{'predict s':>11}{'sent/s':>8}")
+    for spec in a.model:
+        name, folder = spec.split("=", 1)
+        r = rows[name] = profile(NeuralTagger.from_pretrained(folder), sents)
+        print(f"{name:<16}{r['featurise']:>10.3f}{r['collate']:>9.3f}{r['network']:>9.3f}{r['decode']:>8.3f}"
+              f"{r['predict']:>11.3f}{r['sent_per_s']:>8.0f}")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"sentences": len(sents), "threads": a.threads, "models": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
