@@ -17,7 +17,7 @@ TEPOCHS=${TEPOCHS:-10}; SEPOCHS=${SEPOCHS:-12}; XEPOCHS=${XEPOCHS:-4}; LABEL_N=$
 SEEDS=${SEEDS:-"1 2 3 4 5"}; DEADLINE=${DEADLINE:-520}; R=${R:-runs/gpu}
 L=$R/logs  # job logs (tarred at the end: only a few files may sit in OUT)
 mkdir -p "$OUT" "$R" "$L"
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" TOKENIZERS_PARALLELISM=false
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 log() { echo "[$(date +%T) +${SECONDS}s] $*" | tee -a "$OUT/session.log"; }
 NT=(python -c "import sys; from procedures.cli import nlp_train; sys.argv[0] = 'nlp-train'; nlp_train()")  # nlp-train, uninstalled
 left() { echo $((DEADLINE - SECONDS)); }  # a job's timeout: what is left before the deadline
