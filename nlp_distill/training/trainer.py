@@ -168,18 +168,7 @@ class Trainer:
                         self.save_model(tmp)
             elif epoch >= self.patience_start:
                 bad_epochs += 1
-            rec = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train.items()}, "epoch_seconds": train_seconds,
-                   "lr": self.scheduler.get_last_lr()[0], **{f"dev_{k}": v for k, v in metrics.items() if not isinstance(v, dict)},
-                   "best": improved}
-            history.append(rec)
-            self._log(rec)
-            if self.writer is not None:
-                for k, v in rec.items():
-                    if k.startswith(("train_", "dev_")) and isinstance(v, (int, float)) and not isinstance(v, bool):
-                        self.writer.add_scalar(k.replace("_", "/", 1), v, epoch + 1)
-                self.writer.flush()
-            logger.info("epoch %d: loss %.4f dev %s %.4f%s (%.1fs)", epoch + 1, rec["train_loss"], cfg.metric_for_best,
-                        score, " *" if improved else "", train_seconds)
+            history.append(self._record(epoch, train, train_seconds, metrics, score, improved))
             self._checkpoint({
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "rng": rng_state(), "epoch": epoch, "best": best,
@@ -193,6 +182,22 @@ class Trainer:
         ddp.barrier()  # rank 0's last model/ is written before any rank reads it
         return {"best_epoch": best_epoch + 1, "best_metric": best, "history": history,
                 "train_seconds": time.perf_counter() - t0}
+
+    def _record(self, epoch: int, train: Dict[str, float], seconds: float, metrics: Dict[str, Any], score: float,
+                improved: bool) -> Dict[str, Any]:
+        """The epoch's record: written to train_log.jsonl (and TensorBoard), logged, returned."""
+        rec = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train.items()}, "epoch_seconds": seconds,
+               "lr": self.scheduler.get_last_lr()[0],
+               **{f"dev_{k}": v for k, v in metrics.items() if not isinstance(v, dict)}, "best": improved}
+        self._log(rec)
+        if self.writer is not None:
+            for k, v in rec.items():
+                if k.startswith(("train_", "dev_")) and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    self.writer.add_scalar(k.replace("_", "/", 1), v, epoch + 1)
+            self.writer.flush()
+        logger.info("epoch %d: loss %.4f dev %s %.4f%s (%.1fs)", epoch + 1, rec["train_loss"],
+                    self.config.metric_for_best, score, " *" if improved else "", seconds)
+        return rec
 
     def _checkpoint(self, state: Dict[str, Any]) -> None:
         if not self.rank:
