@@ -108,7 +108,8 @@ class RunOptions:
 STATUS_FILE = "status.json"
 # what a run writes into its folder (teacher_cache/ is keyed by content and may be reused)
 RUN_ARTIFACTS = ("config.json", "metrics.json", "model", "checkpoint", "train_log.jsonl", STATUS_FILE,
-                 "augmented.txt", "pseudo_labeled.txt", "trials", "trials.jsonl", "best_config.json", "tensorboard")
+                 "augmented.txt", "pseudo_labeled.txt", "trials", "trials.jsonl", "best_config.json", "tensorboard",
+                 "transfer_store", "features")
 # settings a resumed run may change
 RESUMABLE_CHANGES = {("trainer", "epochs"), ("trainer", "show_progress")}
 

@@ -19,7 +19,7 @@ from nlp_distill.data.conll import Sentence
 from nlp_distill.data.dataset_dir import TaggingData, load_data_dir
 from nlp_distill.data.labels import LabelVocab
 from nlp_distill.data.store_features import StoreFeatures
-from nlp_distill.data.unlabeled import iter_unlabeled
+from nlp_distill.data.unlabeled import detect_format, iter_unlabeled
 from nlp_distill.distill.ensemble import TeacherEnsemble
 from nlp_distill.distill.pseudo_label import label_from_logits, write_pseudo_labeled
 from nlp_distill.data.transfer_store import TransferStore
@@ -107,10 +107,14 @@ def _teacher_labeled(dist: TeacherStudentDistill, teacher, first: int, sentences
 
 def _kd_run(task: str, data_dir, out: Path, d: TaggingData, tagger: TaggerConfig, trainer: TrainerConfig,
             data: StudentDataConfig, kd: KDConfig, augment: AugmentConfig, unlabeled: Sequence[Sentence],
-            pseudo: Optional[PseudoConfig], run: RunOptions, store: Optional[TransferStore] = None) -> Dict[str, Any]:
+            pseudo: Optional[PseudoConfig], run: RunOptions, store: Optional[TransferStore] = None,
+            text: Optional[Path] = None) -> Dict[str, Any]:
     """Gold + teacher-labeled augmented copies + teacher-labeled unlabeled text, one training set.
-    With ``store``, the unlabeled part is the store's sentences, read from disk batch by batch."""
+    With ``store`` (or ``text``, labeled into ``OUTPUT_DIR/transfer_store`` first), the unlabeled
+    part is read from disk batch by batch."""
     teacher = load_teacher(kd, pick_device(run.device))
+    if text is not None:
+        store = _store_of_text(teacher, text, pseudo, kd, out, run.encoding)
     if store is not None and store.key != teacher_fingerprint(teacher):
         raise ConfigError(f"--transfer_store {store.folder} was labeled by another teacher than --teacher_model_path")
     scores = teacher_scores(teacher, d)
@@ -146,6 +150,18 @@ class Reiterable:
 
     def __iter__(self) -> Iterator:
         return self.make()
+
+
+def _store_of_text(teacher, path: Path, pseudo: PseudoConfig, kd: KDConfig, out: Path, encoding: str) -> TransferStore:
+    """``path`` (its first ``--max_unlabeled`` sentences) labeled by ``teacher`` into
+    ``OUTPUT_DIR/transfer_store``; a resumed run keeps its finished chunks."""
+    fmt = detect_format(path, encoding) if pseudo.input_format == "auto" else pseudo.input_format
+    sents = islice((s.tokens for s in iter_unlabeled(path, fmt, encoding=encoding)), pseudo.max_unlabeled)
+    store = TransferStore.label(teacher, sents, out / "transfer_store", batch_size=kd.teacher_batch_size)
+    if not len(store):
+        raise ConfigError(f"{path}: no unlabeled sentences")
+    logger.info("%d unlabeled sentences from %s, labeled into %s", len(store), path, store.folder)
+    return store
 
 
 def _store_features(store: TransferStore, n: int, pseudo: PseudoConfig, data: StudentDataConfig, out: Path,
@@ -215,9 +231,13 @@ def do_kd_pseudo_training(data_dir, output_dir, tagger: TaggerConfig = TaggerCon
         d = load_data_dir(data_dir, encoding=run.encoding)
         store = TransferStore(pseudo.transfer_store) if pseudo.transfer_store else None
         unl: List[Sentence] = []
-        if store is None:  # a store is read from disk batch by batch instead
+        text = None
+        if store is None:
             upath = unlabeled_path(pseudo, d, data_dir)
-            unl = read_unlabeled(upath, pseudo.max_unlabeled, pseudo.input_format, run.encoding)
-            logger.info("%d unlabeled sentences (%d words) from %s", len(unl), sum(len(s) for s in unl), upath)
+            if kd.use_cache and not kd.hidden_w:  # logits only: the text goes through a store (flat memory)
+                text = upath
+            else:  # the teacher's hidden states (or no cache) need the sentences in memory
+                unl = read_unlabeled(upath, pseudo.max_unlabeled, pseudo.input_format, run.encoding)
+                logger.info("%d unlabeled sentences (%d words) from %s", len(unl), sum(len(s) for s in unl), upath)
         return _kd_run("tagger_kd_pseudo", data_dir, out, d, tagger, trainer, data, kd, augment, unl, pseudo, run,
-                       store)
+                       store, text)

@@ -130,7 +130,11 @@ def test_tagger_kd_pseudo_run(data_dir, teacher_run, tmp_path):
     assert cfg["pseudo"]["unlabeled_filename"] == str(unl)
     meta = json.loads((out / "teacher_cache" / "meta.json").read_text())
     n_aug = len(read_conll(out / "augmented.txt", tag_column=1))
-    assert meta["num_sentences"] == len(load_data_dir(data_dir).train) + n_aug + 7
+    assert meta["num_sentences"] == len(load_data_dir(data_dir).train) + n_aug
+    # the unlabeled text went through a transfer store in the run folder (read batch by batch)
+    from nlp_distill.data.transfer_store import TransferStore
+    store = TransferStore(out / "transfer_store")
+    assert list(store.iter_tokens()) == [l.split() for l in lines[:7]]
 
 
 @pytest.mark.parametrize("kind", ["tagger", "transformer_token"])
