@@ -58,7 +58,7 @@ dataclass default  <  --config JSON  <  flags typed on the command line
 | `augmented.txt` (with `--augment N`) | | | yes | yes |
 | `pseudo_labeled.txt` | | | | yes |
 | `transfer_store/` (the unlabeled text's teacher logits; not with `--transfer_store`, `--kd_hidden_w` or `--no_cache`) | | | | yes |
-| `features/` (the stored sentences' token-type ids, read batch by batch) | | | | yes |
+| `features/` (the stored sentences' token-type and tag ids, read batch by batch) | | | | yes |
 
 KD runs also write the teacher's (or ensemble's) own dev/test scores under `teacher` in
 `metrics.json`, and warn when the student beats its teacher on dev.

@@ -132,7 +132,7 @@ def _kd_run(task: str, data_dir, out: Path, d: TaggingData, tagger: TaggerConfig
     weights = [1.0] * (n_gold + len(aug)) + [pseudo.unlabeled_weight if pseudo else 1.0] * len(unlabeled)
     extra = vocab_sents = None
     if store is not None:
-        extra = _store_features(store, n_stored, pseudo, data, out, d.labels)
+        extra = _store_features(store, n_stored, pseudo, out, d.labels)
         _write_store_labels(store, n_stored, pseudo.threshold, out / "pseudo_labeled.txt")
         if data.vocab_from_unlabeled:
             vocab_sents = Reiterable(lambda: chain(train, (Sentence(t) for t in islice(store.iter_tokens(), n_stored))))
@@ -164,8 +164,7 @@ def _store_of_text(teacher, path: Path, pseudo: PseudoConfig, kd: KDConfig, out:
     return store
 
 
-def _store_features(store: TransferStore, n: int, pseudo: PseudoConfig, data: StudentDataConfig, out: Path,
-                    labels) -> Callable:
+def _store_features(store: TransferStore, n: int, pseudo: PseudoConfig, out: Path, labels) -> Callable:
     """``model -> StoreFeatures`` (the features need the student's vocabularies)."""
     def make(model):
         return StoreFeatures(store, model.word_vocab, model.char_vocab, labels, model.config.max_word_length,
