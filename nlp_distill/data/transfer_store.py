@@ -134,10 +134,10 @@ class TransferStore:
             while block is not None:
                 following = next(blocks, None)
                 ahead = pre.submit(following) if following is not None and mine(k + 1) else None
-                if _chunk_dir(folder, k).is_dir():
-                    kept += 1  # finished by an earlier run
-                elif k % size == rank:
+                if mine(k):
                     _write_chunk(teacher, block, _chunk_dir(folder, k), batch_size, pre.result(pending))
+                elif _chunk_dir(folder, k).is_dir():
+                    kept += 1  # finished by an earlier run (or by another rank)
                 n += len(block)
                 k += 1
                 bar.update(len(block))
