@@ -105,6 +105,27 @@ def _torchrun(args, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+def _two_ranks_equal_one_process(common, accum_flag: str, tmp_path: Path, rel: float) -> list:
+    """Run ``nlp-train COMMON`` under torchrun (2 ranks, accumulation 1) and in one process with
+    accumulation 2; every epoch's loss (within ``rel``) and dev F1 must agree. Returns the
+    2-rank run's train_log records."""
+    from click.testing import CliRunner
+
+    from procedures.cli import nlp_train
+
+    res = _torchrun([*common, "--output_dir", str(tmp_path / "ddp"), accum_flag, "1"], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    one = CliRunner().invoke(nlp_train, [*common, "--output_dir", str(tmp_path / "one"), accum_flag, "2"])
+    assert one.exit_code == 0, one.output
+    log_d = [json.loads(l) for l in open(tmp_path / "ddp" / "train_log.jsonl")]
+    log_1 = [json.loads(l) for l in open(tmp_path / "one" / "train_log.jsonl")]
+    assert len(log_d) == len(log_1)
+    for a, b in zip(log_d, log_1):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=rel)
+        assert a["dev_f1"] == pytest.approx(b["dev_f1"], abs=1e-6)
+    return log_d
+
+
 def _no_dropout_encoder(src: Path, dst: Path) -> Path:
     """The tiny encoder with dropout off, so ranks and a single process see the same network."""
     import shutil
@@ -117,24 +138,12 @@ def _no_dropout_encoder(src: Path, dst: Path) -> Path:
 
 
 def test_torchrun_teacher_training_matches_one_process_with_the_same_global_batch(tmp_path, tiny_encoder_dir):
-    from procedures.cli import nlp_train
-    from click.testing import CliRunner
-
     enc = _no_dropout_encoder(tiny_encoder_dir, tmp_path / "enc")
     common = ["transformer_token", "--data_dir", str(TINY), "--model_name_or_path", str(enc), "--device", "cpu",
               "--num_train_epochs", "2", "--per_device_train_batch_size", "4", "--max_seq_length", "32",
               "--learning_rate", "1e-3", "--seed", "3"]
-    res = _torchrun([*common, "--output_dir", str(tmp_path / "ddp"), "--gradient_accumulation_steps", "1"], tmp_path)
-    assert res.returncode == 0, res.stderr[-3000:]
-    one = CliRunner().invoke(nlp_train, [*common, "--output_dir", str(tmp_path / "one"),
-                                         "--gradient_accumulation_steps", "2"])
-    assert one.exit_code == 0, one.output
-    log_d = [json.loads(l) for l in open(tmp_path / "ddp" / "train_log.jsonl")]
-    log_1 = [json.loads(l) for l in open(tmp_path / "one" / "train_log.jsonl")]
+    log_d = _two_ranks_equal_one_process(common, "--gradient_accumulation_steps", tmp_path, rel=1e-3)
     assert [r["epoch"] for r in log_d] == [1, 2]
-    for a, b in zip(log_d, log_1):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
-        assert a["dev_f1"] == pytest.approx(b["dev_f1"], abs=1e-6)
     m = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert m["environment"]["world_size"] == 2
     assert json.loads((tmp_path / "ddp" / "status.json").read_text())["status"] == "finished"
@@ -157,22 +166,9 @@ def tiny_teacher(tmp_path_factory, tiny_encoder_dir) -> Path:
 def test_torchrun_student_matches_one_process_and_kd_builds_the_cache_once(tmp_path, tiny_teacher):
     """Gold-only students without dropout: 2 ranks = 1 process accumulating 2 batches. A KD student
     under torchrun finishes, with one teacher cache (rank 0's) and one metrics.json."""
-    from click.testing import CliRunner
-
-    from procedures.cli import nlp_train
-
     common = ["tagger", "--data_dir", str(TINY), "--device", "cpu", "--epochs", "2", "--batch_size", "8",
               "--dropout", "0", "--word_dropout", "0", "--use_crf", "--seed", "5"]
-    res = _torchrun([*common, "--output_dir", str(tmp_path / "ddp")], tmp_path)
-    assert res.returncode == 0, res.stderr[-3000:]
-    one = CliRunner().invoke(nlp_train, [*common, "--output_dir", str(tmp_path / "one"),
-                                         "--grad_accum_steps", "2"])
-    assert one.exit_code == 0, one.output
-    log_d = [json.loads(l) for l in open(tmp_path / "ddp" / "train_log.jsonl")]
-    log_1 = [json.loads(l) for l in open(tmp_path / "one" / "train_log.jsonl")]
-    for a, b in zip(log_d, log_1):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
-        assert a["dev_f1"] == pytest.approx(b["dev_f1"], abs=1e-6)
+    _two_ranks_equal_one_process(common, "--grad_accum_steps", tmp_path, rel=1e-4)
     kd = _torchrun(["tagger_kd", "--data_dir", str(TINY), "--device", "cpu", "--epochs", "1", "--augment", "1",
                     "--teacher_model_path", str(tiny_teacher), "--output_dir", str(tmp_path / "kd")], tmp_path)
     assert kd.returncode == 0, kd.stderr[-3000:]
