@@ -211,6 +211,19 @@ class TransformerConfig(ConfigBase):
     eval_batch_size: int = option(64, ge=1, help="Windows per evaluation batch.")
     precision: str = option("auto", choices=("auto", "fp32", "bf16"),
                             help="Matmul precision of the transformer's forward: bf16 autocast (training and labeling) or fp32; auto: bf16 on a CUDA GPU that supports it, else fp32.")
+    holdout_fold: List[int] = option(default_factory=list, ge=0, metavar="K,k",
+                                     help="Out-of-fold teacher: train without fold k of K (train sentence i is in fold i % K); tagger_kd given all K such teachers labels each training sentence with the one that never saw it. Empty: all of train.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.holdout_fold and not (len(self.holdout_fold) == 2 and self.holdout_fold[0] >= 2
+                                      and self.holdout_fold[1] < self.holdout_fold[0]):
+            raise ConfigError(f"model.holdout_fold (--holdout_fold): expected K,k with K >= 2 and 0 <= k < K, "
+                              f"got {self.holdout_fold}")
+
+    def in_training_fold(self, i: int) -> bool:
+        """Whether train sentence ``i`` is trained on (not in the held-out fold)."""
+        return not self.holdout_fold or i % self.holdout_fold[0] != self.holdout_fold[1]
 
 
 @dataclass

@@ -14,13 +14,13 @@ import numpy as np
 
 from nlp_distill.config import (AugmentConfig, KDConfig, PseudoConfig, StudentDataConfig, StudentTrainerConfig,
                                 TaggerConfig, TrainerConfig)
-from nlp_distill.data.augment import augment_corpus
+from nlp_distill.data.augment import augment_corpus_indexed
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.dataset_dir import TaggingData, load_data_dir
 from nlp_distill.data.labels import LabelVocab
 from nlp_distill.data.store_features import StoreFeatures
 from nlp_distill.data.unlabeled import detect_format, iter_unlabeled
-from nlp_distill.distill.ensemble import TeacherEnsemble
+from nlp_distill.distill.ensemble import OutOfFoldTeachers, TeacherEnsemble
 from nlp_distill.distill.pseudo_label import label_from_logits, write_pseudo_labeled
 from nlp_distill.data.transfer_store import TransferStore
 from nlp_distill.distill.teacher_cache import ConcatLogits, TeacherLogitsCache, teacher_fingerprint
@@ -51,7 +51,17 @@ def load_teacher(kd: KDConfig, device):
     if not kd.teacher_model_path:
         raise ConfigError("--teacher_model_path is required (a folder written by `nlp-train transformer_token`)")
     members = [_load_one_teacher(p, kd) for p in kd.teacher_model_path]
-    teacher = members[0] if len(members) == 1 else TeacherEnsemble(members)
+    folded = [bool(m.config.holdout_fold) for m in members]
+    if any(folded) and not all(folded):
+        raise ConfigError("--teacher_model_path: " + ", ".join(
+            p for p, f in zip(kd.teacher_model_path, folded) if f) + " were trained with --holdout_fold and the "
+            "others were not: give all K fold teachers (out-of-fold targets) or none")
+    if all(folded):
+        teacher = OutOfFoldTeachers(members)
+        logger.info("out-of-fold teachers (%d folds): each training sentence and its augmented copies are scored by "
+                    "the teacher that never saw it; other text by all %d", teacher.num_folds, len(members))
+    else:
+        teacher = members[0] if len(members) == 1 else TeacherEnsemble(members)
     return teacher.to(device)
 
 
@@ -118,9 +128,13 @@ def _kd_run(task: str, data_dir, out: Path, d: TaggingData, tagger: TaggerConfig
     if store is not None and store.key != teacher_fingerprint(teacher):
         raise ConfigError(f"--transfer_store {store.folder} was labeled by another teacher than --teacher_model_path")
     scores = teacher_scores(teacher, d)
-    aug = augment_corpus(d.train, augment.copies, augment.ops, augment.seed, d.labels.scheme) if augment.copies else []
-    aug = [Sentence(s.tokens) for s in aug]  # the teacher labels them, not the operators
+    indexed = augment_corpus_indexed(d.train, augment.copies, augment.ops, augment.seed, d.labels.scheme) \
+        if augment.copies else []
+    aug = [Sentence(s.tokens) for _, s in indexed]  # the teacher labels them, not the operators
     n_gold = len(d.train)
+    if isinstance(teacher, OutOfFoldTeachers):
+        teacher.set_route([s.tokens for s in d.train] + [s.tokens for s in aug],
+                          list(range(n_gold)) + [i for i, _ in indexed])
     n_stored = min(len(store), pseudo.max_unlabeled or len(store)) if store is not None else 0
     dist = _distiller(teacher, kd, d.labels, list(d.train) + aug + list(unlabeled), out, store, n_stored)
     train = list(d.train)

@@ -44,7 +44,11 @@ def _train_teacher(out: Path, data_dir, model: TransformerConfig, trainer: Train
     logger.info("teacher %s: %.1fM parameters, %d labels; train/dev/test = %d/%d/%d sentences",
                 clf.config.model_name_or_path, clf.num_parameters() / 1e6, len(data.labels), len(data.train),
                 len(data.dev), len(data.test))
-    return fit_transformer(out, clf, data.train, data, trainer, run)
+    train = [s for i, s in enumerate(data.train) if model.in_training_fold(i)]
+    if len(train) < len(data.train):
+        logger.info("fold %d of %d held out: training on %d of %d train sentences", model.holdout_fold[1],
+                    model.holdout_fold[0], len(train), len(data.train))
+    return fit_transformer(out, clf, train, data, trainer, run)
 
 
 def fit_transformer(out: Path, clf: TransformerTokenClassifier, train: Sequence[Sentence], data: TaggingData,

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -444,3 +445,34 @@ def test_preset_sets_the_student_size_and_flags_override_it(data_dir, tmp_path):
                           "--config", cfg, "--word_embedding_dims", 20]))
     t2 = json.loads((out2 / "config.json").read_text())["tagger"]
     assert (t2["preset"], t2["hidden"], t2["char_hidden"], t2["word_emb_dim"]) == ("tiny", 64, 12, 20)
+
+
+def test_out_of_fold_teachers_label_each_train_sentence_with_the_teacher_that_never_saw_it(
+        data_dir, tiny_encoder_dir, teacher_run, tmp_path):
+    from nlp_distill.distill.ensemble import log_softmax
+    from nlp_distill.distill.teacher_cache import TeacherLogitsCache
+    from nlp_distill.models.loader import load_model
+    folds = []
+    for k in (1, 0):
+        out = tmp_path / f"fold{k}"
+        r = ok(invoke(nlp_train, ["transformer_token", "--data_dir", data_dir, "--output_dir", out, "--holdout_fold",
+                                  f"2,{k}", "--model_name_or_path", tiny_encoder_dir, "--num_train_epochs", 1,
+                                  "--max_seq_length", 32, "--learning_rate", 1e-3, "--device", "cpu", "--seed", 4]))
+        n_train = len(load_data_dir(data_dir).train)
+        kept = n_train - len(range(k, n_train, 2))
+        assert f"fold {k} of 2 held out: training on {kept} of {n_train}" in (out / "run.log").read_text()
+        folds.append(out)
+    student = tmp_path / "kd"
+    r = ok(invoke(nlp_train, ["tagger_kd", "--data_dir", data_dir, "--output_dir", student, *TAGGER_ARGS,
+                              "--teacher_model_path", f"{folds[0]},{folds[1]}", "--augment", 1]))
+    assert "out-of-fold teachers (2 folds)" in (student / "run.log").read_text()
+    cache = TeacherLogitsCache.open(student / "teacher_cache")
+    train = load_data_dir(data_dir).train
+    members = {k: load_model(str(f / "model")) for k, f in zip((1, 0), folds)}
+    for i in range(4):  # train sentence i: only the teacher of fold i % 2 (it never saw it)
+        want = log_softmax(members[i % 2].word_logits([train[i].tokens])[0])
+        np.testing.assert_allclose(np.asarray(cache.sentence(i), np.float32), want, atol=2e-2)
+    # a fold teacher beside a plain one is refused with a message naming the choice
+    r = invoke(nlp_train, ["tagger_kd", "--data_dir", data_dir, "--output_dir", tmp_path / "mixed", *TAGGER_ARGS,
+                           "--teacher_model_path", f"{folds[0]},{teacher_run}"])
+    assert r.exit_code != 0 and "give all K fold teachers" in r.output and "Traceback" not in r.output

@@ -196,3 +196,17 @@ def test_tagger_presets_are_valid_and_smaller_in_order():
     assert TaggerConfig.from_preset("small", hidden=7).hidden == 7  # explicit values win
     with pytest.raises(ConfigError, match="unknown preset 'huge'"):
         TaggerConfig.from_preset("huge")
+
+
+@pytest.mark.parametrize("bad", [[3], [1, 0], [3, 3], [3, 1, 2]])
+def test_holdout_fold_must_name_one_fold_of_k(bad):
+    from nlp_distill.config import TransformerConfig
+    with pytest.raises(ConfigError, match="--holdout_fold"):
+        TransformerConfig(holdout_fold=bad)
+
+
+def test_holdout_fold_selects_every_kth_sentence():
+    from nlp_distill.config import TransformerConfig
+    cfg = TransformerConfig(holdout_fold=[3, 1])
+    assert [i for i in range(9) if not cfg.in_training_fold(i)] == [1, 4, 7]
+    assert all(TransformerConfig().in_training_fold(i) for i in range(5))

@@ -51,3 +51,48 @@ def test_one_member_is_its_log_softmax_and_mismatch_refused():
         TeacherEnsemble([FixedTeacher(["O", "B-x", "I-x"], a), FixedTeacher(["O", "B-y", "I-y"], a)])
     with pytest.raises(ValueError):
         TeacherEnsemble([])
+
+
+class FoldTeacher(nn.Module):
+    """A stand-in fold teacher: logits that depend on the sentence (its first word) and the member."""
+
+    def __init__(self, labels, K, k, scale):
+        super().__init__()
+        self.labels = LabelVocab(labels)
+        self.config = type("C", (), {"holdout_fold": [K, k], "max_seq_length": 32, "stride": 8, "pooling": "first"})()
+        self.scale = scale
+
+    def word_logits(self, sentences, batch_size=None, show_progress=False):
+        return [np.array([[self.scale * len(s[0]), 0.0, -self.scale]] * len(s), np.float32) for s in sentences]
+
+
+def test_out_of_fold_routes_train_sentences_and_copies_to_the_teacher_that_held_them_out():
+    from nlp_distill.distill.ensemble import OutOfFoldTeachers
+    from nlp_distill.distill.teacher_cache import teacher_fingerprint
+    labels = ["O", "B-x", "I-x"]
+    members = [FoldTeacher(labels, 3, k, scale) for k, scale in ((2, 3.0), (0, 1.0), (1, 2.0))]  # any order
+    oof = OutOfFoldTeachers(members)
+    train = [["a", "b"], ["cc"], ["ddd", "e"], ["ffff"]]  # folds 0, 1, 2, 0
+    copies, sources = [["zz", "b"], ["y"]], [2, 3]  # copies of train 2 (fold 2) and train 3 (fold 0)
+    before = teacher_fingerprint(oof)
+    oof.set_route(train + copies, [0, 1, 2, 3] + sources)
+    assert teacher_fingerprint(oof) != before  # the cache key knows the routing
+    other = [["unseen", "w"]]
+    out = oof.word_logits(train + copies + other)
+    scale_of_fold = {2: 3.0, 0: 1.0, 1: 2.0}
+    expected_folds = [0, 1, 2, 0, 2, 0]
+    for s, got, fold in zip(train + copies, out, expected_folds):
+        one = FoldTeacher(labels, 3, fold, scale_of_fold[fold]).word_logits([s])[0]
+        np.testing.assert_allclose(got, np.stack([_log_softmax(r) for r in one]), rtol=1e-5, atol=1e-6)
+    mean = np.mean([np.stack([_log_softmax(r) for r in m.word_logits(other)[0]]) for m in members], axis=0)
+    np.testing.assert_allclose(out[-1], mean, rtol=1e-5, atol=1e-6)  # unrouted text: all K teachers
+
+
+def test_out_of_fold_needs_each_fold_once():
+    from nlp_distill.distill.ensemble import OutOfFoldTeachers
+    from nlp_distill.errors import ConfigError
+    labels = ["O", "B-x", "I-x"]
+    with pytest.raises(ConfigError, match="folds 0..2 of 3"):
+        OutOfFoldTeachers([FoldTeacher(labels, 3, 0, 1.0), FoldTeacher(labels, 3, 1, 1.0), FoldTeacher(labels, 3, 1, 1.0)])
+    with pytest.raises(ConfigError, match="folds 0..1 of 2"):
+        OutOfFoldTeachers([FoldTeacher(labels, 2, 0, 1.0), FoldTeacher(labels, 3, 1, 1.0)])

@@ -174,14 +174,20 @@ def augment_corpus(sentences: Sequence[Sentence], copies: int, ops: Sequence[str
     A copy equal to a training sentence or to an earlier copy is redrawn (up to ``tries``
     times) and otherwise skipped, so the transfer set holds no duplicates.
     """
+    return [s for _, s in augment_corpus_indexed(sentences, copies, ops, seed, scheme, probs, tries)]
+
+
+def augment_corpus_indexed(sentences: Sequence[Sentence], copies: int, ops: Sequence[str], seed: int, scheme: str,
+                           probs: Dict[str, float] = DEFAULT_PROBS, tries: int = 3) -> List[Tuple[int, Sentence]]:
+    """``augment_corpus`` with each copy's source: ``(index in sentences, copy)`` pairs."""
     unknown = [o for o in ops if o not in OPERATORS]
     if unknown:
         raise ValueError(f"unknown augmentation operators {unknown}; known: {', '.join(OPERATORS)}")
     rng = random.Random(seed)
     pools = AugmentPools.from_sentences(sentences)
     seen: Set[Tuple[str, ...]] = {tuple(s.tokens) for s in sentences}
-    out: List[Sentence] = []
-    for s in sentences:
+    out: List[Tuple[int, Sentence]] = []
+    for i, s in enumerate(sentences):
         if s.tags is None or not s.tokens:
             continue
         for _ in range(copies):
@@ -190,7 +196,7 @@ def augment_corpus(sentences: Sequence[Sentence], copies: int, ops: Sequence[str
                 key = tuple(new.tokens)
                 if key not in seen and new.tokens:
                     seen.add(key)
-                    out.append(new)
+                    out.append((i, new))
                     break
     logger.info("augmentation: %d new sentences from %d (ops %s, %d copies, seed %d)", len(out), len(sentences),
                 ",".join(ops), copies, seed)

@@ -30,6 +30,7 @@ def teacher_fingerprint(teacher) -> str:
     for m in getattr(teacher, "members", [teacher]):  # an ensemble: every member's alignment settings
         c = m.config
         h.update(repr((c.max_seq_length, c.stride, c.pooling)).encode())
+    h.update(getattr(teacher, "route_key", "").encode())  # out-of-fold teachers: which member scores what
     return h.hexdigest()
 
 
