@@ -56,12 +56,12 @@ def do_transformer_kd(data_dir, output_dir, model: TransformerConfig = Transform
         n_teacher = len(encoder_layers(teacher.model))
         kept = student.student_layers or evenly_spaced(n_teacher, student.num_student_layers)
         clf = drop_layers(teacher, kept)
-        ignored = [f for f in ("model_name_or_path", "max_seq_length", "stride", "pooling")
+        ignored = [f for f in ("model_name_or_path", "max_seq_length", "stride", "pooling", "holdout_fold")
                    if getattr(model, f) != getattr(TransformerConfig(), f)]
         if ignored:
             logger.warning("ignored for a layer-dropped student (it keeps the teacher's tokenizer and windows): %s",
                            ", ".join(ignored))
-        clf.config = clf.config.replace(batch_size=model.batch_size)
+        clf.config = clf.config.replace(batch_size=model.batch_size, holdout_fold=[])  # a student of all of train
         mapping = layer_mapping(student, kept, n_teacher)
         logger.info("student: teacher layers %s of %d (%.1fM of %.1fM parameters); layer pairs %s", kept, n_teacher,
                     clf.num_parameters() / 1e6, teacher.num_parameters() / 1e6, mapping)

@@ -184,3 +184,18 @@ def test_bf16_precision_runs_the_encoder_in_bf16_and_returns_fp32(tiny_encoder_d
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     loss.backward()  # gradients reach the fp32 weights through the autocast region
     assert bf16.model.bert.encoder.layer[0].attention.self.query.weight.grad is not None
+
+
+def test_token_budget_spans_cover_in_order_within_budget():
+    from nlp_distill.models.transformer import token_budget_spans
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        lengths = sorted(rng.integers(1, 40, rng.integers(0, 60)).tolist())
+        budget = int(rng.integers(1, 200))
+        spans = token_budget_spans(lengths, budget)
+        assert [i for a, b in spans for i in range(a, b)] == list(range(len(lengths)))  # every item once, in order
+        for a, b in spans:
+            assert b - a == 1 or (b - a) * lengths[b - 1] <= budget  # within budget (a lone item may exceed it)
+            if b < len(lengths):
+                assert (b - a + 1) * lengths[b] > budget  # greedy: the next item would not have fitted
+    assert token_budget_spans([10] * 8, 40) == [(0, 4), (4, 8)]

@@ -85,12 +85,14 @@ class WordAligner:
         if not ids or len(ids) > self.budget:
             return None
         wa = np.asarray(word_ids)
-        starts = np.flatnonzero(np.r_[True, wa[1:] != wa[:-1]])
-        if len(starts) != n_words:  # a word without sub-tokens (it gets UNK in the general path)
+        bounds = np.flatnonzero(wa[1:] != wa[:-1]) + 1  # sub-token index where each word after the first starts
+        if len(bounds) + 1 != n_words:  # a word without sub-tokens (it gets UNK in the general path)
             return None
-        lens = np.diff(np.r_[starts, len(wa)])
-        return Window(si, self.prefix_ids + ids + self.suffix_ids, (starts + len(self.prefix_ids)).tolist(),
-                      lens.tolist(), list(range(n_words)), [True] * n_words)
+        starts = [0, *bounds.tolist()]
+        lens = np.diff(starts + [len(ids)]).tolist()
+        p = len(self.prefix_ids)
+        return Window(si, self.prefix_ids + ids + self.suffix_ids, [a + p for a in starts], lens,
+                      list(range(n_words)), [True] * n_words)
 
     def encode(self, sentences: Sequence[Sequence[str]]) -> List[Window]:
         """Split every sentence into windows of at most ``max_length`` sub-tokens.
@@ -126,9 +128,12 @@ class WordAligner:
         spans = self._spans(lens)
         owner = self._owners(lens, spans)
         windows: List[Window] = []
+        flat = [t for w in per_word for t in w]
+        offset = np.concatenate(([0], np.cumsum(lens))).tolist()  # word wi's sub-tokens: flat[offset[wi]:offset[wi+1]]
+        p = len(self.prefix_ids)
         for k, (a, b) in enumerate(spans):
-            ids = self.prefix_ids + [t for wi in range(a, b) for t in per_word[wi]] + self.suffix_ids
-            starts = (len(self.prefix_ids) + np.r_[0, np.cumsum(lens[a:b])[:-1]]).tolist()
+            ids = self.prefix_ids + flat[offset[a] : offset[b]] + self.suffix_ids
+            starts = [p + offset[wi] - offset[a] for wi in range(a, b)]
             windows.append(Window(si, ids, starts, lens[a:b], list(range(a, b)), [owner[wi] == k for wi in range(a, b)]))
         return windows
 

