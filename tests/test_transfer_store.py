@@ -134,3 +134,15 @@ def test_store_features_equal_in_memory_encoding_with_the_teacher_tags(teacher, 
     confident = StoreFeatures(store, model.word_vocab, model.char_vocab, DATA.labels, 6, tmp_path / "g",
                               threshold=1.01, limit=4)
     assert len(confident) == 4 and all(confident.rows(i)[3] is None for i in range(4))
+
+
+def test_worker_processes_give_the_same_store_as_the_thread(teacher, tmp_path):
+    """Tokenising processes split each chunk; sentence indices are re-based (a long multi-window
+    sentence and an empty one included), so the store is byte for byte the thread's."""
+    sents = _sents()[:9] + [[]] + [DATA.train[0].tokens * 12] + _sents()[9:]
+    a = TransferStore.label(teacher, iter(sents), tmp_path / "thread", chunk=7, show_progress=False, workers=0)
+    b = TransferStore.label(teacher, iter(sents), tmp_path / "procs", chunk=7, show_progress=False, workers=2)
+    for chunk in sorted(p.name for p in (tmp_path / "thread").glob("chunk_*")):
+        for f in ("logits.f16", "tokens.txt", "offsets.npy", "confidence.npy"):
+            assert (tmp_path / "thread" / chunk / f).read_bytes() == (tmp_path / "procs" / chunk / f).read_bytes(), f
+    assert len(a) == len(b) == len(sents) and a.confidence[9] == 0.0 and len(a.sentence(10)) == len(sents[10])

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Sequence
@@ -52,10 +52,13 @@ def _write_chunk(teacher, block: List[List[str]], target: Path, batch_size: int,
               else teacher.word_logits(block, batch_size))
     offsets = np.zeros(len(block) + 1, np.int64)
     offsets[1:] = np.cumsum([len(s) for s in block])
-    conf = np.asarray([float(softmax(l).max(-1).mean()) if len(l) else 0.0 for l in logits], np.float32)
-    with open(tmp / "logits.f16", "wb") as f:
-        for lg in logits:
-            f.write(lg.astype(np.float16).tobytes())
+    flat = np.concatenate(logits) if logits else np.zeros((0, len(teacher.labels)), np.float32)  # (words, C)
+    top = softmax(flat).max(-1) if len(flat) else np.zeros(0, np.float32)
+    lens = np.diff(offsets)
+    sums = np.add.reduceat(top, offsets[:-1][lens > 0]) if len(top) else np.zeros(0)
+    conf = np.zeros(len(block), np.float32)
+    conf[lens > 0] = sums / lens[lens > 0]  # mean max-probability per sentence (0 for an empty one)
+    flat.astype(np.float16).tofile(tmp / "logits.f16")
     (tmp / "tokens.txt").write_text("".join(" ".join(s) + "\n" for s in block), encoding="utf-8")
     np.save(tmp / "offsets.npy", offsets)
     np.save(tmp / "confidence.npy", conf)
@@ -110,13 +113,14 @@ class TransferStore:
 
     @classmethod
     def label(cls, teacher, sentences: Iterable[Sequence[str]], folder, chunk: int = 2048, batch_size: int = 64,
-              total: Optional[int] = None, show_progress: bool = True) -> "TransferStore":
+              total: Optional[int] = None, show_progress: bool = True, workers: Optional[int] = None
+              ) -> "TransferStore":
         """Label ``sentences`` with ``teacher`` into ``folder``, keeping finished chunks of an
         earlier run by the same teacher (a different teacher is an error).
 
         Under torchrun every rank reads the whole input and labels chunks ``k`` with
         ``k % world_size == rank``; rank 0 then writes the store's metadata, so the store reads as
-        one, in input order.
+        one, in input order. ``workers``: tokenising processes (``None``: ``default_workers``).
         """
         folder = Path(folder)
         key = teacher_fingerprint(teacher)
@@ -128,7 +132,9 @@ class TransferStore:
         k = n = kept = 0
         bar = tqdm(total=total, desc="labeling", unit="sent", disable=not show_progress or rank > 0, dynamic_ncols=True)
         mine = lambda j: j % size == rank and not _chunk_dir(folder, j).is_dir()  # noqa: E731
-        with _Prefetcher(teacher) as pre:  # the next chunk is tokenised while this one runs
+        if workers is None:
+            workers = default_workers(next((p.device for p in teacher.parameters()), torch.device("cpu")))
+        with _Prefetcher(teacher, workers) as pre:  # the next chunk is tokenised while this one runs
             block = next(blocks, None)
             pending = pre.submit(block) if block is not None and mine(0) else None
             while block is not None:
@@ -156,26 +162,71 @@ class TransferStore:
 
 
 class _Prefetcher:
-    """Tokenises a chunk in a background thread (the fast tokenizer releases the GIL) for a teacher
-    with ``windows`` (one transformer); for other teachers ``submit`` returns ``None``."""
+    """Tokenises the next chunk while the teacher runs on this one, for a teacher with
+    ``windows`` (one transformer; for other teachers ``submit`` returns ``None``): in a background
+    thread (the fast tokenizer releases the GIL), or with ``workers`` > 0 split across that many
+    processes (the word alignment is Python, which one thread cannot overlap with the main loop's)."""
 
-    def __init__(self, teacher) -> None:
+    def __init__(self, teacher, workers: int = 0) -> None:
         self.teacher = teacher
-        self.pool = ThreadPoolExecutor(1) if hasattr(teacher, "windows") else None
+        able = hasattr(teacher, "windows") and hasattr(teacher, "aligner")
+        self.thread = ThreadPoolExecutor(1) if able else None
+        self.workers = workers if able else 0
+        self.procs = None
+        if self.workers > 0:
+            import multiprocessing as mp  # forkserver: no fork of a process holding CUDA or threads
+            ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+            if ctx.get_start_method() == "forkserver":  # the server imports once; each worker is then a cheap fork
+                ctx.set_forkserver_preload([__name__])
+            self.procs = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
+                                             initargs=(teacher.aligner,))
 
     def __enter__(self) -> "_Prefetcher":
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True)
+        for pool in (self.thread, self.procs):
+            if pool is not None:
+                pool.shutdown(wait=True)
 
     def submit(self, block: List[List[str]]) -> Optional[Future]:
-        return self.pool.submit(self.teacher.windows, block) if self.pool is not None else None
+        if self.thread is None:
+            return None
+        return self.thread.submit(self._split if self.procs is not None else self.teacher.windows, block)
+
+    def _split(self, block: List[List[str]]) -> list:
+        """``teacher.windows(block)`` computed in ``workers`` parts (sentence indices re-based)."""
+        step = -(-len(block) // self.workers)
+        starts = range(0, len(block), step)
+        out = []
+        for a, wins in zip(starts, self.procs.map(_encode_part, [block[a : a + step] for a in starts])):
+            for w in wins:
+                w.sent += a
+            out.extend(wins)
+        return out
 
     @staticmethod
     def result(pending: Optional[Future]):
         return pending.result() if pending is not None else None
+
+
+_WORKER_ALIGNER = None  # the teacher's WordAligner, in a prefetch worker process
+
+
+def _init_worker(aligner) -> None:
+    global _WORKER_ALIGNER
+    _WORKER_ALIGNER = aligner
+    torch.set_num_threads(1)
+
+
+def _encode_part(part: List[List[str]]) -> list:
+    return _WORKER_ALIGNER.encode(part)
+
+
+def default_workers(device: torch.device) -> int:
+    """Tokenising processes for labeling: on a GPU enough to keep it fed (up to 8, leaving two
+    cores to the main loop), on CPU none (the cores are the teacher's)."""
+    return max(0, min(8, (os.cpu_count() or 1) - 2)) if device.type == "cuda" else 0
 
 
 def _claim(folder: Path, key: str, labels: List[str], chunk: int) -> None:
