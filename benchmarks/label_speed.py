@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -69,19 +68,18 @@ def hf_pipeline_seconds(clf: TransformerTokenClassifier, texts: List[str], devic
 
 
 def run(teacher: str, data_file: str, n: int, device: str, batch_sizes: List[int], labels_file: str,
-        json_path: Optional[str] = None, precisions: Optional[List[str]] = None, repeat: int = 1,
-        workers: Sequence[int] = (0,)) -> Dict[str, object]:
+        json_path: Optional[str] = None, precisions: Optional[List[str]] = None, repeat: int = 1) -> Dict[str, object]:
     """Time every path at every batch size (the best of ``repeat`` runs: the first pass over new
     shapes pays cuBLAS/allocator set-up on a GPU); a failing path is recorded with its error (the
     others still run), and the JSON is rewritten after each row so a run stopped early keeps what
-    it measured. ``workers``: tokenising processes of the store path (one row each)."""
+    it measured."""
     dev = torch.device(device)
     sents = [s.tokens for s in islice(iter_unlabeled(data_file), n)]
     words = sum(len(s) for s in sents)
     texts = [" ".join(s) for s in sents]
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu x{torch.get_num_threads()} threads"
-    res: Dict[str, object] = {"device": name, "cpus": os.cpu_count(), "sentences": len(sents), "words": words,
-                              "batch_sizes": batch_sizes, "repeat": repeat, "rows": {}}
+    res: Dict[str, object] = {"device": name, "sentences": len(sents), "words": words, "batch_sizes": batch_sizes,
+                              "repeat": repeat, "rows": {}}
     rows: Dict[str, dict] = res["rows"]  # type: ignore[assignment]
     base_key = f"HF pipeline fp32 b{batch_sizes[0]}"
 
@@ -105,11 +103,9 @@ def run(teacher: str, data_file: str, n: int, device: str, batch_sizes: List[int
         for bs in batch_sizes:
             row(f"HF pipeline {prec} b{bs}", lambda: hf_pipeline_seconds(clf, texts, dev, bs, dtype))
             row(f"word_logits {prec} b{bs}", lambda: timed(lambda: clf.word_logits(sents, bs), dev))
-            for w in workers:
-                with tempfile.TemporaryDirectory() as tmp:
-                    row(f"label_unlabeled store {prec} b{bs} w{w}", lambda: timed(lambda: TransferStore.label(
-                        clf, sents, Path(tmp) / f"store{time.perf_counter_ns()}", 2048, bs, show_progress=False,
-                        workers=w), dev))
+            with tempfile.TemporaryDirectory() as tmp:
+                row(f"label_unlabeled store {prec} b{bs}", lambda: timed(lambda: TransferStore.label(
+                    clf, sents, Path(tmp) / f"store{time.perf_counter_ns()}", 2048, bs, show_progress=False), dev))
     return res
 
 
@@ -123,14 +119,13 @@ def main() -> None:
     ap.add_argument("--batch_sizes", default="64", help="comma list; our paths' batches hold batch_size x max_seq_length sub-tokens")
     ap.add_argument("--precisions", default=None, help="comma list of fp32,bf16 (default: both on CUDA, fp32 on CPU)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per row; the fastest is kept")
-    ap.add_argument("--workers", default="0", help="comma list: tokenising processes of the store path")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     res = run(a.teacher, a.data_file, a.n, a.device, [int(b) for b in a.batch_sizes.split(",")], a.labels, a.json,
-              a.precisions.split(",") if a.precisions else None, a.repeat, [int(w) for w in a.workers.split(",")])
+              a.precisions.split(",") if a.precisions else None, a.repeat)
     print(f"{res['sentences']} sentences, {res['words']} words, best of {a.repeat}, {res['device']}")
     print(f"{'path':<34}{'sent/s':>10}{'words/s':>11}{'x HF fp32':>11}")
     for k, r in res["rows"].items():

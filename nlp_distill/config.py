@@ -354,7 +354,6 @@ class LabelConfig(ConfigBase):
     max_unlabeled: Optional[int] = option(None, ge=1, help="Label at most this many sentences (default: all).")
     teacher_batch_size: int = option(64, ge=1, help="Windows per teacher batch.")
     chunk_sentences: int = option(2048, ge=1, help="Sentences per store chunk (the unit a rerun redoes).")
-    workers: Optional[int] = option(None, ge=0, help="Processes that tokenise the next chunk while the teacher runs (0: one background thread; default: on a GPU min(8, CPUs - 2), on CPU 0).")
 
 
 @dataclass

@@ -35,5 +35,5 @@ def do_label(output_dir, label: LabelConfig = LabelConfig(), run: RunOptions = R
         total = min(total, label.max_unlabeled)
     sents = (s.tokens for s in iter_unlabeled(label.unlabeled_filename, fmt, encoding=run.encoding))
     store = TransferStore.label(teacher, islice(sents, label.max_unlabeled), output_dir, label.chunk_sentences,
-                                label.teacher_batch_size, total=total, workers=label.workers)
+                                label.teacher_batch_size, total=total)
     return {"sentences": len(store), "folder": str(store.folder)}

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Sequence
@@ -113,14 +113,13 @@ class TransferStore:
 
     @classmethod
     def label(cls, teacher, sentences: Iterable[Sequence[str]], folder, chunk: int = 2048, batch_size: int = 64,
-              total: Optional[int] = None, show_progress: bool = True, workers: Optional[int] = None
-              ) -> "TransferStore":
+              total: Optional[int] = None, show_progress: bool = True) -> "TransferStore":
         """Label ``sentences`` with ``teacher`` into ``folder``, keeping finished chunks of an
         earlier run by the same teacher (a different teacher is an error).
 
         Under torchrun every rank reads the whole input and labels chunks ``k`` with
         ``k % world_size == rank``; rank 0 then writes the store's metadata, so the store reads as
-        one, in input order. ``workers``: tokenising processes (``None``: ``default_workers``).
+        one, in input order.
         """
         folder = Path(folder)
         key = teacher_fingerprint(teacher)
@@ -132,9 +131,7 @@ class TransferStore:
         k = n = kept = 0
         bar = tqdm(total=total, desc="labeling", unit="sent", disable=not show_progress or rank > 0, dynamic_ncols=True)
         mine = lambda j: j % size == rank and not _chunk_dir(folder, j).is_dir()  # noqa: E731
-        if workers is None:
-            workers = default_workers(next((p.device for p in teacher.parameters()), torch.device("cpu")))
-        with _Prefetcher(teacher, workers) as pre:  # the next chunk is tokenised while this one runs
+        with _Prefetcher(teacher) as pre:  # the next chunk is tokenised while this one runs
             block = next(blocks, None)
             pending = pre.submit(block) if block is not None and mine(0) else None
             while block is not None:
@@ -162,71 +159,26 @@ class TransferStore:
 
 
 class _Prefetcher:
-    """Tokenises the next chunk while the teacher runs on this one, for a teacher with
-    ``windows`` (one transformer; for other teachers ``submit`` returns ``None``): in a background
-    thread (the fast tokenizer releases the GIL), or with ``workers`` > 0 split across that many
-    processes (the word alignment is Python, which one thread cannot overlap with the main loop's)."""
+    """Tokenises a chunk in a background thread (the fast tokenizer releases the GIL) for a teacher
+    with ``windows`` (one transformer); for other teachers ``submit`` returns ``None``."""
 
-    def __init__(self, teacher, workers: int = 0) -> None:
+    def __init__(self, teacher) -> None:
         self.teacher = teacher
-        able = hasattr(teacher, "windows") and hasattr(teacher, "aligner")
-        self.thread = ThreadPoolExecutor(1) if able else None
-        self.workers = workers if able else 0
-        self.procs = None
-        if self.workers > 0:
-            import multiprocessing as mp  # forkserver: no fork of a process holding CUDA or threads
-            ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
-            if ctx.get_start_method() == "forkserver":  # the server imports once; each worker is then a cheap fork
-                ctx.set_forkserver_preload([__name__])
-            self.procs = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
-                                             initargs=(teacher.aligner,))
+        self.pool = ThreadPoolExecutor(1) if hasattr(teacher, "windows") else None
 
     def __enter__(self) -> "_Prefetcher":
         return self
 
     def __exit__(self, *exc) -> None:
-        for pool in (self.thread, self.procs):
-            if pool is not None:
-                pool.shutdown(wait=True)
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
 
     def submit(self, block: List[List[str]]) -> Optional[Future]:
-        if self.thread is None:
-            return None
-        return self.thread.submit(self._split if self.procs is not None else self.teacher.windows, block)
-
-    def _split(self, block: List[List[str]]) -> list:
-        """``teacher.windows(block)`` computed in ``workers`` parts (sentence indices re-based)."""
-        step = -(-len(block) // self.workers)
-        starts = range(0, len(block), step)
-        out = []
-        for a, wins in zip(starts, self.procs.map(_encode_part, [block[a : a + step] for a in starts])):
-            for w in wins:
-                w.sent += a
-            out.extend(wins)
-        return out
+        return self.pool.submit(self.teacher.windows, block) if self.pool is not None else None
 
     @staticmethod
     def result(pending: Optional[Future]):
         return pending.result() if pending is not None else None
-
-
-_WORKER_ALIGNER = None  # the teacher's WordAligner, in a prefetch worker process
-
-
-def _init_worker(aligner) -> None:
-    global _WORKER_ALIGNER
-    _WORKER_ALIGNER = aligner
-    torch.set_num_threads(1)
-
-
-def _encode_part(part: List[List[str]]) -> list:
-    return _WORKER_ALIGNER.encode(part)
-
-
-def default_workers(device: torch.device) -> int:
-    """Tokenising processes for labeling: on a GPU enough to keep it fed (up to 8, leaving two
-    cores to the main loop), on CPU none (the cores are the teacher's)."""
-    return max(0, min(8, (os.cpu_count() or 1) - 2)) if device.type == "cuda" else 0
 
 
 def _claim(folder: Path, key: str, labels: List[str], chunk: int) -> None:
