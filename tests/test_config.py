@@ -27,7 +27,7 @@ ALL = [TrainerConfig, TransformerConfig, TaggerConfig, KDConfig, PseudoConfig, S
 CHANGED = {
     TrainerConfig: dict(epochs=3, lr=5e-5, optimizer="adamw", scheduler="linear", warmup_ratio=0.1,
                         grad_accum_steps=4, early_stopping_patience=2, seed=7, show_progress=False),
-    TransformerConfig: dict(model_name_or_path="/some/model", max_seq_length=64, stride=16, pooling="mean",
+    TransformerConfig: dict(model_name_or_path="/some/model", max_seq_length=64, stride=16, pooling="first",
                             batch_size=8, eval_batch_size=16),
     TaggerConfig: dict(model_type="id-cnn", use_crf=True, crf_constraints=False, idcnn_dilations=[1, 2, 4, 8],
                        char_encoder="lstm", dropout=0.25, lowercase=False, min_word_freq=2),
@@ -163,7 +163,7 @@ def test_lossless_conversions():
 
 def test_command_defaults_declared_once_per_command():
     t, s, g = TeacherTrainerConfig(), StudentTrainerConfig(), TrainerConfig()
-    assert (t.epochs, t.lr, t.optimizer, t.scheduler) == (10, 1e-4, "adamw", "linear")
+    assert (t.epochs, t.lr, t.optimizer, t.scheduler) == (10, 2e-4, "adamw", "linear")
     assert (s.epochs, s.lr, s.early_stopping_patience) == (25, 2e-3, 6)
     # what a subclass does not re-declare is the base default
     assert s.weight_decay == g.weight_decay and t.seed == g.seed
