@@ -33,6 +33,7 @@ from nlp_distill.distill.teacher_cache import padded_rows, teacher_fingerprint
 from nlp_distill.errors import ConfigError
 from nlp_distill.io import read_json, write_json
 from nlp_distill.training import distributed as ddp
+from nlp_distill.training.memory import limit_heap_growth
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +125,7 @@ class TransferStore:
         folder = Path(folder)
         key = teacher_fingerprint(teacher)
         rank, size = ddp.world()
+        limit_heap_growth()  # chunk after chunk of new shapes: resident memory stays flat
         with ddp.main_first():
             _claim(folder, key, teacher.labels.labels, chunk)
         it = iter(sentences)

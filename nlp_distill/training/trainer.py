@@ -18,6 +18,7 @@ from nlp_distill.errors import ConfigError
 from nlp_distill.io import atomic_dir
 from nlp_distill.training import distributed as ddp
 from nlp_distill.training.checkpoint import load_state, rng_state, save_state, seed_everything, set_rng_state
+from nlp_distill.training.memory import limit_heap_growth
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +144,7 @@ class Trainer:
             ``{"best_epoch", "best_metric", "history": [per-epoch dicts], "train_seconds"}``.
         """
         cfg = self.config
+        limit_heap_growth()  # varying batch shapes would otherwise grow resident memory every epoch
         self.output_dir.mkdir(parents=True, exist_ok=True)
         start_epoch, best, best_epoch, bad_epochs, history = self._resume() if resume else (0, -math.inf, -1, 0, [])
         if start_epoch == 0 and not history:
