@@ -99,47 +99,20 @@ def _check_onnx(quantize: Optional[str]) -> None:
 
 
 def _write_onnx(module: nn.Module, example: Tuple[torch.Tensor, ...], out: Path, names: List[str],
-                axes: dict, output: str, quantize: Optional[str], bert: Optional[Tuple[int, int]] = None) -> dict:
-    """Trace ``module`` to ``out/model.onnx`` (+ ``model.int8.onnx``); returns the file map.
-    ``bert``: (heads, hidden) of a BERT-like encoder, whose graph then goes through ONNX
-    Runtime's transformer fusions (attention, layer norm, GELU) before quantisation."""
+                axes: dict, output: str, quantize: Optional[str]) -> dict:
+    """Trace ``module`` to ``out/model.onnx`` (+ ``model.int8.onnx``); returns the file map."""
     out.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(module.eval(), example, str(out / ONNX_FILE), input_names=names, output_names=[output],
                           dynamic_axes=axes, opset_version=17, dynamo=False)
-    if bert is not None:
-        _fuse_transformer(out / ONNX_FILE, *bert)
     files = {"fp32": ONNX_FILE}
     if quantize == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        import onnx
-
-        # fused graphs lack some value types; weights are fp32 either way
-        quantize_dynamic(str(out / ONNX_FILE), str(out / INT8_FILE), weight_type=QuantType.QInt8,
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        quantize_dynamic(str(out / ONNX_FILE), str(out / INT8_FILE), weight_type=QuantType.QInt8)
         files["int8"] = INT8_FILE
     return files
-
-
-def _fuse_transformer(path: Path, heads: int, hidden: int) -> None:
-    """Rewrite ``path`` with ONNX Runtime's BERT fusions (fewer, larger kernels on CPU); the
-    graph is kept as exported when the optimiser finds nothing to fuse or fails."""
-    try:
-        from onnxruntime.transformers.optimizer import optimize_model
-    except ImportError:  # an onnxruntime build without the transformers tools
-        return
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fused = optimize_model(str(path), model_type="bert", num_heads=heads, hidden_size=hidden)
-    except Exception as e:  # noqa: BLE001 - an unfused graph is still a correct export
-        logger.warning("ONNX Runtime transformer fusions skipped: %s", e)
-        return
-    counts = {k: v for k, v in fused.get_fused_operator_statistics().items() if v}
-    logger.info("ONNX Runtime fusions: %s", ", ".join(f"{k} x{v}" for k, v in counts.items()) or "none")
-    fused.save_model_to_file(str(path))
 
 
 def export_model(model_dir, output_dir, quantize: Optional[str] = None) -> Path:
@@ -172,10 +145,8 @@ def export_transformer(model_dir, output_dir, quantize: Optional[str] = None) ->
     out = Path(output_dir)
     batch = clf.aligner.collate(clf.windows([["a", "b", "c"], ["d"]]))
     axes = {k: {0: "batch", 1: "tokens"} for k in ("input_ids", "attention_mask", "logits")}
-    mc = clf.model.config
-    bert = (mc.num_attention_heads, mc.hidden_size) if mc.model_type in ("bert", "roberta", "distilbert") else None
     files = _write_onnx(_LogitsOnly(clf.model), (batch["input_ids"], batch["attention_mask"]), out,
-                        ["input_ids", "attention_mask"], axes, "logits", quantize, bert)
+                        ["input_ids", "attention_mask"], axes, "logits", quantize)
     clf.tokenizer.save_pretrained(str(out))
     write_json(out / "config.json", {"model_class": "OnnxTransformer", "library_version": LIBRARY_VERSION,
                                      "labels": clf.labels.labels, "transformer": clf.config.to_dict(), "files": files,
