@@ -15,17 +15,7 @@ set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-results_gpu}; ENC=${ENC:-.dev/minilm}; DATA=${DATA:-data/wnut16}; DEV=${DEV:-cuda}
 XEPOCHS=${XEPOCHS:-8}; LABEL_N=${LABEL_N:-10000}; DEADLINE=${DEADLINE:-540}; R=${R:-runs/gpu2}
-L=$R/logs
-mkdir -p "$OUT" "$R" "$L"
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-log() { echo "[$(date +%T) +${SECONDS}s] $*" | tee -a "$OUT/session.log"; }
-NT=(python -c "import sys; from procedures.cli import nlp_train; sys.argv[0] = 'nlp-train'; nlp_train()")
-left() { echo $((DEADLINE - SECONDS)); }
-job() {  # job NAME TIMEOUT CMD...: in the background, logged to $L/NAME.log
-  local name=$1 t=$2; shift 2
-  ( timeout "$t" "$@" > "$L/$name.log" 2>&1; echo "$name rc=$?" >> "$OUT/session.log" ) &
-}
-log "start: $(python -c 'import torch; print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no cuda")')"
+. benchmarks/gpu_common.sh
 
 # 0. smoke: CUDA word logits == CPU word logits (fp32)
 python - "$ENC" "$DATA" "$DEV" >> "$OUT/session.log" 2>&1 <<'EOF' || { log "smoke failed: stopping"; exit 1; }
@@ -80,9 +70,5 @@ fi
 wait
 log "all jobs done"
 
-# 4. summary + one tarball of what is small (metrics, logs, configs; no weights or caches)
-python benchmarks/gpu_summary.py "$R" --json "$OUT/summary.json" > "$OUT/summary.md" 2>> "$OUT/session.log"
-cat "$OUT/summary.md"
-tar czf "$OUT/runs.tgz" --exclude='*.safetensors' --exclude='*.bin' --exclude='*.pt' --exclude='*.f16' \
-    --exclude='teacher_cache' --exclude='checkpoint' --exclude='*.npy' "$R" 2>> "$OUT/session.log"
-log "done"
+# 4. summary + one tarball of what is small
+pack

@@ -15,17 +15,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-results_gpu}; ENC=${ENC:-.dev/minilm}; DATA=${DATA:-data/wnut16}; DEV=${DEV:-cuda}
 TEPOCHS=${TEPOCHS:-10}; SEPOCHS=${SEPOCHS:-12}; XEPOCHS=${XEPOCHS:-4}; LABEL_N=${LABEL_N:-10000}
 SEEDS=${SEEDS:-"1 2 3 4 5"}; DEADLINE=${DEADLINE:-520}; R=${R:-runs/gpu}
-L=$R/logs  # job logs (tarred at the end: only a few files may sit in OUT)
-mkdir -p "$OUT" "$R" "$L"
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-log() { echo "[$(date +%T) +${SECONDS}s] $*" | tee -a "$OUT/session.log"; }
-NT=(python -c "import sys; from procedures.cli import nlp_train; sys.argv[0] = 'nlp-train'; nlp_train()")  # nlp-train, uninstalled
-left() { echo $((DEADLINE - SECONDS)); }  # a job's timeout: what is left before the deadline
-job() {  # job NAME TIMEOUT CMD...: run in the background, log to $L/NAME.log
-  local name=$1 t=$2; shift 2
-  ( timeout "$t" "$@" > "$L/$name.log" 2>&1; echo "$name rc=$?" >> "$OUT/session.log" ) &
-}
-log "start: $(python -c 'import torch; print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no cuda")')"
+. benchmarks/gpu_common.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$OUT/session.log" 2>&1 || true
 
 # 1. labeling throughput, alone on the device
@@ -65,9 +55,5 @@ fi
 wait
 log "all jobs done"
 
-# 4. summary + one tarball of what is small (metrics, logs, configs; no weights or caches)
-python benchmarks/gpu_summary.py "$R" --json "$OUT/summary.json" > "$OUT/summary.md" 2>> "$OUT/session.log"
-cat "$OUT/summary.md"
-tar czf "$OUT/runs.tgz" --exclude='*.safetensors' --exclude='*.bin' --exclude='*.pt' --exclude='*.f16' \
-    --exclude='teacher_cache' --exclude='checkpoint' --exclude='*.npy' "$R" 2>> "$OUT/session.log"
-log "done"
+# 4. summary + one tarball of what is small
+pack
