@@ -57,9 +57,14 @@ class NeuralTagger(nn.Module):
                 self.crf = CRF(len(labels))
 
     @classmethod
-    def build(cls, config: TaggerConfig, train: Sequence[Sentence], labels: LabelVocab) -> "NeuralTagger":
-        """A new tagger whose word/char vocabularies come from ``train`` (training text only)."""
+    def build(cls, config: TaggerConfig, train: Sequence[Sentence], labels: LabelVocab,
+              extra_words: Sequence[str] = ()) -> "NeuralTagger":
+        """A new tagger whose word/char vocabularies come from ``train`` (training text only), the
+        word vocabulary extended by ``extra_words`` (e.g. frequent words of pretrained vectors, so
+        a test word never seen in training still has a vector)."""
         wv = Vocab.build((s.tokens for s in train), config.min_word_freq, config.lowercase)
+        for w in extra_words:
+            wv.add(w)
         cv = build_char_vocab(s.tokens for s in train)
         return cls(config, wv, cv, labels)
 

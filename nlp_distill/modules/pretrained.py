@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -32,19 +32,42 @@ def packaged_glove_6b_50d() -> Tuple[List[str], np.ndarray]:
 PACKAGED_VECTORS = {"glove-6b-50d": packaged_glove_6b_50d}
 
 
-def vectors_from_file(path, vocab: Vocab, dim: int) -> Tuple[np.ndarray, np.ndarray]:
+def load_vectors_file(path) -> Tuple[List[str], np.ndarray]:
+    """(words, vectors (N, D)) from a GloVe/word2vec text file or a set named in ``PACKAGED_VECTORS``."""
+    if str(path) in PACKAGED_VECTORS:
+        return PACKAGED_VECTORS[str(path)]()
+    if not Path(path).is_file():
+        raise ConfigError(f"--embedding_file {path}: no such file (packaged sets: {', '.join(PACKAGED_VECTORS)})")
+    return read_embedding_file(path)
+
+
+def frequent_words(words: Sequence[str], n: int, lowercase: bool) -> List[str]:
+    """The first ``n`` distinct words of a vectors file (GloVe and word2vec files list words by
+    frequency), lowercased when the student looks words up lowercased."""
+    out: List[str] = []
+    seen = set()
+    for w in words:
+        if len(out) >= n:
+            break
+        k = w.lower() if lowercase else w
+        if k not in seen:
+            seen.add(k)
+            out.append(k)
+    return out
+
+
+def vectors_from_file(path, vocab: Vocab, dim: int,
+                      loaded: Optional[Tuple[List[str], np.ndarray]] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Rows for ``vocab`` from a vectors file or a packaged set named in ``PACKAGED_VECTORS``
     (exact form first, then lowercased).
+
+    Args:
+        loaded: ``load_vectors_file(path)`` when the caller already read it.
 
     Returns:
         (matrix (V, dim) float32, found (V,) bool)
     """
-    if str(path) in PACKAGED_VECTORS:
-        words, vecs = PACKAGED_VECTORS[str(path)]()
-    elif not Path(path).is_file():
-        raise ConfigError(f"--embedding_file {path}: no such file (packaged sets: {', '.join(PACKAGED_VECTORS)})")
-    else:
-        words, vecs = read_embedding_file(path)
+    words, vecs = loaded if loaded is not None else load_vectors_file(path)
     if vecs.shape[1] != dim:
         raise ConfigError(f"--embedding_file {path} has {vecs.shape[1]}-d vectors but --word_embedding_dims is {dim}")
     index = {}
