@@ -83,6 +83,9 @@ class Plan:
     rows: Optional[List[str]] = None  # row names to run (default: all)
     augment: int = 5
     init_embeddings: Optional[str] = None  # encoder folder for student word vectors (None: random)
+    embedding_file: Optional[str] = None  # pretrained word vectors (e.g. glove-6b-50d); replaces init_embeddings
+    embedding_vocab: int = 0  # most frequent words of embedding_file added to the student vocabulary
+    word_emb_dim: Optional[int] = None  # None: TaggerConfig's default
     teacher_epochs: Optional[int] = None  # None: transformer_token's default
     student_epochs: int = 20
     patience: int = 5
@@ -98,9 +101,10 @@ def quick_plan() -> Plan:
                 augment=1)
 
 
-def tagger_cfg(arch: str) -> TaggerConfig:
+def tagger_cfg(arch: str, word_emb_dim: Optional[int] = None) -> TaggerConfig:
     model_type, _, crf = arch.partition("+")
-    return TaggerConfig(model_type=model_type, use_crf=crf == "crf")
+    cfg = TaggerConfig(model_type=model_type, use_crf=crf == "crf")
+    return cfg.replace(word_emb_dim=word_emb_dim) if word_emb_dim else cfg
 
 
 def done(run_dir: Path) -> Optional[Dict[str, Any]]:
@@ -168,7 +172,9 @@ class Runner:
                                       show_progress=False)
             if row.low:  # with 25% of the data dev F1 sits at 0 for several epochs: no early stop
                 tr = tr.replace(early_stopping_patience=0)
-            tc, dc = tagger_cfg(p.arch), StudentDataConfig(init_embeddings_from_teacher=p.init_embeddings)
+            tc = tagger_cfg(p.arch, p.word_emb_dim)
+            dc = StudentDataConfig(init_embeddings_from_teacher=p.init_embeddings, embedding_file=p.embedding_file,
+                                   embedding_vocab=p.embedding_vocab)
             if row.mode == "gold":
                 m = tagger_proc.do_training(data_dir, rd, tc, tr, dc, RUN)
             else:
@@ -290,6 +296,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     ap.add_argument("--init_embeddings", default="encoder",
                     help="student word vectors: 'encoder' (PCA of the teacher encoder's input embeddings, the "
                          "pre-fine-tuning encoder so gold-only baselines get the same start), 'none', or a folder")
+    ap.add_argument("--embedding_file", default=None,
+                    help="student word vectors from this file or packaged set (glove-6b-50d); replaces --init_embeddings")
+    ap.add_argument("--embedding_vocab", type=int, default=0,
+                    help="most frequent words of --embedding_file added to the student vocabulary")
+    ap.add_argument("--word_emb_dim", type=int, default=None, help="student word vector size (50 for glove-6b-50d)")
     ap.add_argument("--patience", type=int, default=None)
     ap.add_argument("--student_epochs", type=int, default=None)
     ap.add_argument("--teacher_epochs", type=int, default=None)
@@ -307,11 +318,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         plan.rows = a.rows.split(",")
     plan.low_resource = not a.no_low_resource
     plan.train = not a.no_train
-    if a.init_embeddings == "encoder":
+    plan.embedding_file, plan.embedding_vocab, plan.word_emb_dim = a.embedding_file, a.embedding_vocab, a.word_emb_dim
+    if a.init_embeddings == "encoder" and not a.embedding_file:  # pretrained vectors replace the encoder's
         from nlp_distill.models.transformer import default_teacher_path
 
         plan.init_embeddings = a.teacher_model or default_teacher_path()
-    elif a.init_embeddings != "none":
+    elif a.init_embeddings not in ("none", "encoder"):
         plan.init_embeddings = a.init_embeddings
     plan.threads = a.threads
     torch.set_num_threads(plan.threads)
