@@ -253,6 +253,10 @@ def test_packaged_glove_vectors_by_name():
     assert mat.shape == (len(vocab), 50)
     assert found[vocab.stoi["the"]] and found[vocab.stoi["obama"]] and not found[vocab.stoi["zzqqxxnotaword"]]
     assert abs(float(mat[vocab.stoi["the"]][0]) - 0.418) < 1e-3  # GloVe 6B 50d's first value for "the"
+    from nlp_distill.modules.pretrained import frequent_words, packaged_glove_6b_50d
+
+    words, _ = packaged_glove_6b_50d()
+    assert frequent_words(words, 3, True) == ["the", ",", "."]  # the file lists words by frequency
 
 
 def test_embedding_file_errors_are_config_errors(tmp_path):
@@ -289,7 +293,6 @@ def test_embedding_file_loader_glove_and_word2vec(tmp_path, header):
 
 
 def test_embedding_vocab_gives_unseen_words_their_vectors(tiny, tmp_path):
-    from nlp_distill.errors import ConfigError
     from procedures.tagger import _build_student
 
     f = tmp_path / "v.txt"
@@ -298,7 +301,7 @@ def test_embedding_vocab_gives_unseen_words_their_vectors(tiny, tmp_path):
     f.write_text("".join(f"{w} {a} {b}\n" for w, (a, b) in rows.items()), encoding="utf-8")
     cfg = TaggerConfig(**{**SMALL, "word_emb_dim": 2})
     torch.manual_seed(0)
-    plain = _build_student(cfg, StudentDataConfig(embedding_file=str(f)), tiny.train, tiny.labels)
+    plain = _build_student(cfg, StudentDataConfig(embedding_file=str(f), embedding_vocab=0), tiny.train, tiny.labels)
     assert "zebraword" not in plain.word_vocab
     # the first 3 distinct lowercased words: the, zebraword, quokkaword (gnuword is the 4th)
     model = _build_student(cfg, StudentDataConfig(embedding_file=str(f), embedding_vocab=3), tiny.train, tiny.labels)
@@ -308,5 +311,5 @@ def test_embedding_vocab_gives_unseen_words_their_vectors(tiny, tmp_path):
     model.save_pretrained(tmp_path / "m")
     loaded = NeuralTagger.from_pretrained(tmp_path / "m")
     assert loaded.word_vocab.id("zebraword") == vocab.id("zebraword") != UNK_ID
-    with pytest.raises(ConfigError, match="give --embedding_file too"):
-        StudentDataConfig(embedding_vocab=5)
+    # without --embedding_file the default vocabulary size has nothing to add
+    assert len(_build_student(cfg, StudentDataConfig(), tiny.train, tiny.labels).word_vocab) == len(plain.word_vocab)
