@@ -84,7 +84,7 @@ class Plan:
     augment: int = 5
     init_embeddings: Optional[str] = None  # encoder folder for student word vectors (None: random)
     embedding_file: Optional[str] = None  # pretrained word vectors (e.g. glove-6b-50d); replaces init_embeddings
-    embedding_vocab: int = 0  # most frequent words of embedding_file added to the student vocabulary
+    embedding_vocab: Optional[int] = None  # words of embedding_file added to the vocabulary (None: the library's default)
     word_emb_dim: Optional[int] = None  # None: TaggerConfig's default
     teacher_epochs: Optional[int] = None  # None: transformer_token's default
     student_epochs: int = 20
@@ -173,8 +173,9 @@ class Runner:
             if row.low:  # with 25% of the data dev F1 sits at 0 for several epochs: no early stop
                 tr = tr.replace(early_stopping_patience=0)
             tc = tagger_cfg(p.arch, p.word_emb_dim)
-            dc = StudentDataConfig(init_embeddings_from_teacher=p.init_embeddings, embedding_file=p.embedding_file,
-                                   embedding_vocab=p.embedding_vocab)
+            dc = StudentDataConfig(init_embeddings_from_teacher=p.init_embeddings, embedding_file=p.embedding_file)
+            if p.embedding_vocab is not None:
+                dc = dc.replace(embedding_vocab=p.embedding_vocab)
             if row.mode == "gold":
                 m = tagger_proc.do_training(data_dir, rd, tc, tr, dc, RUN)
             else:
@@ -298,8 +299,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                          "pre-fine-tuning encoder so gold-only baselines get the same start), 'none', or a folder")
     ap.add_argument("--embedding_file", default=None,
                     help="student word vectors from this file or packaged set (glove-6b-50d); replaces --init_embeddings")
-    ap.add_argument("--embedding_vocab", type=int, default=0,
-                    help="most frequent words of --embedding_file added to the student vocabulary")
+    ap.add_argument("--embedding_vocab", type=int, default=None,
+                    help="most frequent words of --embedding_file added to the student vocabulary (default: "
+                         "StudentDataConfig's)")
     ap.add_argument("--word_emb_dim", type=int, default=None, help="student word vector size (50 for glove-6b-50d)")
     ap.add_argument("--patience", type=int, default=None)
     ap.add_argument("--student_epochs", type=int, default=None)
@@ -319,12 +321,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     plan.low_resource = not a.no_low_resource
     plan.train = not a.no_train
     plan.embedding_file, plan.embedding_vocab, plan.word_emb_dim = a.embedding_file, a.embedding_vocab, a.word_emb_dim
-    if a.init_embeddings == "encoder" and not a.embedding_file:  # pretrained vectors replace the encoder's
+    if not a.embedding_file and a.init_embeddings != "none":  # pretrained vectors replace any other init
         from nlp_distill.models.transformer import default_teacher_path
 
-        plan.init_embeddings = a.teacher_model or default_teacher_path()
-    elif a.init_embeddings not in ("none", "encoder"):
-        plan.init_embeddings = a.init_embeddings
+        encoder = a.init_embeddings == "encoder"
+        plan.init_embeddings = (a.teacher_model or default_teacher_path()) if encoder else a.init_embeddings
     plan.threads = a.threads
     torch.set_num_threads(plan.threads)
     out = Path(a.output_dir)
