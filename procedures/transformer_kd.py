@@ -1,15 +1,19 @@
 """``nlp-train transformer_kd``: a transformer student cut from its teacher (kept layers, copied
-weights) and distilled with logits KD, hidden-state MSE and attention KL on mapped layers."""
+weights) and distilled with logits KD (from one teacher or an ensemble), hidden-state MSE and
+attention KL on mapped layers."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
 
 from nlp_distill.config import (AugmentConfig, KDConfig, TeacherTrainerConfig, TrainerConfig, TransformerConfig,
                                 TransformerStudentConfig)
 from nlp_distill.data.augment import augment_corpus
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.dataset_dir import TaggingData, load_data_dir
+from nlp_distill.distill.ensemble import OutOfFoldTeachers, TeacherEnsemble
 from nlp_distill.distill.pseudo_label import label_from_logits, write_pseudo_labeled
 from nlp_distill.distill.transformer_kd import TransformerDistill, layer_mapping
 from nlp_distill.errors import ConfigError
@@ -22,16 +26,19 @@ from procedures.transformer_token import fit_transformer
 logger = logging.getLogger(__name__)
 
 
-def teacher_labeled_augmentation(teacher, d: TaggingData, augment: AugmentConfig, path) -> List[Sentence]:
-    """``augment.copies`` augmented copies of each training sentence, tagged by the teacher's argmax
-    (the same operators as the tagger students), written to ``path``."""
-    if not augment.copies:
-        return []
-    aug = augment_corpus(d.train, augment.copies, augment.ops, augment.seed, d.labels.scheme)
-    logits = teacher.word_logits([s.tokens for s in aug])
-    labeled = [label_from_logits(s.tokens, lg, teacher.labels) for s, lg in zip(aug, logits)]
-    write_pseudo_labeled(path, labeled)
-    return [p.sentence for p in labeled]
+def transfer_set(teacher, d: TaggingData, augment: AugmentConfig, path, soft_targets: bool
+                 ) -> Tuple[List[Sentence], Optional[List[np.ndarray]]]:
+    """The training sentences plus ``augment.copies`` augmented copies of each (the same operators
+    as the tagger students), the copies tagged by the teacher's argmax and written to ``path``;
+    with ``soft_targets`` also the teacher's word logits for every returned sentence."""
+    train = list(d.train)
+    aug = augment_corpus(d.train, augment.copies, augment.ops, augment.seed, d.labels.scheme) if augment.copies else []
+    aug_logits = teacher.word_logits([s.tokens for s in aug]) if aug else []
+    labeled = [label_from_logits(s.tokens, lg, teacher.labels) for s, lg in zip(aug, aug_logits)]
+    if aug:
+        write_pseudo_labeled(path, labeled)
+    targets = teacher.word_logits([s.tokens for s in train]) + list(aug_logits) if soft_targets else None
+    return train + [p.sentence for p in labeled], targets
 
 
 def do_transformer_kd(data_dir, output_dir, model: TransformerConfig = TransformerConfig(),
@@ -40,22 +47,27 @@ def do_transformer_kd(data_dir, output_dir, model: TransformerConfig = Transform
                       augment: AugmentConfig = AugmentConfig(), run: RunOptions = RunOptions()) -> Dict[str, Any]:
     """Cut a student from ``kd.teacher_model_path`` and distil it on ``data_dir`` (+ augmented copies).
 
-    ``model`` supplies the student's batch size (its window settings are the teacher's).
+    Several teacher folders form an ensemble: the student is cut from the first, which also gives
+    the hidden/attention targets; the logit targets are the ensemble's (mean member log-probabilities),
+    computed once for every training sentence. ``model`` supplies the student's batch size (its
+    window settings are the teacher's).
     """
     sections = {"task": "transformer_kd", "data_dir": str(data_dir), "model": model, "trainer": trainer, "kd": kd,
                 "student": student, "augment": augment}
     with run_folder(output_dir, sections, run) as out:
-        if len(kd.teacher_model_path) != 1:
-            raise ConfigError("transformer_kd takes one --teacher_model_path (its layers are copied into the student)")
         seed_everything(trainer.seed)
         d = load_data_dir(data_dir, encoding=run.encoding)
         teacher = load_teacher(kd, pick_device(run.device))
+        if isinstance(teacher, OutOfFoldTeachers):
+            raise ConfigError("transformer_kd does not route sentences to out-of-fold teachers (tagger_kd does): "
+                              "give teachers trained on all of train")
+        source = teacher.members[0] if isinstance(teacher, TeacherEnsemble) else teacher
         if teacher.labels != d.labels:
             raise ConfigError(f"the teacher's labels {teacher.labels.labels} differ from {data_dir}'s {d.labels.labels}")
         scores = teacher_scores(teacher, d)
-        n_teacher = len(encoder_layers(teacher.model))
+        n_teacher = len(encoder_layers(source.model))
         kept = student.student_layers or evenly_spaced(n_teacher, student.num_student_layers)
-        clf = drop_layers(teacher, kept)
+        clf = drop_layers(source, kept)
         ignored = [f for f in ("model_name_or_path", "max_seq_length", "stride", "pooling", "holdout_fold")
                    if getattr(model, f) != getattr(TransformerConfig(), f)]
         if ignored:
@@ -64,8 +76,8 @@ def do_transformer_kd(data_dir, output_dir, model: TransformerConfig = Transform
         clf.config = clf.config.replace(batch_size=model.batch_size, holdout_fold=[])  # a student of all of train
         mapping = layer_mapping(student, kept, n_teacher)
         logger.info("student: teacher layers %s of %d (%.1fM of %.1fM parameters); layer pairs %s", kept, n_teacher,
-                    clf.num_parameters() / 1e6, teacher.num_parameters() / 1e6, mapping)
-        train = list(d.train) + teacher_labeled_augmentation(teacher, d, augment, out / "augmented.txt")
-        dist = TransformerDistill(teacher, clf, kd, student, mapping)
+                    clf.num_parameters() / 1e6, source.num_parameters() / 1e6, mapping)
+        train, targets = transfer_set(teacher, d, augment, out / "augmented.txt", soft_targets=source is not teacher)
+        dist = TransformerDistill(source, clf, kd, student, mapping)
         return fit_transformer(out, clf, train, d, trainer, run, loss_fn=lambda b: (*dist.loss(b), dist.last_parts),
-                               extra_metrics={"teacher": scores, "student_layers": kept})
+                               extra_metrics={"teacher": scores, "student_layers": kept}, targets=targets)

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
 
+import numpy as np
 
 from nlp_distill.config import TeacherTrainerConfig, TrainerConfig, TransformerConfig
 from nlp_distill.data.batching import bucket_batches
@@ -53,10 +54,12 @@ def _train_teacher(out: Path, data_dir, model: TransformerConfig, trainer: Train
 
 def fit_transformer(out: Path, clf: TransformerTokenClassifier, train: Sequence[Sentence], data: TaggingData,
                     trainer: TrainerConfig, run: RunOptions, loss_fn: Optional[Callable] = None,
-                    extra_metrics: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                    extra_metrics: Optional[Dict[str, Any]] = None,
+                    targets: Optional[Sequence[np.ndarray]] = None) -> Dict[str, Any]:
     """Train ``clf`` on the windows of ``train`` (tagged sentences) with ``loss_fn`` (default: its
     own CE), keep the best on dev, score dev/test once with the best, write ``metrics.json``.
-    Shared by the teacher (``transformer_token``) and transformer students (``transformer_kd``)."""
+    Shared by the teacher (``transformer_token``) and transformer students (``transformer_kd``);
+    ``targets`` (teacher logits per training sentence) reach ``loss_fn`` as ``teacher_logits``."""
     dev_ = pick_device(run.device)
     clf.to(dev_)
     train_tags = [data.labels.encode(s.tags) for s in train]
@@ -69,7 +72,7 @@ def fit_transformer(out: Path, clf: TransformerTokenClassifier, train: Sequence[
         return bucket_batches(lengths, bs, shuffle=True, seed=trainer.seed + epoch)
 
     def collate(idx):
-        return {k: v.to(dev_) for k, v in clf.collate([windows[i] for i in idx], train_tags).items()}
+        return {k: v.to(dev_) for k, v in clf.collate([windows[i] for i in idx], train_tags, targets).items()}
 
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
     named = [(n, p) for n, p in clf.named_parameters() if p.requires_grad]

@@ -102,6 +102,37 @@ def test_kd_terms_vanish_for_a_student_that_is_the_teacher(teacher):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in small.parameters())
 
 
+def test_cached_teacher_logits_give_the_online_kd_term_and_skip_the_teacher(teacher):
+    """Logit targets that arrive with the batch (an ensemble's, computed once) are used as they are;
+    the teacher's own word logits as targets give exactly the online KD term."""
+    sents = DATA.train[:8] + [DATA.train[0].__class__(["word"] * 40, ["O"] * 40)]  # one multi-window sentence
+    student = drop_layers(teacher, [0]).eval()
+    tokens = [s.tokens for s in sents]
+    targets = teacher.word_logits(tokens)
+    wins = teacher.windows(tokens)
+    assert len(wins) > len(sents)
+    tags = [DATA.labels.encode(s.tags) for s in sents]
+    batch = teacher.collate(wins, tags, targets)
+    owned = batch["owned"] & batch["word_mask"]
+    for i, w in enumerate(wins):  # each owned word's row is its sentence's target row; the rest are zero
+        for j, (wi, own) in enumerate(zip(w.word_index, w.owned)):
+            want = targets[w.sent][wi] if own else np.zeros(len(DATA.labels), np.float32)
+            np.testing.assert_array_equal(batch["teacher_logits"][i, j].numpy(), want)
+    assert not batch["teacher_logits"][~owned].any()
+    cfg, kd = TransformerStudentConfig(), KDConfig(student_w=0.0)
+    online = TransformerDistill(teacher, student, kd, cfg, [])
+    ref, _ = online.loss({k: v for k, v in batch.items() if k != "teacher_logits"})
+    calls = []
+    hook = teacher.model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        got, _ = TransformerDistill(teacher, student, kd, cfg, []).loss(batch)
+    finally:
+        hook.remove()
+    assert float(got.detach()) == pytest.approx(float(ref.detach()), rel=1e-5) and not calls
+    shifted = dict(batch, teacher_logits=batch["teacher_logits"] + torch.randn(batch["teacher_logits"].shape))
+    assert float(TransformerDistill(teacher, student, kd, cfg, []).loss(shifted)[0]) != pytest.approx(float(ref))
+
+
 def test_transformer_kd_cli_output_is_a_teacher_folder(tiny_encoder_dir, tmp_path):
     data = tmp_path / "data"
     import shutil
@@ -126,3 +157,27 @@ def test_transformer_kd_cli_output_is_a_teacher_folder(tiny_encoder_dir, tmp_pat
                               "--output_file", tmp_path / "p.conll"]))
     ok(invoke(nlp_train, ["tagger_kd", "--data_dir", data, "--output_dir", tmp_path / "kd", *TAGGER_ARGS,
                           "--teacher_model_path", s]))
+
+
+def test_transformer_kd_from_an_ensemble_cuts_the_first_teacher(tiny_encoder_dir, tmp_path):
+    data = tmp_path / "data"
+    import shutil
+
+    shutil.copytree(TINY, data)
+    ts = []
+    for seed in (1, 2):
+        ts.append(tmp_path / f"t{seed}")
+        ok(invoke(nlp_train, ["transformer_token", "--data_dir", data, "--output_dir", ts[-1], "--model_name_or_path",
+                              tiny_encoder_dir, "--num_train_epochs", 1, "--max_seq_length", 32, "--device", "cpu",
+                              "--seed", seed]))
+    s = tmp_path / "student"
+    ok(invoke(nlp_train, ["transformer_kd", "--data_dir", data, "--output_dir", s, "--teacher_model_path",
+                          f"{ts[0]},{ts[1]}", "--num_student_layers", 1, "--kd_hidden_w", 1, "--augment", 1,
+                          "--num_train_epochs", 1, "--device", "cpu"]))
+    m = json.loads((s / "metrics.json").read_text())
+    assert m["teacher"]["members"] == 2 and m["student_layers"] == [1]
+    first = TransformerTokenClassifier.from_pretrained(str(ts[0]))
+    cut = TransformerTokenClassifier.from_pretrained(str(s / "model"))
+    assert cut.num_parameters() < first.num_parameters()
+    log = json.loads((s / "train_log.jsonl").read_text().splitlines()[0])
+    assert {"train_kd", "train_gold", "train_hidden"} <= set(log)

@@ -1,7 +1,9 @@
 """Distillation between transformers of the same family (a layer-dropped student and its
 teacher): word-level logits KD, hidden-state MSE and attention KL on mapped layers, gold CE.
 The teacher runs under ``no_grad`` on the same windows every step (its hidden states and
-attention maps are too large to cache)."""
+attention maps are too large to cache); an ensemble's word logits are computed once instead and
+arrive with the batch, while the member the student was cut from gives the hidden/attention
+targets."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -66,9 +68,15 @@ class TransformerDistill:
                                attentions=as_fp32(out.attentions))
 
     def loss(self, batch: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Summed loss and the number of owned words. ``batch["teacher_logits"]`` (B, W, C), when
+        present, are the logit targets (e.g. an ensemble's, computed once); the teacher then runs
+        only for the hidden and attention terms."""
         kd, pool = self.kd, self.student.config.pooling
-        with torch.no_grad():
-            t = self._run(self.teacher, batch)
+        cached = batch.get("teacher_logits")
+        t = None
+        if cached is None or kd.hidden_w or self.cfg.attention_w:
+            with torch.no_grad():
+                t = self._run(self.teacher, batch)
         s = self._run(self.student, batch)
         words = (batch["word_start"], batch["word_len"])
         s_words = pool_words(s.logits, *words, pool)  # (B, W, C)
@@ -76,7 +84,7 @@ class TransformerDistill:
         tokens = batch["attention_mask"].bool()  # (B, T)
         parts: Dict[str, torch.Tensor] = {}
         if kd.dist_w:
-            t_words = pool_words(t.logits, *words, pool)
+            t_words = cached if cached is not None else pool_words(t.logits, *words, pool)
             parts["kd"] = kd.dist_w * losses.kd_kl(s_words, t_words, owned, kd.temperature, None, "sum")
         if kd.student_w and "labels" in batch:
             parts["gold"] = kd.student_w * losses.ce(s_words, batch["labels"], owned, None, "sum")

@@ -199,17 +199,26 @@ class TransformerTokenClassifier(nn.Module):
     def windows(self, sentences: Sequence[Sequence[str]]) -> List[Window]:
         return self.aligner.encode(sentences)
 
-    def collate(self, windows: Sequence[Window], tags: Optional[Sequence[Sequence[int]]] = None) -> Dict[str, torch.Tensor]:
+    def collate(self, windows: Sequence[Window], tags: Optional[Sequence[Sequence[int]]] = None,
+                targets: Optional[Sequence[np.ndarray]] = None) -> Dict[str, torch.Tensor]:
         """Collate windows; with ``tags`` (label ids per sentence) adds ``labels`` (B, W) with -100
-        on padding and on words another window owns (each word is trained once)."""
+        on padding and on words another window owns (each word is trained once); with ``targets``
+        (one (n_words, C) array of teacher logits per sentence) adds ``teacher_logits`` (B, W, C),
+        zero where ``labels`` would be -100."""
         batch = self.aligner.collate(windows)
-        if tags is not None:
-            lab = torch.full(batch["word_mask"].shape, -100, dtype=torch.long)
-            for i, w in enumerate(windows):
-                for j, (wi, own) in enumerate(zip(w.word_index, w.owned)):
-                    if own:
-                        lab[i, j] = tags[w.sent][wi]
+        shape = batch["word_mask"].shape
+        lab = torch.full(shape, -100, dtype=torch.long) if tags is not None else None
+        soft = torch.zeros((*shape, targets[0].shape[-1]), dtype=torch.float32) if targets else None
+        for i, w in enumerate(windows):
+            for j, (wi, own) in enumerate(zip(w.word_index, w.owned)):
+                if own and lab is not None:
+                    lab[i, j] = tags[w.sent][wi]
+                if own and soft is not None:
+                    soft[i, j] = torch.from_numpy(targets[w.sent][wi])
+        if lab is not None:
             batch["labels"] = lab
+        if soft is not None:
+            batch["teacher_logits"] = soft
         return batch
 
     @torch.no_grad()
