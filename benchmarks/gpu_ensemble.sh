@@ -18,9 +18,9 @@ DEADLINE=${DEADLINE:-540}; R=${R:-runs/gpu3}
 . benchmarks/gpu_common.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$OUT/session.log" 2>&1 || true
 
-# 1. five default-recipe teachers
+# 1. five default-recipe teachers (kept from an earlier call on a still-warm machine)
 for s in 1 2 3 4 5; do
-  job "teacher_s$s" 240 "${NT[@]}" transformer_token --data_dir "$DATA" --output_dir "$R/teacher_s$s" --overwrite \
+  [ -f "$R/teacher_s$s/metrics.json" ] || job "teacher_s$s" 240 "${NT[@]}" transformer_token --data_dir "$DATA" --output_dir "$R/teacher_s$s" --overwrite \
       --model_name_or_path "$ENC" --num_train_epochs "$TEPOCHS" --seed "$s" --device "$DEV" --no_show_progress
 done
 wait
@@ -36,10 +36,22 @@ xkd() {  # xkd NAME SEED TEACHERS EPOCHS AUG FLAGS...
   job "${name}_s$s" "$(left)" "${NT[@]}" transformer_kd --data_dir "$DATA" --output_dir "$R/${name}_s$s" --overwrite \
       --teacher_model_path "$t" --num_train_epochs "$e" --augment "$a" --seed "$s" --device "$DEV" --no_show_progress "$@"
 }
-for s in 1 2 3; do xkd ensL3 "$s" "$ENS" "$XEPOCHS" "$XAUG" --num_student_layers 3; done
-for s in 1 2; do xkd oneL3 "$s" "$T1" "$XEPOCHS" "$XAUG" --num_student_layers 3; done
-for s in 1 2; do xkd ensL3bottom "$s" "$ENS" "$XEPOCHS" "$XAUG" --student_layers 0,1,2; done
-for s in 1 2; do xkd ensL6 "$s" "$ENS" "$BEPOCHS" "$BAUG" --num_student_layers 6; done
+if [ "${SECOND:-0}" = 2 ]; then  # a third call: 3 seeds of the 2- and 1-layer students; hidden-state KD
+  xkd ensL2bottom 3 "$ENS" "$XEPOCHS" "$XAUG" --student_layers 0,1
+  for s in 2 3; do xkd ensL1bottom "$s" "$ENS" "$XEPOCHS" "$XAUG" --student_layers 0; done
+  for s in 1 2 3; do xkd ensL3bottomHid "$s" "$ENS" "$XEPOCHS" "$XAUG" --student_layers 0,1,2 --kd_hidden_w 1; done
+elif [ "${SECOND:-0}" = 1 ]; then  # the follow-up call: bottom layers from one teacher, 2 and 1 layers, third seeds
+  for s in 1 2 3; do xkd oneL3bottom "$s" "$T1" "$XEPOCHS" "$XAUG" --student_layers 0,1,2; done
+  xkd ensL3bottom 3 "$ENS" "$XEPOCHS" "$XAUG" --student_layers 0,1,2
+  for s in 1 2; do xkd ensL2bottom "$s" "$ENS" "$XEPOCHS" "$XAUG" --student_layers 0,1; done
+  xkd ensL1bottom 1 "$ENS" "$XEPOCHS" "$XAUG" --student_layers 0
+  xkd ensL6 3 "$ENS" "$BEPOCHS" "$BAUG" --num_student_layers 6
+else
+  for s in 1 2 3; do xkd ensL3 "$s" "$ENS" "$XEPOCHS" "$XAUG" --num_student_layers 3; done
+  for s in 1 2; do xkd oneL3 "$s" "$T1" "$XEPOCHS" "$XAUG" --num_student_layers 3; done
+  for s in 1 2; do xkd ensL3bottom "$s" "$ENS" "$XEPOCHS" "$XAUG" --student_layers 0,1,2; done
+  for s in 1 2; do xkd ensL6 "$s" "$ENS" "$BEPOCHS" "$BAUG" --num_student_layers 6; done
+fi
 wait
 log "all jobs done"
 

@@ -17,7 +17,7 @@ from nlp_distill.distill.ensemble import OutOfFoldTeachers, TeacherEnsemble
 from nlp_distill.distill.pseudo_label import label_from_logits, write_pseudo_labeled
 from nlp_distill.distill.transformer_kd import TransformerDistill, layer_mapping
 from nlp_distill.errors import ConfigError
-from nlp_distill.models.layer_drop import drop_layers, encoder_layers, evenly_spaced
+from nlp_distill.models.layer_drop import drop_layers, encoder_layers, bottom_layers
 from nlp_distill.training.checkpoint import seed_everything
 from procedures.common import RunOptions, pick_device, run_folder
 from procedures.tagger_kd import load_teacher, teacher_scores
@@ -66,7 +66,7 @@ def do_transformer_kd(data_dir, output_dir, model: TransformerConfig = Transform
             raise ConfigError(f"the teacher's labels {teacher.labels.labels} differ from {data_dir}'s {d.labels.labels}")
         scores = teacher_scores(teacher, d)
         n_teacher = len(encoder_layers(source.model))
-        kept = student.student_layers or evenly_spaced(n_teacher, student.num_student_layers)
+        kept = student.student_layers or bottom_layers(n_teacher, student.num_student_layers)
         clf = drop_layers(source, kept)
         ignored = [f for f in ("model_name_or_path", "max_seq_length", "stride", "pooling", "holdout_fold")
                    if getattr(model, f) != getattr(TransformerConfig(), f)]

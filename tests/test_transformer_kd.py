@@ -14,7 +14,7 @@ from nlp_distill.data.dataset_dir import load_data_dir
 from nlp_distill.distill import losses
 from nlp_distill.distill.transformer_kd import TransformerDistill, layer_mapping
 from nlp_distill.errors import ConfigError
-from nlp_distill.models.layer_drop import drop_layers, encoder_layers, evenly_spaced
+from nlp_distill.models.layer_drop import drop_layers, encoder_layers, bottom_layers
 from nlp_distill.models.transformer import TransformerTokenClassifier
 from procedures.cli import nlp_inference, nlp_train
 from tests.conftest import TINY
@@ -30,10 +30,10 @@ def teacher(tiny_encoder_dir):
                                                       config=TransformerConfig(max_seq_length=32)).eval()
 
 
-def test_evenly_spaced_and_bad_layers(teacher):
-    assert evenly_spaced(6, 3) == [1, 3, 5] and evenly_spaced(6, 6) == list(range(6)) and evenly_spaced(4, 1) == [3]
+def test_bottom_layers_and_bad_layers(teacher):
+    assert bottom_layers(6, 3) == [0, 1, 2] and bottom_layers(6, 6) == list(range(6)) and bottom_layers(4, 1) == [0]
     with pytest.raises(ConfigError):
-        evenly_spaced(2, 3)
+        bottom_layers(2, 3)
     n = len(encoder_layers(teacher.model))
     with pytest.raises(ConfigError, match="layers 0.."):
         drop_layers(teacher, [n])
@@ -147,7 +147,7 @@ def test_transformer_kd_cli_output_is_a_teacher_folder(tiny_encoder_dir, tmp_pat
                           "--num_train_epochs", 1, "--device", "cpu", "--report_to", "jsonl"]))
     m = json.loads((s / "metrics.json").read_text())
     full = TransformerTokenClassifier.from_pretrained(str(t))
-    assert m["student_layers"] == [len(encoder_layers(full.model)) - 1]
+    assert m["student_layers"] == [0]
     assert m["parameters"] < full.num_parameters() and 0.0 <= m["teacher"]["dev"]["f1"] <= 1.0
     log = json.loads((s / "train_log.jsonl").read_text().splitlines()[0])
     assert {"train_kd", "train_gold", "train_hidden", "train_attention"} <= set(log)
@@ -175,7 +175,7 @@ def test_transformer_kd_from_an_ensemble_cuts_the_first_teacher(tiny_encoder_dir
                           f"{ts[0]},{ts[1]}", "--num_student_layers", 1, "--kd_hidden_w", 1, "--augment", 1,
                           "--num_train_epochs", 1, "--device", "cpu"]))
     m = json.loads((s / "metrics.json").read_text())
-    assert m["teacher"]["members"] == 2 and m["student_layers"] == [1]
+    assert m["teacher"]["members"] == 2 and m["student_layers"] == [0]
     first = TransformerTokenClassifier.from_pretrained(str(ts[0]))
     cut = TransformerTokenClassifier.from_pretrained(str(s / "model"))
     assert cut.num_parameters() < first.num_parameters()

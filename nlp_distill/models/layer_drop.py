@@ -10,11 +10,15 @@ from nlp_distill.errors import ConfigError
 from nlp_distill.models.transformer import TransformerTokenClassifier
 
 
-def evenly_spaced(n_layers: int, k: int) -> List[int]:
-    """``k`` of ``n_layers`` layers, evenly spaced with the top one kept (6, 3 -> 1, 3, 5)."""
+def bottom_layers(n_layers: int, k: int) -> List[int]:
+    """The ``k`` lowest of ``n_layers`` layers (6, 3 -> 0, 1, 2): the default cut. Measured on
+    WNUT-16 (H200, 3 seeds, 5-teacher ensemble): 3-layer students of layers 0,1,2 reach test F1
+    0.496 ± 0.009 against 0.437 ± 0.049 for the evenly spaced 1,3,5 (dev 0.627 vs 0.579), as
+    Sajjad et al. (2023, "On the effect of dropping layers of pre-trained transformer models")
+    found for top-layer dropping."""
     if not 1 <= k <= n_layers:
         raise ConfigError(f"--num_student_layers {k}: the teacher has {n_layers} layers")
-    return [round((i + 1) * n_layers / k) - 1 for i in range(k)]
+    return list(range(k))
 
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
