@@ -1,9 +1,11 @@
 """Runtime choice per model, measured side by side in one process: torch vs ONNX Runtime fp32
-vs ONNX Runtime int8 (dynamic quantisation), sentences/s at batch 64, and agreement of the
-exported models' tags with torch's.
+vs ONNX Runtime int8 (dynamic quantisation), sentences/s at batch 64, agreement of the
+exported models' tags with torch's and, with ``--labeled_file``, each runtime's F1 on that file.
 
     python benchmarks/onnx_speed.py --data_file data/wnut16/test.txt --model teacher=runs/teacher \\
         --model student=runs/kd --threads 2 --json onnx_speed.json
+    python benchmarks/onnx_speed.py --data_file data/wnut16/test.txt --labeled_file data/wnut16/test.txt \\
+        --model teacher=runs/teacher --no_speed    # F1 lost by export, no timing
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -21,7 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nlp_distill.data.unlabeled import iter_unlabeled  # noqa: E402
 from nlp_distill.export.onnx import export_model  # noqa: E402
+from nlp_distill.data.conll import read_conll  # noqa: E402
 from nlp_distill.export.runtime import load_exported  # noqa: E402
+from nlp_distill.metrics import tagging_metrics  # noqa: E402
 from nlp_distill.models.loader import load_model  # noqa: E402
 
 
@@ -40,30 +44,46 @@ def agreement(a: List[List[str]], b: List[List[str]]) -> float:
     return sum(x == y for x, y in pairs) / max(len(pairs), 1)
 
 
-def run(models: Dict[str, str], data_file: str, threads: int) -> Dict[str, Dict[str, float]]:
+def run(models: Dict[str, str], data_file: str, threads: int, labeled_file: Optional[str] = None,
+        speed: bool = True) -> Dict[str, Dict[str, float]]:
     torch.set_num_threads(threads)
     sents = [s.tokens for s in iter_unlabeled(data_file)]
+    gold = read_conll(labeled_file) if labeled_file else []
     out: Dict[str, Dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, d in models.items():
             ref_model = load_model(d)
             exported = export_model(d, Path(tmp) / name, quantize="int8")
             ref = ref_model.predict(sents, batch_size=64)
-            row = {"torch": sentences_per_second(ref_model.predict, sents)}
+            row = {"torch": sentences_per_second(ref_model.predict, sents)} if speed else {}
+            runtimes = {"torch": ref_model}
             for variant in ("fp32", "int8"):
-                m = load_exported(exported, variant=variant, threads=threads)
-                row[f"ort_{variant}"] = sentences_per_second(m.predict, sents)
+                m = runtimes[f"ort_{variant}"] = load_exported(exported, variant=variant, threads=threads)
+                if speed:
+                    row[f"ort_{variant}"] = sentences_per_second(m.predict, sents)
                 row[f"ort_{variant}_agreement"] = agreement(m.predict(sents, 64), ref)
+            for key, m in runtimes.items() if gold else ():
+                row[f"{key}_f1"] = tagging_metrics([s.tags for s in gold], m.predict([s.tokens for s in gold], 64))["f1"]
             out[name] = row
     return out
 
 
 def print_table(res: Dict[str, Dict[str, float]]) -> None:
-    print("| model | torch sent/s | ORT fp32 sent/s (x torch) | ORT int8 sent/s (x torch) | int8 tag agreement |")
-    print("|---|---|---|---|---|")
+    cols = [("torch", "torch sent/s"), ("ort_fp32", "ORT fp32 sent/s (x torch)"), ("ort_int8", "ORT int8 sent/s (x torch)"),
+            ("ort_int8_agreement", "int8 tag agreement"), ("torch_f1", "F1 torch"), ("ort_fp32_f1", "F1 ORT fp32"),
+            ("ort_int8_f1", "F1 ORT int8")]
+    cols = [(k, h) for k, h in cols if any(k in r for r in res.values())]
+    print("| model | " + " | ".join(h for _, h in cols) + " |")
+    print("|---|" + "---|" * len(cols))
     for name, r in res.items():
-        print(f"| {name} | {r['torch']:.0f} | {r['ort_fp32']:.0f} ({r['ort_fp32'] / r['torch']:.2f}) "
-              f"| {r['ort_int8']:.0f} ({r['ort_int8'] / r['torch']:.2f}) | {r['ort_int8_agreement']:.3f} |")
+        cells = []
+        for k, _ in cols:
+            v = r.get(k, float("nan"))
+            if k in ("ort_fp32", "ort_int8"):
+                cells.append(f"{v:.0f} ({v / r['torch']:.2f})")
+            else:
+                cells.append(f"{v:.0f}" if k == "torch" else f"{v:.4f}")
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
@@ -72,8 +92,10 @@ def main() -> None:
     ap.add_argument("--model", action="append", required=True, help="NAME=MODEL_DIR (repeat)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--labeled_file", default=None, help="CoNLL file with tags: F1 of each runtime on it")
+    ap.add_argument("--no_speed", action="store_true", help="skip the timing (agreement and F1 only)")
     a = ap.parse_args()
-    res = run(dict(m.split("=", 1) for m in a.model), a.data_file, a.threads)
+    res = run(dict(m.split("=", 1) for m in a.model), a.data_file, a.threads, a.labeled_file, not a.no_speed)
     print_table(res)
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")

@@ -62,6 +62,11 @@ def test_onnx_speed_benchmark_runs(tmp_path, tiny_encoder_dir, tiny_labels):
     for r in res.values():
         assert r["torch"] > 0 and r["ort_fp32"] > 0 and r["ort_int8"] > 0
         assert r["ort_fp32_agreement"] == 1.0 and 0.0 <= r["ort_int8_agreement"] <= 1.0
+    # F1 per runtime, no timing: fp32 export scores exactly what torch scores
+    f1 = onnx_speed.run({"student": str(tmp_path / "s")}, str(TINY / "test.txt"), 1, str(TINY / "test.txt"), speed=False)
+    r = f1["student"]
+    assert "torch" not in r and r["ort_fp32_f1"] == r["torch_f1"] and 0.0 <= r["ort_int8_f1"] <= 1.0
+    onnx_speed.print_table(f1)
 
 
 def test_scale_benchmark_runs_on_the_tiny_fixture(tmp_path, tiny_encoder_dir):
