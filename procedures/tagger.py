@@ -5,7 +5,6 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-import numpy as np
 from torch import nn
 
 
@@ -14,7 +13,7 @@ from nlp_distill.data.batching import ConcatEncoded, bucket_batches
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.dataset_dir import load_data_dir
 from nlp_distill.data.labels import LabelVocab, is_valid, repair
-from nlp_distill.errors import ConfigError, DataFormatError
+from nlp_distill.errors import DataFormatError
 from nlp_distill.io import folder_size, write_json
 from nlp_distill.models.neural_tagger import NeuralTagger
 from nlp_distill.modules.pretrained import frequent_words, load_vectors_file, vectors_from_file, vectors_from_teacher
@@ -109,9 +108,7 @@ def train_student(output_dir, train: Sequence[Sentence], dev: Sequence[Sentence]
 
 def _build_student(tagger: TaggerConfig, data: StudentDataConfig, vocab_sentences: Sequence[Sentence],
                    labels: LabelVocab) -> NeuralTagger:
-    """A new student with vocabularies from ``vocab_sentences`` and its initial word vectors
-    (fixed in training with ``data.freeze_embeddings``)."""
-    pretrained = []  # found-masks of the pretrained rows
+    """A new student with vocabularies from ``vocab_sentences`` and its initial word vectors."""
     if not data.embedding_file:
         model = NeuralTagger.build(tagger, vocab_sentences, labels)
     else:
@@ -120,17 +117,9 @@ def _build_student(tagger: TaggerConfig, data: StudentDataConfig, vocab_sentence
         model = NeuralTagger.build(tagger, vocab_sentences, labels, extra_words=extra)
         mat, found = vectors_from_file(data.embedding_file, model.word_vocab, tagger.word_emb_dim, loaded)
         model.embedder.load_vectors(mat, found)
-        pretrained.append(found)
     if data.init_embeddings_from_teacher:
         mat, found = vectors_from_teacher(data.init_embeddings_from_teacher, model.word_vocab, tagger.word_emb_dim)
         model.embedder.load_vectors(mat, found)
-        pretrained.append(found)
-    if data.freeze_embeddings:
-        if not pretrained:
-            raise ConfigError("--freeze_embeddings needs --embedding_file or --init_embeddings_from_teacher")
-        rows = np.logical_or.reduce(pretrained)
-        model.embedder.freeze_rows(rows)
-        logger.info("word vectors: %d pretrained rows fixed in training, %d trained", rows.sum(), len(rows) - rows.sum())
     return model
 
 

@@ -14,7 +14,6 @@ from nlp_distill.data.conll import Sentence
 from nlp_distill.data.dataset_dir import load_data_dir
 from nlp_distill.data.labels import is_valid
 from nlp_distill.data.vocab import UNK_ID
-from nlp_distill.errors import ConfigError
 from nlp_distill.models.neural_tagger import NeuralTagger
 from procedures.common import RunOptions
 
@@ -314,29 +313,3 @@ def test_embedding_vocab_gives_unseen_words_their_vectors(tiny, tmp_path):
     assert loaded.word_vocab.id("zebraword") == vocab.id("zebraword") != UNK_ID
     # without --embedding_file the default vocabulary size has nothing to add
     assert len(_build_student(cfg, StudentDataConfig(), tiny.train, tiny.labels).word_vocab) == len(plain.word_vocab)
-
-
-def test_freeze_embeddings_keeps_pretrained_rows_and_trains_the_rest(tiny, tmp_path):
-    from procedures.tagger import _build_student
-
-    f = tmp_path / "v.txt"
-    f.write_text("the 1.0 2.0\nzebraword 3.0 4.0\n", encoding="utf-8")
-    cfg = TaggerConfig(**{**SMALL, "word_emb_dim": 2})
-    data = StudentDataConfig(embedding_file=str(f), embedding_vocab=2, freeze_embeddings=True)
-    torch.manual_seed(0)
-    model = _build_student(cfg, data, tiny.train, tiny.labels)
-    vocab, emb = model.word_vocab, model.embedder.words.weight
-    fixed = [vocab.id("the"), vocab.id("zebraword")]
-    before = emb.detach().clone()
-    opt = torch.optim.Adam(model.parameters(), lr=0.1)
-    enc = model.encode(tiny.train)
-    for _ in range(3):
-        opt.zero_grad()
-        batch = enc.collate(list(range(len(enc))))
-        model.gold_loss(model(batch), batch)[0].backward()
-        opt.step()
-    assert torch.equal(emb[fixed], before[fixed])  # the pretrained rows did not move
-    moved = (emb.detach() - before).abs().sum(-1) > 0
-    assert moved.sum() > 0 and not moved[fixed].any()
-    with pytest.raises(ConfigError, match="--freeze_embeddings needs"):
-        _build_student(cfg, StudentDataConfig(freeze_embeddings=True), tiny.train, tiny.labels)

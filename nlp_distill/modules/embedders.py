@@ -114,16 +114,6 @@ class WordCharEmbedder(nn.Module):
             self.words.weight[f] = w[f]
             self.words.weight[PAD_ID].zero_()
 
-    def freeze_rows(self, rows: np.ndarray) -> None:
-        """Keep the word rows where ``rows`` (bool per vocab id) fixed in training: their gradient
-        is zeroed, so Adam never moves them (with no weight decay, the student default). The hook
-        lives with this module, not in its saved state."""
-        mask = torch.as_tensor(rows, dtype=torch.bool, device=self.words.weight.device)
-        if mask.shape != self.words.weight.shape[:1]:
-            raise ValueError(f"row mask {tuple(mask.shape)} does not match the vocabulary ({self.words.weight.shape[0]})")
-        keep = (~mask).to(self.words.weight.dtype)[:, None]  # (V, 1)
-        self.words.weight.register_hook(lambda g: g * keep.to(g.device))
-
     def forward(self, words: torch.Tensor, chars: torch.Tensor, shapes: torch.Tensor) -> torch.Tensor:
         """words (B, L), chars (B, L, K), shapes (B, L) -> (B, L, out_dim)."""
         words = word_dropout(words, self.config.word_dropout, self.training)
