@@ -105,7 +105,7 @@ training_command("transformer_token", "procedures.transformer_token.do_training"
                  (TransformerConfig, TeacherTrainerConfig), "Fine-tune a transformer token classifier (the teacher).")
 training_command("transformer_kd", "procedures.transformer_kd.do_transformer_kd",
                  (TransformerConfig, TeacherTrainerConfig, KDConfig, TransformerStudentConfig, AugmentConfig),
-                 "Distil a teacher into a transformer student made of some of its layers (saved like a teacher).")
+                 "Distil a teacher (or an ensemble) into a transformer student made of some layers of the (first) teacher, saved like a teacher.")
 training_command("tagger", "procedures.tagger.do_training", (TaggerConfig, StudentTrainerConfig, StudentDataConfig),
                  "Train a student tagger (BiLSTM or ID-CNN, softmax or CRF) on gold labels.")
 training_command("tagger_kd", "procedures.tagger_kd.do_kd_training",
