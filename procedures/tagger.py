@@ -16,7 +16,7 @@ from nlp_distill.data.labels import LabelVocab, is_valid, repair
 from nlp_distill.errors import DataFormatError
 from nlp_distill.io import folder_size, write_json
 from nlp_distill.models.neural_tagger import NeuralTagger
-from nlp_distill.modules.pretrained import frequent_words, load_vectors_file, vectors_from_file, vectors_from_teacher
+from nlp_distill.modules.pretrained import frequent_words, load_vectors_file, vectors_from_teacher, vocab_rows
 from nlp_distill.training import distributed as ddp
 from nlp_distill.training.checkpoint import seed_everything
 from nlp_distill.training.trainer import Trainer
@@ -112,10 +112,10 @@ def _build_student(tagger: TaggerConfig, data: StudentDataConfig, vocab_sentence
     if not data.embedding_file:
         model = NeuralTagger.build(tagger, vocab_sentences, labels)
     else:
-        loaded = load_vectors_file(data.embedding_file)
-        extra = frequent_words(loaded[0], data.embedding_vocab, tagger.lowercase)
+        words, vecs = load_vectors_file(data.embedding_file)  # read once: the vocabulary and the rows use it
+        extra = frequent_words(words, data.embedding_vocab, tagger.lowercase)
         model = NeuralTagger.build(tagger, vocab_sentences, labels, extra_words=extra)
-        mat, found = vectors_from_file(data.embedding_file, model.word_vocab, tagger.word_emb_dim, loaded)
+        mat, found = vocab_rows(words, vecs, model.word_vocab, tagger.word_emb_dim, data.embedding_file)
         model.embedder.load_vectors(mat, found)
     if data.init_embeddings_from_teacher:
         mat, found = vectors_from_teacher(data.init_embeddings_from_teacher, model.word_vocab, tagger.word_emb_dim)

@@ -56,20 +56,25 @@ def frequent_words(words: Sequence[str], n: int, lowercase: bool) -> List[str]:
     return out
 
 
-def vectors_from_file(path, vocab: Vocab, dim: int,
-                      loaded: Optional[Tuple[List[str], np.ndarray]] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """Rows for ``vocab`` from a vectors file or a packaged set named in ``PACKAGED_VECTORS``
-    (exact form first, then lowercased).
-
-    Args:
-        loaded: ``load_vectors_file(path)`` when the caller already read it.
+def vectors_from_file(path, vocab: Vocab, dim: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Rows for ``vocab`` from a vectors file or a packaged set named in ``PACKAGED_VECTORS``.
 
     Returns:
         (matrix (V, dim) float32, found (V,) bool)
     """
-    words, vecs = loaded if loaded is not None else load_vectors_file(path)
+    words, vecs = load_vectors_file(path)
+    return vocab_rows(words, vecs, vocab, dim, path)
+
+
+def vocab_rows(words: Sequence[str], vecs: np.ndarray, vocab: Vocab, dim: int, source) -> Tuple[np.ndarray, np.ndarray]:
+    """Rows for ``vocab`` from loaded vectors (``load_vectors_file``): exact form first, then
+    lowercased. ``source`` names the file in messages.
+
+    Returns:
+        (matrix (V, dim) float32, found (V,) bool)
+    """
     if vecs.shape[1] != dim:
-        raise ConfigError(f"--embedding_file {path} has {vecs.shape[1]}-d vectors but --word_embedding_dims is {dim}")
+        raise ConfigError(f"--embedding_file {source} has {vecs.shape[1]}-d vectors but --word_embedding_dims is {dim}")
     index = {}
     for i, w in enumerate(words):
         index.setdefault(w, i)
@@ -81,7 +86,7 @@ def vectors_from_file(path, vocab: Vocab, dim: int,
         j = index.get(w, index.get(w.lower()))
         if j is not None:
             mat[vid], found[vid] = vecs[j], True
-    logger.info("pretrained vectors: %d / %d vocab words found in %s", found.sum(), len(vocab) - 2, path)
+    logger.info("pretrained vectors: %d / %d vocab words found in %s", found.sum(), len(vocab) - 2, source)
     return mat, found
 
 
