@@ -118,6 +118,7 @@ def test_cached_teacher_logits_give_the_online_kd_term_and_skip_the_teacher(teac
         for j, (wi, own) in enumerate(zip(w.word_index, w.owned)):
             want = targets[w.sent][wi] if own else np.zeros(len(DATA.labels), np.float32)
             np.testing.assert_array_equal(batch["teacher_logits"][i, j].numpy(), want)
+            assert int(batch["labels"][i, j]) == (tags[w.sent][wi] if own else -100)
     assert not batch["teacher_logits"][~owned].any()
     cfg, kd = TransformerStudentConfig(), KDConfig(student_w=0.0)
     online = TransformerDistill(teacher, student, kd, cfg, [])

@@ -210,11 +210,12 @@ class TransformerTokenClassifier(nn.Module):
         lab = torch.full(shape, -100, dtype=torch.long) if tags is not None else None
         soft = torch.zeros((*shape, targets[0].shape[-1]), dtype=torch.float32) if targets else None
         for i, w in enumerate(windows):
-            for j, (wi, own) in enumerate(zip(w.word_index, w.owned)):
-                if own and lab is not None:
-                    lab[i, j] = tags[w.sent][wi]
-                if own and soft is not None:
-                    soft[i, j] = torch.from_numpy(targets[w.sent][wi])
+            js = [j for j, own in enumerate(w.owned) if own]  # window word positions it trains
+            wis = [w.word_index[j] for j in js]  # their indices in the sentence
+            if lab is not None:
+                lab[i, js] = torch.as_tensor([tags[w.sent][wi] for wi in wis], dtype=torch.long)
+            if soft is not None:
+                soft[i, js] = torch.from_numpy(targets[w.sent][wis])
         if lab is not None:
             batch["labels"] = lab
         if soft is not None:
