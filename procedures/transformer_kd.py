@@ -17,7 +17,7 @@ from nlp_distill.distill.ensemble import OutOfFoldTeachers, TeacherEnsemble
 from nlp_distill.distill.pseudo_label import label_from_logits, write_pseudo_labeled
 from nlp_distill.distill.transformer_kd import TransformerDistill, layer_mapping
 from nlp_distill.errors import ConfigError
-from nlp_distill.models.layer_drop import drop_layers, encoder_layers, bottom_layers
+from nlp_distill.models.layer_drop import bottom_layers, drop_layers, encoder_layers
 from nlp_distill.training.checkpoint import seed_everything
 from procedures.common import RunOptions, pick_device, run_folder
 from procedures.tagger_kd import load_teacher, teacher_scores

@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from nlp_distill.config import KDConfig, TransformerConfig, TransformerStudentConfig
+from nlp_distill.data.conll import Sentence
 from nlp_distill.data.dataset_dir import load_data_dir
 from nlp_distill.distill import losses
 from nlp_distill.distill.transformer_kd import TransformerDistill, layer_mapping
 from nlp_distill.errors import ConfigError
-from nlp_distill.models.layer_drop import drop_layers, encoder_layers, bottom_layers
+from nlp_distill.models.layer_drop import bottom_layers, drop_layers, encoder_layers
 from nlp_distill.models.transformer import TransformerTokenClassifier
 from procedures.cli import nlp_inference, nlp_train
 from tests.conftest import TINY
@@ -105,7 +106,7 @@ def test_kd_terms_vanish_for_a_student_that_is_the_teacher(teacher):
 def test_cached_teacher_logits_give_the_online_kd_term_and_skip_the_teacher(teacher):
     """Logit targets that arrive with the batch (an ensemble's, computed once) are used as they are;
     the teacher's own word logits as targets give exactly the online KD term."""
-    sents = DATA.train[:8] + [DATA.train[0].__class__(["word"] * 40, ["O"] * 40)]  # one multi-window sentence
+    sents = DATA.train[:8] + [Sentence(["word"] * 40, ["O"] * 40)]  # one multi-window sentence
     student = drop_layers(teacher, [0]).eval()
     tokens = [s.tokens for s in sents]
     targets = teacher.word_logits(tokens)
