@@ -8,13 +8,14 @@ import logging
 import time
 from itertools import chain, islice
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
 from nlp_distill.config import (AugmentConfig, KDConfig, PseudoConfig, StudentDataConfig, StudentTrainerConfig,
                                 TaggerConfig, TrainerConfig)
-from nlp_distill.data.augment import augment_corpus_indexed
+from nlp_distill.data.augment import augment_corpus_indexed, iter_augment
+from nlp_distill.data.batching import ConcatEncoded
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.dataset_dir import TaggingData, load_data_dir
 from nlp_distill.data.labels import LabelVocab
@@ -75,27 +76,50 @@ def teacher_scores(teacher, d: TaggingData) -> Dict[str, Any]:
     return out
 
 
-def _distiller(teacher, kd: KDConfig, labels, own: List[Sentence], out: Path,
-               store: Optional[TransferStore] = None, n_stored: int = 0) -> TeacherStudentDistill:
-    """The distiller over ``own`` sentences (teacher logits from the cache), followed with
-    ``store`` by the store's first ``n_stored`` sentences (logits read from the store)."""
-    dist = TeacherStudentDistill(teacher, kd)
-    dist.check_labels(labels)  # fail before spending time on the teacher pass
-    if store is not None and (not kd.use_cache or dist.uses_hidden):
+class Streamed(NamedTuple):
+    """Teacher-labeled sentences read from a transfer store during training (not held in memory)."""
+
+    name: str  # "augment" | "unlabeled": subfolder of OUTPUT_DIR/features
+    store: TransferStore
+    n: int  # the store's first n sentences are used
+    threshold: float  # teacher confidence under which a sentence keeps KD only
+    weight: float  # loss weight of each sentence
+    labels_file: str  # the teacher's tags written here as CoNLL
+
+
+def _attach(dist: TeacherStudentDistill, kd: KDConfig, labels, own: List[Sentence], out: Path,
+            streamed: Sequence[Streamed]) -> None:
+    """Bind ``own`` sentences (teacher logits from the cache) followed by the ``streamed`` stores'
+    sentences (logits read from the stores) to the distiller."""
+    if streamed and (not kd.use_cache or dist.uses_hidden):
         raise ConfigError("--transfer_store holds logits only: it cannot be combined with --no_cache or hidden-state losses")
     cache = None
     if kd.use_cache:
         t = time.perf_counter()
         with ddp.main_first():  # under torchrun, rank 0 runs the teacher; the others read its cache
-            cache = TeacherLogitsCache.build(teacher, [s.tokens for s in own],
+            cache = TeacherLogitsCache.build(dist.teacher, [s.tokens for s in own],
                                              Path(kd.cache_dir) if kd.cache_dir else out / "teacher_cache",
                                              kd.teacher_batch_size, hidden=dist.uses_hidden)
         logger.info("teacher logits ready in %.1fs", time.perf_counter() - t)
-    if store is not None:
-        dist.attach(labels, None, ConcatLogits([cache, store], [len(own), n_stored]))
+    if streamed:
+        dist.attach(labels, None, ConcatLogits([cache, *(s.store for s in streamed)], [len(own), *(s.n for s in streamed)]))
     else:
         dist.attach(labels, [s.tokens for s in own], cache)
-    return dist
+
+
+def streams_augmentation(dist: TeacherStudentDistill, teacher) -> bool:
+    """Whether augmented copies go through a transfer store (labeled in chunks, read from disk:
+    memory flat in the number of copies). Not for hidden-state losses or ``--no_cache`` (a store
+    holds logits only) nor for out-of-fold teachers (which route each copy by its source)."""
+    return dist.kd.use_cache and not dist.uses_hidden and not isinstance(teacher, OutOfFoldTeachers)
+
+
+def _augment_store(teacher, d: TaggingData, augment: AugmentConfig, kd: KDConfig, out: Path) -> Streamed:
+    """``augment.copies`` copies of each training sentence, made one at a time and labeled by the
+    teacher into ``OUTPUT_DIR/augment_store`` (a resumed run keeps its finished chunks)."""
+    copies = (s.tokens for _, s in iter_augment(d.train, augment.copies, augment.ops, augment.seed, d.labels.scheme))
+    store = TransferStore.label(teacher, copies, out / "augment_store", batch_size=kd.teacher_batch_size)
+    return Streamed("augment", store, len(store), 0.0, 1.0, "augmented.txt")
 
 
 def _teacher_labeled(dist: TeacherStudentDistill, teacher, first: int, sentences: Sequence[Sentence], threshold: float,
@@ -120,40 +144,49 @@ def _kd_run(task: str, data_dir, out: Path, d: TaggingData, tagger: TaggerConfig
             pseudo: Optional[PseudoConfig], run: RunOptions, store: Optional[TransferStore] = None,
             text: Optional[Path] = None) -> Dict[str, Any]:
     """Gold + teacher-labeled augmented copies + teacher-labeled unlabeled text, one training set.
-    With ``store`` (or ``text``, labeled into ``OUTPUT_DIR/transfer_store`` first), the unlabeled
-    part is read from disk batch by batch."""
+    The copies go through a transfer store when they can (``streams_augmentation``); with ``store``
+    (or ``text``, labeled into ``OUTPUT_DIR/transfer_store`` first), so does the unlabeled part."""
     teacher = load_teacher(kd, pick_device(run.device))
     if text is not None:
         store = _store_of_text(teacher, text, pseudo, kd, out, run.encoding)
     if store is not None and store.key != teacher_fingerprint(teacher):
         raise ConfigError(f"--transfer_store {store.folder} was labeled by another teacher than --teacher_model_path")
     scores = teacher_scores(teacher, d)
-    indexed = augment_corpus_indexed(d.train, augment.copies, augment.ops, augment.seed, d.labels.scheme) \
-        if augment.copies else []
-    aug = [Sentence(s.tokens) for _, s in indexed]  # the teacher labels them, not the operators
-    n_gold = len(d.train)
-    if isinstance(teacher, OutOfFoldTeachers):
-        teacher.set_route([s.tokens for s in d.train] + [s.tokens for s in aug],
-                          list(range(n_gold)) + [i for i, _ in indexed])
-    n_stored = min(len(store), pseudo.max_unlabeled or len(store)) if store is not None else 0
-    dist = _distiller(teacher, kd, d.labels, list(d.train) + aug + list(unlabeled), out, store, n_stored)
+    dist = TeacherStudentDistill(teacher, kd)
+    dist.check_labels(d.labels)  # fail before spending time on the teacher pass
+    streamed: List[Streamed] = []
+    aug: List[Sentence] = []
+    if augment.copies and streams_augmentation(dist, teacher):
+        streamed.append(_augment_store(teacher, d, augment, kd, out))
+    elif augment.copies:
+        indexed = augment_corpus_indexed(d.train, augment.copies, augment.ops, augment.seed, d.labels.scheme)
+        aug = [Sentence(s.tokens) for _, s in indexed]  # the teacher labels them, not the operators
+        if isinstance(teacher, OutOfFoldTeachers):
+            teacher.set_route([s.tokens for s in d.train] + [s.tokens for s in aug],
+                              list(range(len(d.train))) + [i for i, _ in indexed])
+    if store is not None:
+        n = min(len(store), pseudo.max_unlabeled or len(store))
+        streamed.append(Streamed("unlabeled", store, n, pseudo.threshold, pseudo.unlabeled_weight, "pseudo_labeled.txt"))
+    _attach(dist, kd, d.labels, list(d.train) + aug + list(unlabeled), out, streamed)
     train = list(d.train)
     if aug:
-        train += _teacher_labeled(dist, teacher, n_gold, aug, 0.0, kd.teacher_batch_size, out / "augmented.txt")
+        train += _teacher_labeled(dist, teacher, len(d.train), aug, 0.0, kd.teacher_batch_size, out / "augmented.txt")
     if unlabeled:
-        train += _teacher_labeled(dist, teacher, n_gold + len(aug), unlabeled, pseudo.threshold if pseudo else 0.0,
-                                  kd.teacher_batch_size, out / "pseudo_labeled.txt")
-    weights = [1.0] * (n_gold + len(aug)) + [pseudo.unlabeled_weight if pseudo else 1.0] * len(unlabeled)
-    extra = vocab_sents = None
-    if store is not None:
-        extra = _store_features(store, n_stored, pseudo, out, d.labels)
-        _write_store_labels(store, n_stored, pseudo.threshold, out / "pseudo_labeled.txt")
-        if data.vocab_from_unlabeled:
-            vocab_sents = Reiterable(lambda: chain(train, (Sentence(t) for t in islice(store.iter_tokens(), n_stored))))
-    if vocab_sents is None:
-        vocab_sents = train if data.vocab_from_unlabeled else list(d.train)
+        train += _teacher_labeled(dist, teacher, len(d.train) + len(aug), unlabeled,
+                                  pseudo.threshold if pseudo else 0.0, kd.teacher_batch_size, out / "pseudo_labeled.txt")
+    weights = [1.0] * (len(d.train) + len(aug)) + [pseudo.unlabeled_weight if pseudo else 1.0] * len(unlabeled)
+    for src in streamed:
+        _write_store_labels(src.store, src.n, src.threshold, out / src.labels_file)
+    if not data.vocab_from_unlabeled:
+        vocab_sents: Any = list(d.train)
+    elif streamed:
+        vocab_sents = Reiterable(lambda: chain(train, *((Sentence(t) for t in islice(src.store.iter_tokens(), src.n))
+                                                         for src in streamed)))
+    else:
+        vocab_sents = train
     return train_student(out, train, d.dev, d.test, d.labels, tagger, trainer, data, weights=weights,
-                         vocab_sentences=vocab_sents, distiller=dist, run=run, teacher_scores=scores, extra=extra)
+                         vocab_sentences=vocab_sents, distiller=dist, run=run, teacher_scores=scores,
+                         extra=_store_features(streamed, out, d.labels) if streamed else None)
 
 
 class Reiterable:
@@ -178,11 +211,12 @@ def _store_of_text(teacher, path: Path, pseudo: PseudoConfig, kd: KDConfig, out:
     return store
 
 
-def _store_features(store: TransferStore, n: int, pseudo: PseudoConfig, out: Path, labels) -> Callable:
-    """``model -> StoreFeatures`` (the features need the student's vocabularies)."""
+def _store_features(streamed: Sequence[Streamed], out: Path, labels) -> Callable:
+    """``model -> rows of every streamed store`` (the features need the student's vocabularies)."""
     def make(model):
-        return StoreFeatures(store, model.word_vocab, model.char_vocab, labels, model.config.max_word_length,
-                             out / "features", pseudo.threshold, pseudo.unlabeled_weight, n)
+        return ConcatEncoded([StoreFeatures(s.store, model.word_vocab, model.char_vocab, labels,
+                                            model.config.max_word_length, out / "features" / s.name, s.threshold,
+                                            s.weight, s.n) for s in streamed])
     return make
 
 

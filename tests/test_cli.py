@@ -111,8 +111,10 @@ def test_tagger_kd_run(data_dir, teacher_run, tmp_path):
     d = load_data_dir(data_dir)
     aug = read_conll(out / "augmented.txt", tag_column=1)  # the default recipe: 5 teacher-labeled copies each
     assert cfg["augment"]["copies"] == 5 and 4 * len(d.train) < len(aug) <= 5 * len(d.train)
-    assert meta["num_sentences"] == len(d.train) + len(aug)
-    assert meta["num_words"] == sum(len(s) for s in d.train) + sum(len(s) for s in aug)
+    assert meta["num_sentences"] == len(d.train)  # the cache holds gold; the copies are in augment_store
+    assert meta["num_words"] == sum(len(s) for s in d.train)
+    store = json.loads((out / "augment_store" / "meta.json").read_text())
+    assert store["complete"] and store["num_sentences"] == len(aug)
     assert (out / "metrics.json").is_file()
 
 
@@ -130,12 +132,13 @@ def test_tagger_kd_pseudo_run(data_dir, teacher_run, tmp_path):
     assert cfg["pseudo"]["max_unlabeled"] == 7 and cfg["pseudo"]["threshold"] == 0.3
     assert cfg["pseudo"]["unlabeled_filename"] == str(unl)
     meta = json.loads((out / "teacher_cache" / "meta.json").read_text())
-    n_aug = len(read_conll(out / "augmented.txt", tag_column=1))
-    assert meta["num_sentences"] == len(load_data_dir(data_dir).train) + n_aug
-    # the unlabeled text went through a transfer store in the run folder (read batch by batch)
+    assert meta["num_sentences"] == len(load_data_dir(data_dir).train)
+    # the augmented copies and the unlabeled text went through transfer stores in the run folder
     from nlp_distill.data.transfer_store import TransferStore
     store = TransferStore(out / "transfer_store")
     assert list(store.iter_tokens()) == [l.split() for l in lines[:7]]
+    aug = read_conll(out / "augmented.txt", tag_column=1)
+    assert list(TransferStore(out / "augment_store").iter_tokens()) == [s.tokens for s in aug]
 
 
 @pytest.mark.parametrize("kind", ["tagger", "transformer_token"])

@@ -102,13 +102,36 @@ def test_student_from_a_store_equals_one_from_the_file(tiny_encoder_dir, tmp_pat
     assert r.exit_code != 0 and "labeled by another teacher" in r.output
 
 
+def test_augmented_copies_through_a_store_train_like_copies_in_memory(tiny_encoder_dir, tmp_path, monkeypatch):
+    """``tagger_kd --augment``: the copies labeled into OUTPUT_DIR/augment_store and read from
+    disk give the same augmented.txt, vocabulary and training losses as the in-memory path (the
+    one hidden-state losses and out-of-fold teachers still take)."""
+    import procedures.tagger_kd as tk
+
+    t = tmp_path / "teacher"
+    ok(invoke(nlp_train, ["transformer_token", "--data_dir", TINY, "--output_dir", t, "--model_name_or_path",
+                          tiny_encoder_dir, "--num_train_epochs", 1, "--max_seq_length", 32, "--device", "cpu"]))
+    common = ["tagger_kd", "--data_dir", TINY, *TAGGER_ARGS, "--teacher_model_path", t, "--epochs", 2, "--augment", 2]
+    ok(invoke(nlp_train, [*common, "--output_dir", tmp_path / "streamed"]))
+    monkeypatch.setattr(tk, "streams_augmentation", lambda dist, teacher: False)
+    ok(invoke(nlp_train, [*common, "--output_dir", tmp_path / "memory"]))
+    a, b = tmp_path / "streamed", tmp_path / "memory"
+    assert (a / "augment_store" / "meta.json").is_file() and not (b / "augment_store").exists()
+    assert len(TransferStore(a / "augment_store")) > len(DATA.train)  # ~2 copies per sentence
+    assert (a / "augmented.txt").read_text() == (b / "augmented.txt").read_text()
+    assert (a / "model" / "vocab.json").read_text() == (b / "model" / "vocab.json").read_text()
+    log = [[json.loads(l) for l in (f / "train_log.jsonl").read_text().splitlines()] for f in (a, b)]
+    for x, y in zip(*log):
+        for k in ("train_loss", "train_kd", "train_gold"):
+            assert x[k] == pytest.approx(y[k], rel=1e-3), k
+
+
 def test_store_features_equal_in_memory_encoding_with_the_teacher_tags(teacher, tmp_path):
     """Rows read from a store (type tables + a flat type-id file) are the arrays ``EncodedData``
     builds from the same sentences with the teacher's pseudo-labels; a mixed batch (gold + store)
     collates exactly like one in-memory batch; under the threshold a sentence has no tags."""
     from nlp_distill.config import TaggerConfig
     from nlp_distill.data.batching import ConcatEncoded, EncodedData
-    from nlp_distill.data.conll import Sentence
     from nlp_distill.data.labels import LabelVocab
     from nlp_distill.data.store_features import StoreFeatures
     from nlp_distill.distill.pseudo_label import label_from_logits

@@ -11,7 +11,7 @@ import logging
 import random
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Sequence, Set, Tuple
+from typing import Callable, Dict, Iterator, List, Sequence, Set, Tuple
 
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.labels import OUTSIDE, _spans
@@ -180,24 +180,31 @@ def augment_corpus(sentences: Sequence[Sentence], copies: int, ops: Sequence[str
 def augment_corpus_indexed(sentences: Sequence[Sentence], copies: int, ops: Sequence[str], seed: int, scheme: str,
                            probs: Dict[str, float] = DEFAULT_PROBS, tries: int = 3) -> List[Tuple[int, Sentence]]:
     """``augment_corpus`` with each copy's source: ``(index in sentences, copy)`` pairs."""
+    return list(iter_augment(sentences, copies, ops, seed, scheme, probs, tries))
+
+
+def iter_augment(sentences: Sequence[Sentence], copies: int, ops: Sequence[str], seed: int, scheme: str,
+                 probs: Dict[str, float] = DEFAULT_PROBS, tries: int = 3) -> Iterator[Tuple[int, Sentence]]:
+    """``augment_corpus_indexed`` one copy at a time (same copies, same order), for transfer sets
+    too large to hold: it keeps only a 64-bit hash per sentence seen (for the duplicate check)."""
     unknown = [o for o in ops if o not in OPERATORS]
     if unknown:
         raise ValueError(f"unknown augmentation operators {unknown}; known: {', '.join(OPERATORS)}")
     rng = random.Random(seed)
     pools = AugmentPools.from_sentences(sentences)
-    seen: Set[Tuple[str, ...]] = {tuple(s.tokens) for s in sentences}
-    out: List[Tuple[int, Sentence]] = []
+    seen: Set[int] = {hash(tuple(s.tokens)) for s in sentences}
+    made = 0
     for i, s in enumerate(sentences):
         if s.tags is None or not s.tokens:
             continue
         for _ in range(copies):
             for _ in range(tries):
                 new = augment_sentence(s, ops, rng, pools, scheme, probs)
-                key = tuple(new.tokens)
+                key = hash(tuple(new.tokens))
                 if key not in seen and new.tokens:
                     seen.add(key)
-                    out.append((i, new))
+                    made += 1
+                    yield i, new
                     break
-    logger.info("augmentation: %d new sentences from %d (ops %s, %d copies, seed %d)", len(out), len(sentences),
+    logger.info("augmentation: %d new sentences from %d (ops %s, %d copies, seed %d)", made, len(sentences),
                 ",".join(ops), copies, seed)
-    return out
