@@ -1,6 +1,7 @@
 """Teacher labeling throughput: ``nlp-train label_unlabeled``'s path (a transfer store written in
 chunks) and the raw word-logit pass, against HF ``pipeline("token-classification")`` on the same
-sentences, device and model; fp32 and bf16 where the device is a GPU.
+sentences, device and model; fp32 and bf16 where the device multiplies bf16 in hardware (a GPU, an
+AMX CPU).
 
 The teacher is any saved classifier, or a plain encoder given ``--labels`` (a new random head:
 throughput does not depend on the head's weights). The pipeline reads each sentence as its words
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nlp_distill.data.labels import LabelVocab  # noqa: E402
 from nlp_distill.data.transfer_store import TransferStore  # noqa: E402
 from nlp_distill.data.unlabeled import iter_unlabeled  # noqa: E402
-from nlp_distill.models.transformer import TransformerTokenClassifier  # noqa: E402
+from nlp_distill.models.transformer import TransformerTokenClassifier, bf16_native  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -96,7 +97,7 @@ def run(teacher: str, data_file: str, n: int, device: str, batch_sizes: List[int
         if json_path:
             Path(json_path).write_text(json.dumps(res, indent=2))
 
-    for prec in precisions or (["fp32", "bf16"] if dev.type == "cuda" else ["fp32"]):
+    for prec in precisions or (["fp32", "bf16"] if bf16_native(dev) else ["fp32"]):
         clf = load_teacher(teacher, labels_file, dev, prec)
         clf.word_logits(sents[:64], 64)  # warm-up (kernels, allocator)
         dtype = torch.bfloat16 if prec == "bf16" else torch.float32
@@ -117,7 +118,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch_sizes", default="64", help="comma list; our paths' batches hold batch_size x max_seq_length sub-tokens")
-    ap.add_argument("--precisions", default=None, help="comma list of fp32,bf16 (default: both on CUDA, fp32 on CPU)")
+    ap.add_argument("--precisions", default=None, help="comma list of fp32,bf16 (default: both where bf16 is native, else fp32)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per row; the fastest is kept")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", default=None)

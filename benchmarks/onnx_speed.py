@@ -1,5 +1,6 @@
-"""Runtime choice per model, measured side by side in one process: torch vs ONNX Runtime fp32
-vs ONNX Runtime int8 (dynamic quantisation), sentences/s at batch 64, agreement of the
+"""Runtime choice per model, measured side by side in one process: torch fp32 (and bf16 autocast
+for transformers where the CPU multiplies bf16 natively) vs ONNX Runtime fp32 vs ONNX Runtime int8
+(dynamic quantisation), sentences/s at batch 64, agreement of the
 exported models' tags with torch's and, with ``--labeled_file``, each runtime's F1 on that file.
 
     python benchmarks/onnx_speed.py --data_file data/wnut16/test.txt --model teacher=runs/teacher \\
@@ -27,6 +28,7 @@ from nlp_distill.export.onnx import export_model  # noqa: E402
 from nlp_distill.export.runtime import load_exported  # noqa: E402
 from nlp_distill.metrics import tagging_metrics  # noqa: E402
 from nlp_distill.models.loader import load_model  # noqa: E402
+from nlp_distill.models.transformer import TransformerTokenClassifier, bf16_native  # noqa: E402
 
 
 def sentences_per_second(predict: Callable, sents: List[List[str]], repeats: int = 3) -> float:
@@ -44,6 +46,20 @@ def agreement(a: List[List[str]], b: List[List[str]]) -> float:
     return sum(x == y for x, y in pairs) / max(len(pairs), 1)
 
 
+def runtimes_of(d: str, exported: Path, threads: int) -> Dict[str, object]:
+    """torch (fp32), torch bf16 autocast (transformers on hardware with native bf16), ORT fp32/int8."""
+    ref = load_model(d)
+    out: Dict[str, object] = {"torch": ref}
+    if isinstance(ref, TransformerTokenClassifier):
+        out["torch"] = TransformerTokenClassifier(ref.model, ref.tokenizer, ref.labels, ref.config.replace(precision="fp32"))
+        if bf16_native(torch.device("cpu")):
+            out["torch_bf16"] = TransformerTokenClassifier(ref.model, ref.tokenizer, ref.labels,
+                                                           ref.config.replace(precision="bf16"))
+    for variant in ("fp32", "int8"):
+        out[f"ort_{variant}"] = load_exported(exported, variant=variant, threads=threads)
+    return out
+
+
 def run(models: Dict[str, str], data_file: str, threads: int, labeled_file: Optional[str] = None,
         speed: bool = True) -> Dict[str, Dict[str, float]]:
     torch.set_num_threads(threads)
@@ -52,26 +68,25 @@ def run(models: Dict[str, str], data_file: str, threads: int, labeled_file: Opti
     out: Dict[str, Dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, d in models.items():
-            ref_model = load_model(d)
-            exported = export_model(d, Path(tmp) / name, quantize="int8")
-            ref = ref_model.predict(sents, batch_size=64)
-            row = {"torch": sentences_per_second(ref_model.predict, sents)} if speed else {}
-            runtimes = {"torch": ref_model}
-            for variant in ("fp32", "int8"):
-                m = runtimes[f"ort_{variant}"] = load_exported(exported, variant=variant, threads=threads)
+            runtimes = runtimes_of(d, export_model(d, Path(tmp) / name, quantize="int8"), threads)
+            ref = runtimes["torch"].predict(sents, 64)
+            row: Dict[str, float] = {}
+            for key, m in runtimes.items():
                 if speed:
-                    row[f"ort_{variant}"] = sentences_per_second(m.predict, sents)
-                row[f"ort_{variant}_agreement"] = agreement(m.predict(sents, 64), ref)
-            for key, m in runtimes.items() if gold else ():
-                row[f"{key}_f1"] = tagging_metrics([s.tags for s in gold], m.predict([s.tokens for s in gold], 64))["f1"]
+                    row[key] = sentences_per_second(m.predict, sents)
+                if key != "torch":
+                    row[f"{key}_agreement"] = agreement(m.predict(sents, 64), ref)
+                if gold:
+                    row[f"{key}_f1"] = tagging_metrics([s.tags for s in gold], m.predict([s.tokens for s in gold], 64))["f1"]
             out[name] = row
     return out
 
 
 def print_table(res: Dict[str, Dict[str, float]]) -> None:
-    cols = [("torch", "torch sent/s"), ("ort_fp32", "ORT fp32 sent/s (x torch)"), ("ort_int8", "ORT int8 sent/s (x torch)"),
-            ("ort_int8_agreement", "int8 tag agreement"), ("torch_f1", "F1 torch"), ("ort_fp32_f1", "F1 ORT fp32"),
-            ("ort_int8_f1", "F1 ORT int8")]
+    cols = [("torch", "torch fp32 sent/s"), ("torch_bf16", "torch bf16 sent/s (x fp32)"),
+            ("ort_fp32", "ORT fp32 sent/s (x torch)"), ("ort_int8", "ORT int8 sent/s (x torch)"),
+            ("ort_int8_agreement", "int8 tag agreement"), ("torch_f1", "F1 torch"), ("torch_bf16_f1", "F1 torch bf16"),
+            ("ort_fp32_f1", "F1 ORT fp32"), ("ort_int8_f1", "F1 ORT int8")]
     cols = [(k, h) for k, h in cols if any(k in r for r in res.values())]
     print("| model | " + " | ".join(h for _, h in cols) + " |")
     print("|---|" + "---|" * len(cols))
@@ -79,7 +94,7 @@ def print_table(res: Dict[str, Dict[str, float]]) -> None:
         cells = []
         for k, _ in cols:
             v = r.get(k, float("nan"))
-            if k in ("ort_fp32", "ort_int8"):
+            if k in ("torch_bf16", "ort_fp32", "ort_int8"):
                 cells.append(f"{v:.0f} ({v / r['torch']:.2f})")
             else:
                 cells.append(f"{v:.0f}" if k == "torch" else f"{v:.4f}")

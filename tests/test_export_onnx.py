@@ -66,12 +66,17 @@ def test_int8_export_agrees_and_loads_without_torch(tmp_path):
     out = export_tagger(tmp_path / "student", tmp_path / "onnx", quantize="int8")
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["files"] == {"fp32": "model.onnx", "int8": "model.int8.onnx"}
-    assert (out / "model.int8.onnx").stat().st_size < (out / "model.onnx").stat().st_size
     sents = [s.tokens for s in TEST]
     int8 = OnnxTagger.from_pretrained(out).predict(sents)
     ref = model.predict(sents)
     agree = np.mean([a == b for p, q in zip(int8, ref) for a, b in zip(p, q)])
-    assert agree >= 0.9, agree
+    assert agree >= 0.95, agree
+    import onnx  # int8 covers projections and embeddings; the BiLSTM and char-CNN stay fp32
+    graph = onnx.load(str(out / "model.int8.onnx")).graph
+    ops = {n.op_type for n in graph.node}
+    assert {"LSTM", "Conv", "MatMulInteger", "DequantizeLinear"} <= ops and "DynamicQuantizeLSTM" not in ops, ops
+    eight_bit = {i.name for i in graph.initializer if i.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)}
+    assert "tagger.embedder.words.weight_quantized" in eight_bit, eight_bit  # the word table, 4x smaller
     code = ("import sys; sys.modules['torch'] = None\n"  # any torch import would fail
             "from nlp_distill.export.runtime import OnnxTagger\n"
             f"print(OnnxTagger.from_pretrained({str(out)!r}).predict([['Mary', 'went', 'home']]))")
