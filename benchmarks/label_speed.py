@@ -13,6 +13,7 @@ Run: ``python benchmarks/label_speed.py --teacher runs/teacher --data_file data/
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import tempfile
@@ -58,14 +59,11 @@ def hf_pipeline_seconds(clf: TransformerTokenClassifier, texts: List[str], devic
                         dtype: torch.dtype) -> float:
     from transformers import pipeline
 
-    model = clf.model.to(dtype)
+    model = copy.deepcopy(clf.model).to(dtype)  # a copy: the teacher's own weights stay untouched fp32
     pipe = pipeline("token-classification", model=model, tokenizer=clf.tokenizer, device=device,
                     batch_size=batch_size)
     pipe(texts[:batch_size])  # warm-up
-    try:
-        return timed(lambda: list(pipe(texts, batch_size=batch_size)), device)
-    finally:
-        clf.model.to(torch.float32)
+    return timed(lambda: list(pipe(texts, batch_size=batch_size)), device)
 
 
 def run(teacher: str, data_file: str, n: int, device: str, batch_sizes: List[int], labels_file: str,
