@@ -85,13 +85,15 @@ def run(teacher: str, data_dir: str, sizes: List[int], out: Path, unlabeled: Opt
         store = out / f"store_{n}"
         lab = run_sampled(_nlp_train("label_unlabeled", "--teacher_model_path", teacher, "--unlabeled_filename",
                                      str(text), "--output_dir", str(store), "--device", device), out / f"label_{n}.log")
-        stu = run_sampled(_nlp_train("tagger_kd_pseudo", "--data_dir", data_dir, "--output_dir", str(out / f"student_{n}"),
-                                     "--overwrite", "--use_crf", "--teacher_model_path", teacher, "--transfer_store",
-                                     str(store), "--augment", "0", "--epochs", str(student_epochs), "--device", device,
-                                     "--no_show_progress"), out / f"student_{n}.log")
         rows[str(n)] = {"label_sent_per_s": n / lab["seconds"], "label_seconds": lab["seconds"],
-                        "label_peak_rss_mb": lab["peak_rss_mb"], "store_mb": folder_mb(store),
-                        "student_seconds": stu["seconds"], "student_peak_rss_mb": stu["peak_rss_mb"]}
+                        "label_peak_rss_mb": lab["peak_rss_mb"], "store_mb": folder_mb(store)}
+        if student_epochs:
+            stu = run_sampled(_nlp_train("tagger_kd_pseudo", "--data_dir", data_dir, "--output_dir",
+                                         str(out / f"student_{n}"), "--overwrite", "--use_crf", "--teacher_model_path",
+                                         teacher, "--transfer_store", str(store), "--augment", "0", "--epochs",
+                                         str(student_epochs), "--device", device, "--no_show_progress"),
+                              out / f"student_{n}.log")
+            rows[str(n)].update(student_seconds=stu["seconds"], student_peak_rss_mb=stu["peak_rss_mb"])
         print(json.dumps({n: rows[str(n)]}), flush=True)
     return rows
 
@@ -102,7 +104,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, dict]:
     ap.add_argument("--data_dir", required=True, help="labeled data for the student (train/dev/test)")
     ap.add_argument("--unlabeled", default=None, help="text to repeat (default DATA_DIR/unlabeled.txt)")
     ap.add_argument("--sizes", default="10000,100000")
-    ap.add_argument("--student_epochs", type=int, default=1)
+    ap.add_argument("--student_epochs", type=int, default=1, help="student epochs from each store (0: labeling only)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--output_dir", default="results_scale")
     a = ap.parse_args(argv)
@@ -112,7 +114,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, dict]:
     print(f"{'sentences':>10}{'label sent/s':>14}{'label peak MB':>15}{'store MB':>10}{'student peak MB':>17}")
     for n, r in rows.items():
         print(f"{n:>10}{r['label_sent_per_s']:>14.0f}{r['label_peak_rss_mb']:>15.0f}{r['store_mb']:>10.1f}"
-              f"{r['student_peak_rss_mb']:>17.0f}")
+              f"{r.get('student_peak_rss_mb', float('nan')):>17.0f}")
     (out / "scale.json").write_text(json.dumps({"sizes": rows, "teacher": a.teacher, "device": a.device}, indent=2))
     return rows
 
