@@ -239,7 +239,7 @@ def nlp_export(debug: bool, verbose: bool) -> None:
               help="A student or transformer (teacher) model folder, or the run folder holding model/.")
 @click.option("--output_dir", required=True, type=click.Path(file_okay=False), help="Folder to write the export to.")
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
-              help="Also write an ONNX Runtime dynamic int8 model (model.int8.onnx).")
+              help="Also write an ONNX Runtime dynamic int8 model (model.int8.onnx): every linear layer of a transformer; a student's projections and embedding table (its BiLSTM and char-CNN stay fp32).")
 def export_onnx(model_dir, output_dir, quantize) -> None:
     """Export a student or a transformer to ONNX (+ int8); it then runs without torch (--backend onnx)."""
     from nlp_distill.export.onnx import export_model
