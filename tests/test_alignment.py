@@ -172,7 +172,11 @@ def test_collate(tok):
     wins = al.encode([["Mary", "visited"], ["it", "rained", "all", "day", "."]])
     b = al.collate(wins)
     T = max(len(w.input_ids) for w in wins)
-    assert b["input_ids"].shape == (2, T) and b["word_start"].shape == (2, 5)
+    # padded to a multiple of 8 sub-tokens (few distinct shapes), never past max_length
+    assert b["input_ids"].shape == (2, -(-T // 8) * 8) and b["word_start"].shape == (2, 5)
+    assert al.collate(al.encode([["word"] * 40]))["input_ids"].shape[1] == 32
+    odd = WordAligner(tok, max_length=30, stride=8)
+    assert odd.collate(odd.encode([["word"] * 40]))["input_ids"].shape[1] == 30  # capped, not 32
     assert b["attention_mask"].sum(1).tolist() == [len(w.input_ids) for w in wins]
     assert b["word_mask"].sum(1).tolist() == [2, 5]
     assert (b["input_ids"][0, len(wins[0].input_ids):] == tok.pad_token_id).all()
