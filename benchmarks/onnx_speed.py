@@ -51,10 +51,12 @@ def runtimes_of(d: str, exported: Path, threads: int) -> Dict[str, object]:
     ref = load_model(d)
     out: Dict[str, object] = {"torch": ref}
     if isinstance(ref, TransformerTokenClassifier):
-        out["torch"] = TransformerTokenClassifier(ref.model, ref.tokenizer, ref.labels, ref.config.replace(precision="fp32"))
+        def at(precision: str) -> TransformerTokenClassifier:  # the same weights at another precision
+            return TransformerTokenClassifier(ref.model, ref.tokenizer, ref.labels, ref.config.replace(precision=precision))
+
+        out["torch"] = at("fp32")
         if bf16_native(torch.device("cpu")):
-            out["torch_bf16"] = TransformerTokenClassifier(ref.model, ref.tokenizer, ref.labels,
-                                                           ref.config.replace(precision="bf16"))
+            out["torch_bf16"] = at("bf16")
     for variant in ("fp32", "int8"):
         out[f"ort_{variant}"] = load_exported(exported, variant=variant, threads=threads)
     return out
