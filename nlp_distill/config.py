@@ -302,6 +302,17 @@ class KDConfig(ConfigBase):
         if self.stages and len(self.stages) != 2:
             raise ConfigError(f"kd.stages (--kd_stages): give two epoch counts E1,E2, got {self.stages}")
 
+    @property
+    def uses_hidden(self) -> bool:
+        """Whether any epoch uses the hidden-state loss (then teacher hidden states are needed)."""
+        return self.hidden_w > 0 or bool(self.stages)
+
+    @property
+    def logits_only(self) -> bool:
+        """Whether the teacher's cached logits are all training needs (so its targets can be read
+        from a transfer store)."""
+        return self.use_cache and not self.uses_hidden
+
 
 @dataclass
 class AugmentConfig(ConfigBase):

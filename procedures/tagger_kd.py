@@ -87,11 +87,11 @@ class Streamed(NamedTuple):
     labels_file: str  # the teacher's tags written here as CoNLL
 
 
-def _attach(dist: TeacherStudentDistill, kd: KDConfig, labels, own: List[Sentence], out: Path,
-            streamed: Sequence[Streamed]) -> None:
+def _attach(dist: TeacherStudentDistill, labels, own: List[Sentence], out: Path, streamed: Sequence[Streamed]) -> None:
     """Bind ``own`` sentences (teacher logits from the cache) followed by the ``streamed`` stores'
     sentences (logits read from the stores) to the distiller."""
-    if streamed and (not kd.use_cache or dist.uses_hidden):
+    kd = dist.kd
+    if streamed and not kd.logits_only:
         raise ConfigError("--transfer_store holds logits only: it cannot be combined with --no_cache or hidden-state losses")
     cache = None
     if kd.use_cache:
@@ -107,11 +107,11 @@ def _attach(dist: TeacherStudentDistill, kd: KDConfig, labels, own: List[Sentenc
         dist.attach(labels, [s.tokens for s in own], cache)
 
 
-def streams_augmentation(dist: TeacherStudentDistill, teacher) -> bool:
+def streams_augmentation(dist: TeacherStudentDistill) -> bool:
     """Whether augmented copies go through a transfer store (labeled in chunks, read from disk:
     memory flat in the number of copies). Not for hidden-state losses or ``--no_cache`` (a store
     holds logits only) nor for out-of-fold teachers (which route each copy by its source)."""
-    return dist.kd.use_cache and not dist.uses_hidden and not isinstance(teacher, OutOfFoldTeachers)
+    return dist.kd.logits_only and not isinstance(dist.teacher, OutOfFoldTeachers)
 
 
 def _augment_store(teacher, d: TaggingData, augment: AugmentConfig, kd: KDConfig, out: Path) -> Streamed:
@@ -156,7 +156,7 @@ def _kd_run(task: str, data_dir, out: Path, d: TaggingData, tagger: TaggerConfig
     dist.check_labels(d.labels)  # fail before spending time on the teacher pass
     streamed: List[Streamed] = []
     aug: List[Sentence] = []
-    if augment.copies and streams_augmentation(dist, teacher):
+    if augment.copies and streams_augmentation(dist):
         streamed.append(_augment_store(teacher, d, augment, kd, out))
     elif augment.copies:
         indexed = augment_corpus_indexed(d.train, augment.copies, augment.ops, augment.seed, d.labels.scheme)
@@ -167,7 +167,7 @@ def _kd_run(task: str, data_dir, out: Path, d: TaggingData, tagger: TaggerConfig
     if store is not None:
         n = min(len(store), pseudo.max_unlabeled or len(store))
         streamed.append(Streamed("unlabeled", store, n, pseudo.threshold, pseudo.unlabeled_weight, "pseudo_labeled.txt"))
-    _attach(dist, kd, d.labels, list(d.train) + aug + list(unlabeled), out, streamed)
+    _attach(dist, d.labels, list(d.train) + aug + list(unlabeled), out, streamed)
     train = list(d.train)
     if aug:
         train += _teacher_labeled(dist, teacher, len(d.train), aug, 0.0, kd.teacher_batch_size, out / "augmented.txt")
@@ -281,7 +281,7 @@ def do_kd_pseudo_training(data_dir, output_dir, tagger: TaggerConfig = TaggerCon
         text = None
         if store is None:
             upath = unlabeled_path(pseudo, d, data_dir)
-            if kd.use_cache and not kd.hidden_w:  # logits only: the text goes through a store (flat memory)
+            if kd.logits_only:  # the text goes through a store (flat memory)
                 text = upath
             else:  # the teacher's hidden states (or no cache) need the sentences in memory
                 unl = read_unlabeled(upath, pseudo.max_unlabeled, pseudo.input_format, run.encoding)

@@ -141,6 +141,17 @@ def test_tagger_kd_pseudo_run(data_dir, teacher_run, tmp_path):
     assert list(TransferStore(out / "augment_store").iter_tokens()) == [s.tokens for s in aug]
 
 
+def test_tagger_kd_pseudo_with_stages_keeps_unlabeled_text_in_memory(data_dir, teacher_run, tmp_path):
+    """A staged schedule needs teacher hidden states, which a transfer store does not hold: the
+    unlabeled text (and the copies) stay in memory instead of failing on the store."""
+    out = tmp_path / "staged"
+    ok(invoke(nlp_train, ["tagger_kd_pseudo", "--data_dir", data_dir, "--output_dir", out, *TAGGER_ARGS,
+                          "--teacher_model_path", teacher_run, "--teacher_max_seq_len", 32, "--epochs", 2,
+                          "--kd_stages", "1,1", "--augment", 1, "--max_unlabeled", 5]))
+    assert not (out / "transfer_store").exists() and not (out / "augment_store").exists()
+    assert len(read_conll(out / "pseudo_labeled.txt", tag_column=1)) == 5
+
+
 @pytest.mark.parametrize("kind", ["tagger", "transformer_token"])
 def test_inference_conll_and_raw_text(kind, tagger_run, teacher_run, data_dir, tmp_path):
     model_dir = tagger_run if kind == "tagger" else teacher_run

@@ -113,7 +113,7 @@ def test_augmented_copies_through_a_store_train_like_copies_in_memory(tiny_encod
                           tiny_encoder_dir, "--num_train_epochs", 1, "--max_seq_length", 32, "--device", "cpu"]))
     common = ["tagger_kd", "--data_dir", TINY, *TAGGER_ARGS, "--teacher_model_path", t, "--epochs", 2, "--augment", 2]
     ok(invoke(nlp_train, [*common, "--output_dir", tmp_path / "streamed"]))
-    monkeypatch.setattr(tk, "streams_augmentation", lambda dist, teacher: False)
+    monkeypatch.setattr(tk, "streams_augmentation", lambda dist: False)
     ok(invoke(nlp_train, [*common, "--output_dir", tmp_path / "memory"]))
     a, b = tmp_path / "streamed", tmp_path / "memory"
     assert (a / "augment_store" / "meta.json").is_file() and not (b / "augment_store").exists()

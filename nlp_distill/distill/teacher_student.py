@@ -58,7 +58,7 @@ class TeacherStudentDistill:
     @property
     def uses_hidden(self) -> bool:
         """Whether any epoch uses the hidden-state loss (then teacher hidden states are needed)."""
-        return self.kd.hidden_w > 0 or bool(self.kd.stages)
+        return self.kd.uses_hidden
 
     def init_projection(self, student_dim: int, teacher_dim: Optional[int] = None) -> nn.Linear:
         """Create the learned projection of the student's encoder output onto the teacher's width."""
