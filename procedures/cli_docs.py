@@ -57,8 +57,8 @@ dataclass default  <  --config JSON  <  flags typed on the command line
 | `teacher_cache/` (or `--teacher_cache_dir`) | | | yes | yes |
 | `augmented.txt` (with `--augment N`) | | | yes | yes |
 | `pseudo_labeled.txt` | | | | yes |
-| `augment_store/` (the augmented copies and their teacher logits, read from disk; not with `--kd_hidden_w`, `--no_cache` or out-of-fold teachers) | | | yes | yes |
-| `transfer_store/` (the unlabeled text's teacher logits; not with `--transfer_store`, `--kd_hidden_w` or `--no_cache`) | | | | yes |
+| `augment_store/` (the augmented copies and their teacher logits, read from disk; not with `--kd_hidden_w`, `--kd_stages`, `--no_cache` or out-of-fold teachers) | | | yes | yes |
+| `transfer_store/` (the unlabeled text's teacher logits; not with `--transfer_store`, `--kd_hidden_w`, `--kd_stages` or `--no_cache`) | | | | yes |
 | `features/` (the stored sentences' token-type and tag ids, read batch by batch) | | | yes | yes |
 
 KD runs also write the teacher's (or ensemble's) own dev/test scores under `teacher` in
