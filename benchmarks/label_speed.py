@@ -7,6 +7,10 @@ The teacher is any saved classifier, or a plain encoder given ``--labels`` (a ne
 throughput does not depend on the head's weights). The pipeline reads each sentence as its words
 joined by spaces and returns per-sub-token scores (its default, the cheapest of its modes).
 
+``--procs 4,8`` adds rows for the store path in K processes sharing the device (what ``torchrun
+--nproc_per_node K nlp-train label_unlabeled`` runs: rank r labels chunks k with k % K == r), timed
+from a barrier after every process has loaded and warmed its teacher to the end of the store.
+
 Run: ``python benchmarks/label_speed.py --teacher runs/teacher --data_file data/wnut16/unlabeled.txt
 --n 5000 --device cpu --threads 2 --batch_sizes 64,256 --repeat 2 --json label_speed.json``
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import sys
 import tempfile
 import time
@@ -30,6 +35,7 @@ from nlp_distill.data.labels import LabelVocab  # noqa: E402
 from nlp_distill.data.transfer_store import TransferStore  # noqa: E402
 from nlp_distill.data.unlabeled import iter_unlabeled  # noqa: E402
 from nlp_distill.models.transformer import TransformerTokenClassifier, bf16_native  # noqa: E402
+from nlp_distill.training import distributed as ddp  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -66,8 +72,48 @@ def hf_pipeline_seconds(clf: TransformerTokenClassifier, texts: List[str], devic
     return timed(lambda: list(pipe(texts, batch_size=batch_size)), device)
 
 
+def _shared_worker(rank: int, procs: int, port: int, teacher: str, labels_file: str, sents: List[List[str]],
+                   device: str, precision: str, batch_size: int, chunk: int, folder: str) -> None:
+    """One of ``procs`` processes labeling ``sents`` into one store, as under torchrun; rank 0
+    writes the seconds from the first barrier (teachers loaded and warm) to the store's end."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(procs), RANK=str(rank),
+                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(procs))
+    dev = torch.device(device)
+    threads = max(1, (os.cpu_count() or 1) // procs)  # the cores shared out: torch's and the tokenizer's pools
+    os.environ["RAYON_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+    ddp.init_from_env(dev.type)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", ddp.local_cuda_index(torch.cuda.device_count()))
+    clf = load_teacher(teacher, labels_file, dev, precision)
+    clf.word_logits(sents[:64], 64)  # warm-up
+    ddp.barrier()
+    secs = timed(lambda: TransferStore.label(clf, sents, folder, chunk, batch_size, show_progress=False), dev)
+    if rank == 0:
+        Path(folder, "seconds.txt").write_text(str(secs))
+    torch.distributed.destroy_process_group()
+
+
+def shared_store_seconds(procs: int, teacher: str, labels_file: str, sents: List[List[str]], device: str,
+                         precision: str, batch_size: int, chunk: int) -> float:
+    """Seconds for ``procs`` processes (sharing the device) to label ``sents`` into one store."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:  # a free port for the process group
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = str(Path(tmp) / "store")
+        mp.spawn(_shared_worker, args=(procs, port, teacher, labels_file, sents, device, precision, batch_size,
+                                       chunk, folder), nprocs=procs, join=True)
+        return float(Path(folder, "seconds.txt").read_text())
+
+
 def run(teacher: str, data_file: str, n: int, device: str, batch_sizes: List[int], labels_file: str,
-        json_path: Optional[str] = None, precisions: Optional[List[str]] = None, repeat: int = 1) -> Dict[str, object]:
+        json_path: Optional[str] = None, precisions: Optional[List[str]] = None, repeat: int = 1,
+        procs: Optional[List[int]] = None, chunk: int = 2048) -> Dict[str, object]:
     """Time every path at every batch size (the best of ``repeat`` runs: the first pass over new
     shapes pays cuBLAS/allocator set-up on a GPU); a failing path is recorded with its error (the
     others still run), and the JSON is rewritten after each row so a run stopped early keeps what
@@ -104,7 +150,10 @@ def run(teacher: str, data_file: str, n: int, device: str, batch_sizes: List[int
             row(f"word_logits {prec} b{bs}", lambda: timed(lambda: clf.word_logits(sents, bs), dev))
             with tempfile.TemporaryDirectory() as tmp:
                 row(f"label_unlabeled store {prec} b{bs}", lambda: timed(lambda: TransferStore.label(
-                    clf, sents, Path(tmp) / f"store{time.perf_counter_ns()}", 2048, bs, show_progress=False), dev))
+                    clf, sents, Path(tmp) / f"store{time.perf_counter_ns()}", chunk, bs, show_progress=False), dev))
+            for k in procs or []:
+                row(f"store {prec} b{bs} x{k} procs", lambda: shared_store_seconds(
+                    k, teacher, labels_file, sents, device, prec, bs, chunk))
     return res
 
 
@@ -119,12 +168,15 @@ def main() -> None:
     ap.add_argument("--precisions", default=None, help="comma list of fp32,bf16 (default: both where bf16 is native, else fp32)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per row; the fastest is kept")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--procs", default=None, help="comma list: also the store path in K processes sharing the device")
+    ap.add_argument("--chunk", type=int, default=2048, help="sentences per store chunk (the unit shared out to processes)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     res = run(a.teacher, a.data_file, a.n, a.device, [int(b) for b in a.batch_sizes.split(",")], a.labels, a.json,
-              a.precisions.split(",") if a.precisions else None, a.repeat)
+              a.precisions.split(",") if a.precisions else None, a.repeat,
+              [int(k) for k in a.procs.split(",")] if a.procs else None, a.chunk)
     print(f"{res['sentences']} sentences, {res['words']} words, best of {a.repeat}, {res['device']}")
     print(f"{'path':<34}{'sent/s':>10}{'words/s':>11}{'x HF fp32':>11}")
     for k, r in res["rows"].items():

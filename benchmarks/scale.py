@@ -19,40 +19,45 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _rss_mb(pid: int) -> float:
-    """Resident memory of ``pid`` and all its descendants, MB (0 when it is gone)."""
-    total, todo = 0, [pid]
+def _rss_mb(pid: int) -> Tuple[float, float]:
+    """Resident memory of ``pid`` and all its descendants, MB: (their sum, the largest one's)
+    ((0, 0) when it is gone)."""
+    total, largest, todo = 0, 0, [pid]
     while todo:
         p = todo.pop()
         try:
             with open(f"/proc/{p}/status") as f:
-                total += next((int(l.split()[1]) for l in f if l.startswith("VmRSS:")), 0)
+                kb = next((int(l.split()[1]) for l in f if l.startswith("VmRSS:")), 0)
+            total, largest = total + kb, max(largest, kb)
             for t in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{t}/children") as f:
                     todo += [int(c) for c in f.read().split()]
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
-    return total / 1024
+    return total / 1024, largest / 1024
 
 
 def run_sampled(cmd: List[str], log: Path, every: float = 0.2) -> Dict[str, float]:
-    """Run ``cmd``; return wall seconds, peak RSS (MB) and the RSS samples' count."""
+    """Run ``cmd``; return wall seconds, peak RSS (MB) of the process tree and of its largest
+    process, and the RSS samples' count."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     t = time.perf_counter()
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-        peak, samples = 0.0, 0
+        peak, peak_one, samples = 0.0, 0.0, 0
         while proc.poll() is None:
-            peak, samples = max(peak, _rss_mb(proc.pid)), samples + 1
+            tree, one = _rss_mb(proc.pid)
+            peak, peak_one, samples = max(peak, tree), max(peak_one, one), samples + 1
             time.sleep(every)
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}); see {log}")
-    return {"seconds": time.perf_counter() - t, "peak_rss_mb": peak, "rss_samples": samples}
+    return {"seconds": time.perf_counter() - t, "peak_rss_mb": peak, "peak_rss_one_process_mb": peak_one,
+            "rss_samples": samples}
 
 
 def make_input(src: Path, n: int, dst: Path) -> int:
@@ -66,8 +71,10 @@ def make_input(src: Path, n: int, dst: Path) -> int:
     return n
 
 
-def _nlp_train(*args: str) -> List[str]:
-    return [sys.executable, "-m", "procedures.cli", *args]
+def _nlp_train(*args: str, procs: int = 1) -> List[str]:
+    """``nlp-train ARGS``, under ``torchrun --nproc_per_node procs`` when ``procs`` > 1."""
+    launch = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"] if procs > 1 else []
+    return [sys.executable, *launch, "-m", "procedures.cli", *args]
 
 
 def folder_mb(p: Path) -> float:
@@ -75,8 +82,11 @@ def folder_mb(p: Path) -> float:
 
 
 def run(teacher: str, data_dir: str, sizes: List[int], out: Path, unlabeled: Optional[str], device: str,
-        student_epochs: int) -> Dict[str, dict]:
+        student_epochs: int, procs: int = 1) -> Dict[str, dict]:
     out.mkdir(parents=True, exist_ok=True)
+    if procs > 1:  # share the cores out: torch's and the tokenizer's thread pools in every process
+        threads = str(max(1, (os.cpu_count() or 1) // procs))
+        os.environ.update(OMP_NUM_THREADS=threads, RAYON_NUM_THREADS=threads)
     src = Path(unlabeled or Path(data_dir) / "unlabeled.txt")
     rows: Dict[str, dict] = {}
     for n in sizes:
@@ -84,9 +94,11 @@ def run(teacher: str, data_dir: str, sizes: List[int], out: Path, unlabeled: Opt
         make_input(src, n, text)
         store = out / f"store_{n}"
         lab = run_sampled(_nlp_train("label_unlabeled", "--teacher_model_path", teacher, "--unlabeled_filename",
-                                     str(text), "--output_dir", str(store), "--device", device), out / f"label_{n}.log")
+                                     str(text), "--output_dir", str(store), "--device", device, procs=procs),
+                          out / f"label_{n}.log")
         rows[str(n)] = {"label_sent_per_s": n / lab["seconds"], "label_seconds": lab["seconds"],
-                        "label_peak_rss_mb": lab["peak_rss_mb"], "store_mb": folder_mb(store)}
+                        "label_peak_rss_mb": lab["peak_rss_mb"],
+                        "label_peak_rss_one_process_mb": lab["peak_rss_one_process_mb"], "store_mb": folder_mb(store)}
         if student_epochs:
             stu = run_sampled(_nlp_train("tagger_kd_pseudo", "--data_dir", data_dir, "--output_dir",
                                          str(out / f"student_{n}"), "--overwrite", "--use_crf", "--teacher_model_path",
@@ -106,16 +118,18 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, dict]:
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--student_epochs", type=int, default=1, help="student epochs from each store (0: labeling only)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--procs", type=int, default=1, help="label under torchrun with this many processes (they share the device)")
     ap.add_argument("--output_dir", default="results_scale")
     a = ap.parse_args(argv)
     out = Path(a.output_dir)
     rows = run(a.teacher, a.data_dir, [int(s) for s in a.sizes.split(",")], out, a.unlabeled, a.device,
-               a.student_epochs)
+               a.student_epochs, a.procs)
     print(f"{'sentences':>10}{'label sent/s':>14}{'label peak MB':>15}{'store MB':>10}{'student peak MB':>17}")
     for n, r in rows.items():
         print(f"{n:>10}{r['label_sent_per_s']:>14.0f}{r['label_peak_rss_mb']:>15.0f}{r['store_mb']:>10.1f}"
               f"{r.get('student_peak_rss_mb', float('nan')):>17.0f}")
-    (out / "scale.json").write_text(json.dumps({"sizes": rows, "teacher": a.teacher, "device": a.device}, indent=2))
+    (out / "scale.json").write_text(json.dumps({"sizes": rows, "teacher": a.teacher, "device": a.device,
+                                                "procs": a.procs}, indent=2))
     return rows
 
 

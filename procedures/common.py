@@ -65,13 +65,14 @@ def evaluate_split(predict, sentences: Sequence) -> Dict[str, Any]:
 
 def pick_device(device: Optional[str] = None) -> torch.device:
     """``device`` (checked: a CUDA device must exist), or cuda when available, else cpu. Under
-    torchrun, ``cuda`` means this process's GPU (``cuda:LOCAL_RANK``)."""
+    torchrun, ``cuda`` means this process's GPU (``cuda:LOCAL_RANK``, round-robin when there are
+    more processes than GPUs)."""
     try:
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     except RuntimeError:
         raise ConfigError(f"--device {device}: not a device (cpu, cuda, cuda:N)") from None
     if dev.type == "cuda" and dev.index is None and ddp.env_world_size() > 1:
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        dev = torch.device("cuda", ddp.local_cuda_index(torch.cuda.device_count()))
     if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
         raise ConfigError(f"--device {device}: no such CUDA device on this machine (use --device cpu)")
     return dev

@@ -201,3 +201,21 @@ def test_torchrun_labeling_shards_chunks_into_one_store(tmp_path, tiny_teacher):
     assert list(a.iter_tokens()) == list(b.iter_tokens())
     for i in range(53):
         np.testing.assert_allclose(a.sentence(i), b.sentence(i), atol=2e-3)
+
+
+@pytest.mark.parametrize("per_node,gpus,ranks,backend", [
+    (2, 2, [0, 1], "nccl"),    # a GPU per process
+    (8, 1, [0] * 8, "gloo"),   # 8 labeling processes feeding one GPU: NCCL refuses shared devices
+    (4, 2, [0, 1, 0, 1], "gloo"),
+])
+def test_processes_beyond_the_gpus_share_them_round_robin_over_gloo(monkeypatch, per_node, gpus, ranks, backend):
+    from nlp_distill.training import distributed as ddp
+
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(per_node))
+    got = []
+    for r in range(per_node):
+        monkeypatch.setenv("LOCAL_RANK", str(r))
+        got.append(ddp.local_cuda_index(gpus))
+    assert got == ranks
+    assert ddp.backend_for("cuda", gpus) == backend
+    assert ddp.backend_for("cpu", 0) == "gloo"

@@ -22,15 +22,30 @@ def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def local_cuda_index(device_count: int) -> int:
+    """This process's GPU under torchrun: ``LOCAL_RANK`` round-robin over the visible GPUs, so
+    more processes than GPUs share them (labeling is bound by per-sentence Python on the CPU, and
+    several processes feeding one GPU multiply its throughput)."""
+    return int(os.environ.get("LOCAL_RANK", "0")) % max(device_count, 1)
+
+
+def backend_for(device_type: str, device_count: int) -> str:
+    """NCCL when each process has a GPU of its own; gloo on CPU or when processes share a GPU
+    (NCCL refuses two ranks on one device)."""
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    return "nccl" if device_type == "cuda" and per_node <= device_count else "gloo"
+
+
 def init_from_env(device_type: str) -> bool:
-    """Join the torchrun process group once (NCCL on CUDA, gloo on CPU); False when not under
+    """Join the torchrun process group once (see ``backend_for``); False when not under
     torchrun. Idempotent."""
     if env_world_size() <= 1:
         return False
     if not dist.is_initialized():
+        count = torch.cuda.device_count() if device_type == "cuda" else 0
         if device_type == "cuda":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+            torch.cuda.set_device(local_cuda_index(count))
+        dist.init_process_group(backend_for(device_type, count))
     return True
 
 
