@@ -7,11 +7,11 @@
 #      on the one GPU; sentences/s, peak RSS (all processes, and the largest one), store size.
 # The teacher is the encoder with a random head (throughput does not depend on the head's weights).
 # Env: OUT, ENC (plain encoder folder), DATA, DEV (cuda | cpu for a dry run), N, PROCS, SIZES,
-# SPROCS, DEADLINE (seconds).
+# SPROCS, PRECISIONS, LTIME (step 1's time limit), DEADLINE (seconds).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-results_gpu}; ENC=${ENC:-.dev/minilm}; DATA=${DATA:-data/wnut16}; DEV=${DEV:-cuda}
-N=${N:-30000}; PROCS=${PROCS:-4,8,16}; SIZES=${SIZES:-10000,100000,1000000}; SPROCS=${SPROCS:-8}
+N=${N:-20000}; PROCS=${PROCS:-4,8}; PRECISIONS=${PRECISIONS:-fp32}; LTIME=${LTIME:-270}; SIZES=${SIZES:-10000,100000,1000000}; SPROCS=${SPROCS:-8}
 DEADLINE=${DEADLINE:-420}; R=${R:-runs/gpu4}
 . benchmarks/gpu_common.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$OUT/session.log" 2>&1 || true
@@ -24,8 +24,8 @@ TransformerTokenClassifier.from_pretrained(sys.argv[1], labels=labels).save_pret
 " "$ENC" "$DATA/labels.txt" "$R/teacher" || { log "teacher folder failed"; exit 1; }
 
 # 1. one process and K processes against the pipeline, same sentences, same GPU
-timeout $(( $(left) - 150 )) python benchmarks/label_speed.py --teacher "$R/teacher" --data_file "$DATA/unlabeled.txt" \
-    --n "$N" --device "$DEV" --precisions fp32 --procs "$PROCS" --json "$OUT/label_speed.json" > "$L/label_speed.log" 2>&1
+timeout "$LTIME" python benchmarks/label_speed.py --teacher "$R/teacher" --data_file "$DATA/unlabeled.txt" \
+    --n "$N" --device "$DEV" --precisions "$PRECISIONS" --procs "$PROCS" --json "$OUT/label_speed.json" > "$L/label_speed.log" 2>&1
 log "label_speed rc=$?"; tail -8 "$L/label_speed.log" | tee -a "$OUT/session.log"
 
 # 2. 10k / 100k / 1M sentences under torchrun, SPROCS processes on the one GPU

@@ -45,7 +45,8 @@ def _rss_mb(pid: int) -> Tuple[float, float]:
 def run_sampled(cmd: List[str], log: Path, every: float = 0.2) -> Dict[str, float]:
     """Run ``cmd``; return wall seconds, peak RSS (MB) of the process tree and of its largest
     process, and the RSS samples' count."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     t = time.perf_counter()
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
