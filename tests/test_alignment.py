@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.conftest import make_tiny_tokenizer
-from nlp_distill.data.alignment import WordAligner, pool_words
+from nlp_distill.data.alignment import WordAligner, pad_rows, pool_words
 
 ZWSP = "\u200b"
 WORDS = ["Mary", "Jones", "visited", "New", "York", "yesterday", ".", "São", "Paulo", "Zoë", "xyzzy", "it",
@@ -182,6 +182,29 @@ def test_collate(tok):
     assert (b["input_ids"][0, len(wins[0].input_ids):] == tok.pad_token_id).all()
     assert (b["word_len"] >= 1).all()  # padding word slots stay poolable
     assert b["word_start"][0, :2].tolist() == wins[0].word_start
+
+
+def test_pad_rows_copies_row_zero_up_to_a_multiple_of_8(tok):
+    al = WordAligner(tok, max_length=32, stride=8)
+    b = al.collate(al.encode([["Mary", "visited"], ["it", "rained", "."], ["York"]]))
+    p = pad_rows(b)
+    assert p.keys() == b.keys()
+    for k, v in b.items():
+        assert p[k].shape == (8, *v.shape[1:])
+        assert torch.equal(p[k][:3], v)
+        assert (p[k][3:] == v[:1]).all()  # real windows, so attention is well defined
+    full = al.collate(al.encode([["x"]] * 16))
+    assert pad_rows(full) is full
+
+
+def test_inference_batches_have_rows_in_multiples_of_8(clf, monkeypatch):
+    seen, forward = [], clf.model.forward
+    monkeypatch.setattr(clf.model, "forward", lambda **kw: seen.append(tuple(kw["input_ids"].shape)) or forward(**kw))
+    sents = [_random_sentence(n, seed=n) for n in range(1, 12)]
+    got = clf.word_logits(sents, batch_size=5)
+    assert seen and all(b % 8 == 0 and t % 8 == 0 for b, t in seen)
+    for s, g in zip(sents, got):  # the copies change nothing
+        np.testing.assert_allclose(g, clf.word_logits([s], batch_size=1)[0], atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------- pool_words

@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from nlp_distill.config import TransformerConfig
-from nlp_distill.data.alignment import Window, WordAligner, pool_words
+from nlp_distill.data.alignment import Window, WordAligner, pad_rows, pool_words
 from nlp_distill.data.labels import LabelVocab
 from nlp_distill.io import LIBRARY_VERSION, read_json, write_json
 from nlp_distill.models.loader import NLP_DISTILL_FILE
@@ -293,13 +293,15 @@ class TransformerTokenClassifier(nn.Module):
     def _forward_words(self, chunk: Sequence[Window], hidden: bool):
         """Launch one batch; returns (word logits (B, W, C), word states (B, W, H) or None, a CUDA
         event marking their arrival on the host, or None off CUDA)."""
-        batch = _to_device(self.aligner.collate(chunk), self.device)
+        batch = _to_device(pad_rows(self.aligner.collate(chunk)), self.device)  # few distinct shapes
         with self.autocast():
             res = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                              output_hidden_states=hidden)
-        pooled = [pool_words(res.logits, batch["word_start"], batch["word_len"], self.config.pooling)]
+        B = len(chunk)  # the rows beyond are pad_rows' copies
+        pooled = [pool_words(res.logits[:B], batch["word_start"][:B], batch["word_len"][:B], self.config.pooling)]
         if hidden:
-            pooled.append(pool_words(res.hidden_states[-1], batch["word_start"], batch["word_len"], self.config.pooling))
+            pooled.append(pool_words(res.hidden_states[-1][:B], batch["word_start"][:B], batch["word_len"][:B],
+                                     self.config.pooling))
         if self.device.type != "cuda":
             return pooled[0].float().numpy(), pooled[1].float().numpy() if hidden else None, None
         host = [torch.empty(t.shape, dtype=torch.float32, pin_memory=True).copy_(t, non_blocking=True) for t in pooled]
