@@ -417,3 +417,49 @@ def test_limit_heap_growth_keeps_resident_memory_flat_over_varying_batch_shapes(
     if growth["none"] < 200:
         pytest.skip(f"this allocator does not show the growth ({growth})")
     assert growth["limit"] < growth["none"] / 2, growth
+
+
+def test_ema_weights_follow_the_naive_formula_and_are_what_dev_judges_and_model_keeps(tmp_path):
+    """--ema_decay: after every optimiser step avg = d*avg + (1-d)*w with d = min(decay,
+    (1+t)/(10+t)); evaluate() sees the average, model/ holds it, training continues from the live
+    weights; resume restores the average."""
+    from nlp_distill.training.trainer import WeightAverage
+
+    x, y = _data(n=32)
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    live, naive, seen = [], [p.detach().clone() for p in model.parameters()], []
+    loss_fn = _mse_sum(model)
+    orig_update = WeightAverage.update
+
+    def update(self):  # record the live weights each step, and update a naive average beside it
+        t = self.steps
+        d = min(0.9, (1 + t) / (10 + t))
+        for i, p in enumerate(model.parameters()):
+            naive[i] = d * naive[i] + (1 - d) * p.detach()
+        live.append([p.detach().clone() for p in model.parameters()])
+        orig_update(self)
+
+    def evaluate():
+        seen.append([p.detach().clone() for p in model.parameters()])
+        return {"score": float(len(seen))}  # every epoch improves: model/ is the last average
+
+    WeightAverage.update = update
+    try:
+        tr = Trainer(model, _cfg(epochs=2, ema_decay=0.9), loss_fn, _batches_fn(x, y), 4, evaluate, _save(model),
+                     tmp_path)
+        tr.train()
+    finally:
+        WeightAverage.update = orig_update
+    assert len(live) == 8
+    for a, b in zip(seen[-1], naive):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(seen[-1][0], live[-1][0])  # the average is not the live weights
+    saved = load_file(str(tmp_path / "model" / "w.safetensors"))
+    torch.testing.assert_close(saved["weight"], naive[0], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(model.weight.detach(), live[-1][0])  # swapped back after evaluation and saving
+    # resume restores the average (steps and shadow)
+    tr2 = Trainer(model, _cfg(epochs=2, ema_decay=0.9), loss_fn, _batches_fn(x, y), 4, evaluate, _save(model), tmp_path)
+    tr2._resume()
+    assert tr2.ema.steps == 8
+    torch.testing.assert_close(tr2.ema.shadow[0], naive[0], atol=1e-6, rtol=1e-5)

@@ -1,13 +1,14 @@
 """One small generic training loop. It knows nothing about teachers: it gets a ``loss_fn``."""
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -50,6 +51,41 @@ def build_scheduler(opt: torch.optim.Optimizer, config: TrainerConfig, total_ste
     else:
         raise ValueError(f"unknown scheduler {config.scheduler!r}; expected constant | linear")
     return torch.optim.lr_scheduler.LambdaLR(opt, f)
+
+
+class WeightAverage:
+    """Exponential moving average of parameters, updated after each optimiser step with decay
+    ``min(decay, (1 + t) / (10 + t))`` at step t (so early steps, far from the end point, fade
+    fast); ``swapped()`` puts the average into the model for a while (evaluation, saving)."""
+
+    def __init__(self, params: Sequence[torch.Tensor], decay: float) -> None:
+        self.params, self.decay, self.steps = list(params), decay, 0
+        self.shadow = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        self.steps += 1
+        for s, p in zip(self.shadow, self.params):
+            s.lerp_(p.detach(), 1 - d)
+
+    @contextlib.contextmanager
+    def swapped(self) -> Iterator[None]:
+        for s, p in zip(self.shadow, self.params):
+            s.data, p.data = p.data, s.data  # swap storages: no copy
+        try:
+            yield
+        finally:
+            for s, p in zip(self.shadow, self.params):
+                s.data, p.data = p.data, s.data
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"steps": self.steps, "shadow": [s.cpu() for s in self.shadow]}
+
+    def load_state_dict(self, st: Dict[str, Any]) -> None:
+        self.steps = st["steps"]
+        for s, v in zip(self.shadow, st["shadow"]):
+            s.copy_(v)
 
 
 class Trainer:
@@ -111,6 +147,7 @@ class Trainer:
         self.log_path = self.output_dir / "train_log.jsonl"
         self.writer = None
         self.global_step = 0
+        self.ema = WeightAverage(self.trainable, config.ema_decay) if config.ema_decay else None
         self.ckpt_path = self.output_dir / "checkpoint" / "trainer_state.pt"
 
     def _log(self, record: Dict[str, Any]) -> None:
@@ -135,6 +172,8 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
+        if self.ema is not None:
+            self.ema.update()
 
     def train(self, resume: bool = False) -> Dict[str, Any]:
         """Run the loop. With ``resume``, continue from ``checkpoint/`` (model, optimiser,
@@ -159,15 +198,11 @@ class Trainer:
             te = time.perf_counter()
             train = self._train_epoch(epoch)
             train_seconds = time.perf_counter() - te
-            self.model.eval()
-            metrics = self.evaluate() if not self.rank else {}
-            score = ddp.broadcast_object(metrics[cfg.metric_for_best] if not self.rank else None)
+            metrics, score = self._evaluate()
             improved = score > best
             if improved:
                 best, best_epoch, bad_epochs = score, epoch, 0
-                if not self.rank:
-                    with atomic_dir(self.output_dir / "model") as tmp:
-                        self.save_model(tmp)
+                self._save_best()
             elif epoch >= self.patience_start:
                 bad_epochs += 1
             history.append(self._record(epoch, train, train_seconds, metrics, score, improved))
@@ -175,6 +210,7 @@ class Trainer:
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "rng": rng_state(), "epoch": epoch, "best": best,
                 "best_epoch": best_epoch, "bad_epochs": bad_epochs, "history": history,
+                "ema": self.ema.state_dict() if self.ema is not None else None,
             })
             if cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience:
                 logger.info("early stopping: no dev improvement for %d epochs", bad_epochs)
@@ -184,6 +220,22 @@ class Trainer:
         ddp.barrier()  # rank 0's last model/ is written before any rank reads it
         return {"best_epoch": best_epoch + 1, "best_metric": best, "history": history,
                 "train_seconds": time.perf_counter() - t0}
+
+    def _weights(self):
+        """The weights dev judges and ``model/`` keeps: the moving average when there is one."""
+        return self.ema.swapped() if self.ema is not None else contextlib.nullcontext()
+
+    def _evaluate(self) -> Tuple[Dict[str, Any], float]:
+        """(dev metrics (rank 0; {} elsewhere), the score every rank receives)."""
+        self.model.eval()
+        with self._weights():
+            metrics = self.evaluate() if not self.rank else {}
+        return metrics, ddp.broadcast_object(metrics[self.config.metric_for_best] if not self.rank else None)
+
+    def _save_best(self) -> None:
+        if not self.rank:
+            with self._weights(), atomic_dir(self.output_dir / "model") as tmp:
+                self.save_model(tmp)
 
     def _record(self, epoch: int, train: Dict[str, float], seconds: float, metrics: Dict[str, Any], score: float,
                 improved: bool) -> Dict[str, Any]:
@@ -216,6 +268,10 @@ class Trainer:
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
         set_rng_state(st["rng"])
+        if self.ema is not None:
+            if st.get("ema") is None:
+                raise ConfigError(f"{self.ckpt_path} was written without --ema_decay; resume with the same settings")
+            self.ema.load_state_dict(st["ema"])
         start_epoch = st["epoch"] + 1
         if cfg.early_stopping_patience and st["bad_epochs"] >= cfg.early_stopping_patience:
             start_epoch = cfg.epochs  # the run had early-stopped: it is finished
