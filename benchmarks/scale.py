@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,14 +61,19 @@ def run_sampled(cmd: List[str], log: Path, every: float = 0.2) -> Dict[str, floa
             "rss_samples": samples}
 
 
+def rotated(lines: List[List[str]], n: int) -> Iterator[List[str]]:
+    """``n`` sentences: ``lines`` repeated, copy k with its tokens rotated by k."""
+    for i in range(n):
+        toks = lines[i % len(lines)]
+        k = (i // len(lines)) % max(len(toks), 1)
+        yield toks[k:] + toks[:k]
+
+
 def make_input(src: Path, n: int, dst: Path) -> int:
-    """``n`` sentences: ``src`` repeated, copy k with its tokens rotated by k."""
+    """Write ``rotated(src's sentences, n)`` to ``dst``."""
     lines = [l.split() for l in src.read_text(encoding="utf-8").splitlines() if l.strip()]
     with open(dst, "w", encoding="utf-8") as f:
-        for i in range(n):
-            toks = lines[i % len(lines)]
-            k = (i // len(lines)) % max(len(toks), 1)
-            f.write(" ".join(toks[k:] + toks[:k]) + "\n")
+        f.writelines(" ".join(toks) + "\n" for toks in rotated(lines, n))
     return n
 
 

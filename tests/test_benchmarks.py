@@ -94,3 +94,10 @@ def test_scale_benchmark_runs_on_the_tiny_fixture(tmp_path, tiny_encoder_dir):
     n_src = len([l for l in (TINY / "unlabeled.txt").read_text().splitlines() if l.strip()])
     assert lines[n_src] != lines[0] and sorted(lines[n_src].split()) == sorted(lines[0].split())  # a perturbed copy
     assert json.loads((tmp_path / "scale" / "scale.json").read_text())["sizes"]["90"]["label_sent_per_s"] > 0
+
+    from benchmarks import label_memory  # chunk by chunk memory of the same labeling, in one process
+
+    mem = label_memory.main(["--teacher", str(teacher), "--data_file", str(TINY / "unlabeled.txt"), "--n", "50",
+                             "--chunk", "16", "--json", str(tmp_path / "mem.json")])
+    assert [r["chunk"] for r in mem] == [1, 2, 3, 4] and mem[-1]["sentences"] == 50
+    assert all(r["peak_rss_mb"] > 0 and r["rss_mb"] > 0 for r in mem)
