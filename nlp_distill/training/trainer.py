@@ -59,7 +59,12 @@ class WeightAverage:
     fast); ``swapped()`` puts the average into the model for a while (evaluation, saving)."""
 
     def __init__(self, params: Sequence[torch.Tensor], decay: float) -> None:
-        self.params, self.decay, self.steps = list(params), decay, 0
+        self.params, self.decay = list(params), decay
+        self.restart()
+
+    def restart(self) -> None:
+        """Start averaging from the current parameters."""
+        self.steps = 0
         self.shadow = [p.detach().clone() for p in self.params]
 
     @torch.no_grad()
@@ -194,6 +199,8 @@ class Trainer:
         self.global_step = start_epoch * self.steps_per_epoch
         self.writer = self._writer() if not self.rank else None
         ddp.broadcast_module(self.model)  # identical starting weights on every rank
+        if self.ema is not None and start_epoch == 0 and not history:
+            self.ema.restart()  # from the broadcast weights
         for epoch in range(start_epoch, cfg.epochs):
             te = time.perf_counter()
             train = self._train_epoch(epoch)
