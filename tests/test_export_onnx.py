@@ -113,12 +113,6 @@ def test_transformer_export_matches_torch_on_long_sentences(tiny_encoder_dir, ti
     clf.save_pretrained(tmp_path / "teacher")
     ok(invoke(nlp_export, ["onnx", "--model_dir", tmp_path / "teacher", "--output_dir", tmp_path / "onnx",
                            "--quantize", "int8"]))
-    import onnx
-
-    # fused by ONNX Runtime's optimizer; int8 quantises whole attention blocks
-    assert json.loads((tmp_path / "onnx" / "config.json").read_text())["fused"] is True
-    ops = {n.op_type for n in onnx.load(str(tmp_path / "onnx" / "model.int8.onnx")).graph.node}
-    assert {"QAttention", "SkipLayerNormalization"} <= ops, ops
     sents = [s.tokens for s in TEST[:10]] + [(TRAIN[1].tokens * 30)[:200], ["x"], []]
     ref = clf.word_logits(sents)
     got = OnnxTransformer.from_pretrained(tmp_path / "onnx", variant="fp32").word_logits(sents, batch_size=3)

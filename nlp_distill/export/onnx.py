@@ -5,10 +5,7 @@ torch (``nlp_distill.export.runtime``).
   ``config.json`` and Viterbi runs in numpy.
 - TransformerTokenClassifier (teacher or a layer-dropped student): the HF model's sub-token
   logits in the graph; tokenizer, windows and word pooling stay outside, so long sentences keep
-  the window logic and no word is dropped. BERT-family encoders are traced with eager attention
-  and fused by ONNX Runtime's transformer optimizer (Attention, SkipLayerNormalization,
-  BiasGelu, EmbedLayerNormalization) before int8 quantisation, which then quantises whole
-  attention blocks (QAttention).
+  the window logic and no word is dropped.
 """
 from __future__ import annotations
 
@@ -16,7 +13,7 @@ import logging
 import shutil
 import warnings
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -108,49 +105,22 @@ TAGGER_INT8_OPS = ["MatMul", "Gemm", "Gather"]
 
 
 def _write_onnx(module: nn.Module, example: Tuple[torch.Tensor, ...], out: Path, names: List[str],
-                axes: dict, output: str, quantize: Optional[str], op_types: Optional[List[str]] = None,
-                fuse: Optional[Callable[[Path], None]] = None) -> dict:
-    """Trace ``module`` to ``out/model.onnx``, rewrite it in place with ``fuse`` if given (+
-    ``model.int8.onnx``: dynamic int8 of ``op_types``, default ONNX Runtime's choice); returns the
-    file map."""
+                axes: dict, output: str, quantize: Optional[str], op_types: Optional[List[str]] = None) -> dict:
+    """Trace ``module`` to ``out/model.onnx`` (+ ``model.int8.onnx``: dynamic int8 of ``op_types``,
+    default ONNX Runtime's choice); returns the file map."""
     out.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(module.eval(), example, str(out / ONNX_FILE), input_names=names, output_names=[output],
                           dynamic_axes=axes, opset_version=17, dynamo=False)
-    if fuse is not None:
-        fuse(out / ONNX_FILE)
     files = {"fp32": ONNX_FILE}
     if quantize == "int8":
-        import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        # fused contrib ops (com.microsoft) defeat shape inference: their outputs are fp32
         quantize_dynamic(str(out / ONNX_FILE), str(out / INT8_FILE), weight_type=QuantType.QInt8,
-                         op_types_to_quantize=op_types, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+                         op_types_to_quantize=op_types)
         files["int8"] = INT8_FILE
     return files
-
-
-# encoders whose graphs ONNX Runtime's "bert" fusion recognises (traced with eager attention)
-BERT_FAMILY = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
-
-
-def _bert_fusion(hf_config) -> Optional[Callable[[Path], None]]:
-    """ONNX Runtime's transformer optimizer for a BERT-family encoder, as an in-place rewrite of a
-    traced graph; ``None`` for other encoders (exported unfused)."""
-    if getattr(hf_config, "model_type", None) not in BERT_FAMILY:
-        return None
-
-    def fuse(path: Path) -> None:
-        from onnxruntime.transformers import optimizer
-
-        fused = optimizer.optimize_model(str(path), model_type="bert", num_heads=hf_config.num_attention_heads,
-                                         hidden_size=hf_config.hidden_size)
-        fused.save_model_to_file(str(path))
-        logger.info("fused %s: %s", path, {k: v for k, v in fused.get_fused_operator_statistics().items() if v})
-
-    return fuse
 
 
 def export_model(model_dir, output_dir, quantize: Optional[str] = None) -> Path:
@@ -180,18 +150,14 @@ def export_transformer(model_dir, output_dir, quantize: Optional[str] = None) ->
 
     _check_onnx(quantize)
     clf = TransformerTokenClassifier.from_pretrained(str(model_dir)).eval()
-    fuse = _bert_fusion(clf.model.config)
-    if fuse is not None:  # the fusion matches the eager attention pattern, not SDPA's
-        clf.model.set_attn_implementation("eager")
     out = Path(output_dir)
     batch = clf.aligner.collate(clf.windows([["a", "b", "c"], ["d"]]))
     axes = {k: {0: "batch", 1: "tokens"} for k in ("input_ids", "attention_mask", "logits")}
     files = _write_onnx(_LogitsOnly(clf.model), (batch["input_ids"], batch["attention_mask"]), out,
-                        ["input_ids", "attention_mask"], axes, "logits", quantize, fuse=fuse)
+                        ["input_ids", "attention_mask"], axes, "logits", quantize)
     clf.tokenizer.save_pretrained(str(out))
     write_json(out / "config.json", {"model_class": "OnnxTransformer", "library_version": LIBRARY_VERSION,
                                      "labels": clf.labels.labels, "transformer": clf.config.to_dict(), "files": files,
-                                     "fused": fuse is not None,
                                      "source": str(model_dir)})
     logger.info("exported %s to %s (%s)", model_dir, out, ", ".join(files.values()))
     return out
