@@ -40,12 +40,14 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     ap.add_argument("--n", type=int, default=100000)
     ap.add_argument("--chunk", type=int, default=2048)
     ap.add_argument("--every", type=int, default=2, help="print after every this many chunks")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (RSS is host memory either way)")
+    ap.add_argument("--batch_size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    clf = TransformerTokenClassifier.from_pretrained(a.teacher).eval()
+    clf = TransformerTokenClassifier.from_pretrained(a.teacher).to(a.device).eval()
     lines = [l.split() for l in open(a.data_file, encoding="utf-8") if l.strip()]
     rows, write, t0 = [], ts._write_chunk, time.perf_counter()
 
@@ -60,7 +62,8 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     ts._write_chunk = write_and_measure
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            ts.TransferStore.label(clf, rotated(lines, a.n), Path(tmp) / "store", a.chunk, show_progress=False)
+            ts.TransferStore.label(clf, rotated(lines, a.n), Path(tmp) / "store", a.chunk, a.batch_size,
+                                   show_progress=False)
     finally:
         ts._write_chunk = write
     first, last = rows[0], rows[-1]
