@@ -36,6 +36,7 @@ from nlp_distill.data.transfer_store import TransferStore  # noqa: E402
 from nlp_distill.data.unlabeled import iter_unlabeled  # noqa: E402
 from nlp_distill.models.transformer import TransformerTokenClassifier, bf16_native  # noqa: E402
 from nlp_distill.training import distributed as ddp  # noqa: E402
+from procedures.common import pick_device  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -78,13 +79,11 @@ def _shared_worker(rank: int, procs: int, port: int, teacher: str, labels_file: 
     writes the seconds from the first barrier (teachers loaded and warm) to the store's end."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(procs), RANK=str(rank),
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(procs))
-    dev = torch.device(device)
     threads = max(1, (os.cpu_count() or 1) // procs)  # the cores shared out: torch's and the tokenizer's pools
     os.environ["RAYON_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
+    dev = pick_device(device)  # under the torchrun variables: this rank's GPU, shared round-robin
     ddp.init_from_env(dev.type)
-    if dev.type == "cuda":
-        dev = torch.device("cuda", ddp.local_cuda_index(torch.cuda.device_count()))
     clf = load_teacher(teacher, labels_file, dev, precision)
     clf.word_logits(sents[:64], 64)  # warm-up
     ddp.barrier()
