@@ -225,6 +225,34 @@ def test_encoder_padding_invariance(make):
         assert not torch.allclose(enc(x2, mask)[0, 0], out[0, 0])
 
 
+def _packed_bilstm(lstm: torch.nn.LSTM, x, mask):
+    """The reference: the same nn.LSTM over packed sequences (what the encoder ran before)."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    packed = pack_padded_sequence(x, mask.sum(1), batch_first=True, enforce_sorted=False)
+    out, _ = pad_packed_sequence(lstm(packed)[0], batch_first=True, total_length=x.size(1))
+    return out
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_bilstm_without_packing_equals_packed_lstm_outputs_and_gradients(layers):
+    torch.manual_seed(0)
+    enc = BiLSTMEncoder(6, 5, num_layers=layers, dropout=0.0)
+    x, mask = _enc_batch([5, 1, 3, 7, 2])
+    ours = enc(x, mask)
+    ref = _packed_bilstm(enc.lstm, x, mask)
+    torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-5)
+    (ours * torch.randn_like(ours, generator=torch.Generator().manual_seed(1))).sum().backward()
+    ours_grads = [p.grad.clone() for p in enc.parameters()]
+    enc.zero_grad()
+    (ref * torch.randn_like(ref, generator=torch.Generator().manual_seed(1))).sum().backward()
+    for a, p in zip(ours_grads, enc.parameters()):
+        torch.testing.assert_close(a, p.grad, atol=1e-5, rtol=1e-4)
+    # saved students keep loading: the weights are still those of one bidirectional nn.LSTM
+    lstm = torch.nn.LSTM(6, 5, num_layers=layers, bidirectional=True)
+    assert set(enc.state_dict()) == {f"lstm.{k}" for k in lstm.state_dict()}
+
+
 def test_bilstm_backward_direction_starts_at_last_real_word():
     """The backward state at the last real word has seen only that word: compare against a
     single-step LSTM run by hand."""

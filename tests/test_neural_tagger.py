@@ -130,6 +130,42 @@ def test_predict_edge_cases(tiny, model_type, use_crf, char_encoder):
         assert all(is_valid(t, "BIO") for t in model.predict(dev + EDGE))
 
 
+def test_token_table_rows_and_collate():
+    from nlp_distill.data.token_table import TokenTable
+
+    t = TokenTable([["a", "b", "a"], [], ["b", "c"]])
+    assert t.tokens == ["a", "b", "c"]
+    assert [r.tolist() for r in t.rows] == [[1, 2, 1], [], [2, 3]]
+    ids, mask = t.collate([2, 0])
+    assert ids.tolist() == [[2, 3, 0], [1, 2, 1]]
+    assert mask.tolist() == [[True, True, False], [True, True, True]]
+
+
+@pytest.mark.parametrize("model_type,use_crf,char_encoder", VARIANTS, ids=VARIANT_IDS)
+def test_token_vectors_equal_the_embedder_per_occurrence(tiny, model_type, use_crf, char_encoder, monkeypatch):
+    """predict featurises each distinct token once: its vector must be what the embedder gives
+    that token inside any sentence, and the tags what the per-batch forward gives."""
+    import nlp_distill.models.neural_tagger as nt
+
+    model = _build(tiny, model_type, use_crf, char_encoder, seed=5)
+    _train(model, tiny.train, epochs=1)
+    sents = [s.tokens for s in tiny.dev] + [t for t in EDGE if t[0]]
+    data = model.encode([Sentence(s) for s in sents])
+    batch = data.collate(list(range(len(data))))
+    tokens = sorted({w for s in sents for w in s}, key=lambda w: (-len(w), w))  # chunks of mixed length
+    row = {w: i + 1 for i, w in enumerate(tokens)}
+    with torch.no_grad():
+        per_occurrence = model.embedder(batch.words, batch.chars, batch.shapes)  # (B, L, D)
+        vectors = model.token_vectors(tokens, chunk=7)
+        expected = [model.labels.decode(p) for p in model.decode(model(batch), batch.mask)]
+    assert torch.all(vectors[0] == 0)
+    for b, s in enumerate(sents):
+        torch.testing.assert_close(vectors[[row[w] for w in s]], per_occurrence[b, : len(s)], atol=1e-6, rtol=1e-5)
+    assert model.predict(sents) == expected
+    monkeypatch.setattr(nt, "PREDICT_BLOCK", 4)  # sentences in blocks: same tags, nothing lost
+    assert model.predict(sents + [[]], batch_size=3) == expected + [[]]
+
+
 def _emissions(model: NeuralTagger, sents):
     data = model.encode([Sentence(s) for s in sents])
     b = data.collate(list(range(len(data))))

@@ -22,57 +22,25 @@ from nlp_distill.data.conll import Sentence
 from nlp_distill.errors import ConfigError
 from nlp_distill.io import LIBRARY_VERSION, resolve_model_dir, write_json
 from nlp_distill.models.neural_tagger import NeuralTagger
-from nlp_distill.modules.encoders import BiLSTMEncoder
 
 logger = logging.getLogger(__name__)
 
 ONNX_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
 
 
-def _reverse_index(mask: torch.Tensor) -> torch.Tensor:
-    """(B, L) positions that reverse each sentence within its length (padding stays put)."""
-    lengths = mask.sum(1, keepdim=True)  # (B, 1)
-    pos = torch.arange(mask.size(1), device=mask.device).unsqueeze(0)  # (1, L)
-    return torch.where(pos < lengths, lengths - 1 - pos, pos)
-
-
 class ExportableTagger(nn.Module):
-    """A NeuralTagger's emissions without packed sequences (ONNX has no PackedSequence).
-
-    Each BiLSTM layer runs as two one-directional LSTMs with the trained weights; the backward one
-    reads every sentence reversed within its length, so padding never enters a real word's state
-    and the output equals the packed BiLSTM's.
-    """
+    """A NeuralTagger's emissions from tensors only (the graph ONNX traces): embedder, encoder
+    (its BiLSTM runs without packed sequences, which ONNX lacks), projection; no CRF."""
 
     def __init__(self, tagger: NeuralTagger) -> None:
         super().__init__()
         self.tagger = tagger
-        self.layers: Optional[nn.ModuleList] = None
-        if isinstance(tagger.encoder, BiLSTMEncoder):
-            self.layers = nn.ModuleList(nn.ModuleList(self._direction(tagger.encoder.lstm, k, sfx) for sfx in ("", "_reverse"))
-                                        for k in range(tagger.encoder.lstm.num_layers))
-
-    @staticmethod
-    def _direction(lstm: nn.LSTM, layer: int, suffix: str) -> nn.LSTM:
-        one = nn.LSTM(lstm.input_size if layer == 0 else 2 * lstm.hidden_size, lstm.hidden_size, batch_first=True)
-        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-            getattr(one, f"{name}_l0").data.copy_(getattr(lstm, f"{name}_l{layer}{suffix}").data)
-        return one
 
     def forward(self, words: torch.Tensor, chars: torch.Tensor, shapes: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
         """(B, L), (B, L, K), (B, L), (B, L) bool -> emissions (B, L, C)."""
         x = self.tagger.embedder(words, chars, shapes)  # (B, L, D)
-        if self.layers is None:
-            return self.tagger.proj(self.tagger.encoder(x, mask))
-        rev = _reverse_index(mask).unsqueeze(-1)  # (B, L, 1)
-        m = mask.unsqueeze(-1).to(x.dtype)
-        for fwd, bwd in self.layers:
-            out_f, _ = fwd(x)  # (B, L, H)
-            out_b, _ = bwd(x.gather(1, rev.expand(-1, -1, x.size(2))))
-            out_b = out_b.gather(1, rev.expand(-1, -1, out_b.size(2)))
-            x = torch.cat([out_f, out_b], dim=-1) * m  # (B, L, 2H), zeros on padding like the packed one
-        return self.tagger.proj(x)
+        return self.tagger.proj(self.tagger.encoder(x, mask))
 
 
 def _example(model: NeuralTagger) -> Tuple[torch.Tensor, ...]:

@@ -12,6 +12,7 @@ from nlp_distill.config import TaggerConfig
 from nlp_distill.data.batching import Batch, EncodedData, bucket_batches
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.labels import LabelVocab
+from nlp_distill.data.token_table import TokenTable
 from nlp_distill.data.vocab import Vocab, build_char_vocab
 from nlp_distill.io import LIBRARY_VERSION, read_json, resolve_model_dir, write_json
 from nlp_distill.distill import losses
@@ -22,6 +23,7 @@ from nlp_distill.modules.encoders import BiLSTMEncoder, IDCNNEncoder
 logger = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
+PREDICT_BLOCK = 8192  # sentences whose distinct tokens share one vector table (bounds its memory)
 
 
 class NeuralTagger(nn.Module):
@@ -121,23 +123,58 @@ class NeuralTagger(nn.Module):
 
     @torch.no_grad()
     def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 64) -> List[List[str]]:
-        """Tags for token lists, e.g. ``tagger.predict([["EU", "rejects", "German", "call"]])``."""
+        """Tags for token lists, e.g. ``tagger.predict([["EU", "rejects", "German", "call"]])``.
+
+        Featurisation runs once per distinct token of a block of ``PREDICT_BLOCK`` sentences (see
+        ``token_vectors``); batches are length-sorted; the tags equal running ``forward`` on
+        ``encode(...).collate(...)`` batches.
+        """
         was = self.training
         self.eval()
         try:
-            data = self.encode([Sentence(list(s)) for s in sentences])
-            out: List[Optional[List[str]]] = [None] * len(data)
-            dev = self.device
-            for idx in bucket_batches(data.lengths, batch_size, shuffle=False):
-                idx = [i for i in idx if data.lengths[i] > 0]
-                if not idx:
-                    continue
-                b = data.collate(idx).to(dev)
-                for i, ids in zip(idx, self.decode(self(b), b.mask)):
-                    out[i] = self.labels.decode(ids)
-            return [o if o is not None else [] for o in out]
+            sentences = [list(s) for s in sentences]
+            out: List[List[str]] = []
+            for start in range(0, len(sentences), PREDICT_BLOCK):
+                out.extend(self._predict_block(sentences[start : start + PREDICT_BLOCK], batch_size))
+            return out
         finally:
             self.train(was)
+
+    def _predict_block(self, sentences: List[List[str]], batch_size: int) -> List[List[str]]:
+        table = TokenTable(sentences)
+        vectors = self.token_vectors(table.tokens)  # (1 + U, D)
+        out: List[List[str]] = [[] for _ in sentences]
+        for idx in bucket_batches(table.lengths, batch_size, shuffle=False):
+            idx = [i for i in idx if table.lengths[i] > 0]
+            if not idx:
+                continue
+            ids, mask = table.collate(idx)  # (B, L), (B, L)
+            ids, mask = ids.to(vectors.device), mask.to(vectors.device)
+            emissions = self.proj(self.encoder(vectors[ids], mask))  # (B, L, C)
+            for i, tags in zip(idx, self.decode(emissions, mask)):
+                out[i] = self.labels.decode(tags)
+        return out
+
+    def token_vectors(self, tokens: Sequence[str], chunk: int = 1024) -> torch.Tensor:
+        """The embedder's output for each token (eval mode), with a zero row 0 for padding.
+
+        Tokens go through the char encoder in chunks of similar length (a chunk's char rows are
+        as wide as its longest word).
+
+        Args:
+            tokens: distinct tokens (U,).
+
+        Returns:
+            (1 + U, D) tensor on the model's device.
+        """
+        order = sorted(range(len(tokens)), key=lambda i: len(tokens[i]))
+        data = self.encode([Sentence([tokens[i] for i in order[c : c + chunk]]) for c in range(0, len(order), chunk)])
+        out = torch.zeros(1 + len(tokens), self.embedder.out_dim, device=self.device)
+        rows = torch.as_tensor(order, dtype=torch.long, device=self.device) + 1
+        for k in range(len(data)):
+            b = data.collate([k]).to(self.device)
+            out[rows[k * chunk : (k + 1) * chunk]] = self.embedder(b.words, b.chars, b.shapes)[0]  # (chunk, D)
+        return out
 
     @property
     def device(self) -> torch.device:

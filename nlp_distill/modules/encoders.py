@@ -5,11 +5,28 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+
+def reverse_index(mask: torch.Tensor) -> torch.Tensor:
+    """(B, L) positions that reverse each sentence within its length (padding stays put).
+
+    Args:
+        mask: (B, L) bool, real words first.
+    """
+    lengths = mask.sum(1, keepdim=True)  # (B, 1)
+    pos = torch.arange(mask.size(1), device=mask.device).unsqueeze(0)  # (1, L)
+    return torch.where(pos < lengths, lengths - 1 - pos, pos)
 
 
 class BiLSTMEncoder(nn.Module):
-    """BiLSTM on packed sequences: padding never enters either direction."""
+    """BiLSTM in which padding never enters either direction, without packed sequences.
+
+    Each layer runs its two directions as one-directional LSTMs over the padded batch: the forward
+    one reads left to right (padding comes after every real word), the backward one reads each
+    sentence reversed within its length. The outputs equal the packed BiLSTM's; the padded
+    kernel runs 2x faster on 2 CPU threads (docs/benchmarks.md) and exports to ONNX as is.
+    The weights stay those of one ``nn.LSTM`` (same state dict as before).
+    """
 
     def __init__(self, in_dim: int, hidden: int, num_layers: int = 1, dropout: float = 0.5) -> None:
         super().__init__()
@@ -18,13 +35,26 @@ class BiLSTMEncoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.out_dim = 2 * hidden
 
+    def _direction(self, x: torch.Tensor, layer: int, suffix: str) -> torch.Tensor:
+        """One direction of one layer over (B, L, D) -> (B, L, H), zero initial state."""
+        lstm = self.lstm
+        weights = [getattr(lstm, f"{n}_l{layer}{suffix}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        h0 = x.new_zeros(1, x.size(0), lstm.hidden_size)
+        # the call nn.LSTM itself makes, with one direction's weights (no public per-direction API)
+        return torch._VF.lstm(x, (h0, h0), weights, True, 1, 0.0, self.training, False, True)[0]
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x: (B, L, D), mask: (B, L) bool -> (B, L, 2H), zeros on padding."""
-        lengths = mask.sum(1).cpu()
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        out, _ = self.lstm(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))  # (B, L, 2H)
-        return self.dropout(out)
+        rev = reverse_index(mask).unsqueeze(-1)  # (B, L, 1)
+        m = mask.unsqueeze(-1).to(x.dtype)  # (B, L, 1)
+        for layer in range(self.lstm.num_layers):
+            if layer:  # nn.LSTM's dropout between layers
+                x = nn.functional.dropout(x, self.lstm.dropout, self.training)
+            out_f = self._direction(x, layer, "")
+            out_b = self._direction(x.gather(1, rev.expand(-1, -1, x.size(2))), layer, "_reverse")
+            out_b = out_b.gather(1, rev.expand(-1, -1, out_b.size(2)))
+            x = torch.cat([out_f, out_b], dim=-1) * m  # (B, L, 2H)
+        return self.dropout(x)
 
 
 class IDCNNEncoder(nn.Module):
