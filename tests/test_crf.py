@@ -9,6 +9,7 @@ import torch
 
 from nlp_distill.data.labels import LabelVocab, is_valid
 from nlp_distill.modules.crf import CRF
+from nlp_distill.modules.viterbi import viterbi as numpy_viterbi
 
 
 def _randomise(crf: CRF, seed: int) -> CRF:
@@ -89,6 +90,9 @@ def test_nll_viterbi_marginals_match_brute_force(C, lengths):
     paths = crf.viterbi(em, mask)
     marg = crf.marginals(em, mask)
     assert nll.shape == (len(lengths),)
+    # the torch-free decoder of the ONNX runtime, on garbage padding
+    em_np = torch.where(mask.unsqueeze(-1), em, torch.full_like(em, 1e4)).numpy()
+    assert numpy_viterbi(em_np, mask.numpy(), *(t.detach().numpy() for t in crf._scores())) == paths
     for b, n in enumerate(lengths):
         bz, best, bmarg, scores = _brute(crf, em[b], n)
         gold = tuple(tags[b, :n].tolist())

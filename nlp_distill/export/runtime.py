@@ -12,34 +12,7 @@ from nlp_distill.data.vocab import Vocab
 from nlp_distill.errors import ConfigError
 from nlp_distill.export.features import featurize
 from nlp_distill.io import read_json
-
-
-def viterbi(emissions: np.ndarray, mask: np.ndarray, start: np.ndarray, trans: np.ndarray,
-            end: np.ndarray) -> List[List[int]]:
-    """Best CRF path per sentence in numpy (scores include the constraint penalties).
-
-    Args:
-        emissions: (B, L, C); mask: (B, L) bool, left-aligned; start, end: (C,); trans: (C, C) [from, to].
-    """
-    B, L, C = emissions.shape
-    score = start + emissions[:, 0]  # (B, C)
-    back = np.zeros((B, L, C), np.int64)
-    for t in range(1, L):
-        cand = score[:, :, None] + trans[None]  # (B, C_from, C_to)
-        best, idx = cand.max(1), cand.argmax(1)  # (B, C)
-        live = mask[:, t][:, None]
-        score = np.where(live, best + emissions[:, t], score)
-        back[:, t] = np.where(live, idx, np.arange(C)[None])
-    lengths = mask.sum(1)
-    paths = []
-    for b in range(B):
-        y = int((score[b] + end).argmax())
-        path = [y]
-        for t in range(int(lengths[b]) - 1, 0, -1):
-            y = int(back[b, t, y])
-            path.append(y)
-        paths.append(path[::-1])
-    return paths
+from nlp_distill.modules.viterbi import viterbi
 
 
 def _session(folder: Path, files: dict, variant: Optional[str], threads: Optional[int]):

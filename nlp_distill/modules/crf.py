@@ -7,6 +7,8 @@ from typing import List, Optional, Sequence
 import torch
 from torch import nn
 
+from nlp_distill.modules.viterbi import backtrace
+
 _NEG = -1e4  # score of a forbidden transition: exp() underflows to 0, still finite for autograd
 
 
@@ -120,26 +122,22 @@ class CRF(nn.Module):
 
     @torch.no_grad()
     def viterbi(self, emissions: torch.Tensor, mask: torch.Tensor) -> List[List[int]]:
-        """Best path per sentence (lists of length = real length)."""
+        """Best path per sentence (lists of length = real length); the recursion runs in torch
+        without masking (``nlp_distill.modules.viterbi``), the back-pointers are followed in numpy.
+
+        Args:
+            emissions: (B, L, C); mask: (B, L) bool, left-aligned.
+        """
         start, trans, end = self._scores()
         B, L, C = emissions.shape
         score = start + emissions[:, 0]  # (B, C)
-        history = []
+        scores, history = [score], []
         for t in range(1, L):
-            cand = score.unsqueeze(2) + trans.unsqueeze(0)  # (B, C_from, C_to)
-            best, idx = cand.max(dim=1)  # (B, C)
-            m = mask[:, t].unsqueeze(1)
-            score = torch.where(m, best + emissions[:, t], score)
-            # on padding, back-pointer = identity so tracing passes through unchanged
-            ident = torch.arange(C, device=emissions.device).expand(B, C)
-            history.append(torch.where(m, idx, ident))
-        score = score + end
-        last = score.argmax(1)  # (B,)
-        path = [last]
-        for bp in reversed(history):
-            last = bp.gather(1, last.unsqueeze(1)).squeeze(1)
-            path.append(last)
-        path.reverse()
-        paths = torch.stack(path, 1)  # (B, L)
-        lengths = mask.sum(1).tolist()
-        return [paths[b, : lengths[b]].tolist() for b in range(B)]
+            best, idx = (score.unsqueeze(2) + trans).max(dim=1)  # (B, C_to): best over C_from
+            score = best + emissions[:, t]
+            scores.append(score)
+            history.append(idx)
+        last = mask.sum(1) - 1  # (B,)
+        final = torch.stack(scores, 1)[torch.arange(B, device=last.device), last] + end  # (B, C)
+        back = torch.stack(history, 1) if history else emissions.new_zeros((B, 0, C), dtype=torch.long)
+        return backtrace(final.float().cpu().numpy(), back.cpu().numpy(), last.cpu().numpy())

@@ -1,0 +1,56 @@
+"""Viterbi decoding shared by the torch CRF and the torch-free ONNX runtime (numpy only).
+
+The forward recursion runs over the padded length without masking: a sentence's best scores at
+its last real word are read from the step that reached them, and the back-pointers before that
+step come from real words only. Fewer operations per step than masking every step.
+"""
+from __future__ import annotations
+
+from typing import List
+
+import numpy as np
+
+
+def backtrace(final: np.ndarray, back: np.ndarray, last: np.ndarray) -> List[List[int]]:
+    """Follow back-pointers from each sentence's best last label.
+
+    Args:
+        final: (B, C) scores at each sentence's last real word, end scores added.
+        back: (B, L - 1, C) ``back[b, t - 1, c]`` = best previous label of label ``c`` at step ``t``.
+        last: (B,) index of each sentence's last real word (length - 1).
+
+    Returns:
+        B label-id lists of length ``last + 1``.
+    """
+    B = final.shape[0]
+    L = back.shape[1] + 1
+    best_end = final.argmax(1)  # (B,)
+    paths = np.zeros((B, L), np.int64)
+    cur = np.zeros(B, np.int64)
+    rows = np.arange(B)
+    for t in range(L - 1, -1, -1):
+        cur = np.where(last == t, best_end, cur)  # a sentence's path starts at its own last word
+        paths[:, t] = cur
+        if t:
+            cur = back[rows, t - 1, cur]
+    return [paths[b, : last[b] + 1].tolist() for b in range(B)]
+
+
+def viterbi(emissions: np.ndarray, mask: np.ndarray, start: np.ndarray, trans: np.ndarray,
+            end: np.ndarray) -> List[List[int]]:
+    """Best CRF path per sentence in numpy (scores include the constraint penalties).
+
+    Args:
+        emissions: (B, L, C); mask: (B, L) bool, left-aligned; start, end: (C,); trans: (C, C) [from, to].
+    """
+    B, L, C = emissions.shape
+    score = start + emissions[:, 0]  # (B, C)
+    scores, back = [score], np.zeros((B, max(L - 1, 0), C), np.int64)
+    for t in range(1, L):
+        cand = score[:, :, None] + trans[None]  # (B, C_from, C_to)
+        back[:, t - 1] = idx = cand.argmax(1)  # (B, C)
+        score = np.take_along_axis(cand, idx[:, None, :], 1)[:, 0] + emissions[:, t]
+        scores.append(score)
+    last = mask.sum(1) - 1  # (B,)
+    final = np.stack(scores, 1)[np.arange(B), last] + end  # (B, C)
+    return backtrace(final, back, last)
