@@ -101,3 +101,21 @@ def test_scale_benchmark_runs_on_the_tiny_fixture(tmp_path, tiny_encoder_dir):
                              "--chunk", "16", "--json", str(tmp_path / "mem.json")])
     assert [r["chunk"] for r in mem] == [1, 2, 3, 4] and mem[-1]["sentences"] == 50
     assert all(r["peak_rss_mb"] > 0 and r["rss_mb"] > 0 for r in mem)
+
+
+def test_predict_profile_reports_both_paths(tmp_path):
+    import torch
+
+    from benchmarks import predict_profile
+    from nlp_distill.config import TaggerConfig
+    from nlp_distill.data.conll import read_conll
+    from nlp_distill.data.labels import LabelVocab
+    from nlp_distill.models.neural_tagger import NeuralTagger
+
+    train = read_conll(TINY / "train.txt")
+    torch.manual_seed(0)
+    model = NeuralTagger.build(TaggerConfig(hidden=8, word_emb_dim=8, use_crf=True), train,
+                               LabelVocab.from_sentences(s.tags for s in train))
+    r = predict_profile.profile(model, [s.tokens for s in read_conll(TINY / "test.txt")], repeats=1)
+    assert {k for k, _ in predict_profile.COLUMNS} <= set(r) and r["sent_per_s"] > 0
+    assert all(r[k] >= 0 for k, _ in predict_profile.COLUMNS)
