@@ -1,5 +1,5 @@
 """Runtime choice per model, measured side by side in one process: torch fp32 (and bf16 autocast
-for transformers where the CPU multiplies bf16 natively) vs ONNX Runtime fp32 vs ONNX Runtime int8
+where the CPU multiplies bf16 natively) vs ONNX Runtime fp32 vs ONNX Runtime int8
 (dynamic quantisation), sentences/s at batch 64, agreement of the
 exported models' tags with torch's and, with ``--labeled_file``, each runtime's F1 on that file.
 
@@ -28,7 +28,8 @@ from nlp_distill.export.onnx import export_model  # noqa: E402
 from nlp_distill.export.runtime import load_exported  # noqa: E402
 from nlp_distill.metrics import tagging_metrics  # noqa: E402
 from nlp_distill.models.loader import load_model  # noqa: E402
-from nlp_distill.models.transformer import TransformerTokenClassifier, bf16_native  # noqa: E402
+from nlp_distill.models.transformer import TransformerTokenClassifier  # noqa: E402
+from nlp_distill.precision import bf16_native  # noqa: E402
 
 
 def sentences_per_second(predict: Callable, sents: List[List[str]], repeats: int = 3) -> float:
@@ -47,7 +48,7 @@ def agreement(a: List[List[str]], b: List[List[str]]) -> float:
 
 
 def runtimes_of(d: str, exported: Path, threads: int) -> Dict[str, object]:
-    """torch (fp32), torch bf16 autocast (transformers on hardware with native bf16), ORT fp32/int8."""
+    """torch (fp32), torch bf16 autocast (on hardware with native bf16), ORT fp32/int8."""
     ref = load_model(d)
     out: Dict[str, object] = {"torch": ref}
     if isinstance(ref, TransformerTokenClassifier):
@@ -57,6 +58,11 @@ def runtimes_of(d: str, exported: Path, threads: int) -> Dict[str, object]:
         out["torch"] = at("fp32")
         if bf16_native(torch.device("cpu")):
             out["torch_bf16"] = at("bf16")
+    else:  # a NeuralTagger: its precision is read at predict time
+        ref.config.precision = "fp32"
+        if bf16_native(torch.device("cpu")):
+            out["torch_bf16"] = load_model(d)
+            out["torch_bf16"].config.precision = "bf16"
     for variant in ("fp32", "int8"):
         out[f"ort_{variant}"] = load_exported(exported, variant=variant, threads=threads)
     return out

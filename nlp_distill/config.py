@@ -262,6 +262,10 @@ class TaggerConfig(ConfigBase):
     dropout: float = option(0.5, ge=0, lt=1, help="Dropout on embeddings and encoder output.")
     word_dropout: float = option(0.05, ge=0, lt=1, help="Training only: replace word ids by <unk> at this rate.")
     min_word_freq: int = option(1, ge=1, help="Words seen fewer times in training text map to <unk>.")
+    # auto: bf16 kept the test F1 of 9 GloVe KD students (BiLSTM base / tiny, ID-CNN) and ran the
+    # base BiLSTM 1.3x faster on an AMX CPU (docs/benchmarks.md); not measured on a GPU, so fp32 there
+    precision: str = option("auto", choices=("auto", "fp32", "bf16"), flag="student_precision",
+                            help="Encoder precision of the student's predict (training stays fp32): bf16 autocast, fp32, or auto (bf16 on a CPU with AMX tiles, else fp32).")
 
 
 @dataclass

@@ -182,6 +182,9 @@ def inference_options(f):
         click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of DATA_FILE."),
         click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
                      help="torch: a saved model folder; onnx: a folder from `nlp-export onnx` (int8 if exported)."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default=None,
+                     help="torch backend: the network's precision (auto: bf16 where the device multiplies it natively, "
+                          "a CUDA GPU with bf16 or a CPU with AMX tiles); default: the one saved with the model."),
     ]):
         f = o(f)
     return f
@@ -189,23 +192,23 @@ def inference_options(f):
 
 @nlp_inference.command("transformer_token")
 @inference_options
-def infer_transformer(model_dir, data_file, output_file, batch_size, input_format, encoding, backend) -> None:
+def infer_transformer(model_dir, data_file, output_file, batch_size, input_format, encoding, backend, precision) -> None:
     """Tag a file with a transformer (teacher) model folder; writes CoNLL."""
     from procedures.inference import do_inference
 
     n = do_inference("transformer_token", model_dir, data_file, output_file, batch_size, input_format=input_format,
-                     encoding=encoding, backend=backend)
+                     encoding=encoding, backend=backend, precision=precision)
     click.echo(f"tagged {n} sentences -> {output_file}")
 
 
 @nlp_inference.command("tagger")
 @inference_options
-def infer_tagger(model_dir, data_file, output_file, batch_size, input_format, encoding, backend) -> None:
+def infer_tagger(model_dir, data_file, output_file, batch_size, input_format, encoding, backend, precision) -> None:
     """Tag a file with a NeuralTagger (student) model folder; writes CoNLL."""
     from procedures.inference import do_inference
 
     n = do_inference("tagger", model_dir, data_file, output_file, batch_size, input_format=input_format,
-                     encoding=encoding, backend=backend)
+                     encoding=encoding, backend=backend, precision=precision)
     click.echo(f"tagged {n} sentences -> {output_file}")
 
 

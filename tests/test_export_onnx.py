@@ -30,7 +30,7 @@ EXTRA = [["Zoë", "flew", "to", "Reykjavík", "yesterday"], (TRAIN[0].tokens * 4
 
 def _model(tmp_path, **cfg) -> NeuralTagger:
     torch.manual_seed(0)
-    model = NeuralTagger.build(TaggerConfig(hidden=12, word_emb_dim=10, char_emb_dim=6, char_hidden=8, **cfg),
+    model = NeuralTagger.build(TaggerConfig(hidden=12, word_emb_dim=10, char_emb_dim=6, char_hidden=8, precision="fp32", **cfg),
                                TRAIN, LabelVocab.from_sentences(s.tags for s in TRAIN))
     with torch.no_grad():  # non-trivial CRF scores
         if model.crf is not None:

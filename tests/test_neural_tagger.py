@@ -20,7 +20,7 @@ from procedures.common import RunOptions
 TINY = Path(__file__).parent / "fixtures" / "tiny"
 
 SMALL = dict(word_emb_dim=16, char_emb_dim=8, char_hidden=8, hidden=16, idcnn_iterations=2, dropout=0.1,
-             word_dropout=0.05)
+             word_dropout=0.05, precision="fp32")  # predict compared exactly with forward
 
 VARIANTS = [
     ("cnn-lstm", False, "cnn"),
@@ -164,6 +164,30 @@ def test_token_vectors_equal_the_embedder_per_occurrence(tiny, model_type, use_c
     assert model.predict(sents) == expected
     monkeypatch.setattr(nt, "PREDICT_BLOCK", 4)  # sentences in blocks: same tags, nothing lost
     assert model.predict(sents + [[]], batch_size=3) == expected + [[]]
+
+
+@pytest.mark.parametrize("model_type", ["cnn-lstm", "id-cnn"])
+def test_student_precision_bf16_autocasts_the_encoder(tiny, model_type):
+    """``precision`` bf16 runs predict's encoder under bf16 autocast and decodes fp32 emissions;
+    ``auto`` is bf16 exactly where this CPU multiplies bf16 natively."""
+    from nlp_distill.precision import bf16_native
+
+    model = _build(tiny, model_type, True, "cnn", seed=6)
+    _train(model, tiny.train, epochs=2)
+    sents = [s.tokens for s in tiny.dev]
+    fp32 = model.predict(sents)
+    seen = []
+    hook = model.encoder.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    model.config.precision = "bf16"
+    bf16 = model.predict(sents)
+    assert seen and set(seen) == {torch.bfloat16}
+    agree = sum(a == b for p, q in zip(fp32, bf16) for a, b in zip(p, q)) / sum(len(p) for p in fp32)
+    assert agree >= 0.95, agree
+    seen.clear()
+    model.config.precision = "auto"
+    model.predict(sents[:3])
+    hook.remove()
+    assert set(seen) == {torch.bfloat16 if bf16_native(torch.device("cpu")) else torch.float32}
 
 
 def _emissions(model: NeuralTagger, sents):

@@ -167,7 +167,7 @@ def test_bf16_precision_runs_the_encoder_in_bf16_and_returns_fp32(tiny_encoder_d
     """``precision=bf16`` autocasts the encoder (its linear layers see bf16) but hands fp32 logits
     to losses and caches; they stay close to the fp32 model's. ``auto`` on a CPU is bf16 for passes
     without gradients where it has AMX tiles (this machine, if it has them), else fp32."""
-    from nlp_distill.models.transformer import bf16_native
+    from nlp_distill.precision import bf16_native
 
     fp32 = _clf(tiny_encoder_dir, tiny_labels, precision="fp32")
     bf16 = _clf(tiny_encoder_dir, tiny_labels, precision="bf16")

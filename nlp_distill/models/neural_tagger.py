@@ -19,6 +19,7 @@ from nlp_distill.distill import losses
 from nlp_distill.modules.crf import CRF
 from nlp_distill.modules.embedders import WordCharEmbedder
 from nlp_distill.modules.encoders import BiLSTMEncoder, IDCNNEncoder
+from nlp_distill.precision import autocast
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +144,9 @@ class NeuralTagger(nn.Module):
     def _predict_block(self, sentences: List[List[str]], batch_size: int) -> List[List[str]]:
         table = TokenTable(sentences)
         vectors = self.token_vectors(table.tokens)  # (1 + U, D)
+        precision = self.config.precision
+        if precision == "auto" and vectors.device.type == "cuda":
+            precision = "fp32"  # bf16 students are measured on AMX CPUs only (TaggerConfig.precision)
         out: List[List[str]] = [[] for _ in sentences]
         for idx in bucket_batches(table.lengths, batch_size, shuffle=False):
             idx = [i for i in idx if table.lengths[i] > 0]
@@ -150,7 +154,8 @@ class NeuralTagger(nn.Module):
                 continue
             ids, mask = table.collate(idx)  # (B, L), (B, L)
             ids, mask = ids.to(vectors.device), mask.to(vectors.device)
-            emissions = self.proj(self.encoder(vectors[ids], mask))  # (B, L, C)
+            with autocast(vectors.device, precision):
+                emissions = self.proj(self.encoder(vectors[ids], mask)).float()  # (B, L, C)
             for i, tags in zip(idx, self.decode(emissions, mask)):
                 out[i] = self.labels.decode(tags)
         return out

