@@ -3,7 +3,8 @@
 - per occurrence (how ``predict`` featurised before): ids, shapes and char rows for every token
   (``encode``), collation, the whole network, decoding (Viterbi or argmax);
 - per distinct token (``predict`` now): the token table, the embedder once per distinct token
-  (``token_vectors``), collation of row ids, encoder + projection, decoding;
+  (``token_vectors``), collation of row ids, encoder + projection (at the model's ``precision``,
+  bf16 on an AMX CPU by default), decoding;
 
 with ``predict`` end to end beside them.
 
@@ -27,6 +28,7 @@ from nlp_distill.data.batching import bucket_batches  # noqa: E402
 from nlp_distill.data.conll import Sentence  # noqa: E402
 from nlp_distill.data.token_table import TokenTable  # noqa: E402
 from nlp_distill.models.neural_tagger import NeuralTagger  # noqa: E402
+from nlp_distill.precision import autocast  # noqa: E402
 
 
 def _occurrence_path(model: NeuralTagger, sents: List[List[str]], batch_size: int, keep) -> None:
@@ -56,8 +58,9 @@ def _table_path(model: NeuralTagger, sents: List[List[str]], batch_size: int, ke
     batches = [table.collate(i) for i in bucket_batches(table.lengths, batch_size, shuffle=False)]
     keep("collate", time.perf_counter() - t)
     t = time.perf_counter()
-    for ids, mask in batches:
-        model.proj(model.encoder(vectors[ids], mask))
+    with autocast(vectors.device, model.config.precision):  # as predict runs it
+        for ids, mask in batches:
+            model.proj(model.encoder(vectors[ids], mask))
     keep("encoder", time.perf_counter() - t)
 
 
