@@ -181,6 +181,23 @@ def test_inference_conll_and_raw_text(kind, tagger_run, teacher_run, data_dir, t
     assert all(t in labels for s in pred_raw for t in s.tags)
 
 
+@pytest.mark.parametrize("kind", ["tagger", "transformer_token"])
+def test_inference_precision_overrides_the_saved_one(kind, tagger_run, teacher_run, data_dir, tmp_path):
+    from nlp_distill.models.loader import load_model
+
+    model_dir = tagger_run if kind == "tagger" else teacher_run
+    gold = read_conll(data_dir / "test.txt")
+    out = tmp_path / "fp32.txt"
+    ok(invoke(nlp_inference, [kind, "--model_dir", model_dir, "--data_file", data_dir / "test.txt",
+                              "--output_file", out, "--precision", "fp32"]))
+    model = load_model(model_dir)
+    model.config.precision = "fp32"
+    assert [s.tags for s in read_conll(out, tag_column=1)] == model.predict([s.tokens for s in gold])
+    r = invoke(nlp_inference, [kind, "--model_dir", model_dir, "--data_file", data_dir / "test.txt",
+                               "--output_file", tmp_path / "x.txt", "--precision", "bf16", "--backend", "onnx"])
+    assert r.exit_code != 0 and "--precision applies to --backend torch" in r.output and "Traceback" not in r.output
+
+
 def test_config_reproduces_and_flags_override(tagger_run, data_dir, tmp_path):
     first = json.loads((tagger_run / "config.json").read_text())
     # same settings from --config alone (no tagger flags): sections equal the original run's
