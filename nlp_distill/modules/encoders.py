@@ -1,4 +1,4 @@
-"""Context encoders: BiLSTM over packed sequences, and ID-CNN (Strubell et al., 2017)."""
+"""Context encoders: BiLSTM (no packed sequences: each direction reads only real words), and ID-CNN (Strubell et al., 2017)."""
 from __future__ import annotations
 
 from typing import Sequence
