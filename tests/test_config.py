@@ -187,12 +187,12 @@ def test_tagger_presets_are_valid_and_smaller_in_order():
 
     d = load_data_dir(Path(__file__).parent / "fixtures" / "tiny")
     sizes = {}
-    for name in ("base", "small", "tiny"):
+    for name in ("base", "medium", "small", "tiny"):
         cfg = TaggerConfig.from_preset(name, use_crf=True)
         assert cfg.preset == name and cfg.use_crf
         assert all(getattr(cfg, k) == v for k, v in TaggerConfig.PRESETS[name].items())
         sizes[name] = NeuralTagger.build(cfg, d.train, d.labels).num_parameters()
-    assert sizes["tiny"] < sizes["small"] < sizes["base"]
+    assert sizes["tiny"] < sizes["small"] < sizes["medium"] < sizes["base"]
     assert TaggerConfig.from_preset("small", hidden=7).hidden == 7  # explicit values win
     with pytest.raises(ConfigError, match="unknown preset 'huge'"):
         TaggerConfig.from_preset("huge")
