@@ -28,7 +28,6 @@ from nlp_distill.data.batching import bucket_batches  # noqa: E402
 from nlp_distill.data.conll import Sentence  # noqa: E402
 from nlp_distill.data.token_table import TokenTable  # noqa: E402
 from nlp_distill.models.neural_tagger import NeuralTagger  # noqa: E402
-from nlp_distill.precision import autocast  # noqa: E402
 
 
 def _occurrence_path(model: NeuralTagger, sents: List[List[str]], batch_size: int, keep) -> None:
@@ -58,7 +57,7 @@ def _table_path(model: NeuralTagger, sents: List[List[str]], batch_size: int, ke
     batches = [table.collate(i) for i in bucket_batches(table.lengths, batch_size, shuffle=False)]
     keep("collate", time.perf_counter() - t)
     t = time.perf_counter()
-    with autocast(vectors.device, model.config.precision):  # as predict runs it
+    with model.autocast():  # as predict runs it
         for ids, mask in batches:
             model.proj(model.encoder(vectors[ids], mask))
     keep("encoder", time.perf_counter() - t)

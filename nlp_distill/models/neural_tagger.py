@@ -1,6 +1,7 @@
 """NeuralTagger: embedder (word + char + shape) -> encoder (BiLSTM | ID-CNN) -> linear -> [CRF]."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -144,9 +145,6 @@ class NeuralTagger(nn.Module):
     def _predict_block(self, sentences: List[List[str]], batch_size: int) -> List[List[str]]:
         table = TokenTable(sentences)
         vectors = self.token_vectors(table.tokens)  # (1 + U, D)
-        precision = self.config.precision
-        if precision == "auto" and vectors.device.type == "cuda":
-            precision = "fp32"  # bf16 students are measured on AMX CPUs only (TaggerConfig.precision)
         out: List[List[str]] = [[] for _ in sentences]
         for idx in bucket_batches(table.lengths, batch_size, shuffle=False):
             idx = [i for i in idx if table.lengths[i] > 0]
@@ -154,11 +152,19 @@ class NeuralTagger(nn.Module):
                 continue
             ids, mask = table.collate(idx)  # (B, L), (B, L)
             ids, mask = ids.to(vectors.device), mask.to(vectors.device)
-            with autocast(vectors.device, precision):
+            with self.autocast():
                 emissions = self.proj(self.encoder(vectors[ids], mask)).float()  # (B, L, C)
             for i, tags in zip(idx, self.decode(emissions, mask)):
                 out[i] = self.labels.decode(tags)
         return out
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast of predict's encoder where ``config.precision`` asks for it
+        (``precision.autocast``); ``auto`` stays fp32 on CUDA, where bf16 students are not measured."""
+        precision = self.config.precision
+        if precision == "auto" and self.device.type == "cuda":
+            precision = "fp32"
+        return autocast(self.device, precision)
 
     def token_vectors(self, tokens: Sequence[str], chunk: int = 1024) -> torch.Tensor:
         """The embedder's output for each token (eval mode), with a zero row 0 for padding.

@@ -137,7 +137,6 @@ class CRF(nn.Module):
             score = best + emissions[:, t]
             scores.append(score)
             history.append(idx)
-        last = mask.sum(1) - 1  # (B,)
-        final = torch.stack(scores, 1)[torch.arange(B, device=last.device), last] + end  # (B, C)
         back = torch.stack(history, 1) if history else emissions.new_zeros((B, 0, C), dtype=torch.long)
-        return backtrace(final.float().cpu().numpy(), back.cpu().numpy(), last.cpu().numpy())
+        return backtrace(torch.stack(scores, 1).float().cpu().numpy(), back.cpu().numpy(), mask.cpu().numpy(),
+                         end.detach().float().cpu().numpy())

@@ -11,23 +11,24 @@ from typing import List
 import numpy as np
 
 
-def backtrace(final: np.ndarray, back: np.ndarray, last: np.ndarray) -> List[List[int]]:
-    """Follow back-pointers from each sentence's best last label.
+def backtrace(scores: np.ndarray, back: np.ndarray, mask: np.ndarray, end: np.ndarray) -> List[List[int]]:
+    """Best path per sentence from an unmasked forward recursion.
 
     Args:
-        final: (B, C) scores at each sentence's last real word, end scores added.
+        scores: (B, L, C) best path score ending in each label at each step (end scores not added).
         back: (B, L - 1, C) ``back[b, t - 1, c]`` = best previous label of label ``c`` at step ``t``.
-        last: (B,) index of each sentence's last real word (length - 1).
+        mask: (B, L) bool, left-aligned.
+        end: (C,) end scores.
 
     Returns:
-        B label-id lists of length ``last + 1``.
+        B label-id lists, one id per real word.
     """
-    B = final.shape[0]
-    L = back.shape[1] + 1
-    best_end = final.argmax(1)  # (B,)
+    B, L, _ = scores.shape
+    last = mask.sum(1) - 1  # (B,) each sentence's last real word
+    rows = np.arange(B)
+    best_end = (scores[rows, last] + end).argmax(1)  # (B,)
     paths = np.zeros((B, L), np.int64)
     cur = np.zeros(B, np.int64)
-    rows = np.arange(B)
     for t in range(L - 1, -1, -1):
         cur = np.where(last == t, best_end, cur)  # a sentence's path starts at its own last word
         paths[:, t] = cur
@@ -51,6 +52,4 @@ def viterbi(emissions: np.ndarray, mask: np.ndarray, start: np.ndarray, trans: n
         back[:, t - 1] = idx = cand.argmax(1)  # (B, C)
         score = np.take_along_axis(cand, idx[:, None, :], 1)[:, 0] + emissions[:, t]
         scores.append(score)
-    last = mask.sum(1) - 1  # (B,)
-    final = np.stack(scores, 1)[np.arange(B), last] + end  # (B, C)
-    return backtrace(final, back, last)
+    return backtrace(np.stack(scores, 1), back, mask, end)
