@@ -118,6 +118,10 @@ def export_transformer(model_dir, output_dir, quantize: Optional[str] = None) ->
 
     _check_onnx(quantize)
     clf = TransformerTokenClassifier.from_pretrained(str(model_dir)).eval()
+    # eager attention traces to MatMul + Add(mask) + Softmax; SDPA's ONNX form adds Where(-inf mask)
+    # and Where(IsNaN) over every (B, heads, T, T) score tensor: 24% of the int8 graph's time
+    # (docs/benchmarks.md). The torch model keeps SDPA.
+    clf.model.set_attn_implementation("eager")
     out = Path(output_dir)
     batch = clf.aligner.collate(clf.windows([["a", "b", "c"], ["d"]]))
     axes = {k: {0: "batch", 1: "tokens"} for k in ("input_ids", "attention_mask", "logits")}
