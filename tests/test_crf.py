@@ -5,6 +5,7 @@ import itertools
 import math
 
 import pytest
+import numpy as np
 import torch
 
 from nlp_distill.data.labels import LabelVocab, is_valid
@@ -103,6 +104,24 @@ def test_nll_viterbi_marginals_match_brute_force(C, lengths):
         torch.testing.assert_close(marg[b, :n].double(), bmarg, atol=1e-5, rtol=1e-4)
         assert torch.all(marg[b, n:] == 0)
         assert nll[b].item() >= -1e-5  # a probability is at most 1
+
+
+def test_packed_viterbi_of_many_sentences_matches_brute_force():
+    """Rows of 40 sentences (lengths 1-6 in random order, many ties) decoded in one packed
+    recursion, torch and numpy, equal brute force per sentence."""
+    C = 4
+    crf = _randomise(CRF(C), seed=5)
+    g = torch.Generator().manual_seed(3)
+    lengths = torch.randint(1, 7, (40,), generator=g).tolist()
+    rows = torch.randn(sum(lengths), C, generator=g)
+    paths = crf.viterbi_rows(rows, lengths)
+    start, trans, end = (t.detach().numpy() for t in crf._scores())
+    em, mask = np.zeros((40, 6, C), np.float32), np.zeros((40, 6), bool)
+    for b, piece in enumerate(rows.split(lengths)):
+        em[b, : len(piece)], mask[b, : len(piece)] = piece.numpy(), True
+    assert numpy_viterbi(em, mask, start, trans, end) == paths
+    for piece, path in zip(rows.split(lengths), paths):
+        assert tuple(path) == tuple(_brute(crf, piece, len(piece))[1])
 
 
 @pytest.mark.parametrize("C,lengths", CASES)

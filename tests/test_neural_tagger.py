@@ -216,18 +216,17 @@ def test_crf_predict_uses_viterbi(tiny, monkeypatch):
     assert model.predict([["nobody", "expected", "that", "today", "."]]) == [model.labels.decode(vit)]
 
     calls = []
-    real = model.crf.viterbi
 
-    def spy(emissions, m):
-        calls.append(emissions.shape)
-        return [[len(model.labels) - 1] * int(n) for n in m.sum(1).tolist()]
+    def spy(rows, lengths):
+        calls.append(list(lengths))
+        return [[len(model.labels) - 1] * int(n) for n in lengths]
 
-    monkeypatch.setattr(model.crf, "viterbi", spy)
-    out = model.predict([["a", "b"], ["c"]])
-    assert calls, "predict did not call crf.viterbi"
+    monkeypatch.setattr(model.crf, "viterbi_rows", spy)
+    out = model.predict([["a", "b"], ["c"], ["d", "e", "f"]], batch_size=2)
+    assert len(calls) == 1, "predict decodes a block's batches in one Viterbi"
+    assert sorted(calls[0]) == [1, 2, 3]
     last = model.labels.labels[-1]
-    assert out == [[last, last], [last]]
-    monkeypatch.setattr(model.crf, "viterbi", real)
+    assert out == [[last, last], [last], [last] * 3]
 
 
 def test_softmax_predict_is_argmax(tiny):

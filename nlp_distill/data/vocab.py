@@ -104,7 +104,8 @@ def char_ids(word: str, vocab: Vocab, max_len: int) -> List[int]:
     if len(word) > max_len:
         half = max_len // 2
         word = word[:half] + word[len(word) - (max_len - half):]
-    return [vocab.id(c) for c in word]
+    get = vocab.stoi.get  # the lookup of ``Vocab.id`` without a method call per character
+    return [get(c.lower(), UNK_ID) for c in word] if vocab.lowercase else [get(c, UNK_ID) for c in word]
 
 
 def read_embedding_file(path, dim: Optional[int] = None) -> Tuple[List[str], np.ndarray]:

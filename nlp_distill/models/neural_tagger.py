@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -113,12 +114,19 @@ class NeuralTagger(nn.Module):
         return (nll * weight[full]).sum(), labeled[full].sum()
 
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> List[List[int]]:
-        """Label ids per sentence: Viterbi for CRF models, argmax otherwise."""
+        """Label ids per sentence: Viterbi for CRF models, argmax otherwise (``decode_rows``).
+
+        Args:
+            emissions: (B, L, C); mask: (B, L) bool, left-aligned, every sentence non-empty.
+        """
+        return self.decode_rows(emissions[mask], mask.sum(1).tolist())
+
+    def decode_rows(self, rows: torch.Tensor, lengths: Sequence[int]) -> List[List[int]]:
+        """Label ids per sentence from concatenated emission rows (T, C), ``lengths`` words each."""
         if self.crf is not None:
-            return self.crf.viterbi(emissions, mask)
-        pred = emissions.argmax(-1)
-        lengths = mask.sum(1).tolist()
-        return [pred[b, :n].tolist() for b, n in enumerate(lengths)]
+            return self.crf.viterbi_rows(rows, lengths)
+        pred = rows.argmax(-1).cpu().numpy()
+        return [p.tolist() for p in np.split(pred, np.cumsum(lengths)[:-1])] if len(lengths) else []
 
     def encode(self, sentences: Sequence[Sentence], weights=None) -> EncodedData:
         return EncodedData(sentences, self.word_vocab, self.char_vocab, self.labels, self.config.max_word_length, weights)
@@ -146,6 +154,8 @@ class NeuralTagger(nn.Module):
         table = TokenTable(sentences)
         vectors = self.token_vectors(table.tokens)  # (1 + U, D)
         out: List[List[str]] = [[] for _ in sentences]
+        order: List[int] = []  # sentences in the order their emission rows are collected
+        rows: List[torch.Tensor] = []
         for idx in bucket_batches(table.lengths, batch_size, shuffle=False):
             idx = [i for i in idx if table.lengths[i] > 0]
             if not idx:
@@ -154,7 +164,10 @@ class NeuralTagger(nn.Module):
             ids, mask = ids.to(vectors.device), mask.to(vectors.device)
             with self.autocast():
                 emissions = self.proj(self.encoder(vectors[ids], mask)).float()  # (B, L, C)
-            for i, tags in zip(idx, self.decode(emissions, mask)):
+            rows.append(emissions[mask])  # (words of the batch, C)
+            order.extend(idx)
+        if order:  # one decode for the block: Viterbi steps once per position of its longest sentence
+            for i, tags in zip(order, self.decode_rows(torch.cat(rows), [table.lengths[i] for i in order])):
                 out[i] = self.labels.decode(tags)
         return out
 

@@ -7,7 +7,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import nn
 
-from nlp_distill.modules.viterbi import backtrace
+from nlp_distill.modules.viterbi import PackedLayout, backtrace
 
 _NEG = -1e4  # score of a forbidden transition: exp() underflows to 0, still finite for autograd
 
@@ -122,21 +122,36 @@ class CRF(nn.Module):
 
     @torch.no_grad()
     def viterbi(self, emissions: torch.Tensor, mask: torch.Tensor) -> List[List[int]]:
-        """Best path per sentence (lists of length = real length); the recursion runs in torch
-        without masking (``nlp_distill.modules.viterbi``), the back-pointers are followed in numpy.
+        """Best path per sentence (lists of length = real length).
 
         Args:
-            emissions: (B, L, C); mask: (B, L) bool, left-aligned.
+            emissions: (B, L, C); mask: (B, L) bool, left-aligned, every sentence non-empty.
         """
+        return self.viterbi_rows(emissions[mask], mask.sum(1).tolist())
+
+    @torch.no_grad()
+    def viterbi_rows(self, rows: torch.Tensor, lengths: Sequence[int]) -> List[List[int]]:
+        """Best path per sentence from concatenated emission rows: the recursion runs in torch over
+        the sentences sorted by length (``nlp_distill.modules.viterbi``: no padding, one step per
+        word position of the longest sentence), the back-pointers are followed in numpy.
+
+        Args:
+            rows: (T, C) emissions, sentence after sentence; lengths: (n,) each >= 1, summing to T.
+        """
+        layout = PackedLayout(lengths)
+        if not layout.n:
+            return []
         start, trans, end = self._scores()
-        B, L, C = emissions.shape
-        score = start + emissions[:, 0]  # (B, C)
-        scores, history = [score], []
-        for t in range(1, L):
-            best, idx = (score.unsqueeze(2) + trans).max(dim=1)  # (B, C_to): best over C_from
-            score = best + emissions[:, t]
-            scores.append(score)
+        data = rows.float()[torch.from_numpy(layout.index).to(rows.device)]  # (T, C) time-major
+        bs, off = layout.batch_sizes.tolist(), layout.offsets.tolist()
+        final = data.new_empty(layout.n, rows.size(1))
+        score, history = start + data[: bs[0]], []
+        for t in range(1, len(bs)):
+            k = bs[t]
+            final[k : score.size(0)] = score[k:]  # sentences that ended at t - 1
+            best, idx = (score[:k].unsqueeze(2) + trans).max(dim=1)  # (k, C_to): best over C_from
+            score = best + data[off[t] : off[t] + k]
             history.append(idx)
-        back = torch.stack(history, 1) if history else emissions.new_zeros((B, 0, C), dtype=torch.long)
-        return backtrace(torch.stack(scores, 1).float().cpu().numpy(), back.cpu().numpy(), mask.cpu().numpy(),
-                         end.detach().float().cpu().numpy())
+        final[: score.size(0)] = score
+        back = torch.cat(history) if history else data.new_zeros((0, rows.size(1)), dtype=torch.long)
+        return backtrace(layout, final.cpu().numpy(), back.cpu().numpy(), end.detach().float().cpu().numpy())

@@ -1,40 +1,82 @@
-"""Viterbi decoding shared by the torch CRF and the torch-free ONNX runtime (numpy only).
+"""Viterbi decoding over packed rows, shared by the torch CRF and the torch-free ONNX runtime.
 
-The forward recursion runs over the padded length without masking: a sentence's best scores at
-its last real word are read from the step that reached them, and the back-pointers before that
-step come from real words only. Fewer operations per step than masking every step.
+Every sentence's emission rows arrive concatenated (``rows``: (T, C), sentence after sentence,
+``lengths`` words each), as many sentences as the caller has (``NeuralTagger.predict`` passes a
+whole block, not one batch). The recursion runs time-major over the sentences sorted by length,
+longest first: at step t only the sentences longer than t take part, as a prefix of that order
+(the layout of a ``PackedSequence``). No padding is scored and the number of steps is the longest
+sentence's length, not that times the number of batches.
+
+``PackedLayout`` holds the index arithmetic, ``backtrace`` follows the back-pointers in numpy;
+the forward recursion has a torch form (``CRF.viterbi_rows``) and a numpy form (``viterbi``).
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, Sequence
 
 import numpy as np
 
 
-def backtrace(scores: np.ndarray, back: np.ndarray, mask: np.ndarray, end: np.ndarray) -> List[List[int]]:
-    """Best path per sentence from an unmasked forward recursion.
+class PackedLayout:
+    """Time-major order of the rows of sentences sorted by length (longest first, stable).
+
+    Attributes:
+        n: number of sentences (all non-empty).
+        lengths: (n,) lengths in the given sentence order.
+        sorted_lengths: (n,) lengths longest first.
+        batch_sizes: (L,) sentences longer than t, for each step t < L (L = the longest length).
+        offsets: (L + 1,) start of step t's block in time-major order.
+        index: (T,) time-major position -> row in the given (sentence after sentence) order.
+    """
+
+    def __init__(self, lengths: Sequence[int]) -> None:
+        self.lengths = np.asarray(lengths, np.int64)
+        if (self.lengths < 1).any():
+            raise ValueError("Viterbi needs non-empty sentences")
+        self.n = len(self.lengths)
+        order = np.argsort(-self.lengths, kind="stable")
+        self.sorted_lengths = self.lengths[order]
+        L = int(self.sorted_lengths[0]) if self.n else 0
+        counts = np.bincount(self.lengths, minlength=L + 1)  # (L + 1,) sentences of each length
+        self.batch_sizes = self.n - np.cumsum(counts)[:L]  # (L,) longer than t
+        self.offsets = np.concatenate([[0], np.cumsum(self.batch_sizes)])
+        starts = (np.cumsum(self.lengths) - self.lengths)[order]  # (n,) first row of each sorted sentence
+        step = np.repeat(np.arange(L), self.batch_sizes)  # (T,) step t of each time-major position
+        rank = np.arange(len(step)) - self.offsets[step]  # (T,) sorted sentence of each position
+        self.index = starts[rank] + step
+
+    def split(self, labels: np.ndarray) -> List[List[int]]:
+        """Time-major labels (T,) -> one list per sentence, in the given sentence order."""
+        flat = np.empty_like(labels)
+        flat[self.index] = labels
+        return [p.tolist() for p in np.split(flat, np.cumsum(self.lengths)[:-1])] if self.n else []
+
+
+def backtrace(layout: PackedLayout, final: np.ndarray, back: np.ndarray, end: np.ndarray) -> List[List[int]]:
+    """Best path per sentence from the packed forward recursion.
 
     Args:
-        scores: (B, L, C) best path score ending in each label at each step (end scores not added).
-        back: (B, L - 1, C) ``back[b, t - 1, c]`` = best previous label of label ``c`` at step ``t``.
-        mask: (B, L) bool, left-aligned.
+        layout: the sentences' ``PackedLayout``.
+        final: (n, C) best score ending in each label at each sentence's last word (sorted order,
+            end scores not added).
+        back: (T - batch_sizes[0], C) best previous label, time-major, for steps 1..L-1.
         end: (C,) end scores.
 
     Returns:
-        B label-id lists, one id per real word.
+        One label-id list per sentence, in the given order.
     """
-    B, L, _ = scores.shape
-    last = mask.sum(1) - 1  # (B,) each sentence's last real word
-    rows = np.arange(B)
-    best_end = (scores[rows, last] + end).argmax(1)  # (B,)
-    paths = np.zeros((B, L), np.int64)
-    cur = np.zeros(B, np.int64)
-    for t in range(L - 1, -1, -1):
-        cur = np.where(last == t, best_end, cur)  # a sentence's path starts at its own last word
-        paths[:, t] = cur
+    bs, off = layout.batch_sizes, layout.offsets
+    best_end = (final + end).argmax(1)  # (n,)
+    path = np.empty(int(off[-1]), np.int64)
+    cur = np.empty(layout.n, np.int64)
+    for t in range(len(bs) - 1, -1, -1):
+        k = bs[t]
+        done = bs[t + 1] if t + 1 < len(bs) else 0
+        cur[done:k] = best_end[done:k]  # sentences whose last word is t start their path here
+        path[off[t] : off[t] + k] = cur[:k]
         if t:
-            cur = back[rows, t - 1, cur]
-    return [paths[b, : last[b] + 1].tolist() for b in range(B)]
+            cur[:k] = back[np.arange(off[t] - bs[0], off[t] - bs[0] + k), cur[:k]]
+    return layout.split(path)
 
 
 def viterbi(emissions: np.ndarray, mask: np.ndarray, start: np.ndarray, trans: np.ndarray,
@@ -42,14 +84,23 @@ def viterbi(emissions: np.ndarray, mask: np.ndarray, start: np.ndarray, trans: n
     """Best CRF path per sentence in numpy (scores include the constraint penalties).
 
     Args:
-        emissions: (B, L, C); mask: (B, L) bool, left-aligned; start, end: (C,); trans: (C, C) [from, to].
+        emissions: (B, L, C); mask: (B, L) bool, left-aligned, every sentence non-empty;
+        start, end: (C,); trans: (C, C) [from, to].
     """
-    B, L, C = emissions.shape
-    score = start + emissions[:, 0]  # (B, C)
-    scores, back = [score], np.zeros((B, max(L - 1, 0), C), np.int64)
-    for t in range(1, L):
-        cand = score[:, :, None] + trans[None]  # (B, C_from, C_to)
-        back[:, t - 1] = idx = cand.argmax(1)  # (B, C)
-        score = np.take_along_axis(cand, idx[:, None, :], 1)[:, 0] + emissions[:, t]
-        scores.append(score)
-    return backtrace(np.stack(scores, 1), back, mask, end)
+    layout = PackedLayout(mask.sum(1))
+    if not layout.n:
+        return []
+    data = emissions[mask][layout.index]  # (T, C) time-major
+    bs, off = layout.batch_sizes, layout.offsets
+    final = np.empty((layout.n, emissions.shape[2]), np.float32)
+    score, back = start + data[: bs[0]], []
+    for t in range(1, len(bs)):
+        k = bs[t]
+        final[k : len(score)] = score[k:]  # sentences that ended at t - 1
+        cand = score[:k, :, None] + trans[None]  # (k, C_from, C_to)
+        idx = cand.argmax(1)  # (k, C)
+        score = np.take_along_axis(cand, idx[:, None, :], 1)[:, 0] + data[off[t] : off[t] + k]
+        back.append(idx)
+    final[: len(score)] = score
+    back_arr = np.concatenate(back) if back else np.zeros((0, len(start)), np.int64)
+    return backtrace(layout, final, back_arr, end)
