@@ -384,6 +384,21 @@ class LabelConfig(ConfigBase):
 
 
 @dataclass
+class CompactConfig(ConfigBase):
+    """How ``nlp-export compact`` stores a student: product-quantised word table, fp16 weights.
+
+    Saved as the ``storage`` section of the model's ``config.json``; loading restores float32
+    weights (the table from its codes), so every consumer sees an ordinary ``NeuralTagger``.
+    """
+
+    SECTION: ClassVar[str] = "storage"
+    pq_dims: int = option(5, ge=0, help="Word-table columns per product-quantisation subspace: each word keeps one byte per subspace (50-d words, 5: 10 bytes instead of 200). Must divide the word vector size; 0 keeps the table as a plain tensor.")
+    pq_centroids: int = option(256, ge=1, le=256, help="k-means centroids per subspace (codes are one byte).")
+    pq_head: int = option(8000, ge=0, help="The first N rows of the word table (the most frequent words; a student's training words come first) are stored as int8 rows instead of codes (51 bytes a word): they are most of the tokens a student reads.")
+    weights: str = option("float16", choices=("float16", "float32"), help="On-disk precision of the other weights (they load back as float32).")
+
+
+@dataclass
 class StudentDataConfig(ConfigBase):
     """How student training data is batched and how word vectors are initialised."""
 

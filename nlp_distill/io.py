@@ -7,17 +7,18 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 LIBRARY_VERSION = "0.1.0"
 
 
-def write_json(path, obj: Any) -> None:
-    """Write JSON atomically (temp file + rename)."""
+def write_json(path, obj: Any, indent: Optional[int] = 2) -> None:
+    """Write JSON atomically (temp file + rename); ``indent=None``: one line, no spaces."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    separators = None if indent is not None else (",", ":")
+    tmp.write_text(json.dumps(obj, indent=indent, ensure_ascii=False, separators=separators) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 

@@ -12,7 +12,7 @@ from typing import Any, Dict
 
 import click
 
-from nlp_distill.config import (AugmentConfig, KDConfig, PseudoConfig, StudentDataConfig, StudentTrainerConfig,
+from nlp_distill.config import (AugmentConfig, CompactConfig, KDConfig, PseudoConfig, StudentDataConfig, StudentTrainerConfig,
                                 LabelConfig, TaggerConfig, TeacherTrainerConfig, TransformerConfig,
                                 TransformerStudentConfig)
 from procedures.options import build_configs, config_options
@@ -251,6 +251,23 @@ def export_onnx(model_dir, output_dir, quantize) -> None:
     setup_logging()
     out = export_model(model_dir, output_dir, quantize)
     click.echo(f"exported {model_dir} -> {out}")
+
+
+@nlp_export.command("compact")
+@click.option("--model_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A student model folder, or the run folder holding model/.")
+@click.option("--output_dir", required=True, type=click.Path(file_okay=False), help="Folder to write the compact student to.")
+@config_options(CompactConfig)
+@click.pass_context
+def export_compact(ctx: click.Context, model_dir, output_dir, **_: Any) -> None:
+    """Shrink a student for shipping (product-quantised word table, fp16 weights); it loads like any student."""
+    from nlp_distill.export.compact import compact_tagger
+    from procedures.common import setup_logging
+
+    setup_logging()
+    r = compact_tagger(model_dir, output_dir, build_configs(ctx)["storage"])
+    click.echo(f"compact {model_dir} -> {r['folder']}: {r['bytes_before'] / 1e6:.2f} MB -> {r['bytes_after'] / 1e6:.2f} MB "
+               f"({r['bytes_before'] / r['bytes_after']:.1f}x smaller)")
 
 
 if __name__ == "__main__":  # python -m procedures.cli ...: nlp-train (e.g. under torchrun -m)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nlp_distill.config import TaggerConfig
+from nlp_distill.config import CompactConfig, TaggerConfig
 from nlp_distill.data.batching import Batch, EncodedData, bucket_batches
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.labels import LabelVocab
@@ -18,6 +18,7 @@ from nlp_distill.data.token_table import TokenTable
 from nlp_distill.data.vocab import Vocab, build_char_vocab
 from nlp_distill.io import LIBRARY_VERSION, read_json, resolve_model_dir, write_json
 from nlp_distill.distill import losses
+from nlp_distill.models.tagger_storage import compact_state, restore_state
 from nlp_distill.modules.crf import CRF
 from nlp_distill.modules.embedders import WordCharEmbedder
 from nlp_distill.modules.encoders import BiLSTMEncoder, IDCNNEncoder
@@ -208,22 +209,33 @@ class NeuralTagger(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     # ----------------------------------------------------------------------- save / load
-    def save_pretrained(self, folder) -> None:
+    def save_pretrained(self, folder, storage: Optional[CompactConfig] = None) -> None:
         """Folder: ``config.json`` (architecture, labels, library version), ``model.safetensors``,
-        ``vocab.json`` (words + chars)."""
+        ``vocab.json`` (words + chars).
+
+        Args:
+            storage: store the weights compactly (``nlp-export compact``: product-quantised word
+                table, fp16); recorded in ``config.json`` so ``from_pretrained`` restores them.
+        """
         from safetensors.torch import save_file
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        write_json(folder / "config.json", {"model_class": "NeuralTagger", "library_version": LIBRARY_VERSION,
-                                           "tagger": self.config.to_dict(), "labels": self.labels.labels})
-        write_json(folder / "vocab.json", {"words": self.word_vocab.to_dict(), "chars": self.char_vocab.to_dict()})
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        cfg = {"model_class": "NeuralTagger", "library_version": LIBRARY_VERSION, "tagger": self.config.to_dict(),
+               "labels": self.labels.labels}
+        if storage is not None:
+            state, cfg["storage"] = compact_state(state, storage), storage.to_dict()
+        write_json(folder / "config.json", cfg)
+        # one line: an indented 50k-word vocabulary is 40% spaces and newlines
+        write_json(folder / "vocab.json", {"words": self.word_vocab.to_dict(), "chars": self.char_vocab.to_dict()},
+                   indent=None)
         save_file(state, str(folder / WEIGHTS_FILE))
 
     @classmethod
     def from_pretrained(cls, folder, map_location: str = "cpu") -> "NeuralTagger":
-        """Rebuild from ``config.json`` + ``vocab.json`` and load weights strictly."""
+        """Rebuild from ``config.json`` + ``vocab.json`` and load weights strictly (compactly
+        stored weights are restored to float32 first)."""
         from safetensors.torch import load_file
 
         folder = resolve_model_dir(folder)
@@ -233,6 +245,9 @@ class NeuralTagger(nn.Module):
         vocab = read_json(folder / "vocab.json")
         tcfg = TaggerConfig.from_dict(cfg["tagger"])
         model = cls(tcfg, Vocab.from_dict(vocab["words"]), Vocab.from_dict(vocab["chars"]), LabelVocab(cfg["labels"]))
-        model.load_state_dict(load_file(str(folder / WEIGHTS_FILE), device=map_location), strict=True)
+        state = load_file(str(folder / WEIGHTS_FILE), device=map_location)
+        if "storage" in cfg:
+            state = restore_state({k: v.cpu() for k, v in state.items()}, CompactConfig.from_dict(cfg["storage"]))
+        model.load_state_dict(state, strict=True)
         model.eval()
         return model

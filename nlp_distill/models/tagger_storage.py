@@ -1,0 +1,63 @@
+"""A NeuralTagger's weights on disk in compact form (``CompactConfig``) and back.
+
+The word table (nearly all of a GloVe student's bytes) is stored in three parts: the ``<pad>`` /
+``<unk>`` rows exactly, the ``pq_head`` most frequent words as int8 rows with one scale each, the
+rest as product-quantisation codes. Every other float tensor is stored in ``weights`` precision.
+Loading returns the float32 state dict of an ordinary NeuralTagger.
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+
+from nlp_distill.config import CompactConfig
+from nlp_distill.errors import ConfigError
+from nlp_distill.modules.product_quantization import pq_decode, pq_encode
+
+WORD_TABLE = "embedder.words.weight"
+N_SPECIAL = 2  # <pad>, <unk>: kept exactly
+
+
+def _int8_rows(rows: torch.Tensor):
+    """(N, D) float -> (N, D) int8 and (N, 1) scales (symmetric, per row)."""
+    scale = rows.abs().amax(1, keepdim=True).clamp_min(1e-12) / 127.0
+    return torch.round(rows / scale).to(torch.int8), scale
+
+
+def compact_state(state: Dict[str, torch.Tensor], storage: CompactConfig) -> Dict[str, torch.Tensor]:
+    """The tensors to save for ``state`` under ``storage``."""
+    dtype = getattr(torch, storage.weights)
+    out = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    if not storage.pq_dims:
+        return out
+    table = state[WORD_TABLE].float()
+    if table.size(1) % storage.pq_dims:
+        raise ConfigError(f"--pq_dims {storage.pq_dims} does not divide the word vector size {table.size(1)}: "
+                          "pick a divisor, or --pq_dims 0 to keep the table as a tensor")
+    del out[WORD_TABLE]
+    head_end = min(N_SPECIAL + storage.pq_head, table.size(0))
+    out[WORD_TABLE + ".special"] = table[:N_SPECIAL].to(dtype)
+    if head_end > N_SPECIAL:
+        out[WORD_TABLE + ".head_int8"], scale = _int8_rows(table[N_SPECIAL:head_end])
+        out[WORD_TABLE + ".head_scale"] = scale.to(dtype)
+    if head_end < table.size(0):
+        codes, books = pq_encode(table[head_end:].numpy(), storage.pq_dims, storage.pq_centroids)
+        out[WORD_TABLE + ".pq_codes"] = torch.from_numpy(codes)
+        out[WORD_TABLE + ".pq_codebooks"] = torch.from_numpy(books).to(dtype)
+    return out
+
+
+def restore_state(saved: Dict[str, torch.Tensor], storage: CompactConfig) -> Dict[str, torch.Tensor]:
+    """The float32 state dict of a model saved by ``compact_state``."""
+    out = {k: v.float() if v.is_floating_point() else v for k, v in saved.items() if not k.startswith(WORD_TABLE + ".")}
+    if not storage.pq_dims:
+        return out
+    parts = [saved[WORD_TABLE + ".special"].float()]
+    if WORD_TABLE + ".head_int8" in saved:
+        parts.append(saved[WORD_TABLE + ".head_int8"].float() * saved[WORD_TABLE + ".head_scale"].float())
+    if WORD_TABLE + ".pq_codes" in saved:
+        codes, books = saved[WORD_TABLE + ".pq_codes"].numpy(), saved[WORD_TABLE + ".pq_codebooks"].float().numpy()
+        parts.append(torch.from_numpy(pq_decode(codes, books)))
+    out[WORD_TABLE] = torch.cat(parts)
+    return out
