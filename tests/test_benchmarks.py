@@ -119,3 +119,24 @@ def test_predict_profile_reports_both_paths(tmp_path):
     r = predict_profile.profile(model, [s.tokens for s in read_conll(TINY / "test.txt")], repeats=1)
     assert {k for k, _ in predict_profile.COLUMNS} <= set(r) and r["sent_per_s"] > 0
     assert all(r[k] >= 0 for k, _ in predict_profile.COLUMNS)
+
+
+def test_compact_f1_benchmark_runs(tmp_path):
+    import torch
+
+    from benchmarks import compact_f1
+    from nlp_distill.config import TaggerConfig
+    from nlp_distill.data.conll import read_conll
+    from nlp_distill.data.labels import LabelVocab
+    from nlp_distill.models.neural_tagger import NeuralTagger
+
+    train = read_conll(TINY / "train.txt")
+    torch.manual_seed(0)
+    NeuralTagger.build(TaggerConfig(hidden=8, word_emb_dim=10, use_crf=True), train,
+                       LabelVocab.from_sentences(s.tags for s in train)).save_pretrained(tmp_path / "m")
+    res = compact_f1.main(["--data_dir", str(TINY), "--model", f"m={tmp_path / 'm'}", "--pq_head", "0",
+                           "--pq_head", "5", "--threads", "1", "--json", str(tmp_path / "c.json")])
+    r = res["m"]
+    assert r["mb_h0"] < r["mb_h5"] < r["mb"]  # int8 head rows cost more than codes, less than fp32
+    assert all(0.0 <= r[f"{s}_agree_h{h}"] <= 1.0 for s in ("dev", "test") for h in (0, 5))
+    assert json.loads((tmp_path / "c.json").read_text())["pq_head"] == [0, 5]
