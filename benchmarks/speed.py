@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -22,11 +22,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nlp_distill.data.unlabeled import iter_unlabeled  # noqa: E402
 
 
-def load_any(model_dir):
-    """A saved TransformerTokenClassifier or NeuralTagger, by what the folder holds."""
+def load_any(spec: str, threads: Optional[int] = None):
+    """A saved model by what its folder holds: ``DIR`` or ``DIR@RUNTIME``.
+
+    A TransformerTokenClassifier or NeuralTagger folder runs in torch (``@fp32`` / ``@bf16`` /
+    ``@auto`` set its precision; default: the saved one); a folder from ``nlp-export onnx`` runs in
+    ONNX Runtime (``@fp32`` / ``@int8``; default int8 when exported) with ``threads`` threads.
+    """
+    from nlp_distill.export.runtime import load_exported
+    from nlp_distill.io import read_json
     from nlp_distill.models.loader import load_model
 
-    return load_model(model_dir)
+    folder, _, runtime = spec.partition("@")
+    cfg = Path(folder) / "config.json"
+    if cfg.is_file() and read_json(cfg).get("model_class") in ("OnnxTagger", "OnnxTransformer"):
+        return load_exported(folder, runtime or None, threads)
+    model = load_model(folder)
+    if runtime:
+        model.config = model.config.replace(precision=runtime)
+    return model
 
 
 def measure(predict: Callable[[List[List[str]], int], list], sentences: Sequence[List[str]],
@@ -69,9 +83,9 @@ def peak_rss_mb(model_dir: str, data_file: str, threads: int) -> float:
     code = (
         "import sys,torch;sys.path.insert(0,%r);torch.set_num_threads(%d);"
         "from benchmarks.speed import load_any;from nlp_distill.data.unlabeled import iter_unlabeled;"
-        "m=load_any(%r);s=[x.tokens for x in iter_unlabeled(%r)];m.predict(s,batch_size=64);"
+        "m=load_any(%r,%d);s=[x.tokens for x in iter_unlabeled(%r)];m.predict(s,batch_size=64);"
         "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')][0])"
-    ) % (str(Path(__file__).resolve().parents[1]), threads, model_dir, data_file)
+    ) % (str(Path(__file__).resolve().parents[1]), threads, model_dir, threads, data_file)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1]) / 1024.0
 
@@ -81,11 +95,12 @@ def benchmark_models(models: Dict[str, str], data_file: str, threads: int = 2, l
     """Measure every model side by side in this process (same data, same threads)."""
     torch.set_num_threads(threads)
     sents = [s.tokens for s in iter_unlabeled(data_file)]
-    loaded = {name: load_any(d) for name, d in models.items()}
+    loaded = {name: load_any(d, threads) for name, d in models.items()}
     out: Dict[str, Dict[str, float]] = {}
     with torch.inference_mode():
         for name, m in loaded.items():
-            m.eval()
+            if hasattr(m, "eval"):  # torch models (ONNX Runtime predictors have no modes)
+                m.eval()
             out[name] = measure(lambda s, bs, m=m: m.predict(s, batch_size=bs), sents, latency_n)
     if rss:
         for name, d in models.items():
@@ -96,7 +111,8 @@ def benchmark_models(models: Dict[str, str], data_file: str, threads: int = 2, l
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data_file", required=True)
-    ap.add_argument("--model", action="append", required=True, help="name=model_dir (repeatable)")
+    ap.add_argument("--model", action="append", required=True,
+                    help="NAME=DIR[@RUNTIME] (repeatable): a model folder (@fp32/@bf16) or an nlp-export onnx folder (@fp32/@int8)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
     a = ap.parse_args()

@@ -126,3 +126,17 @@ def test_transformer_export_matches_torch_on_long_sentences(tiny_encoder_dir, ti
     ok(invoke(nlp_inference, ["transformer_token", "--model_dir", tmp_path / "onnx", "--data_file", TINY / "test.txt",
                               "--output_file", out, "--backend", "onnx"]))
     assert len(read_conll(out, tag_column=1)) == len(TEST)
+
+
+def test_speed_benchmark_measures_exported_and_torch_runtimes(tmp_path):
+    from benchmarks.speed import benchmark_models, load_any
+
+    _model(tmp_path, model_type="cnn-lstm", use_crf=True)
+    export_tagger(tmp_path / "student", tmp_path / "onnx", quantize="int8")
+    assert load_any(f"{tmp_path / 'student'}@bf16").config.precision == "bf16"
+    assert load_any(f"{tmp_path / 'onnx'}@fp32").variant == "fp32"
+    assert load_any(str(tmp_path / "onnx")).variant == "int8"
+    res = benchmark_models({"torch": f"{tmp_path / 'student'}@fp32", "ort": f"{tmp_path / 'onnx'}@int8"},
+                           str(TINY / "test.txt"), threads=1, latency_n=5)
+    for r in res.values():
+        assert r["sent_per_s_b64"] > 0 and r["latency_p95_ms"] >= r["latency_p50_ms"] > 0 and r["peak_rss_mb"] > 0
