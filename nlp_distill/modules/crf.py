@@ -8,8 +8,12 @@ import torch
 from torch import nn
 
 from nlp_distill.modules.viterbi import PackedLayout, backtrace
+from nlp_distill.modules.viterbi import viterbi_rows as viterbi_numpy
 
 _NEG = -1e4  # score of a forbidden transition: exp() underflows to 0, still finite for autograd
+# Viterbi of fewer sentences runs in numpy (a 40-word sentence 0.50 vs 0.92 ms, 16 of them 1.3 vs
+# 1.7 ms); from 64 on torch's batched steps win (2.7 vs 3.8 ms)
+NUMPY_BELOW = 32
 
 
 class CRF(nn.Module):
@@ -131,17 +135,19 @@ class CRF(nn.Module):
 
     @torch.no_grad()
     def viterbi_rows(self, rows: torch.Tensor, lengths: Sequence[int]) -> List[List[int]]:
-        """Best path per sentence from concatenated emission rows: the recursion runs in torch over
-        the sentences sorted by length (``nlp_distill.modules.viterbi``: no padding, one step per
-        word position of the longest sentence), the back-pointers are followed in numpy.
+        """Best path per sentence from concatenated emission rows: the recursion runs over the
+        sentences sorted by length (``nlp_distill.modules.viterbi``: no padding, one step per word
+        position of the longest sentence), in torch, or in numpy for fewer than ``NUMPY_BELOW``
+        sentences on CPU; the back-pointers are followed in numpy.
 
         Args:
             rows: (T, C) emissions, sentence after sentence; lengths: (n,) each >= 1, summing to T.
         """
-        layout = PackedLayout(lengths)
-        if not layout.n:
-            return []
         start, trans, end = self._scores()
+        if len(lengths) < NUMPY_BELOW and rows.device.type == "cpu":  # fewer ops per step: numpy's are cheaper
+            return viterbi_numpy(rows.detach().float().numpy(), lengths,
+                                 *(x.detach().float().numpy() for x in (start, trans, end)))
+        layout = PackedLayout(lengths)
         data = rows.float()[torch.from_numpy(layout.index).to(rows.device)]  # (T, C) time-major
         bs, off = layout.batch_sizes.tolist(), layout.offsets.tolist()
         final = data.new_empty(layout.n, rows.size(1))

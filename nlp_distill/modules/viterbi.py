@@ -87,12 +87,18 @@ def viterbi(emissions: np.ndarray, mask: np.ndarray, start: np.ndarray, trans: n
         emissions: (B, L, C); mask: (B, L) bool, left-aligned, every sentence non-empty;
         start, end: (C,); trans: (C, C) [from, to].
     """
-    layout = PackedLayout(mask.sum(1))
+    return viterbi_rows(emissions[mask], mask.sum(1), start, trans, end)
+
+
+def viterbi_rows(rows: np.ndarray, lengths: Sequence[int], start: np.ndarray, trans: np.ndarray,
+                 end: np.ndarray) -> List[List[int]]:
+    """``viterbi`` over concatenated emission rows (T, C), ``lengths`` words each (>= 1)."""
+    layout = PackedLayout(lengths)
     if not layout.n:
         return []
-    data = emissions[mask][layout.index]  # (T, C) time-major
+    data = np.asarray(rows, np.float32)[layout.index]  # (T, C) time-major
     bs, off = layout.batch_sizes, layout.offsets
-    final = np.empty((layout.n, emissions.shape[2]), np.float32)
+    final = np.empty((layout.n, data.shape[1]), np.float32)
     score, back = start + data[: bs[0]], []
     for t in range(1, len(bs)):
         k = bs[t]
