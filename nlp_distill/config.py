@@ -409,6 +409,7 @@ class StudentDataConfig(ConfigBase):
     # 50k: on WNUT-16 it covers 87% of test entity tokens (training words alone: 54%) and lifted
     # gold-only test F1 by ~6 points (docs/benchmarks.md); it costs N x dim embedding parameters
     embedding_vocab: int = option(50000, ge=0, help="With --embedding_file: also give the student a row for each of the N most frequent words of the vectors (0: training words only), so words never seen in training keep their pretrained vector.")
+    embedding_pq_dims: int = option(0, ge=0, help="With --embedding_file: train on the product quantisation of the pretrained vectors (subspaces of N columns, 256 centroids), so `nlp-export compact --pq_dims N` later stores the words never seen in training without loss (0: train on the vectors as they are).")
     init_embeddings_from_teacher: Optional[str] = option(None, path="dir", help="Initialise word vectors from this teacher/encoder folder (PCA of sub-token embeddings).")
     vocab_from_unlabeled: bool = option(True, help="Add words of unlabeled/augmented training text to the word vocabulary.")
     repair_tags: bool = option(False, help="Repair scheme-invalid training tag sequences (e.g. IOB1: an orphan I-X starts an X entity) instead of stopping.")

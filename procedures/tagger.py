@@ -13,10 +13,11 @@ from nlp_distill.data.batching import ConcatEncoded, bucket_batches
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.dataset_dir import load_data_dir
 from nlp_distill.data.labels import LabelVocab, is_valid, repair
-from nlp_distill.errors import DataFormatError
+from nlp_distill.errors import ConfigError, DataFormatError
 from nlp_distill.io import folder_size, write_json
 from nlp_distill.models.neural_tagger import NeuralTagger
 from nlp_distill.modules.pretrained import frequent_words, load_vectors_file, vectors_from_teacher, vocab_rows
+from nlp_distill.modules.product_quantization import pq_decode, pq_encode
 from nlp_distill.training import distributed as ddp
 from nlp_distill.training.checkpoint import seed_everything
 from nlp_distill.training.trainer import Trainer
@@ -116,6 +117,11 @@ def _build_student(tagger: TaggerConfig, data: StudentDataConfig, vocab_sentence
         extra = frequent_words(words, data.embedding_vocab, tagger.lowercase)
         model = NeuralTagger.build(tagger, vocab_sentences, labels, extra_words=extra)
         mat, found = vocab_rows(words, vecs, model.word_vocab, tagger.word_emb_dim, data.embedding_file)
+        if data.embedding_pq_dims:  # the vectors compact will ship: their rows for unseen words stay as trained
+            if tagger.word_emb_dim % data.embedding_pq_dims:
+                raise ConfigError(f"--embedding_pq_dims {data.embedding_pq_dims} does not divide --word_embedding_dims "
+                                  f"{tagger.word_emb_dim}")
+            mat[found] = pq_decode(*pq_encode(mat[found], data.embedding_pq_dims))
         model.embedder.load_vectors(mat, found)
     if data.init_embeddings_from_teacher:
         mat, found = vectors_from_teacher(data.init_embeddings_from_teacher, model.word_vocab, tagger.word_emb_dim)

@@ -108,3 +108,30 @@ def test_compact_refuses_what_it_cannot_store(tmp_path, tiny_encoder_dir):
     assert not (tmp_path / "o").exists()  # nothing half-written
     with pytest.raises(ConfigError, match="takes a BiLSTM/ID-CNN student"):
         compact_tagger(tiny_encoder_dir, tmp_path / "t")
+
+
+def test_trained_on_quantised_vectors_compacts_them_without_loss(tmp_path):
+    """--embedding_pq_dims: the student starts from the product quantisation of the vectors, so
+    the compact copy stores the rows training never touched exactly (fp16 codebooks aside)."""
+    from nlp_distill.config import StudentDataConfig
+    from procedures.tagger import _build_student
+
+    rng = np.random.default_rng(0)
+    words = sorted({w.lower() for s in TRAIN for w in s.tokens}) + [f"unseen{i}" for i in range(400)]
+    f = tmp_path / "vectors.txt"
+    f.write_text("".join(f"{w} " + " ".join(f"{v:.4f}" for v in rng.normal(size=10)) + "\n" for w in words), encoding="utf-8")
+    cfg = TaggerConfig(hidden=12, word_emb_dim=10, char_emb_dim=6, char_hidden=8, use_crf=True, precision="fp32")
+    labels = LabelVocab.from_sentences(s.tags for s in TRAIN)
+    data = StudentDataConfig(embedding_file=str(f), embedding_vocab=len(words), embedding_pq_dims=5)
+    torch.manual_seed(0)
+    model = _build_student(cfg, data, TRAIN, labels).eval()
+    table = model.embedder.words.weight.detach()
+    found = table[2:].abs().sum(1) > 0
+    for s in range(2):  # at most 256 distinct parts per subspace among the pretrained rows
+        assert len(torch.unique(table[2:][found][:, 5 * s : 5 * s + 5], dim=0)) <= 256
+    model.save_pretrained(tmp_path / "m")
+    compact_tagger(tmp_path / "m", tmp_path / "small", CompactConfig(pq_head=10))
+    small = NeuralTagger.from_pretrained(tmp_path / "small").embedder.words.weight.detach()
+    torch.testing.assert_close(small[12:], table[12:], rtol=2e-3, atol=2e-3)  # PQ rows: exact codes, fp16 books
+    with pytest.raises(ConfigError, match="--embedding_pq_dims 3 does not divide --word_embedding_dims 10"):
+        _build_student(cfg, data.replace(embedding_pq_dims=3), TRAIN, labels)

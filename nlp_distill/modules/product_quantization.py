@@ -62,7 +62,13 @@ def pq_encode(table: np.ndarray, dims: int, centroids: int = 256, iters: int = 2
     codes = np.empty((V, D // dims), np.uint8)
     books = np.empty((D // dims, k, dims), np.float32)
     for s in range(D // dims):
-        books[s], codes[:, s] = kmeans(x[:, s * dims : (s + 1) * dims], k, iters, seed + s)
+        sub = x[:, s * dims : (s + 1) * dims]
+        distinct, inverse = np.unique(sub, axis=0, return_inverse=True)
+        if len(distinct) <= k:  # already quantised (e.g. trained with --embedding_pq_dims): exact codes
+            books[s, : len(distinct)], books[s, len(distinct) :] = distinct, distinct[0]
+            codes[:, s] = inverse.reshape(-1)
+        else:
+            books[s], codes[:, s] = kmeans(sub, k, iters, seed + s)
     err = np.square(pq_decode(codes, books) - x).sum() / max(np.square(x).sum(), 1e-12)
     logger.info("product quantisation: %d x %d table, %d subspaces x %d centroids, relative error %.4f",
                 V, D, D // dims, k, err)
