@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from nlp_distill.config import CompactConfig, TaggerConfig
 from nlp_distill.data.conll import read_conll
@@ -129,9 +130,16 @@ def test_trained_on_quantised_vectors_compacts_them_without_loss(tmp_path):
     found = table[2:].abs().sum(1) > 0
     for s in range(2):  # at most 256 distinct parts per subspace among the pretrained rows
         assert len(torch.unique(table[2:][found][:, 5 * s : 5 * s + 5], dim=0)) <= 256
+    with torch.no_grad():  # training moves the rows of its own words (a prefix of the vocabulary)
+        model.embedder.words.weight[2:40] += 0.1 * torch.randn(38, 10)
+    table = model.embedder.words.weight.detach().clone()
     model.save_pretrained(tmp_path / "m")
     compact_tagger(tmp_path / "m", tmp_path / "small", CompactConfig(pq_head=10))
+    saved = load_file(str(tmp_path / "small" / "model.safetensors"))
+    assert 10 <= saved[WORD_TABLE + ".head_int8"].shape[0] <= 38  # the head grew over the moved rows
     small = NeuralTagger.from_pretrained(tmp_path / "small").embedder.words.weight.detach()
-    torch.testing.assert_close(small[12:], table[12:], rtol=2e-3, atol=2e-3)  # PQ rows: exact codes, fp16 books
+    torch.testing.assert_close(small[40:], table[40:], rtol=2e-3, atol=2e-3)  # PQ rows: exact codes, fp16 books
+    torch.testing.assert_close(small[2:40], table[2:40], rtol=0, atol=0.03)  # int8 rows (or exact codes)
+    assert float((small - table).abs().max()) < 0.03
     with pytest.raises(ConfigError, match="--embedding_pq_dims 3 does not divide --word_embedding_dims 10"):
         _build_student(cfg, data.replace(embedding_pq_dims=3), TRAIN, labels)

@@ -1,14 +1,16 @@
 """A NeuralTagger's weights on disk in compact form (``CompactConfig``) and back.
 
 The word table (nearly all of a GloVe student's bytes) is stored in three parts: the ``<pad>`` /
-``<unk>`` rows exactly, the ``pq_head`` most frequent words as int8 rows with one scale each, the
-rest as product-quantisation codes. Every other float tensor is stored in ``weights`` precision.
+``<unk>`` rows exactly, the ``pq_head`` most frequent words as int8 rows with one scale each (more
+for a student trained on quantised vectors: every row training moved), the rest as
+product-quantisation codes. Every other float tensor is stored in ``weights`` precision.
 Loading returns the float32 state dict of an ordinary NeuralTagger.
 """
 from __future__ import annotations
 
 from typing import Dict
 
+import numpy as np
 import torch
 
 from nlp_distill.config import CompactConfig
@@ -25,6 +27,24 @@ def _int8_rows(rows: torch.Tensor):
     return torch.round(rows / scale).to(torch.int8), scale
 
 
+def trained_prefix_end(table: torch.Tensor, storage: CompactConfig) -> int:
+    """For a student trained with ``--embedding_pq_dims`` (its rows still on a product-quantisation
+    codebook, except those of the words training moved, which come first): the smallest ``r`` such
+    that rows ``r:`` hold at most ``pq_centroids`` distinct parts in every subspace, so they get
+    exact codes and rows before ``r`` go to the int8 head. 0 when that suffix is not most of the
+    table (any other student).
+    """
+    rows = table.numpy()
+    r = 0
+    for s in range(rows.shape[1] // storage.pq_dims):
+        part = rows[::-1, s * storage.pq_dims : (s + 1) * storage.pq_dims]
+        _, first_from_end = np.unique(part, axis=0, return_index=True)
+        last = np.sort(len(rows) - 1 - first_from_end)[::-1]  # each distinct part's last row, latest first
+        if len(last) > storage.pq_centroids:
+            r = max(r, int(last[storage.pq_centroids]) + 1)
+    return r if r <= len(rows) // 2 else 0
+
+
 def compact_state(state: Dict[str, torch.Tensor], storage: CompactConfig) -> Dict[str, torch.Tensor]:
     """The tensors to save for ``state`` under ``storage``."""
     dtype = getattr(torch, storage.weights)
@@ -36,7 +56,7 @@ def compact_state(state: Dict[str, torch.Tensor], storage: CompactConfig) -> Dic
         raise ConfigError(f"--pq_dims {storage.pq_dims} does not divide the word vector size {table.size(1)}: "
                           "pick a divisor, or --pq_dims 0 to keep the table as a tensor")
     del out[WORD_TABLE]
-    head_end = min(N_SPECIAL + storage.pq_head, table.size(0))
+    head_end = max(min(N_SPECIAL + storage.pq_head, table.size(0)), trained_prefix_end(table, storage))
     out[WORD_TABLE + ".special"] = table[:N_SPECIAL].to(dtype)
     if head_end > N_SPECIAL:
         out[WORD_TABLE + ".head_int8"], scale = _int8_rows(table[N_SPECIAL:head_end])
