@@ -17,16 +17,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.onnx_speed import agreement  # noqa: E402
 from nlp_distill.config import CompactConfig  # noqa: E402
 from nlp_distill.data.conll import read_conll  # noqa: E402
 from nlp_distill.export.compact import compact_tagger  # noqa: E402
 from nlp_distill.metrics import tagging_metrics  # noqa: E402
 from nlp_distill.models.neural_tagger import NeuralTagger  # noqa: E402
-
-
-def agreement(a: List[List[str]], b: List[List[str]]) -> float:
-    pairs = [(x, y) for p, q in zip(a, b) for x, y in zip(p, q)]
-    return sum(x == y for x, y in pairs) / max(len(pairs), 1)
 
 
 def evaluate(model_dir: str, data_dir: Path, heads: Sequence[int], work: Path) -> Dict[str, float]:

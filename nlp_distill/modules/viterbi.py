@@ -23,7 +23,6 @@ class PackedLayout:
     Attributes:
         n: number of sentences (all non-empty).
         lengths: (n,) lengths in the given sentence order.
-        sorted_lengths: (n,) lengths longest first.
         batch_sizes: (L,) sentences longer than t, for each step t < L (L = the longest length).
         offsets: (L + 1,) start of step t's block in time-major order.
         index: (T,) time-major position -> row in the given (sentence after sentence) order.
@@ -35,8 +34,7 @@ class PackedLayout:
             raise ValueError("Viterbi needs non-empty sentences")
         self.n = len(self.lengths)
         order = np.argsort(-self.lengths, kind="stable")
-        self.sorted_lengths = self.lengths[order]
-        L = int(self.sorted_lengths[0]) if self.n else 0
+        L = int(self.lengths.max()) if self.n else 0
         counts = np.bincount(self.lengths, minlength=L + 1)  # (L + 1,) sentences of each length
         self.batch_sizes = self.n - np.cumsum(counts)[:L]  # (L,) longer than t
         self.offsets = np.concatenate([[0], np.cumsum(self.batch_sizes)])
