@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# A lent-GPU session, time-boxed (~6 minutes on one H100/H200): labeling memory at 1M sentences
+# with the row padding (issue 10's last figure).
+#   1. benchmarks/scale.py: label 10k, 100k and 1M sentences under torchrun with SPROCS processes
+#      on the one GPU; sentences/s, peak RSS (all processes, and the largest one), store size;
+#   2. benchmarks/label_memory.py: one process on the GPU, RSS chunk by chunk over NMEM sentences
+#      (what each of the SPROCS processes labels at 1M), to show when memory grows.
+# The teacher is the encoder with a random head (memory and speed do not depend on its weights).
+# Env: OUT, ENC (plain encoder folder), DATA, DEV (cuda | cpu for a dry run), SIZES, SPROCS, NMEM,
+# DEADLINE (seconds).
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-results_gpu}; ENC=${ENC:-.dev/minilm}; DATA=${DATA:-data/wnut16}; DEV=${DEV:-cuda}
+SIZES=${SIZES:-10000,100000,1000000}; SPROCS=${SPROCS:-8}; NMEM=${NMEM:-125000}
+DEADLINE=${DEADLINE:-360}; R=${R:-runs/gpu5}
+. benchmarks/gpu_common.sh
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$OUT/session.log" 2>&1 || true
+python -c "
+import sys
+from nlp_distill.data.labels import LabelVocab
+from nlp_distill.models.transformer import TransformerTokenClassifier
+labels = LabelVocab([l.strip() for l in open(sys.argv[2]) if l.strip()])
+TransformerTokenClassifier.from_pretrained(sys.argv[1], labels=labels).save_pretrained(sys.argv[3])
+" "$ENC" "$DATA/labels.txt" "$R/teacher" || { log "teacher folder failed"; exit 1; }
+
+timeout $(( $(left) - 100 )) python benchmarks/scale.py --teacher "$R/teacher" --data_dir "$DATA" --sizes "$SIZES" \
+    --student_epochs 0 --device "$DEV" --procs "$SPROCS" --output_dir "$R/scale" > "$L/scale.log" 2>&1
+log "scale rc=$?"; tail -6 "$L/scale.log" | tee -a "$OUT/session.log"
+cp "$R/scale/scale.json" "$OUT/" 2>/dev/null
+
+timeout $(( $(left) - 10 )) python benchmarks/label_memory.py --teacher "$R/teacher" --data_file "$DATA/unlabeled.txt" \
+    --n "$NMEM" --device "$DEV" --every 8 --json "$OUT/label_memory.json" > "$L/label_memory.log" 2>&1
+log "label_memory rc=$?"; tail -4 "$L/label_memory.log" | tee -a "$OUT/session.log"
+tar czf "$OUT/logs.tgz" "$L" "$R"/scale/*.log 2>> "$OUT/session.log"
+log "done"
