@@ -20,7 +20,7 @@ from nlp_distill.data.conll import Sentence
 from nlp_distill.data.dataset_dir import TaggingData, load_data_dir
 from nlp_distill.data.labels import LabelVocab
 from nlp_distill.data.store_features import StoreFeatures
-from nlp_distill.data.unlabeled import detect_format, iter_unlabeled
+from nlp_distill.data.unlabeled import count_text_lines, detect_format, iter_unlabeled
 from nlp_distill.distill.ensemble import OutOfFoldTeachers, TeacherEnsemble
 from nlp_distill.distill.pseudo_label import label_from_logits, write_pseudo_labeled
 from nlp_distill.data.transfer_store import TransferStore
@@ -87,7 +87,8 @@ class Streamed(NamedTuple):
     labels_file: str  # the teacher's tags written here as CoNLL
 
 
-def _attach(dist: TeacherStudentDistill, labels, own: List[Sentence], out: Path, streamed: Sequence[Streamed]) -> None:
+def _attach(dist: TeacherStudentDistill, labels, own: List[Sentence], out: Path, streamed: Sequence[Streamed],
+            show_progress: bool = True) -> None:
     """Bind ``own`` sentences (teacher logits from the cache) followed by the ``streamed`` stores'
     sentences (logits read from the stores) to the distiller."""
     kd = dist.kd
@@ -99,7 +100,7 @@ def _attach(dist: TeacherStudentDistill, labels, own: List[Sentence], out: Path,
         with ddp.main_first():  # under torchrun, rank 0 runs the teacher; the others read its cache
             cache = TeacherLogitsCache.build(dist.teacher, [s.tokens for s in own],
                                              Path(kd.cache_dir) if kd.cache_dir else out / "teacher_cache",
-                                             kd.teacher_batch_size, hidden=dist.uses_hidden)
+                                             kd.teacher_batch_size, show_progress=show_progress, hidden=dist.uses_hidden)
         logger.info("teacher logits ready in %.1fs", time.perf_counter() - t)
     if streamed:
         dist.attach(labels, None, ConcatLogits([cache, *(s.store for s in streamed)], [len(own), *(s.n for s in streamed)]))
@@ -114,11 +115,17 @@ def streams_augmentation(dist: TeacherStudentDistill) -> bool:
     return dist.kd.logits_only and not isinstance(dist.teacher, OutOfFoldTeachers)
 
 
-def _augment_store(teacher, d: TaggingData, augment: AugmentConfig, kd: KDConfig, out: Path) -> Streamed:
+def _augment_store(teacher, d: TaggingData, augment: AugmentConfig, kd: KDConfig, out: Path,
+                   show_progress: bool = True) -> Streamed:
     """``augment.copies`` copies of each training sentence, made one at a time and labeled by the
     teacher into ``OUTPUT_DIR/augment_store`` (a resumed run keeps its finished chunks)."""
-    copies = (s.tokens for _, s in iter_augment(d.train, augment.copies, augment.ops, augment.seed, d.labels.scheme))
-    store = TransferStore.label(teacher, copies, out / "augment_store", batch_size=kd.teacher_batch_size)
+    def copies() -> Iterator[List[str]]:
+        return (s.tokens for _, s in iter_augment(d.train, augment.copies, augment.ops, augment.seed, d.labels.scheme))
+
+    # a counting pass (a second for 20k copies) gives the labeling bar its total and ETA
+    total = sum(1 for _ in copies()) if show_progress else None
+    store = TransferStore.label(teacher, copies(), out / "augment_store", batch_size=kd.teacher_batch_size,
+                                total=total, show_progress=show_progress)
     return Streamed("augment", store, len(store), 0.0, 1.0, "augmented.txt")
 
 
@@ -148,7 +155,7 @@ def _kd_run(task: str, data_dir, out: Path, d: TaggingData, tagger: TaggerConfig
     (or ``text``, labeled into ``OUTPUT_DIR/transfer_store`` first), so does the unlabeled part."""
     teacher = load_teacher(kd, pick_device(run.device))
     if text is not None:
-        store = _store_of_text(teacher, text, pseudo, kd, out, run.encoding)
+        store = _store_of_text(teacher, text, pseudo, kd, out, run.encoding, trainer.show_progress)
     if store is not None and store.key != teacher_fingerprint(teacher):
         raise ConfigError(f"--transfer_store {store.folder} was labeled by another teacher than --teacher_model_path")
     scores = teacher_scores(teacher, d)
@@ -157,7 +164,7 @@ def _kd_run(task: str, data_dir, out: Path, d: TaggingData, tagger: TaggerConfig
     streamed: List[Streamed] = []
     aug: List[Sentence] = []
     if augment.copies and streams_augmentation(dist):
-        streamed.append(_augment_store(teacher, d, augment, kd, out))
+        streamed.append(_augment_store(teacher, d, augment, kd, out, trainer.show_progress))
     elif augment.copies:
         indexed = augment_corpus_indexed(d.train, augment.copies, augment.ops, augment.seed, d.labels.scheme)
         aug = [Sentence(s.tokens) for _, s in indexed]  # the teacher labels them, not the operators
@@ -167,7 +174,7 @@ def _kd_run(task: str, data_dir, out: Path, d: TaggingData, tagger: TaggerConfig
     if store is not None:
         n = min(len(store), pseudo.max_unlabeled or len(store))
         streamed.append(Streamed("unlabeled", store, n, pseudo.threshold, pseudo.unlabeled_weight, "pseudo_labeled.txt"))
-    _attach(dist, d.labels, list(d.train) + aug + list(unlabeled), out, streamed)
+    _attach(dist, d.labels, list(d.train) + aug + list(unlabeled), out, streamed, trainer.show_progress)
     train = list(d.train)
     if aug:
         train += _teacher_labeled(dist, teacher, len(d.train), aug, 0.0, kd.teacher_batch_size, out / "augmented.txt")
@@ -199,12 +206,17 @@ class Reiterable:
         return self.make()
 
 
-def _store_of_text(teacher, path: Path, pseudo: PseudoConfig, kd: KDConfig, out: Path, encoding: str) -> TransferStore:
+def _store_of_text(teacher, path: Path, pseudo: PseudoConfig, kd: KDConfig, out: Path, encoding: str,
+                   show_progress: bool = True) -> TransferStore:
     """``path`` (its first ``--max_unlabeled`` sentences) labeled by ``teacher`` into
     ``OUTPUT_DIR/transfer_store``; a resumed run keeps its finished chunks."""
     fmt = detect_format(path, encoding) if pseudo.input_format == "auto" else pseudo.input_format
     sents = islice((s.tokens for s in iter_unlabeled(path, fmt, encoding=encoding)), pseudo.max_unlabeled)
-    store = TransferStore.label(teacher, sents, out / "transfer_store", batch_size=kd.teacher_batch_size)
+    total = count_text_lines(path, encoding) if fmt == "text" and show_progress else None
+    if total is not None and pseudo.max_unlabeled:
+        total = min(total, pseudo.max_unlabeled)
+    store = TransferStore.label(teacher, sents, out / "transfer_store", batch_size=kd.teacher_batch_size,
+                                total=total, show_progress=show_progress)
     if not len(store):
         raise ConfigError(f"{path}: no unlabeled sentences")
     logger.info("%d unlabeled sentences from %s, labeled into %s", len(store), path, store.folder)

@@ -118,6 +118,16 @@ def test_tagger_kd_run(data_dir, teacher_run, tmp_path):
     assert (out / "metrics.json").is_file()
 
 
+def test_tagger_kd_labeling_bar_has_a_total_and_obeys_no_show_progress(data_dir, teacher_run, tmp_path):
+    args = ["--data_dir", data_dir, *TAGGER_ARGS, "--teacher_model_path", teacher_run, "--augment", 2]
+    shown = ok(invoke(nlp_train, ["tagger_kd", "--output_dir", tmp_path / "a", *args])).output
+    n = json.loads((tmp_path / "a" / "augment_store" / "meta.json").read_text())["num_sentences"]
+    assert n > 0 and "labeling: 100%" in shown and f"{n}/{n}" in shown  # the counting pass gave the total
+    quiet = ok(invoke(nlp_train, ["tagger_kd", "--output_dir", tmp_path / "b", *args, "--no_show_progress"])).output
+    assert "dev F1" in quiet
+    assert not any(bar in quiet for bar in ("labeling:", "teacher logits:", "epoch 1/1")), quiet
+
+
 def test_tagger_kd_pseudo_run(data_dir, teacher_run, tmp_path):
     unl = tmp_path / "more_text.txt"
     lines = [l for l in (TINY / "unlabeled.txt").read_text(encoding="utf-8").splitlines() if l.strip()]

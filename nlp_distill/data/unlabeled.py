@@ -54,6 +54,11 @@ def _first_block(path, limit: int = 200, encoding: str = "utf-8") -> Tuple[List[
     return block, False
 
 
+def count_text_lines(path, encoding: str = "utf-8") -> int:
+    """Sentences (non-blank lines) of a raw-text file, for a progress bar's total and ETA."""
+    return sum(1 for _, line in iter_lines(path, encoding) if line.strip())
+
+
 def detect_format(path, encoding: str = "utf-8") -> str:
     """``"conll"`` or ``"text"``, decided from the column structure of the whole first sentence.
 
