@@ -18,4 +18,6 @@ pack() {  # summary table + one tarball of what is small (metrics, logs, configs
       --exclude='teacher_cache' --exclude='checkpoint' --exclude='*.npy' "$R" 2>> "$OUT/session.log"
   log "done"
 }
+# the device's Python has torch and transformers but not seqeval: install the carried wheel
+python -c "import seqeval" 2>/dev/null || python -m pip install --no-deps -q .dev/whl/seqeval-*.whl >> "$OUT/session.log" 2>&1
 log "start: $(python -c 'import torch; print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no cuda")')"
