@@ -1,5 +1,5 @@
 # Shared by the time-boxed GPU session scripts (sourced, not run). The caller sets OUT (results
-# folder), R (run folder) and DEADLINE (seconds) first. Provides: log, NT (nlp-train, uninstalled),
+# folder), R (run folder) and DEADLINE (seconds) first. Provides: log, NT (nlp-train, uninstalled), random_head_teacher,
 # left (a job's timeout: what is left before the deadline), job, pack.
 L=$R/logs  # job logs (tarred at the end: only a few files may sit in OUT)
 mkdir -p "$OUT" "$R" "$L"
@@ -10,6 +10,15 @@ left() { echo $((DEADLINE - SECONDS)); }
 job() {  # job NAME TIMEOUT CMD...: run in the background, log to $L/NAME.log
   local name=$1 t=$2; shift 2
   ( timeout "$t" "$@" > "$L/$name.log" 2>&1; echo "$name rc=$?" >> "$OUT/session.log" ) &
+}
+random_head_teacher() {  # random_head_teacher ENC DATA OUT: encoder ENC with a random head for DATA's labels
+  python -c "
+import sys
+from nlp_distill.data.labels import LabelVocab
+from nlp_distill.models.transformer import TransformerTokenClassifier
+labels = LabelVocab([l.strip() for l in open(sys.argv[2]) if l.strip()])
+TransformerTokenClassifier.from_pretrained(sys.argv[1], labels=labels).save_pretrained(sys.argv[3])
+" "$1" "$2/labels.txt" "$3"
 }
 pack() {  # summary table + one tarball of what is small (metrics, logs, configs; no weights or caches)
   python benchmarks/gpu_summary.py "$R" --json "$OUT/summary.json" > "$OUT/summary.md" 2>> "$OUT/session.log"

@@ -15,13 +15,7 @@ N=${N:-20000}; PROCS=${PROCS:-4,8}; PRECISIONS=${PRECISIONS:-fp32}; LTIME=${LTIM
 DEADLINE=${DEADLINE:-420}; R=${R:-runs/gpu4}
 . benchmarks/gpu_common.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$OUT/session.log" 2>&1 || true
-python -c "
-import sys
-from nlp_distill.data.labels import LabelVocab
-from nlp_distill.models.transformer import TransformerTokenClassifier
-labels = LabelVocab([l.strip() for l in open(sys.argv[2]) if l.strip()])
-TransformerTokenClassifier.from_pretrained(sys.argv[1], labels=labels).save_pretrained(sys.argv[3])
-" "$ENC" "$DATA/labels.txt" "$R/teacher" || { log "teacher folder failed"; exit 1; }
+random_head_teacher "$ENC" "$DATA" "$R/teacher" || { log "teacher folder failed"; exit 1; }
 
 # 1. one process and K processes against the pipeline, same sentences, same GPU
 timeout "$LTIME" python benchmarks/label_speed.py --teacher "$R/teacher" --data_file "$DATA/unlabeled.txt" \

@@ -15,13 +15,7 @@ SIZES=${SIZES:-10000,100000,1000000}; SPROCS=${SPROCS:-8}; NMEM=${NMEM:-125000}
 DEADLINE=${DEADLINE:-360}; R=${R:-runs/gpu5}
 . benchmarks/gpu_common.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$OUT/session.log" 2>&1 || true
-python -c "
-import sys
-from nlp_distill.data.labels import LabelVocab
-from nlp_distill.models.transformer import TransformerTokenClassifier
-labels = LabelVocab([l.strip() for l in open(sys.argv[2]) if l.strip()])
-TransformerTokenClassifier.from_pretrained(sys.argv[1], labels=labels).save_pretrained(sys.argv[3])
-" "$ENC" "$DATA/labels.txt" "$R/teacher" || { log "teacher folder failed"; exit 1; }
+random_head_teacher "$ENC" "$DATA" "$R/teacher" || { log "teacher folder failed"; exit 1; }
 
 timeout $(( $(left) - 100 )) python benchmarks/scale.py --teacher "$R/teacher" --data_dir "$DATA" --sizes "$SIZES" \
     --student_epochs 0 --device "$DEV" --procs "$SPROCS" --output_dir "$R/scale" > "$L/scale.log" 2>&1
