@@ -8,7 +8,7 @@ from typing import Any, Dict
 
 from nlp_distill.config import KDConfig, LabelConfig
 from nlp_distill.data.transfer_store import TransferStore
-from nlp_distill.data.unlabeled import count_text_lines, detect_format, iter_unlabeled
+from nlp_distill.data.unlabeled import count_sentences, detect_format, iter_unlabeled
 from nlp_distill.errors import ConfigError
 from procedures.common import RunOptions, pick_device, setup_logging, start_distributed
 from procedures.tagger_kd import load_teacher
@@ -24,9 +24,7 @@ def do_label(output_dir, label: LabelConfig = LabelConfig(), run: RunOptions = R
         raise ConfigError(f"--unlabeled_filename {label.unlabeled_filename!r}: no such file")
     teacher = load_teacher(KDConfig(teacher_model_path=label.teacher_model_path), pick_device(run.device))
     fmt = detect_format(label.unlabeled_filename, run.encoding) if label.input_format == "auto" else label.input_format
-    total = count_text_lines(label.unlabeled_filename, run.encoding) if fmt == "text" else None
-    if total is not None and label.max_unlabeled:
-        total = min(total, label.max_unlabeled)
+    total = count_sentences(label.unlabeled_filename, fmt, run.encoding, label.max_unlabeled)
     sents = (s.tokens for s in iter_unlabeled(label.unlabeled_filename, fmt, encoding=run.encoding))
     store = TransferStore.label(teacher, islice(sents, label.max_unlabeled), output_dir, label.chunk_sentences,
                                 label.teacher_batch_size, total=total)

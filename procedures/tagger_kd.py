@@ -20,7 +20,7 @@ from nlp_distill.data.conll import Sentence
 from nlp_distill.data.dataset_dir import TaggingData, load_data_dir
 from nlp_distill.data.labels import LabelVocab
 from nlp_distill.data.store_features import StoreFeatures
-from nlp_distill.data.unlabeled import count_text_lines, detect_format, iter_unlabeled
+from nlp_distill.data.unlabeled import count_sentences, detect_format, iter_unlabeled
 from nlp_distill.distill.ensemble import OutOfFoldTeachers, TeacherEnsemble
 from nlp_distill.distill.pseudo_label import label_from_logits, write_pseudo_labeled
 from nlp_distill.data.transfer_store import TransferStore
@@ -119,12 +119,11 @@ def _augment_store(teacher, d: TaggingData, augment: AugmentConfig, kd: KDConfig
                    show_progress: bool = True) -> Streamed:
     """``augment.copies`` copies of each training sentence, made one at a time and labeled by the
     teacher into ``OUTPUT_DIR/augment_store`` (a resumed run keeps its finished chunks)."""
-    def copies() -> Iterator[List[str]]:
-        return (s.tokens for _, s in iter_augment(d.train, augment.copies, augment.ops, augment.seed, d.labels.scheme))
-
+    copies = Reiterable(lambda: (s.tokens for _, s in iter_augment(d.train, augment.copies, augment.ops, augment.seed,
+                                                                    d.labels.scheme)))
     # a counting pass (a second for 20k copies) gives the labeling bar its total and ETA
-    total = sum(1 for _ in copies()) if show_progress else None
-    store = TransferStore.label(teacher, copies(), out / "augment_store", batch_size=kd.teacher_batch_size,
+    total = sum(1 for _ in copies) if show_progress else None
+    store = TransferStore.label(teacher, copies, out / "augment_store", batch_size=kd.teacher_batch_size,
                                 total=total, show_progress=show_progress)
     return Streamed("augment", store, len(store), 0.0, 1.0, "augmented.txt")
 
@@ -212,9 +211,7 @@ def _store_of_text(teacher, path: Path, pseudo: PseudoConfig, kd: KDConfig, out:
     ``OUTPUT_DIR/transfer_store``; a resumed run keeps its finished chunks."""
     fmt = detect_format(path, encoding) if pseudo.input_format == "auto" else pseudo.input_format
     sents = islice((s.tokens for s in iter_unlabeled(path, fmt, encoding=encoding)), pseudo.max_unlabeled)
-    total = count_text_lines(path, encoding) if fmt == "text" and show_progress else None
-    if total is not None and pseudo.max_unlabeled:
-        total = min(total, pseudo.max_unlabeled)
+    total = count_sentences(path, fmt, encoding, pseudo.max_unlabeled) if show_progress else None
     store = TransferStore.label(teacher, sents, out / "transfer_store", batch_size=kd.teacher_batch_size,
                                 total=total, show_progress=show_progress)
     if not len(store):

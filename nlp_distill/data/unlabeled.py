@@ -54,9 +54,13 @@ def _first_block(path, limit: int = 200, encoding: str = "utf-8") -> Tuple[List[
     return block, False
 
 
-def count_text_lines(path, encoding: str = "utf-8") -> int:
-    """Sentences (non-blank lines) of a raw-text file, for a progress bar's total and ETA."""
-    return sum(1 for _, line in iter_lines(path, encoding) if line.strip())
+def count_sentences(path, fmt: str, encoding: str = "utf-8", limit: Optional[int] = None) -> Optional[int]:
+    """Sentences of an unlabeled file, for a progress bar's total and ETA: its non-blank lines
+    (at most ``limit``) when ``fmt`` is ``"text"``; None for CoNLL (counting would parse it)."""
+    if fmt != "text":
+        return None
+    n = sum(1 for _, line in iter_lines(path, encoding) if line.strip())
+    return min(n, limit) if limit else n
 
 
 def detect_format(path, encoding: str = "utf-8") -> str:
