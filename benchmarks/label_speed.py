@@ -36,7 +36,7 @@ from nlp_distill.data.transfer_store import TransferStore  # noqa: E402
 from nlp_distill.data.unlabeled import iter_unlabeled  # noqa: E402
 from nlp_distill.models.transformer import TransformerTokenClassifier  # noqa: E402
 from nlp_distill.precision import bf16_native  # noqa: E402
-from nlp_distill.training import distributed as ddp  # noqa: E402
+from nlp_distill.utils import distributed as ddp  # noqa: E402
 from procedures.common import pick_device  # noqa: E402
 
 

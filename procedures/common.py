@@ -17,7 +17,7 @@ import torch
 from nlp_distill.errors import ConfigError
 from nlp_distill.io import read_json, write_json
 from nlp_distill.metrics import tagging_metrics
-from nlp_distill.training import distributed as ddp
+from nlp_distill.utils import distributed as ddp
 
 logger = logging.getLogger("procedures")
 

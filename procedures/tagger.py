@@ -18,7 +18,7 @@ from nlp_distill.io import folder_size, write_json
 from nlp_distill.models.neural_tagger import NeuralTagger
 from nlp_distill.modules.pretrained import frequent_words, load_vectors_file, vectors_from_teacher, vocab_rows
 from nlp_distill.modules.product_quantization import pq_decode, pq_encode
-from nlp_distill.training import distributed as ddp
+from nlp_distill.utils import distributed as ddp
 from nlp_distill.training.checkpoint import seed_everything
 from nlp_distill.training.trainer import Trainer
 from procedures.common import RunOptions, environment, evaluate_split, pick_device, run_folder

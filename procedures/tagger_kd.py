@@ -29,7 +29,7 @@ from nlp_distill.distill.teacher_student import TeacherStudentDistill
 from nlp_distill.errors import ConfigError
 from nlp_distill.models.loader import load_model
 from nlp_distill.models.transformer import TransformerTokenClassifier
-from nlp_distill.training import distributed as ddp
+from nlp_distill.utils import distributed as ddp
 from procedures.common import RunOptions, evaluate_split, pick_device, run_folder
 from procedures.tagger import train_student
 

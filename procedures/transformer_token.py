@@ -14,7 +14,7 @@ from nlp_distill.data.conll import Sentence
 from nlp_distill.data.dataset_dir import TaggingData, load_data_dir
 from nlp_distill.io import folder_size, write_json
 from nlp_distill.models.transformer import TransformerTokenClassifier
-from nlp_distill.training import distributed as ddp
+from nlp_distill.utils import distributed as ddp
 from nlp_distill.training.checkpoint import seed_everything
 from nlp_distill.training.trainer import Trainer
 from procedures.common import RunOptions, environment, evaluate_split, pick_device, run_folder

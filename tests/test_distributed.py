@@ -209,7 +209,7 @@ def test_torchrun_labeling_shards_chunks_into_one_store(tmp_path, tiny_teacher):
     (4, 2, [0, 1, 0, 1], "gloo"),
 ])
 def test_processes_beyond_the_gpus_share_them_round_robin_over_gloo(monkeypatch, per_node, gpus, ranks, backend):
-    from nlp_distill.training import distributed as ddp
+    from nlp_distill.utils import distributed as ddp
 
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(per_node))
     got = []

@@ -386,7 +386,7 @@ def test_gradient_clipping_bounds_the_step(tmp_path):
 
 CHURN = """
 import random, sys, torch
-from nlp_distill.training.memory import limit_heap_growth
+from nlp_distill.utils.memory import limit_heap_growth
 def rss_mb():
     return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS:')) // 1024
 if sys.argv[1] == 'limit':
@@ -408,7 +408,7 @@ def test_limit_heap_growth_keeps_resident_memory_flat_over_varying_batch_shapes(
     import subprocess
     import sys
 
-    from nlp_distill.training.memory import limit_heap_growth
+    from nlp_distill.utils.memory import limit_heap_growth
     if not sys.platform.startswith("linux") or not limit_heap_growth():
         pytest.skip("glibc mallopt not available")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}

@@ -32,8 +32,8 @@ from nlp_distill.distill.pseudo_label import softmax
 from nlp_distill.distill.teacher_cache import padded_rows, teacher_fingerprint
 from nlp_distill.errors import ConfigError
 from nlp_distill.io import read_json, write_json
-from nlp_distill.training import distributed as ddp
-from nlp_distill.training.memory import limit_heap_growth
+from nlp_distill.utils import distributed as ddp
+from nlp_distill.utils.memory import limit_heap_growth
 
 logger = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from tqdm.auto import tqdm
 from nlp_distill.config import TrainerConfig
 from nlp_distill.errors import ConfigError
 from nlp_distill.io import atomic_dir
-from nlp_distill.training import distributed as ddp
+from nlp_distill.utils import distributed as ddp
 from nlp_distill.training.checkpoint import load_state, rng_state, save_state, seed_everything, set_rng_state
-from nlp_distill.training.memory import limit_heap_growth
+from nlp_distill.utils.memory import limit_heap_growth
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class Trainer:
         collate: optional ``item -> batch``; then ``train_batches`` yields cheap items (e.g. index
             lists) and only this rank's share is collated.
 
-    Under torchrun (see :mod:`nlp_distill.training.distributed`) rank r trains on batches r, r+N,
+    Under torchrun (see :mod:`nlp_distill.utils.distributed`) rank r trains on batches r, r+N,
     r+2N, ... of each epoch and every optimiser step sums gradients and item counts over ranks, so
     N processes with ``grad_accum_steps`` A take the steps of one process with A*N. Rank 0 alone
     evaluates, saves and logs; the others receive its dev score (early stopping stays in step).
