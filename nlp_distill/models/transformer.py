@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -23,29 +22,9 @@ from nlp_distill.data.labels import LabelVocab
 from nlp_distill.io import LIBRARY_VERSION, read_json, write_json
 from nlp_distill.models.loader import NLP_DISTILL_FILE
 from nlp_distill.precision import autocast
+from nlp_distill.utils.hf_logging import quiet_hf_loading
 
 logger = logging.getLogger(__name__)
-
-
-
-@contextlib.contextmanager
-def quiet_hf_loading() -> Iterator[None]:
-    """Silence transformers' weight-loading bars and load report (MISSING/UNEXPECTED keys are
-    expected when a new head goes on an encoder) unless ``NLP_DISTILL_VERBOSE`` is set."""
-    if os.environ.get("NLP_DISTILL_VERBOSE"):
-        yield
-        return
-    from transformers.utils import logging as hf_logging
-
-    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def _to_device(batch: Dict[str, torch.Tensor], dev: torch.device) -> Dict[str, torch.Tensor]:

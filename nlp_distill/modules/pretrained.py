@@ -11,6 +11,7 @@ import torch
 
 from nlp_distill.data.vocab import Vocab, read_embedding_file
 from nlp_distill.errors import ConfigError
+from nlp_distill.utils.hf_logging import quiet_hf_loading
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +108,6 @@ def vectors_from_teacher(teacher_dir, vocab: Vocab, dim: int, target_std: float 
         folder = str(resolve_model_dir(teacher_dir))
     except FileNotFoundError:
         folder = str(teacher_dir)
-    from nlp_distill.models.transformer import quiet_hf_loading
-
     with quiet_hf_loading():
         tok = AutoTokenizer.from_pretrained(folder)
         emb = AutoModel.from_pretrained(folder).get_input_embeddings().weight.detach().float()  # (V_t, H)
