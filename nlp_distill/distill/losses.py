@@ -2,7 +2,8 @@
 
 Every loss sums per-word terms over real words (``mask`` True) only, optionally weighted per
 sentence, and returns either that sum (``reduction="sum"``, for the Trainer, which divides by the
-word count of the whole accumulation group) or the per-real-word mean (``"mean"``).
+word count of the whole accumulation group) or the per-real-word mean (``"mean"``). The
+hard-label loss ``ce`` lives in :mod:`nlp_distill.modules.masked_loss` (models use it too).
 """
 from __future__ import annotations
 
@@ -11,30 +12,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-
-def _reduce(per_word: torch.Tensor, mask: torch.Tensor, weight: Optional[torch.Tensor], reduction: str) -> torch.Tensor:
-    """per_word: (B, L); mask: (B, L) bool; weight: (B,) or None."""
-    per_word = per_word.masked_fill(~mask, 0.0)
-    if weight is not None:
-        per_word = per_word * weight.unsqueeze(1)
-    total = per_word.sum()
-    if reduction == "sum":
-        return total
-    if reduction == "mean":
-        return total / mask.sum().clamp(min=1)
-    raise ValueError(f"unknown reduction {reduction!r}; expected 'sum' or 'mean'")
-
-
-def ce(logits: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor, weight: Optional[torch.Tensor] = None,
-       reduction: str = "mean") -> torch.Tensor:
-    """Hard-label cross-entropy over real, labeled words (tags != -100).
-
-    Args:
-        logits: (B, L, C); tags: (B, L) ids or -100; mask: (B, L) bool; weight: (B,) optional.
-    """
-    labeled = mask & (tags != -100)
-    per_word = F.cross_entropy(logits.transpose(1, 2), tags.masked_fill(~labeled, 0), reduction="none")  # (B, L)
-    return _reduce(per_word, labeled, weight, reduction)
+from nlp_distill.modules.masked_loss import reduce_words
 
 
 def kd_kl(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0,
@@ -50,7 +28,7 @@ def kd_kl(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, temp
     log_ps = F.log_softmax(student / t, dim=-1)  # (B, L, C)
     log_pt = F.log_softmax(teacher.to(student.dtype) / t, dim=-1)
     per_word = (log_pt.exp() * (log_pt - log_ps)).sum(-1) * (t * t)  # (B, L)
-    return _reduce(per_word, mask, weight, reduction)
+    return reduce_words(per_word, mask, weight, reduction)
 
 
 POSTERIOR_LOG_FLOOR = -20.0  # log q floor of the posterior KD (q < 2e-9 counts as 2e-9)
@@ -74,7 +52,7 @@ def kd_posterior(student_log_marginals: torch.Tensor, teacher: torch.Tensor, mas
     # log q is floored: below the floor a label costs a bounded constant and sends no gradient
     log_q = student_log_marginals.clamp(min=POSTERIOR_LOG_FLOOR)
     per_word = (log_pt.exp() * (log_pt - log_q)).sum(-1) * (t * t)  # (B, L)
-    return _reduce(per_word, mask, weight, reduction)
+    return reduce_words(per_word, mask, weight, reduction)
 
 
 def kd_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, weight: Optional[torch.Tensor] = None,
@@ -85,7 +63,7 @@ def kd_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, wei
         student, teacher: (B, L, C) logits; mask: (B, L) bool.
     """
     per_word = ((student - teacher.to(student.dtype)) ** 2).mean(-1)  # (B, L)
-    return _reduce(per_word, mask, weight, reduction)
+    return reduce_words(per_word, mask, weight, reduction)
 
 
 def hidden_mse(student_h: torch.Tensor, teacher_h: torch.Tensor, mask: torch.Tensor,
@@ -106,7 +84,7 @@ def cosine(student_h: torch.Tensor, teacher_h: torch.Tensor, mask: torch.Tensor,
         student_h, teacher_h: (B, L, H); mask: (B, L) bool.
     """
     per_word = 1.0 - F.cosine_similarity(student_h, teacher_h.to(student_h.dtype), dim=-1, eps=1e-8)  # (B, L)
-    return _reduce(per_word, mask, weight, reduction)
+    return reduce_words(per_word, mask, weight, reduction)
 
 
 def attention_kl(student_att: torch.Tensor, teacher_att: torch.Tensor, mask: torch.Tensor,
@@ -121,4 +99,4 @@ def attention_kl(student_att: torch.Tensor, teacher_att: torch.Tensor, mask: tor
     t = teacher_att.to(student_att.dtype)
     key = mask[:, None, None, :].to(student_att.dtype)  # (B, 1, 1, T)
     per = (t * (torch.log(t + eps) - torch.log(student_att + eps)) * key).sum(-1)  # (B, heads, T)
-    return _reduce(per.mean(1), mask, weight, reduction)
+    return reduce_words(per.mean(1), mask, weight, reduction)

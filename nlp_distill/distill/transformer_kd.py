@@ -15,6 +15,7 @@ from nlp_distill.config import KDConfig, TransformerStudentConfig
 from nlp_distill.data.alignment import pool_words
 from nlp_distill.distill import losses
 from nlp_distill.errors import ConfigError
+from nlp_distill.modules.masked_loss import ce
 
 
 def layer_mapping(cfg: TransformerStudentConfig, kept: Sequence[int], n_teacher: int) -> List[Tuple[int, int]]:
@@ -87,7 +88,7 @@ class TransformerDistill:
             t_words = cached if cached is not None else pool_words(t.logits, *words, pool)
             parts["kd"] = kd.dist_w * losses.kd_kl(s_words, t_words, owned, kd.temperature, None, "sum")
         if kd.student_w and "labels" in batch:
-            parts["gold"] = kd.student_w * losses.ce(s_words, batch["labels"], owned, None, "sum")
+            parts["gold"] = kd.student_w * ce(s_words, batch["labels"], owned, None, "sum")
         if kd.hidden_w:  # hidden_states[0] is the embedding output: layer k's output is index k + 1
             parts["hidden"] = kd.hidden_w * sum(losses.hidden_mse(s.hidden_states[j + 1], t.hidden_states[i + 1], tokens,
                                                                   None, "sum") for i, j in self.mapping)

@@ -15,13 +15,14 @@ from nlp_distill.data.batching import Batch, EncodedData, bucket_batches
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.labels import LabelVocab
 from nlp_distill.data.token_table import TokenTable
+from nlp_distill.data.tokenize import check_token_lists
 from nlp_distill.data.vocab import Vocab, build_char_vocab
 from nlp_distill.io import LIBRARY_VERSION, read_json, resolve_model_dir, write_json
-from nlp_distill.distill import losses
 from nlp_distill.models.tagger_storage import compact_state, restore_state
 from nlp_distill.modules.crf import CRF
 from nlp_distill.modules.embedders import WordCharEmbedder
 from nlp_distill.modules.encoders import BiLSTMEncoder, IDCNNEncoder
+from nlp_distill.modules.masked_loss import ce
 from nlp_distill.precision import autocast
 
 logger = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ class NeuralTagger(nn.Module):
         labeled = (tags != -100) & batch.mask  # (B, L)
         n = labeled.sum()
         if self.crf is None:
-            return losses.ce(emissions, tags, batch.mask, weight, reduction="sum"), n
+            return ce(emissions, tags, batch.mask, weight, reduction="sum"), n
         # the CRF scores whole paths: a sentence is either fully tagged or skipped (e.g. a
         # pseudo-labeled sentence under the confidence threshold); partial tags are an error
         full = labeled.sum(1) == batch.mask.sum(1)  # (B,)
@@ -140,23 +141,44 @@ class NeuralTagger(nn.Module):
         ``token_vectors``); batches are length-sorted; the tags equal running ``forward`` on
         ``encode(...).collate(...)`` batches.
         """
+        return self._blocks(sentences, batch_size, with_probs=False)[0]
+
+    @torch.no_grad()
+    def predict_with_probs(self, sentences: Sequence[Sequence[str]], batch_size: int = 64
+                           ) -> Tuple[List[List[str]], List[np.ndarray]]:
+        """``predict``'s tags and each word's label distribution: CRF marginals
+        p(y_t = c | x) for a CRF model (forward-backward), softmax of the emissions otherwise.
+
+        Returns:
+            (tags per sentence, one (n_words, C) float32 array per sentence)
+        """
+        return self._blocks(sentences, batch_size, with_probs=True)
+
+    def _blocks(self, sentences: Sequence[Sequence[str]], batch_size: int, with_probs: bool):
+        check_token_lists(sentences)
         was = self.training
         if was:  # toggling modes walks every submodule: 0.2 ms of a one-sentence call
             self.eval()
         try:
             sentences = [list(s) for s in sentences]
-            out: List[List[str]] = []
+            tags: List[List[str]] = []
+            probs: List[np.ndarray] = []
             for start in range(0, len(sentences), PREDICT_BLOCK):
-                out.extend(self._predict_block(sentences[start : start + PREDICT_BLOCK], batch_size))
-            return out
+                t, p = self._predict_block(sentences[start : start + PREDICT_BLOCK], batch_size, with_probs)
+                tags.extend(t)
+                probs.extend(p)
+            return tags, probs
         finally:
             if was:
                 self.train()
 
-    def _predict_block(self, sentences: List[List[str]], batch_size: int) -> List[List[str]]:
+    def _predict_block(self, sentences: List[List[str]], batch_size: int, with_probs: bool = False
+                       ) -> Tuple[List[List[str]], List[np.ndarray]]:
+        """Tags (and with ``with_probs`` label distributions, else ``[]``) of one block."""
         table = TokenTable(sentences)
         vectors = self.token_vectors(table.tokens)  # (1 + U, D)
         out: List[List[str]] = [[] for _ in sentences]
+        probs: List[np.ndarray] = [np.zeros((0, len(self.labels)), np.float32) for _ in sentences] if with_probs else []
         order: List[int] = []  # sentences in the order their emission rows are collected
         rows: List[torch.Tensor] = []
         for idx in bucket_batches(table.lengths, batch_size, shuffle=False):
@@ -170,8 +192,32 @@ class NeuralTagger(nn.Module):
             rows.append(emissions[mask])  # (words of the batch, C)
             order.extend(idx)
         if order:  # one decode for the block: Viterbi steps once per position of its longest sentence
-            for i, tags in zip(order, self.decode_rows(torch.cat(rows), [table.lengths[i] for i in order])):
+            lengths = [table.lengths[i] for i in order]
+            for i, tags in zip(order, self.decode_rows(torch.cat(rows), lengths)):
                 out[i] = self.labels.decode(tags)
+            if with_probs:
+                for i, p in zip(order, self.label_probs(torch.cat(rows), lengths, batch_size)):
+                    probs[i] = p
+        return out, probs
+
+    def label_probs(self, rows: torch.Tensor, lengths: Sequence[int], batch_size: int = 64) -> List[np.ndarray]:
+        """Per-word label distributions from concatenated emission rows (T, C), ``lengths`` words
+        each: CRF marginals (``CRF.marginals``, ``batch_size`` sentences at a time) or softmax.
+
+        Returns:
+            one (n_words, C) float32 array per sentence.
+        """
+        parts = list(torch.split(rows.float(), list(lengths)))
+        if self.crf is None:
+            return [p.softmax(-1).cpu().numpy() for p in parts]
+        out: List[np.ndarray] = []
+        for a in range(0, len(parts), batch_size):
+            chunk = parts[a : a + batch_size]
+            em = nn.utils.rnn.pad_sequence(chunk, batch_first=True)  # (B, L, C)
+            mask = nn.utils.rnn.pad_sequence([torch.ones(len(p), dtype=torch.bool, device=em.device) for p in chunk],
+                                             batch_first=True)  # (B, L)
+            marg = self.crf.marginals(em, mask).cpu().numpy()  # (B, L, C)
+            out.extend(marg[b, : len(p)] for b, p in enumerate(chunk))
         return out
 
     def autocast(self) -> contextlib.AbstractContextManager:
