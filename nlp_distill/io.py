@@ -38,6 +38,7 @@ def atomic_dir(path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    share_like_umask(tmp)
     old = None
     if path.exists():
         old = path.with_name(f".{path.name}.old-{os.getpid()}")
@@ -47,6 +48,27 @@ def atomic_dir(path) -> Iterator[Path]:
     os.replace(tmp, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def current_umask() -> int:
+    """The process umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def share_like_umask(root) -> None:
+    """Give ``root`` and everything under it the modes a plain ``mkdir`` / ``open`` would have.
+
+    ``mkdtemp`` and ``mkstemp`` create owner-only (0700 / 0600) entries; a model folder moved into
+    place from them would be unreadable to a server running as another user.
+    """
+    mask = current_umask()
+    root = Path(root)
+    for p in [root, *root.rglob("*")]:
+        if p.is_symlink():
+            continue
+        p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
 
 
 def resolve_model_dir(path) -> Path:

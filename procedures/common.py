@@ -9,6 +9,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
@@ -17,9 +18,23 @@ import torch
 from nlp_distill.errors import ConfigError
 from nlp_distill.io import read_json, write_json
 from nlp_distill.metrics import tagging_metrics
+from nlp_distill.model_card import write_model_card
 from nlp_distill.utils import distributed as ddp
 
 logger = logging.getLogger("procedures")
+
+
+def now_iso() -> str:
+    """The local time as ISO-8601 with its UTC offset, to the second."""
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def invoked_command(task: Optional[str]) -> List[str]:
+    """The command line of this run as a user would type it (``nlp-train TASK --flag ...``)."""
+    args = sys.argv[1:]
+    if task in args:
+        return ["nlp-train", *args[args.index(task):]]
+    return ["nlp-train", str(task), "..."]  # called from Python (or a test runner): flags unknown
 
 
 def setup_logging(output_dir=None, level: int = logging.INFO) -> None:
@@ -149,6 +164,9 @@ def _check_folder(out: Path, config: Dict[str, Any], run: RunOptions) -> bool:
             raise ConfigError(f"--resume: the run in {out} has finished (no checkpoint left); pass --overwrite to rerun it")
         logger.info("--resume: no checkpoint in %s (killed before its first epoch ended): starting afresh", out)
         return True
+    if status == "failed" and not (out / "checkpoint").exists() and not (out / "model").exists():
+        logger.info("%s holds a run that failed before its first epoch ended: starting it afresh", out)
+        return True
     if not run.overwrite:
         raise ConfigError(f"{out} holds another run (status {status}, {', '.join(present)}); pass --overwrite to "
                           "replace it, --resume to continue it, or choose another --output_dir")
@@ -188,12 +206,16 @@ def _claimed_folder(out: Path, config: Dict[str, Any], run: RunOptions) -> Itera
         raise ConfigError(f"--output_dir {out}: cannot write there ({e.strerror})") from None
     setup_logging(out)
     write_json(out / "config.json", config)
-    write_json(out / STATUS_FILE, {"status": "running", "task": config.get("task"), "started": time.time()})
+    write_json(out / STATUS_FILE, {"status": "running", "task": config.get("task"), "started": now_iso()})
     try:
         yield out
     except BaseException as e:
-        write_json(out / STATUS_FILE, {"status": "failed", "task": config.get("task"), "error": f"{type(e).__name__}: {e}"})
+        write_json(out / STATUS_FILE, {"status": "failed", "task": config.get("task"), "failed": now_iso(),
+                                      "error": f"{type(e).__name__}: {e}"})
         raise
-    write_json(out / STATUS_FILE, {"status": "finished", "task": config.get("task"), "finished": time.time()})
+    if (out / "model" / "config.json").is_file():
+        metrics = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else None
+        write_model_card(out / "model", config, metrics, invoked_command(config.get("task")))
+    write_json(out / STATUS_FILE, {"status": "finished", "task": config.get("task"), "finished": now_iso()})
     if not run.keep_checkpoint and (out / "checkpoint").is_dir():
         shutil.rmtree(out / "checkpoint")

@@ -133,3 +133,49 @@ def test_iob1_data_with_a_crf_suggests_the_fix_and_repair_tags_trains(data_dir, 
     r = _tagger(data_dir, tmp_path / "a", "--use_crf")
     assert r.exit_code != 0 and "--repair_tags" in r.output and "IOB1" in r.output and "Traceback" not in r.output
     ok(_tagger(data_dir, tmp_path / "b", "--use_crf", "--repair_tags"))
+
+
+def _modes(root):
+    return {p.relative_to(root).as_posix(): p.stat().st_mode & 0o777 for p in [root, *root.rglob("*")]}
+
+
+def test_model_folder_is_readable_by_others_and_has_a_card(tmp_path, monkeypatch):
+    """Under the usual umask the saved model is 0755 / 0644 (mkdtemp alone gives 0700 / 0600), and
+    ``model/README.md`` names the task, the labels, the metrics and how to load the model."""
+    import os
+    from datetime import datetime
+
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "run"
+        ok(invoke(nlp_train, ["tagger", "--data_dir", TINY, "--output_dir", out, *TAGGER_ARGS]))
+    finally:
+        os.umask(old)
+    modes = _modes(out / "model")
+    assert modes and all(m == (0o755 if (out / "model" / k).is_dir() else 0o644) for k, m in modes.items()), modes
+    card = (out / "model" / "README.md").read_text()
+    labels = json.loads((out / "model" / "labels.json").read_text()) if (out / "model" / "labels.json").is_file() else []
+    assert "nlp-train tagger" in card and "from nlp_distill import pipeline" in card
+    assert all(f"`{x}`" in card for x in labels if x != "O")
+    test_f1 = json.loads((out / "metrics.json").read_text())["test"]["f1"]
+    assert f"| test | f1 | {test_f1:.4f} |" in card
+    status = json.loads((out / "status.json").read_text())
+    assert datetime.fromisoformat(status["finished"]).tzinfo is not None
+
+
+def test_run_that_failed_before_its_first_epoch_reruns_in_place(tmp_path):
+    """A data error stops the run before training: fixing the data and rerunning the same command
+    works without --overwrite; a finished run still refuses."""
+    data = tmp_path / "data"
+    shutil.copytree(TINY, data)
+    good = (data / "train.txt").read_text()
+    (data / "train.txt").write_text("word\tB-XYZ-BAD TAG extra\n\n" + good)
+    out = tmp_path / "run"
+    args = ["tagger", "--data_dir", data, "--output_dir", out, *TAGGER_ARGS]
+    bad = invoke(nlp_train, args)
+    assert bad.exit_code != 0 and json.loads((out / "status.json").read_text())["status"] == "failed"
+    (data / "train.txt").write_text(good)
+    ok(invoke(nlp_train, args))
+    assert json.loads((out / "status.json").read_text())["status"] == "finished"
+    again = invoke(nlp_train, args)
+    assert again.exit_code != 0 and "--overwrite" in again.output
