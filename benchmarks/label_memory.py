@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.scale import rotated  # noqa: E402
-from nlp_distill.data import transfer_store as ts  # noqa: E402
+from nlp_distill.distill import transfer_store as ts  # noqa: E402
 from nlp_distill.models.transformer import TransformerTokenClassifier  # noqa: E402
 
 

@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nlp_distill.data.labels import LabelVocab  # noqa: E402
-from nlp_distill.data.transfer_store import TransferStore  # noqa: E402
+from nlp_distill.distill.transfer_store import TransferStore  # noqa: E402
 from nlp_distill.data.unlabeled import iter_unlabeled  # noqa: E402
 from nlp_distill.models.transformer import TransformerTokenClassifier  # noqa: E402
 from nlp_distill.precision import bf16_native  # noqa: E402

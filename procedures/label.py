@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 from nlp_distill.config import KDConfig, LabelConfig
-from nlp_distill.data.transfer_store import TransferStore
+from nlp_distill.distill.transfer_store import TransferStore
 from nlp_distill.data.unlabeled import count_sentences, detect_format, iter_unlabeled
 from nlp_distill.errors import ConfigError
 from procedures.common import RunOptions, pick_device, setup_logging, start_distributed

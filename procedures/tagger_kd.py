@@ -19,11 +19,11 @@ from nlp_distill.data.batching import ConcatEncoded
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.dataset_dir import TaggingData, load_data_dir
 from nlp_distill.data.labels import LabelVocab
-from nlp_distill.data.store_features import StoreFeatures
+from nlp_distill.distill.store_features import StoreFeatures
 from nlp_distill.data.unlabeled import count_sentences, detect_format, iter_unlabeled
 from nlp_distill.distill.ensemble import OutOfFoldTeachers, TeacherEnsemble
 from nlp_distill.distill.pseudo_label import label_from_logits, write_pseudo_labeled
-from nlp_distill.data.transfer_store import TransferStore
+from nlp_distill.distill.transfer_store import TransferStore
 from nlp_distill.distill.teacher_cache import ConcatLogits, TeacherLogitsCache, teacher_fingerprint
 from nlp_distill.distill.teacher_student import TeacherStudentDistill
 from nlp_distill.errors import ConfigError

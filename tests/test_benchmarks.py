@@ -76,7 +76,7 @@ def test_scale_benchmark_runs_on_the_tiny_fixture(tmp_path, tiny_encoder_dir):
     from benchmarks import scale
     from click.testing import CliRunner
 
-    from nlp_distill.data.transfer_store import TransferStore
+    from nlp_distill.distill.transfer_store import TransferStore
     from procedures.cli import nlp_train
 
     teacher = tmp_path / "teacher"

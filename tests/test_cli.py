@@ -144,7 +144,7 @@ def test_tagger_kd_pseudo_run(data_dir, teacher_run, tmp_path):
     meta = json.loads((out / "teacher_cache" / "meta.json").read_text())
     assert meta["num_sentences"] == len(load_data_dir(data_dir).train)
     # the augmented copies and the unlabeled text went through transfer stores in the run folder
-    from nlp_distill.data.transfer_store import TransferStore
+    from nlp_distill.distill.transfer_store import TransferStore
     store = TransferStore(out / "transfer_store")
     assert list(store.iter_tokens()) == [l.split() for l in lines[:7]]
     aug = read_conll(out / "augmented.txt", tag_column=1)

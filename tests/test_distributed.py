@@ -182,7 +182,7 @@ def test_torchrun_student_matches_one_process_and_kd_builds_the_cache_once(tmp_p
 def test_torchrun_labeling_shards_chunks_into_one_store(tmp_path, tiny_teacher):
     from click.testing import CliRunner
 
-    from nlp_distill.data.transfer_store import TransferStore
+    from nlp_distill.distill.transfer_store import TransferStore
     from procedures.cli import nlp_train
 
     teacher = tiny_teacher

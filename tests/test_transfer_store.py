@@ -11,7 +11,7 @@ import torch
 
 from nlp_distill.config import TransformerConfig
 from nlp_distill.data.dataset_dir import load_data_dir
-from nlp_distill.data.transfer_store import TransferStore
+from nlp_distill.distill.transfer_store import TransferStore
 from nlp_distill.errors import ConfigError
 from nlp_distill.models.transformer import TransformerTokenClassifier
 from procedures.cli import nlp_train
@@ -133,7 +133,7 @@ def test_store_features_equal_in_memory_encoding_with_the_teacher_tags(teacher, 
     from nlp_distill.config import TaggerConfig
     from nlp_distill.data.batching import ConcatEncoded, EncodedData
     from nlp_distill.data.labels import LabelVocab
-    from nlp_distill.data.store_features import StoreFeatures
+    from nlp_distill.distill.store_features import StoreFeatures
     from nlp_distill.distill.pseudo_label import label_from_logits
     from nlp_distill.models.neural_tagger import NeuralTagger
 

@@ -17,9 +17,9 @@ import numpy as np
 
 from nlp_distill.data.batching import Rows
 from nlp_distill.data.labels import LabelVocab
-from nlp_distill.data.transfer_store import TransferStore
 from nlp_distill.data.vocab import Vocab, char_ids, word_shape
 from nlp_distill.distill.pseudo_label import pseudo_tags
+from nlp_distill.distill.transfer_store import TransferStore
 from nlp_distill.utils import distributed as ddp
 
 logger = logging.getLogger(__name__)

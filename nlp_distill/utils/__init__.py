@@ -1,1 +1,2 @@
-"""Process-level helpers below every other layer: torchrun ranks, heap growth, quiet HF loading."""
+"""Process-level helpers that every layer from data up may import: torchrun ranks, heap growth,
+quiet Hugging Face loading."""
