@@ -23,7 +23,7 @@ T = TypeVar("T", bound="ConfigBase")
 def option(default: Any = MISSING, *, help: str, flag: Optional[str] = None, off_flag: Optional[str] = None,
            ge: Optional[float] = None, gt: Optional[float] = None, le: Optional[float] = None,
            lt: Optional[float] = None, choices: Optional[Sequence[str]] = None, path: Optional[str] = None,
-           metavar: Optional[str] = None, default_factory: Any = MISSING) -> Any:
+           metavar: Optional[str] = None, default_factory: Any = MISSING, aliases: Sequence[str] = ()) -> Any:
     """A dataclass field carrying its CLI/validation metadata.
 
     Args:
@@ -34,9 +34,11 @@ def option(default: Any = MISSING, *, help: str, flag: Optional[str] = None, off
         ge, gt, le, lt: numeric bounds (checked for list items too).
         choices: allowed string values (checked for list items too).
         path: ``"file"``, ``"dir"`` or ``"any"``: the value names a path (shown as the metavar).
+        aliases: other flag names accepted for the same setting (e.g. the HF Trainer's names).
     """
     meta = {"help": help, "flag": flag, "off_flag": off_flag, "ge": ge, "gt": gt, "le": le, "lt": lt,
-            "choices": tuple(choices) if choices else None, "path": path, "metavar": metavar}
+            "choices": tuple(choices) if choices else None, "path": path, "metavar": metavar,
+            "aliases": tuple(aliases)}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -182,14 +184,15 @@ class TeacherTrainerConfig(TrainerConfig):
     with mean pooling, dev 0.620 +- 0.018 / test 0.479 +- 0.043 over 5 seeds, against 0.601 /
     0.465 for lr 1e-4 with first-sub-token pooling."""
 
-    epochs: int = override(TrainerConfig, "epochs", 10, flag="num_train_epochs")
-    lr: float = override(TrainerConfig, "lr", 2e-4, flag="learning_rate")
+    # the same flag names as the students; the HF Trainer's names are accepted too
+    epochs: int = override(TrainerConfig, "epochs", 10, aliases=("num_train_epochs",))
+    lr: float = override(TrainerConfig, "lr", 2e-4, aliases=("learning_rate",))
     weight_decay: float = override(TrainerConfig, "weight_decay", 0.01)
     optimizer: str = override(TrainerConfig, "optimizer", "adamw")
     scheduler: str = override(TrainerConfig, "scheduler", "linear")
     warmup_ratio: float = override(TrainerConfig, "warmup_ratio", 0.1)
     max_grad_norm: float = override(TrainerConfig, "max_grad_norm", 1.0)
-    grad_accum_steps: int = override(TrainerConfig, "grad_accum_steps", 1, flag="gradient_accumulation_steps")
+    grad_accum_steps: int = override(TrainerConfig, "grad_accum_steps", 1, aliases=("gradient_accumulation_steps",))
 
 
 @dataclass
@@ -210,7 +213,7 @@ class TransformerConfig(ConfigBase):
     max_seq_length: int = option(128, ge=8, help="Sub-tokens per window, special tokens included; longer sentences use overlapping windows.")
     stride: int = option(32, ge=0, help="Sub-tokens of context shared by consecutive windows of a long sentence.")
     pooling: str = option("mean", choices=("first", "mean"), help="Sub-token -> word logits: mean of a word's sub-tokens (measured: +1 dev F1 over first on WNUT-16) or its first.")
-    batch_size: int = option(16, ge=1, flag="per_device_train_batch_size", help="Windows per training batch.")
+    batch_size: int = option(16, ge=1, aliases=("per_device_train_batch_size",), help="Windows per training batch.")
     eval_batch_size: int = option(64, ge=1, help="Windows per evaluation batch.")
     # auto on a 2-core AMX Xeon: bf16 predict is 2.5x fp32 with the same test F1; bf16 training was
     # 1.5x faster but 0.3 and 1.0 test F1 lower on two seeds, so it stays fp32 there (docs/benchmarks.md)

@@ -15,11 +15,14 @@ import click
 from nlp_distill.config import (AugmentConfig, CompactConfig, KDConfig, PseudoConfig, StudentDataConfig, StudentTrainerConfig,
                                 LabelConfig, TaggerConfig, TeacherTrainerConfig, TransformerConfig,
                                 TransformerStudentConfig)
-from procedures.options import build_configs, config_options
+from procedures.options import GroupedCommand, build_configs, config_options
 
 
 class FriendlyGroup(click.Group):
-    """Report data/config errors as one ``Error: file:line: problem`` line, not a traceback."""
+    """Report data/config errors as one ``Error: file:line: problem`` line, not a traceback; the
+    commands' --help lists options under headings."""
+
+    command_class = GroupedCommand
 
     def invoke(self, ctx: click.Context):
         from nlp_distill.errors import ConfigError, DataFormatError, LabelMismatchError

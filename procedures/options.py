@@ -57,6 +57,44 @@ def _range_text(meta: Dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+# --help headings, in the order they are shown; a section's options go under its heading
+HEADINGS = ("Main", "Data", "Teacher", "Student", "Distillation", "Augmentation", "Pseudo-labels", "Training",
+            "Export", "Run", "Other")
+SECTION_HEADINGS = {"data": "Data", "model": "Teacher", "tagger": "Student", "student": "Student", "kd": "Distillation",
+                    "augment": "Augmentation", "pseudo": "Pseudo-labels", "trainer": "Training", "label": "Teacher",
+                    "storage": "Export"}
+# the flags a user types first, shown under "Main" whatever their section
+MAIN_FLAGS = ("data_dir", "output_dir", "model_dir", "teacher_model_path", "model_name_or_path", "data_file",
+              "output_file", "unlabeled_filename")
+
+
+def _grouped(opt: click.Option, cls: Optional[Type[ConfigBase]] = None) -> click.Option:
+    """Tag ``opt`` with its --help heading (read by :class:`GroupedCommand`)."""
+    opt.help_group = "Main" if opt.name in MAIN_FLAGS else SECTION_HEADINGS.get(getattr(cls, "SECTION", ""), "Other")
+    return opt
+
+
+def heading_of(param: click.Parameter) -> str:
+    """The --help heading of ``param``: its tag, else Main / Run by name."""
+    if getattr(param, "help_group", None):
+        return param.help_group  # type: ignore[attr-defined]
+    return "Main" if param.name in MAIN_FLAGS else "Run"
+
+
+class GroupedCommand(click.Command):
+    """A command whose --help lists options under headings (Main first, then by topic)."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        groups: Dict[str, List[Tuple[str, str]]] = {}
+        for param in self.get_params(ctx):
+            rec = param.get_help_record(ctx)
+            if rec is not None:
+                groups.setdefault(heading_of(param), []).append(rec)
+        for heading in [h for h in HEADINGS if h in groups] + [h for h in groups if h not in HEADINGS]:
+            with formatter.section(f"{heading} options"):
+                formatter.write_dl(groups[heading])
+
+
 def field_option(cls: Type[ConfigBase], f: dataclasses.Field) -> click.Option:
     """The click option of one config field (no click default: unset flags never override)."""
     meta = f.metadata
@@ -65,8 +103,10 @@ def field_option(cls: Type[ConfigBase], f: dataclasses.Field) -> click.Option:
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
     rng = _range_text(meta)
     help_ = f"{meta['help']}{f' ({rng})' if rng else ''} [default: {show_default(default)}]"
+    aliases = [f"--{a}" for a in meta.get("aliases") or ()]
     if item is bool:
-        return click.Option([f"--{flag}/--{meta.get('off_flag') or 'no_' + flag}", flag], default=None, help=help_)
+        return _grouped(click.Option([f"--{flag}/--{meta.get('off_flag') or 'no_' + flag}", flag], default=None,
+                                     help=help_), cls)
     if meta.get("choices") and not is_list:
         ptype: Any = click.Choice(meta["choices"])
     elif is_list:
@@ -77,7 +117,8 @@ def field_option(cls: Type[ConfigBase], f: dataclasses.Field) -> click.Option:
     if is_list:
         help_ = help_.replace(" [default", " Repeat or comma-separate. [default", 1)
         metavar = metavar or ("LIST" if not meta.get("choices") else "[" + "|".join(meta["choices"]) + "],...")
-    return click.Option([f"--{flag}", flag], type=ptype, default=None, multiple=is_list, metavar=metavar, help=help_)
+    return _grouped(click.Option([f"--{flag}", *aliases, flag], type=ptype, default=None, multiple=is_list,
+                                 metavar=metavar, help=help_), cls)
 
 
 def config_options(*classes: Type[ConfigBase]) -> Callable:

@@ -169,9 +169,39 @@ def test_command_defaults_declared_once_per_command():
     assert s.weight_decay == g.weight_decay and t.seed == g.seed
     # the override keeps the help and range of the base field
     f = {x.name: x for x in dataclasses.fields(TeacherTrainerConfig)}
-    assert f["epochs"].metadata["ge"] == 1 and f["epochs"].metadata["flag"] == "num_train_epochs"
-    with pytest.raises(ConfigError, match="num_train_epochs"):
+    assert f["epochs"].metadata["ge"] == 1 and f["epochs"].metadata["aliases"] == ("num_train_epochs",)
+    with pytest.raises(ConfigError, match="--epochs"):
         TeacherTrainerConfig(epochs=0)
+
+
+def test_every_command_uses_the_same_names_and_keeps_the_hf_aliases():
+    """Teachers and students say --epochs / --lr / --batch_size; the HF Trainer's names still work
+    and set the same setting; --help lists options under headings, the main flags first."""
+    from click.testing import CliRunner
+
+    from procedures.cli import nlp_train
+    from procedures.options import build_configs
+
+    for name in ("transformer_token", "transformer_kd", "tagger", "tagger_kd", "tagger_kd_pseudo"):
+        cmd = nlp_train.commands[name]
+        flags = {o for p in cmd.params for o in p.opts}
+        assert {"--epochs", "--lr", "--batch_size"} <= flags, name
+    cmd = nlp_train.commands["transformer_token"]
+    for hf, ours in (("--num_train_epochs", "--epochs"), ("--learning_rate", "--lr"),
+                     ("--per_device_train_batch_size", "--batch_size")):
+        vals = []
+        for flag in (hf, ours):
+            ctx = cmd.make_context("transformer_token", ["--data_dir", ".", "--output_dir", "x", flag, "3"])
+            cfg = build_configs(ctx)
+            vals.append((cfg["trainer"].epochs, cfg["trainer"].lr, cfg["model"].batch_size))
+        assert vals[0] == vals[1] and 3 in vals[0], (hf, vals)
+    shown = CliRunner().invoke(nlp_train, ["tagger_kd", "--help"]).output
+    heads = [l for l in shown.splitlines() if l.endswith(" options:")]
+    assert heads[0] == "Main options:", heads
+    assert {"Student options:", "Distillation options:", "Augmentation options:", "Training options:",
+            "Run options:"} <= set(heads), heads
+    main = shown.split("Main options:")[1].split("options:")[0]
+    assert "--data_dir" in main and "--output_dir" in main and "--teacher_model_path" in main
 
 
 def test_every_library_export_resolves():
