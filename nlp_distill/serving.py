@@ -6,8 +6,8 @@ this worker process. Requests that arrive together are coalesced by a :class:`Mi
 one model call, which runs in a worker thread so the event loop keeps accepting requests.
 Needs the ``serve`` extra (``pip install -e .[serve]``).
 """
-from __future__ import annotations
-
+# no `from __future__ import annotations`: FastAPI reads the endpoints' annotations (``Request``)
+# at runtime, and they name classes imported inside create_app
 import asyncio
 import json
 import logging
