@@ -26,7 +26,7 @@ from nlp_distill.distill.pseudo_label import label_from_logits, write_pseudo_lab
 from nlp_distill.distill.transfer_store import TransferStore
 from nlp_distill.distill.teacher_cache import ConcatLogits, TeacherLogitsCache, teacher_fingerprint
 from nlp_distill.distill.teacher_student import TeacherStudentDistill
-from nlp_distill.errors import ConfigError
+from nlp_distill.errors import ConfigError, LabelMismatchError
 from nlp_distill.models.loader import load_model
 from nlp_distill.models.transformer import TransformerTokenClassifier
 from nlp_distill.utils import distributed as ddp
@@ -36,22 +36,25 @@ from procedures.tagger import train_student
 logger = logging.getLogger(__name__)
 
 
-def _load_one_teacher(path: str, kd: KDConfig) -> TransformerTokenClassifier:
+def _load_one_teacher(path: str, kd: KDConfig, labels: Optional[LabelVocab] = None) -> TransformerTokenClassifier:
     try:
         teacher = load_model(path, expect="TransformerTokenClassifier")
-    except ConfigError as e:
-        raise ConfigError(f"--teacher_model_path: {e}") from None
+        if labels is not None:  # by name; teacher labels the data lacks are dropped (warning)
+            teacher.select_labels(labels, reorder=False)
+    except (ConfigError, LabelMismatchError) as e:
+        raise type(e)(f"--teacher_model_path {path}: {e}") from None
     if kd.teacher_max_seq_len and teacher.config.max_seq_length != kd.teacher_max_seq_len:
         cfg = teacher.config.replace(max_seq_length=kd.teacher_max_seq_len)
         teacher = TransformerTokenClassifier(teacher.model, teacher.tokenizer, teacher.labels, cfg)
     return teacher
 
 
-def load_teacher(kd: KDConfig, device):
-    """The teacher of ``kd.teacher_model_path``: one model, or a ``TeacherEnsemble`` of several."""
+def load_teacher(kd: KDConfig, device, labels: Optional[LabelVocab] = None):
+    """The teacher of ``kd.teacher_model_path``: one model, or a ``TeacherEnsemble`` of several.
+    With ``labels`` (the data's) each teacher's head is cut to them by name (``select_labels``)."""
     if not kd.teacher_model_path:
         raise ConfigError("--teacher_model_path is required (a folder written by `nlp-train transformer_token`)")
-    members = [_load_one_teacher(p, kd) for p in kd.teacher_model_path]
+    members = [_load_one_teacher(p, kd, labels) for p in kd.teacher_model_path]
     folded = [bool(m.config.holdout_fold) for m in members]
     if any(folded) and not all(folded):
         raise ConfigError("--teacher_model_path: " + ", ".join(
@@ -152,7 +155,7 @@ def _kd_run(task: str, data_dir, out: Path, d: TaggingData, tagger: TaggerConfig
     """Gold + teacher-labeled augmented copies + teacher-labeled unlabeled text, one training set.
     The copies go through a transfer store when they can (``streams_augmentation``); with ``store``
     (or ``text``, labeled into ``OUTPUT_DIR/transfer_store`` first), so does the unlabeled part."""
-    teacher = load_teacher(kd, pick_device(run.device))
+    teacher = load_teacher(kd, pick_device(run.device), d.labels)
     if text is not None:
         store = _store_of_text(teacher, text, pseudo, kd, out, run.encoding, trainer.show_progress)
     if store is not None and store.key != teacher_fingerprint(teacher):

@@ -57,11 +57,13 @@ def do_transformer_kd(data_dir, output_dir, model: TransformerConfig = Transform
     with run_folder(output_dir, sections, run) as out:
         seed_everything(trainer.seed)
         d = load_data_dir(data_dir, encoding=run.encoding)
-        teacher = load_teacher(kd, pick_device(run.device))
+        teacher = load_teacher(kd, pick_device(run.device), d.labels)
         if isinstance(teacher, OutOfFoldTeachers):
             raise ConfigError("transformer_kd does not route sentences to out-of-fold teachers (tagger_kd does): "
                               "give teachers trained on all of train")
         source = teacher.members[0] if isinstance(teacher, TeacherEnsemble) else teacher
+        if source is teacher:  # the student cut from it predicts in the data's label order
+            teacher.select_labels(d.labels)
         if teacher.labels != d.labels:
             raise ConfigError(f"the teacher's labels {teacher.labels.labels} differ from {data_dir}'s {d.labels.labels}")
         scores = teacher_scores(teacher, d)

@@ -34,8 +34,13 @@ def detect_scheme(tags: Iterable[str]) -> str:
     return "IO"
 
 
-def _spans(tags: Sequence[str]) -> List[Tuple[int, int, str]]:
-    """Entity spans ``(start, end_exclusive, type)`` read leniently (an orphan I- starts a span)."""
+def entity_spans(tags: Sequence[str]) -> List[Tuple[int, int, str]]:
+    """Entity spans ``(start, end_exclusive, type)`` of a tag sequence in any scheme: BIO, IOB1
+    (``I-`` opens an entity, ``B-`` only separates two adjacent ones of a type), BIOES or IO.
+
+    Read leniently, as the HF pipeline's "simple" aggregation does: ``B-``/``S-`` or a change of
+    type starts an entity, ``I-``/``E-`` of the same type continues it, an orphan ``I-`` starts
+    one, ``E-``/``S-`` close it."""
     spans: List[Tuple[int, int, str]] = []
     cur: Optional[List] = None
     for i, tag in enumerate(tags):
@@ -58,6 +63,9 @@ def _spans(tags: Sequence[str]) -> List[Tuple[int, int, str]]:
     if cur:
         spans.append(tuple(cur))
     return spans
+
+
+_spans = entity_spans
 
 
 def convert_tags(tags: Sequence[str], scheme: str) -> List[str]:
@@ -178,6 +186,24 @@ class LabelVocab:
     @classmethod
     def load(cls, path) -> "LabelVocab":
         return cls(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def columns_by_name(have: Sequence[str], want: Sequence[str], what: str = "teacher") -> List[int]:
+    """The by-name label map: for each label of ``want``, its index in ``have``.
+
+    Raises:
+        LabelMismatchError: (one line) when ``have`` lacks labels of ``want``, listing them and the
+            labels of ``have`` that ``want`` lacks.
+    """
+    from nlp_distill.errors import LabelMismatchError
+
+    index = {l: i for i, l in enumerate(have)}
+    missing = [l for l in want if l not in index]
+    if missing:
+        extra = [l for l in have if l not in set(want)]
+        raise LabelMismatchError(f"the {what} has no label {missing} of the data (the {what}'s labels not in the "
+                                 f"data: {extra or 'none'})")
+    return [index[l] for l in want]
 
 
 def read_labels_txt(path, encoding: str = "utf-8") -> LabelVocab:

@@ -3,15 +3,17 @@ with the same signature as ``NeuralTagger.predict`` (ONNX Runtime + numpy only).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from nlp_distill.data.labels import LabelVocab
+from nlp_distill.data.tokenize import check_token_lists
 from nlp_distill.data.vocab import Vocab
 from nlp_distill.errors import ConfigError
 from nlp_distill.export.features import featurize
 from nlp_distill.io import read_json
+from nlp_distill.modules.label_probs import crf_marginals, softmax
 from nlp_distill.modules.viterbi import viterbi
 
 
@@ -76,19 +78,37 @@ class OnnxTagger:
 
     def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 64) -> List[List[str]]:
         """Tags per sentence (Viterbi for CRF students, argmax otherwise); empty sentences -> []."""
+        return self._predict(sentences, batch_size, with_probs=False)[0]
+
+    def predict_with_probs(self, sentences: Sequence[Sequence[str]], batch_size: int = 64
+                           ) -> Tuple[List[List[str]], List[np.ndarray]]:
+        """``predict``'s tags and each word's label distribution (CRF marginals or softmax).
+
+        Returns:
+            (tags per sentence, one (n_words, C) float32 array per sentence)
+        """
+        return self._predict(sentences, batch_size, with_probs=True)
+
+    def _predict(self, sentences: Sequence[Sequence[str]], batch_size: int, with_probs: bool):
+        check_token_lists(sentences)
         order = sorted((i for i, s in enumerate(sentences) if len(s)), key=lambda i: len(sentences[i]))
         out: List[List[str]] = [[] for _ in sentences]
+        probs = [np.zeros((0, len(self.labels)), np.float32) for _ in sentences] if with_probs else []
         for a in range(0, len(order), batch_size):
             idx = order[a : a + batch_size]
             batch = [list(sentences[i]) for i in idx]
-            em = self.emissions(batch)
+            em = self.emissions(batch)  # (B, L, C)
             mask = np.zeros(em.shape[:2], bool)
             for b, s in enumerate(batch):
                 mask[b, : len(s)] = True
             ids = viterbi(em, mask, *self.crf) if self.crf else [list(em[b, : len(s)].argmax(-1)) for b, s in enumerate(batch)]
-            for i, p in zip(idx, ids):
+            if with_probs:
+                dist = crf_marginals(em, mask, *self.crf) if self.crf else softmax(em)  # (B, L, C)
+            for b, (i, p) in enumerate(zip(idx, ids)):
                 out[i] = self.labels.decode(p)
-        return out
+                if with_probs:
+                    probs[i] = dist[b, : len(p)]
+        return out, probs
 
 
 def pool_words_np(sub: np.ndarray, word_start: np.ndarray, word_len: np.ndarray, mode: str) -> np.ndarray:
@@ -127,6 +147,7 @@ class OnnxTransformer:
 
     def word_logits(self, sentences: Sequence[Sequence[str]], batch_size: int = 64) -> List[np.ndarray]:
         """One (n_words, C) float32 array per sentence; every word is filled by its owner window."""
+        check_token_lists(sentences)
         wins = self.aligner.encode(sentences)
         order = sorted(range(len(wins)), key=lambda k: len(wins[k].input_ids))
         out = [np.zeros((len(s), len(self.labels)), np.float32) for s in sentences]
@@ -144,3 +165,9 @@ class OnnxTransformer:
     def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 64) -> List[List[str]]:
         """Tags (argmax per word) for each sentence."""
         return [self.labels.decode(l.argmax(-1).tolist()) for l in self.word_logits(sentences, batch_size)]
+
+    def predict_with_probs(self, sentences: Sequence[Sequence[str]], batch_size: int = 64
+                           ) -> Tuple[List[List[str]], List[np.ndarray]]:
+        """``predict``'s tags and each word's softmax label distribution."""
+        logits = self.word_logits(sentences, batch_size)
+        return [self.labels.decode(l.argmax(-1).tolist()) for l in logits], [softmax(l) for l in logits]

@@ -6,14 +6,15 @@ from typing import Optional, Tuple
 
 from nlp_distill.errors import ConfigError
 from nlp_distill.io import read_json
+from nlp_distill.models.folders import NLP_DISTILL_FILE, hf_classifier_labels
 
-NLP_DISTILL_FILE = "nlp_distill.json"  # written by TransformerTokenClassifier.save_pretrained
 MADE_BY = {"NeuralTagger": "nlp-train tagger | tagger_kd | tagger_kd_pseudo",
            "TransformerTokenClassifier": "nlp-train transformer_token"}
 
 
 def model_class_of(path) -> Tuple[Optional[str], Path]:
-    """(saved model class or ``None``, the model folder) for a model folder or a run folder."""
+    """(saved model class or ``None``, the model folder) for a model folder or a run folder; a HF
+    token-classification folder (``hf_classifier_labels``) loads as a ``TransformerTokenClassifier``."""
     p = Path(path)
     for folder in (p, p / "model"):
         if (folder / NLP_DISTILL_FILE).is_file():
@@ -22,6 +23,8 @@ def model_class_of(path) -> Tuple[Optional[str], Path]:
             cls = read_json(folder / "config.json").get("model_class")
             if cls in MADE_BY:
                 return cls, folder
+            if hf_classifier_labels(folder) is not None:
+                return "TransformerTokenClassifier", folder
     return None, p
 
 
@@ -37,7 +40,8 @@ def load_model(path, expect: Optional[str] = None):
     cls, folder = model_class_of(path)
     if cls is None:
         raise ConfigError(f"{path} holds no saved model of this library (a student comes from `{MADE_BY['NeuralTagger']}`, "
-                          f"a teacher from `{MADE_BY['TransformerTokenClassifier']}`)")
+                          f"a teacher from `{MADE_BY['TransformerTokenClassifier']}` or HF `save_pretrained` of a "
+                          "...ForTokenClassification model with id2label in its config.json)")
     if expect is not None and cls != expect:
         raise ConfigError(f"{path} holds a {cls}, not a {expect}; a {expect} comes from `{MADE_BY[expect]}`")
     if cls == "NeuralTagger":

