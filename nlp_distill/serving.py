@@ -253,7 +253,7 @@ def create_app(pipeline: Any, max_texts: int = 256, max_chars: int = 10000, max_
 
 def app_from_config(config: ServeConfig) -> Any:
     """Load the model of ``config`` (once, in this process) and build its app."""
-    from nlp_distill.pipeline import pipeline
+    from nlp_distill.pipelines import pipeline  # the function `from nlp_distill import pipeline` exports
 
     if config.threads:
         import torch
