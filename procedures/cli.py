@@ -13,7 +13,7 @@ from typing import Any, Dict
 import click
 
 from nlp_distill.config import (AugmentConfig, CompactConfig, KDConfig, PseudoConfig, StudentDataConfig, StudentTrainerConfig,
-                                LabelConfig, TaggerConfig, TeacherTrainerConfig, TransformerConfig,
+                                LabelConfig, SeedsConfig, TaggerConfig, TeacherTrainerConfig, TransformerConfig,
                                 TransformerStudentConfig)
 from procedures.options import GroupedCommand, build_configs, config_options
 
@@ -105,7 +105,8 @@ def training_command(name: str, target: str, classes: tuple, doc: str) -> None:
 
 
 training_command("transformer_token", "procedures.transformer_token.do_training",
-                 (TransformerConfig, TeacherTrainerConfig), "Fine-tune a transformer token classifier (the teacher).")
+                 (TransformerConfig, TeacherTrainerConfig, SeedsConfig),
+                 "Fine-tune a transformer token classifier (the teacher; --seeds: several, for an ensemble).")
 training_command("transformer_kd", "procedures.transformer_kd.do_transformer_kd",
                  (TransformerConfig, TeacherTrainerConfig, KDConfig, TransformerStudentConfig, AugmentConfig),
                  "Distil a teacher (or an ensemble) into a transformer student made of some layers of the (first) teacher, saved like a teacher.")
@@ -174,17 +175,23 @@ def inference_options(f):
     for o in reversed([
         click.option("--model_dir", required=True, type=click.Path(exists=True, file_okay=False),
                      help="Saved model folder (or the run folder holding model/)."),
-        click.option("--data_file", required=True, type=click.Path(exists=True, dir_okay=False),
-                     help="CoNLL (tags, if any, are ignored) or raw text, one sentence per line."),
-        click.option("--output_file", required=True, type=click.Path(dir_okay=False),
-                     help="CoNLL output: token<TAB>predicted tag, written atomically."),
+        click.option("--data_file", required=True, type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+                     help="CoNLL (tags, if any, are ignored) or raw text, one text per line (split into words by "
+                          "the built-in tweet/news tokenizer); - reads stdin."),
+        click.option("--output_file", default=None, type=click.Path(dir_okay=False),
+                     help="File to write (atomically); default: stdout."),
+        click.option("--output_format", type=click.Choice(["conll", "jsonl"]), default="conll", show_default=True,
+                     help="conll: token<TAB>predicted tag; jsonl: one JSON object per sentence with line, text (raw "
+                          "input), tokens, tags, scores and entities (type, score, word, character start/end)."),
         click.option("--batch_size", default=64, show_default=True, type=click.IntRange(min=1),
                      help="Sentences (student) / windows (transformer) per batch."),
         click.option("--input_format", type=click.Choice(["auto", "text", "conll"]), default="auto", show_default=True,
                      help="DATA_FILE format: raw text, CoNLL, or auto (decided from its first sentence)."),
         click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of DATA_FILE."),
-        click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
-                     help="torch: a saved model folder; onnx: a folder from `nlp-export onnx` (int8 if exported)."),
+        click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
+                     help="torch: a saved model folder; onnx: a folder from `nlp-export onnx` (int8 if exported); "
+                          "auto: whichever MODEL_DIR holds."),
+        click.option("--device", default=None, help="torch backend: cpu | cuda | cuda:N (default: cpu)."),
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default=None,
                      help="torch backend: the network's precision (auto: bf16 where the device multiplies it natively, "
                           "a CUDA GPU with bf16 or a CPU with AMX tiles); default: the one saved with the model."),
@@ -193,26 +200,33 @@ def inference_options(f):
     return f
 
 
-@nlp_inference.command("transformer_token")
-@inference_options
-def infer_transformer(model_dir, data_file, output_file, batch_size, input_format, encoding, backend, precision) -> None:
-    """Tag a file with a transformer (teacher) model folder; writes CoNLL."""
+def _infer(kind, model_dir, data_file, output_file, **options: Any) -> None:
     from procedures.inference import do_inference
 
-    n = do_inference("transformer_token", model_dir, data_file, output_file, batch_size, input_format=input_format,
-                     encoding=encoding, backend=backend, precision=precision)
-    click.echo(f"tagged {n} sentences -> {output_file}")
+    n = do_inference(kind, model_dir, data_file, output_file, **options)
+    # on stdout only when the tags go elsewhere: a pipe reading them gets nothing else
+    click.echo(f"tagged {n} sentences -> {output_file or 'stdout'}", err=output_file is None)
+
+
+@nlp_inference.command("predict")
+@inference_options
+def infer_predict(model_dir, data_file, output_file, **options: Any) -> None:
+    """Tag text or CoNLL with any saved model (student, transformer, compact or ONNX folder); CoNLL or JSON lines."""
+    _infer(None, model_dir, data_file, output_file, **options)
+
+
+@nlp_inference.command("transformer_token")
+@inference_options
+def infer_transformer(model_dir, data_file, output_file, **options: Any) -> None:
+    """Like predict, refusing a folder that holds no transformer (teacher or transformer student)."""
+    _infer("transformer_token", model_dir, data_file, output_file, **options)
 
 
 @nlp_inference.command("tagger")
 @inference_options
-def infer_tagger(model_dir, data_file, output_file, batch_size, input_format, encoding, backend, precision) -> None:
-    """Tag a file with a NeuralTagger (student) model folder; writes CoNLL."""
-    from procedures.inference import do_inference
-
-    n = do_inference("tagger", model_dir, data_file, output_file, batch_size, input_format=input_format,
-                     encoding=encoding, backend=backend, precision=precision)
-    click.echo(f"tagged {n} sentences -> {output_file}")
+def infer_tagger(model_dir, data_file, output_file, **options: Any) -> None:
+    """Like predict, refusing a folder that holds no NeuralTagger (student)."""
+    _infer("tagger", model_dir, data_file, output_file, **options)
 
 
 

@@ -62,7 +62,7 @@ HEADINGS = ("Main", "Data", "Teacher", "Student", "Distillation", "Augmentation"
             "Export", "Run", "Other")
 SECTION_HEADINGS = {"data": "Data", "model": "Teacher", "tagger": "Student", "student": "Student", "kd": "Distillation",
                     "augment": "Augmentation", "pseudo": "Pseudo-labels", "trainer": "Training", "label": "Teacher",
-                    "storage": "Export"}
+                    "storage": "Export", "seeds": "Training"}
 # the flags a user types first, shown under "Main" whatever their section
 MAIN_FLAGS = ("data_dir", "output_dir", "model_dir", "teacher_model_path", "model_name_or_path", "data_file",
               "output_file", "unlabeled_filename")

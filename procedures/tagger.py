@@ -13,15 +13,16 @@ from nlp_distill.data.batching import ConcatEncoded, bucket_batches
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.dataset_dir import load_data_dir
 from nlp_distill.data.labels import LabelVocab, is_valid, repair
-from nlp_distill.errors import ConfigError, DataFormatError
+from nlp_distill.errors import DataFormatError
 from nlp_distill.io import folder_size, write_json
+from nlp_distill.metrics import evaluate_split
 from nlp_distill.models.neural_tagger import NeuralTagger
-from nlp_distill.modules.pretrained import frequent_words, load_vectors_file, vectors_from_teacher, vocab_rows
-from nlp_distill.modules.product_quantization import pq_decode, pq_encode
+from nlp_distill.models.student import build_student
+from nlp_distill.modules.pretrained import resolve_word_vectors
 from nlp_distill.utils import distributed as ddp
 from nlp_distill.training.checkpoint import seed_everything
 from nlp_distill.training.trainer import Trainer
-from procedures.common import RunOptions, environment, evaluate_split, pick_device, run_folder
+from procedures.common import RunOptions, environment, pick_device, run_folder
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def train_student(output_dir, train: Sequence[Sentence], dev: Sequence[Sentence]
     seed_everything(trainer.seed)
     dev_ = pick_device(run.device)
     train = _checked_tags(train, labels, tagger, data)
-    model = _build_student(tagger, data, vocab_sentences if vocab_sentences is not None else train, labels).to(dev_)
+    model = build_student(tagger, data, vocab_sentences if vocab_sentences is not None else train, labels).to(dev_)
     enc = model.encode(train, weights)
     if extra is not None:
         enc = ConcatEncoded([enc, extra(model)])
@@ -107,28 +108,6 @@ def train_student(output_dir, train: Sequence[Sentence], dev: Sequence[Sentence]
     return _student_metrics(out, result, dev, test, data, dev_, teacher_scores)
 
 
-def _build_student(tagger: TaggerConfig, data: StudentDataConfig, vocab_sentences: Sequence[Sentence],
-                   labels: LabelVocab) -> NeuralTagger:
-    """A new student with vocabularies from ``vocab_sentences`` and its initial word vectors."""
-    if not data.embedding_file:
-        model = NeuralTagger.build(tagger, vocab_sentences, labels)
-    else:
-        words, vecs = load_vectors_file(data.embedding_file)  # read once: the vocabulary and the rows use it
-        extra = frequent_words(words, data.embedding_vocab, tagger.lowercase)
-        model = NeuralTagger.build(tagger, vocab_sentences, labels, extra_words=extra)
-        mat, found = vocab_rows(words, vecs, model.word_vocab, tagger.word_emb_dim, data.embedding_file)
-        if data.embedding_pq_dims:  # the vectors compact will ship: their rows for unseen words stay as trained
-            if tagger.word_emb_dim % data.embedding_pq_dims:
-                raise ConfigError(f"--embedding_pq_dims {data.embedding_pq_dims} does not divide --word_embedding_dims "
-                                  f"{tagger.word_emb_dim}")
-            mat[found] = pq_decode(*pq_encode(mat[found], data.embedding_pq_dims))
-        model.embedder.load_vectors(mat, found)
-    if data.init_embeddings_from_teacher:
-        mat, found = vectors_from_teacher(data.init_embeddings_from_teacher, model.word_vocab, tagger.word_emb_dim)
-        model.embedder.load_vectors(mat, found)
-    return model
-
-
 def _student_metrics(out: Path, result: Dict[str, Any], dev: Sequence[Sentence], test: Sequence[Sentence],
                      data: StudentDataConfig, device, teacher_scores: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     """Score the best-on-dev model once on dev and test, beside the teacher's scores; write metrics.json."""
@@ -157,6 +136,7 @@ def do_training(data_dir, output_dir, tagger: TaggerConfig = TaggerConfig(),
                 trainer: TrainerConfig = StudentTrainerConfig(), data: StudentDataConfig = StudentDataConfig(),
                 run: RunOptions = RunOptions()) -> Dict[str, Any]:
     """Train a student on the gold labels of ``data_dir`` (no teacher)."""
+    tagger, data = resolve_word_vectors(tagger, data)  # config.json records the vectors and size used
     sections = {"task": "tagger", "data_dir": str(data_dir), "tagger": tagger, "trainer": trainer, "data": data}
     with run_folder(output_dir, sections, run) as out:
         d = load_data_dir(data_dir, encoding=run.encoding)

@@ -14,69 +14,26 @@ import numpy as np
 
 from nlp_distill.config import (AugmentConfig, KDConfig, PseudoConfig, StudentDataConfig, StudentTrainerConfig,
                                 TaggerConfig, TrainerConfig)
-from nlp_distill.data.augment import augment_corpus_indexed, iter_augment
+from nlp_distill.data.augment import augment_corpus_indexed, choose_ops, iter_augment
 from nlp_distill.data.batching import ConcatEncoded
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.dataset_dir import TaggingData, load_data_dir
 from nlp_distill.data.labels import LabelVocab
 from nlp_distill.distill.store_features import StoreFeatures
 from nlp_distill.data.unlabeled import count_sentences, detect_format, iter_unlabeled
-from nlp_distill.distill.ensemble import OutOfFoldTeachers, TeacherEnsemble
+from nlp_distill.distill.ensemble import OutOfFoldTeachers
 from nlp_distill.distill.pseudo_label import label_from_logits, write_pseudo_labeled
 from nlp_distill.distill.transfer_store import TransferStore
 from nlp_distill.distill.teacher_cache import ConcatLogits, TeacherLogitsCache, teacher_fingerprint
 from nlp_distill.distill.teacher_student import TeacherStudentDistill
-from nlp_distill.errors import ConfigError, LabelMismatchError
-from nlp_distill.models.loader import load_model
-from nlp_distill.models.transformer import TransformerTokenClassifier
+from nlp_distill.distill.teachers import load_teacher, teacher_scores
+from nlp_distill.errors import ConfigError
+from nlp_distill.modules.pretrained import resolve_word_vectors
 from nlp_distill.utils import distributed as ddp
-from procedures.common import RunOptions, evaluate_split, pick_device, run_folder
+from procedures.common import RunOptions, pick_device, run_folder
 from procedures.tagger import train_student
 
 logger = logging.getLogger(__name__)
-
-
-def _load_one_teacher(path: str, kd: KDConfig, labels: Optional[LabelVocab] = None) -> TransformerTokenClassifier:
-    try:
-        teacher = load_model(path, expect="TransformerTokenClassifier")
-        if labels is not None:  # by name; teacher labels the data lacks are dropped (warning)
-            teacher.select_labels(labels, reorder=False)
-    except (ConfigError, LabelMismatchError) as e:
-        raise type(e)(f"--teacher_model_path {path}: {e}") from None
-    if kd.teacher_max_seq_len and teacher.config.max_seq_length != kd.teacher_max_seq_len:
-        cfg = teacher.config.replace(max_seq_length=kd.teacher_max_seq_len)
-        teacher = TransformerTokenClassifier(teacher.model, teacher.tokenizer, teacher.labels, cfg)
-    return teacher
-
-
-def load_teacher(kd: KDConfig, device, labels: Optional[LabelVocab] = None):
-    """The teacher of ``kd.teacher_model_path``: one model, or a ``TeacherEnsemble`` of several.
-    With ``labels`` (the data's) each teacher's head is cut to them by name (``select_labels``)."""
-    if not kd.teacher_model_path:
-        raise ConfigError("--teacher_model_path is required (a folder written by `nlp-train transformer_token`)")
-    members = [_load_one_teacher(p, kd, labels) for p in kd.teacher_model_path]
-    folded = [bool(m.config.holdout_fold) for m in members]
-    if any(folded) and not all(folded):
-        raise ConfigError("--teacher_model_path: " + ", ".join(
-            p for p, f in zip(kd.teacher_model_path, folded) if f) + " were trained with --holdout_fold and the "
-            "others were not: give all K fold teachers (out-of-fold targets) or none")
-    if all(folded):
-        teacher = OutOfFoldTeachers(members)
-        logger.info("out-of-fold teachers (%d folds): each training sentence and its augmented copies are scored by "
-                    "the teacher that never saw it; other text by all %d", teacher.num_folds, len(members))
-    else:
-        teacher = members[0] if len(members) == 1 else TeacherEnsemble(members)
-    return teacher.to(device)
-
-
-def teacher_scores(teacher, d: TaggingData) -> Dict[str, Any]:
-    """The teacher's (or ensemble's) own dev/test scores, written beside the student's."""
-    n = len(getattr(teacher, "members", [teacher]))
-    out = {"members": n, "dev": evaluate_split(teacher.predict, d.dev),
-           "test": evaluate_split(teacher.predict, d.test) if d.test else None}
-    logger.info("teacher%s: dev F1 %.4f, test F1 %s", f" (ensemble of {n})" if n > 1 else "", out["dev"]["f1"],
-                f"{out['test']['f1']:.4f}" if out["test"] else "n/a")
-    return out
 
 
 class Streamed(NamedTuple):
@@ -155,12 +112,13 @@ def _kd_run(task: str, data_dir, out: Path, d: TaggingData, tagger: TaggerConfig
     """Gold + teacher-labeled augmented copies + teacher-labeled unlabeled text, one training set.
     The copies go through a transfer store when they can (``streams_augmentation``); with ``store``
     (or ``text``, labeled into ``OUTPUT_DIR/transfer_store`` first), so does the unlabeled part."""
-    teacher = load_teacher(kd, pick_device(run.device), d.labels)
+    augment = choose_ops(augment, len(d.train))  # --augment_ops auto: from the amount of gold data
+    teacher = load_teacher(kd.teacher_model_path, pick_device(run.device), d.labels, kd.teacher_max_seq_len)
     if text is not None:
         store = _store_of_text(teacher, text, pseudo, kd, out, run.encoding, trainer.show_progress)
     if store is not None and store.key != teacher_fingerprint(teacher):
         raise ConfigError(f"--transfer_store {store.folder} was labeled by another teacher than --teacher_model_path")
-    scores = teacher_scores(teacher, d)
+    scores = teacher_scores(teacher, d.dev, d.test)
     dist = TeacherStudentDistill(teacher, kd)
     dist.check_labels(d.labels)  # fail before spending time on the teacher pass
     streamed: List[Streamed] = []
@@ -250,6 +208,7 @@ def do_kd_training(data_dir, output_dir, tagger: TaggerConfig = TaggerConfig(),
                    run: RunOptions = RunOptions()) -> Dict[str, Any]:
     """Student trained on gold labels + the teacher's soft targets over the training set and over
     ``augment.copies`` augmented copies of each training sentence."""
+    tagger, data = resolve_word_vectors(tagger, data)  # config.json records the vectors and size used
     sections = {"task": "tagger_kd", "data_dir": str(data_dir), "tagger": tagger, "trainer": trainer, "data": data,
                 "kd": kd, "augment": augment}
     with run_folder(output_dir, sections, run) as out:
@@ -284,6 +243,7 @@ def do_kd_pseudo_training(data_dir, output_dir, tagger: TaggerConfig = TaggerCon
                           run: RunOptions = RunOptions()) -> Dict[str, Any]:
     """Student trained on gold (CE + KD), augmented copies and unlabeled text (teacher labels +
     KD), all of it every epoch. Unlabeled sentences under ``pseudo.threshold`` keep KD only."""
+    tagger, data = resolve_word_vectors(tagger, data)  # config.json records the vectors and size used
     sections = {"task": "tagger_kd_pseudo", "data_dir": str(data_dir), "tagger": tagger, "trainer": trainer,
                 "data": data, "kd": kd, "augment": augment, "pseudo": pseudo}
     with run_folder(output_dir, sections, run) as out:

@@ -10,17 +10,17 @@ import numpy as np
 
 from nlp_distill.config import (AugmentConfig, KDConfig, TeacherTrainerConfig, TrainerConfig, TransformerConfig,
                                 TransformerStudentConfig)
-from nlp_distill.data.augment import augment_corpus
+from nlp_distill.data.augment import augment_corpus, choose_ops
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.dataset_dir import TaggingData, load_data_dir
 from nlp_distill.distill.ensemble import OutOfFoldTeachers, TeacherEnsemble
+from nlp_distill.distill.teachers import load_teacher, teacher_scores
 from nlp_distill.distill.pseudo_label import label_from_logits, write_pseudo_labeled
 from nlp_distill.distill.transformer_kd import TransformerDistill, layer_mapping
 from nlp_distill.errors import ConfigError
 from nlp_distill.models.layer_drop import bottom_layers, drop_layers, encoder_layers
 from nlp_distill.training.checkpoint import seed_everything
 from procedures.common import RunOptions, pick_device, run_folder
-from procedures.tagger_kd import load_teacher, teacher_scores
 from procedures.transformer_token import fit_transformer
 
 logger = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ def transfer_set(teacher, d: TaggingData, augment: AugmentConfig, path, soft_tar
     as the tagger students), the copies tagged by the teacher's argmax and written to ``path``;
     with ``soft_targets`` also the teacher's word logits for every returned sentence."""
     train = list(d.train)
+    augment = choose_ops(augment, len(d.train))  # --augment_ops auto: from the amount of gold data
     aug = augment_corpus(d.train, augment.copies, augment.ops, augment.seed, d.labels.scheme) if augment.copies else []
     aug_logits = teacher.word_logits([s.tokens for s in aug]) if aug else []
     labeled = [label_from_logits(s.tokens, lg, teacher.labels) for s, lg in zip(aug, aug_logits)]
@@ -57,7 +58,7 @@ def do_transformer_kd(data_dir, output_dir, model: TransformerConfig = Transform
     with run_folder(output_dir, sections, run) as out:
         seed_everything(trainer.seed)
         d = load_data_dir(data_dir, encoding=run.encoding)
-        teacher = load_teacher(kd, pick_device(run.device), d.labels)
+        teacher = load_teacher(kd.teacher_model_path, pick_device(run.device), d.labels, kd.teacher_max_seq_len)
         if isinstance(teacher, OutOfFoldTeachers):
             raise ConfigError("transformer_kd does not route sentences to out-of-fold teachers (tagger_kd does): "
                               "give teachers trained on all of train")
@@ -66,7 +67,7 @@ def do_transformer_kd(data_dir, output_dir, model: TransformerConfig = Transform
             teacher.select_labels(d.labels)
         if teacher.labels != d.labels:
             raise ConfigError(f"the teacher's labels {teacher.labels.labels} differ from {data_dir}'s {d.labels.labels}")
-        scores = teacher_scores(teacher, d)
+        scores = teacher_scores(teacher, d.dev, d.test)
         n_teacher = len(encoder_layers(source.model))
         kept = student.student_layers or bottom_layers(n_teacher, student.num_student_layers)
         clf = drop_layers(source, kept)

@@ -1,8 +1,9 @@
 """One loader for every saved model folder, dispatching on the model class it records."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from nlp_distill.errors import ConfigError
 from nlp_distill.io import read_json
@@ -51,3 +52,40 @@ def load_model(path, expect: Optional[str] = None):
     from nlp_distill.models.transformer import TransformerTokenClassifier
 
     return TransformerTokenClassifier.from_pretrained(str(folder))
+
+
+SEED_FOLDER = re.compile(r"^seed-(-?\d+)$")  # members written by `nlp-train transformer_token --seeds`
+
+
+def seed_members(path) -> List[Path]:
+    """The ``seed-N/`` run folders inside ``path`` (by N), each checked to hold a finished model."""
+    p = Path(path)
+    found = sorted(((int(m.group(1)), c) for c in p.iterdir() if c.is_dir() and (m := SEED_FOLDER.match(c.name))),
+                   key=lambda t: t[0])
+    members = []
+    for _, folder in found:
+        status = read_json(folder / "status.json").get("status") if (folder / "status.json").is_file() else None
+        if model_class_of(folder)[0] is None or status not in (None, "finished"):
+            raise ConfigError(f"{folder} holds no finished model (status {status or 'unknown'}): finish it with "
+                              f"`nlp-train transformer_token --seeds ... --output_dir {p} --resume`, or delete it")
+        members.append(folder)
+    return members
+
+
+def expand_model_paths(paths: Sequence) -> List[str]:
+    """Model folders for a list of paths: a folder holding a model stays itself; a folder of
+    ``seed-N/`` members (``transformer_token --seeds``) becomes all of them, in seed order."""
+    out: List[str] = []
+    for path in paths:
+        if not Path(path).is_dir():
+            raise ConfigError(f"{path}: no such folder")
+        if model_class_of(path)[0] is not None:
+            out.append(str(path))
+            continue
+        members = seed_members(path)
+        if not members:
+            raise ConfigError(f"{path} holds neither a saved model nor seed-N/ teacher folders (a teacher comes from "
+                              f"`{MADE_BY['TransformerTokenClassifier']}`, an ensemble's members from "
+                              f"`{MADE_BY['TransformerTokenClassifier']} --seeds 1,2,3 --output_dir {path}`)")
+        out += [str(m) for m in members]
+    return out

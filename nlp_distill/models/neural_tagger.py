@@ -42,6 +42,8 @@ class NeuralTagger(nn.Module):
 
     def __init__(self, config: TaggerConfig, word_vocab: Vocab, char_vocab: Vocab, labels: LabelVocab) -> None:
         super().__init__()
+        if config.word_emb_dim is None:  # unresolved (no vectors file): the saved config records the size used
+            config = config.replace(word_emb_dim=config.DEFAULT_WORD_DIM)
         self.config = config
         self.word_vocab = word_vocab
         self.char_vocab = char_vocab
