@@ -1,27 +1,123 @@
-"""Tag a file with any saved model and write CoNLL (token, predicted tag)."""
+"""Tag raw text or CoNLL with any saved model (``nlp_distill.pipeline``) and write CoNLL or JSON lines,
+to a file (atomically) or to stdout; ``-`` reads stdin."""
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
+import shutil
+import sys
+import tempfile
 from itertools import islice
-from typing import Iterator, List, Optional
+from pathlib import Path
+from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
 
-from nlp_distill.data.conll import Sentence, write_conll
-from nlp_distill.data.unlabeled import iter_unlabeled
-from nlp_distill.errors import ConfigError
-from nlp_distill.models.loader import load_model
+from nlp_distill.data.conll import iter_conll, iter_lines
+from nlp_distill.data.unlabeled import detect_format
+from nlp_distill.errors import ConfigError, DataFormatError
+from nlp_distill.models.loader import MADE_BY
+from nlp_distill.pipelines import NerPipeline, pipeline
 from procedures.common import setup_logging
 
 logger = logging.getLogger(__name__)
 
+# the old per-kind commands: the model classes (torch, ONNX) each accepts
+KINDS = {"tagger": ("NeuralTagger", "OnnxTagger"), "transformer_token": ("TransformerTokenClassifier", "OnnxTransformer")}
+STDIN = "<stdin>"
 
-KINDS = {"tagger": "NeuralTagger", "transformer_token": "TransformerTokenClassifier"}
+
+@contextlib.contextmanager
+def readable(data_file) -> Iterator[str]:
+    """A path to read ``data_file`` from; ``-``: stdin copied to a temporary file first (format
+    detection reads the start twice)."""
+    if str(data_file) != "-":
+        yield str(data_file)
+        return
+    tmp = tempfile.mkdtemp(prefix="nlp-inference-")
+    try:
+        path = os.path.join(tmp, "stdin")
+        with open(path, "wb") as f:
+            shutil.copyfileobj(sys.stdin.buffer, f)
+        try:
+            yield path
+        except DataFormatError as e:  # name stdin, not the temporary copy
+            raise DataFormatError(STDIN if e.path == path else e.path, e.line, e.problem) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
-def do_inference(kind: str, model_dir, data_file, output_file, batch_size: int = 64, chunk: int = 2048,
-                 input_format: str = "auto", encoding: str = "utf-8", backend: str = "torch",
-                 precision: Optional[str] = None) -> int:
-    """Stream ``data_file`` (CoNLL or one sentence per line) in chunks, predict, write CoNLL.
-    ``precision`` (torch backend) replaces the one saved with the model.
+def read_inputs(path: str, fmt: str, encoding: str) -> Iterator[Tuple[int, Optional[str], Optional[List[str]]]]:
+    """``(line, raw text, None)`` per non-blank line of raw text, or ``(line, None, tokens)`` per
+    CoNLL sentence (tags ignored)."""
+    if fmt == "text":
+        for lineno, line in iter_lines(path, encoding):
+            if line.strip():
+                yield lineno, line, None
+    else:
+        for s in iter_conll(path, tag_column=None, encoding=encoding):
+            yield s.line, None, s.tokens
+
+
+def tag_records(ner: NerPipeline, items: Iterator[Tuple[int, Optional[str], Optional[List[str]]]],
+                chunk: int) -> Iterator[Dict[str, Any]]:
+    """Tagged records (``tag_texts`` / ``tag_tokens`` output plus ``line``), ``chunk`` inputs at a time."""
+    while True:
+        block = list(islice(items, chunk))
+        if not block:
+            return
+        texts = [t for _, t, _ in block if t is not None]
+        done = iter(ner.tag_texts(texts)) if texts else iter(())
+        tokens = iter(ner.tag_tokens([k for _, _, k in block if k is not None]))
+        for lineno, text, _ in block:
+            rec = next(done) if text is not None else next(tokens)
+            if rec["tokens"]:  # a line of zero-width characters holds no token
+                yield {"line": lineno, **rec}
+
+
+def jsonl_line(rec: Dict[str, Any]) -> str:
+    """One JSON object: line, text (raw input), tokens, tags, scores, entities (offsets into text)."""
+    keys = ("line", "text", "tokens", "tags", "scores", "entities")
+    return json.dumps({k: rec[k] for k in keys if k in rec}, ensure_ascii=False)
+
+
+def conll_lines(rec: Dict[str, Any]) -> str:
+    return "".join(f"{tok}\t{tag}\n" for tok, tag in zip(rec["tokens"], rec["tags"])) + "\n"
+
+
+@contextlib.contextmanager
+def output(output_file) -> Iterator[IO[str]]:
+    """stdout, or ``output_file`` written to a temporary name and renamed when complete."""
+    if output_file is None:
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    path = Path(output_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def check_kind(ner: NerPipeline, kind: Optional[str], model_dir) -> None:
+    """The per-kind commands (``tagger``, ``transformer_token``) refuse the other kind."""
+    if kind is not None and ner.model_kind not in KINDS[kind]:
+        want = KINDS[kind][0]
+        raise ConfigError(f"{model_dir} holds a {ner.model_kind}, not a {want}; a {want} comes from `{MADE_BY[want]}` "
+                          "(or use `nlp-inference predict`, which takes every kind)")
+
+
+def do_inference(kind: Optional[str], model_dir, data_file, output_file=None, batch_size: int = 64, chunk: int = 2048,
+                 input_format: str = "auto", encoding: str = "utf-8", backend: str = "auto",
+                 precision: Optional[str] = None, output_format: str = "conll", device: Optional[str] = None) -> int:
+    """Tag ``data_file`` (raw text, one text per line, tokenized by ``data.tokenize``; or CoNLL;
+    ``-``: stdin) with the model in ``model_dir`` and write CoNLL or JSON lines to ``output_file``
+    (stdout when ``None``). ``kind``: refuse other model kinds (the per-kind commands).
 
     Returns:
         number of sentences tagged.
@@ -29,27 +125,17 @@ def do_inference(kind: str, model_dir, data_file, output_file, batch_size: int =
     setup_logging()
     if backend == "onnx" and precision is not None:
         raise ConfigError("--precision applies to --backend torch; an ONNX folder runs its exported fp32 or int8 file")
-    if backend == "onnx":
-        from nlp_distill.export.runtime import OnnxTagger, OnnxTransformer
-
-        model = (OnnxTagger if kind == "tagger" else OnnxTransformer).from_pretrained(model_dir)
-    else:
-        model = load_model(model_dir, expect=KINDS[kind])
-        if precision is not None:
-            model.config.precision = precision
-    it = iter_unlabeled(data_file, None if input_format == "auto" else input_format, encoding=encoding)
+    if output_format not in ("conll", "jsonl"):
+        raise ConfigError(f"--output_format {output_format!r}: expected conll or jsonl")
+    ner = pipeline(model_dir, backend=backend, device=device, batch_size=batch_size, precision=precision)
+    check_kind(ner, kind, model_dir)
+    write = jsonl_line if output_format == "jsonl" else conll_lines
     n = 0
-
-    def tagged() -> Iterator[Sentence]:
-        nonlocal n
-        while True:
-            block: List[Sentence] = list(islice(it, chunk))
-            if not block:
-                return
-            for s, tags in zip(block, model.predict([s.tokens for s in block], batch_size=batch_size)):
+    with readable(data_file) as path:
+        fmt = detect_format(path, encoding) if input_format == "auto" else input_format
+        with output(output_file) as out:
+            for rec in tag_records(ner, read_inputs(path, fmt, encoding), chunk):
+                out.write(write(rec) + ("\n" if output_format == "jsonl" else ""))
                 n += 1
-                yield Sentence(s.tokens, tags)
-
-    write_conll(output_file, tagged())
-    logger.info("tagged %d sentences from %s", n, data_file)
+    logger.info("tagged %d sentences from %s", n, STDIN if str(data_file) == "-" else data_file)
     return n

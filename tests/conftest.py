@@ -95,3 +95,11 @@ def tiny_labels():
     from nlp_distill.data.dataset_dir import load_data_dir
 
     return load_data_dir(TINY).labels
+
+
+@pytest.fixture(scope="session")
+def model_folders(tmp_path_factory, tiny_encoder_dir):
+    """Kind -> a tiny saved model folder of every kind (``tests/model_zoo.py``)."""
+    from tests.model_zoo import build_model_folders
+
+    return build_model_folders(tmp_path_factory.mktemp("model_zoo"), tiny_encoder_dir)

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from nlp_distill.config import TaggerConfig, TransformerConfig
 from nlp_distill.data.conll import Sentence, read_conll
 from nlp_distill.data.labels import LabelVocab, entity_spans
 from nlp_distill.data.tokenize import tokenize
@@ -29,46 +28,9 @@ KINDS = {"student": ("student", 1e-5), "crf": ("crf", 1e-5), "compact": ("compac
          "onnx_teacher": ("teacher", 1e-4)}
 
 
-def _student(folder, **cfg) -> None:
-    torch.manual_seed(0)
-    model = NeuralTagger.build(TaggerConfig(hidden=12, word_emb_dim=10, char_emb_dim=6, char_hidden=8, precision="fp32",
-                                            **cfg), TRAIN, LABELS)
-    with torch.no_grad():  # scores far from uniform, and entities in the output
-        model.proj.weight.normal_(0, 1.0)
-        if model.crf is not None:
-            model.crf.trans.normal_(0, 1.0)
-    model.save_pretrained(folder)
-
-
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory, tiny_encoder_dir):
-    from nlp_distill.export.compact import compact_tagger
-    from nlp_distill.models.layer_drop import drop_layers
-    from nlp_distill.models.transformer import TransformerTokenClassifier
-
-    root = tmp_path_factory.mktemp("pipeline")
-    _student(root / "student")
-    _student(root / "crf", use_crf=True, model_type="id-cnn")
-    compact_tagger(root / "crf", root / "compact")
-    torch.manual_seed(0)
-    teacher = TransformerTokenClassifier.from_pretrained(str(tiny_encoder_dir), labels=LABELS, config=TransformerConfig(
-        max_seq_length=16, stride=4, precision="fp32"))  # 16 sub-tokens: the longer texts take several windows
-    with torch.no_grad():
-        teacher.model.classifier.weight.normal_(0, 1.0)
-    teacher.save_pretrained(root / "teacher")
-    drop_layers(teacher, [1]).save_pretrained(root / "transformer_student")
-    out = {k: root / k for k in ("student", "crf", "compact", "teacher", "transformer_student")}
-    try:
-        from nlp_distill.export.onnx import export_model
-
-        import onnxruntime  # noqa: F401
-
-        export_model(root / "crf", root / "onnx_crf", None)
-        export_model(root / "teacher", root / "onnx_teacher", None)
-        out.update(onnx_crf=root / "onnx_crf", onnx_teacher=root / "onnx_teacher")
-    except ModuleNotFoundError:
-        pass
-    return out
+def folders(model_folders):
+    return model_folders
 
 
 def _folder(folders, kind):
