@@ -1,4 +1,5 @@
-"""Entity-level P/R/F1 (seqeval, conlleval-compatible) per type and overall, token accuracy.
+"""Entity-level P/R/F1 (seqeval, conlleval-compatible) per type and overall, token accuracy;
+for plain tag sets (POS) token-level P/R/F1 per tag instead of entities.
 
 Sequences are scored per sentence: a list of tag lists, never flattened across sentences (so an
 entity cannot run from one sentence into the next).
@@ -6,17 +7,25 @@ entity cannot run from one sentence into the next).
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from typing import Dict, Sequence
 
 from seqeval.metrics import classification_report
 
+from nlp_distill.data.labels import is_plain_tag_set
+
 
 def tagging_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> Dict:
-    """Score predicted tag sequences against gold ones.
+    """Score predicted tag sequences against gold ones, by the scheme of the gold tags.
+
+    Span schemes (BIO, BIOES, IO): entities, scored by seqeval. Plain tags (POS): each token is
+    one decision, so ``per_type`` holds each tag's token-level scores and the overall
+    precision, recall and F1 (micro over tokens) equal ``accuracy``: model selection on ``f1``
+    then follows token accuracy.
 
     Returns:
-        ``{"precision", "recall", "f1", "accuracy", "n_sentences", "per_type": {type: {precision,
-        recall, f1, support}}}`` (floats in [0, 1]).
+        ``{"precision", "recall", "f1", "accuracy", "n_sentences", "scheme": "span" | "plain",
+        "per_type": {type or tag: {precision, recall, f1, support}}}`` (floats in [0, 1]).
     """
     if len(gold) != len(pred):
         raise ValueError(f"{len(gold)} gold sentences but {len(pred)} predicted")
@@ -26,6 +35,10 @@ def tagging_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]
             raise ValueError(f"sentence {i}: {len(g)} gold tags but {len(p)} predicted")
         n_tok += len(g)
         correct += sum(a == b for a, b in zip(g, p))
+    if is_plain_tag_set(t for g in gold for t in g):
+        return {"precision": correct / max(n_tok, 1), "recall": correct / max(n_tok, 1),
+                "f1": correct / max(n_tok, 1), "accuracy": correct / max(n_tok, 1), "n_sentences": len(gold),
+                "scheme": "plain", "per_type": _per_tag(gold, pred)}
     gold_l = [list(g) for g in gold]
     pred_l = [list(p) for p in pred]
     # seqeval raises a TypeError on an empty list: no sentences score like no entities
@@ -45,5 +58,23 @@ def tagging_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]
         "f1": float(micro["f1-score"]),
         "accuracy": correct / max(n_tok, 1),
         "n_sentences": len(gold),
+        "scheme": "span",
         "per_type": per_type,
     }
+
+
+def _per_tag(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> Dict[str, Dict[str, float]]:
+    """Token-level precision, recall, F1 and gold support of every tag in gold or predictions."""
+    hit, n_gold, n_pred = Counter(), Counter(), Counter()
+    for g, p in zip(gold, pred):
+        for a, b in zip(g, p):
+            n_gold[a] += 1
+            n_pred[b] += 1
+            hit[a] += a == b
+    out = {}
+    for t in sorted(set(n_gold) | set(n_pred)):
+        prec = hit[t] / n_pred[t] if n_pred[t] else 0.0
+        rec = hit[t] / n_gold[t] if n_gold[t] else 0.0
+        out[t] = {"precision": prec, "recall": rec, "f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0,
+                  "support": n_gold[t]}
+    return out

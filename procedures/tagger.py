@@ -31,7 +31,7 @@ def _checked_tags(train: Sequence[Sentence], labels: LabelVocab, tagger: TaggerC
                   data: StudentDataConfig) -> List[Sentence]:
     """Repair scheme-invalid tag sequences (``--repair_tags``) or, for a constrained CRF that
     could not score them, stop with the first one's line and the fixes."""
-    if labels.scheme == "IO":
+    if labels.scheme in ("IO", "plain"):  # every sequence is valid
         return list(train)
     bad = [s for s in train if s.tags is not None and not is_valid(s.tags, labels.scheme)]
     if bad and data.repair_tags:

@@ -151,8 +151,8 @@ def test_label_vocab_rejects_bad_lists():
         LabelVocab(["O", "B-PER", "O"])
     with pytest.raises(ValueError):
         LabelVocab([])
-    with pytest.raises(ValueError):
-        LabelVocab(["O", "PER"])
+    with pytest.raises(ValueError, match="cannot be mixed"):
+        LabelVocab(["O", "B-PER", "PER"])  # a typo in a span set, not a plain tag set
 
 
 def test_from_sentences_order():
@@ -230,7 +230,7 @@ def test_read_labels_txt(tmp_path):
     with pytest.raises(DataFormatError) as ei:
         read_labels_txt(p)
     assert ei.value.line == 3 and str(p) in str(ei.value)
-    p.write_text("O\nPERSON\n", encoding="utf-8")
+    p.write_text("O\nB-PER\nPERSON\n", encoding="utf-8")
     with pytest.raises(DataFormatError) as ei:
         read_labels_txt(p)
-    assert ei.value.line == 2
+    assert ei.value.line == 3

@@ -7,10 +7,11 @@ import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from nlp_distill.data.conll import Sentence, read_conll, write_conll
-from nlp_distill.data.labels import LabelVocab, read_labels_txt, split_tag
+from nlp_distill.data.labels import (OUTSIDE, LabelVocab, convert_tags, is_iob1, is_plain_tag_set, normalize_tag,
+                                     read_labels_txt, split_tag)
 from nlp_distill.data.unlabeled import regex_tokenize, split_sentences
 from nlp_distill.errors import DataFormatError
 
@@ -38,31 +39,85 @@ def load_data_dir(data_dir, tag_column: int = -1, labels: Optional[LabelVocab] =
                   encoding: str = "utf-8") -> TaggingData:
     """Load ``data_dir``; labels come from ``labels`` (e.g. a teacher's), else ``labels.txt``,
     else the train tags. Any tag outside the label list is a ``DataFormatError`` naming its line.
-    Every file is read as ``encoding``."""
+    Span tags are normalised (``normalize_data_tags``: ``B_PER``, BILOU, IOB1 -> BIO); plain tags
+    (POS) are read as written. Every file is read as ``encoding``."""
     d = Path(data_dir)
     if not d.is_dir():
         raise FileNotFoundError(f"data dir {d} does not exist")
     for name in ("train.txt", "dev.txt"):
         if not (d / name).is_file():
             raise FileNotFoundError(f"{d / name} is missing; a data dir needs train.txt and dev.txt (test.txt optional)")
+    given = labels is not None or (d / "labels.txt").is_file()
     if labels is None and (d / "labels.txt").is_file():
         labels = read_labels_txt(d / "labels.txt", encoding)
+    names = ["train.txt", "dev.txt"] + (["test.txt"] if (d / "test.txt").is_file() else [])
+    splits = {n: read_conll(d / n, tag_column, encoding=encoding) for n in names}
+    if normalize_data_tags(d, splits) and labels is not None:
+        labels = _with_bio_starts(labels)
     if labels is None:
-        train = read_conll(d / "train.txt", tag_column, encoding=encoding)
-        for s in train:  # malformed tags get file:line, like every other data error
+        labels = LabelVocab.from_sentences(s.tags for s in splits["train.txt"])
+        logger.info("derived %d labels from %s", len(labels), d / "train.txt")
+    for n, sents in splits.items():  # every tag in the label list, else its file and line
+        for s in sents:
+            for k, t in enumerate(s.tags):
+                if t not in labels.label2id:
+                    raise DataFormatError(d / n, (s.line or 0) + k, f"tag {t!r} is not in the label list "
+                                          f"{sorted(labels.labels)}" + ("" if given else f" (derived from {d / 'train.txt'})"))
+    train, dev, test = splits["train.txt"], splits["dev.txt"], splits.get("test.txt", [])
+    unl = d / "unlabeled.txt"
+    return TaggingData(train, dev, test, labels, unl if unl.is_file() else None)
+
+
+def _tag_kinds_agree(d: Path, splits: Dict[str, List[Sentence]]) -> bool:
+    """Whether the data's tags are plain (POS); a file mixing span and plain tags is an error at
+    the first tag of the other kind."""
+    first = None
+    for n, sents in splits.items():
+        for s in sents:
+            for k, t in enumerate(s.tags):
+                if t == OUTSIDE:
+                    continue
+                if first is None:
+                    first = t
+                try:
+                    is_plain_tag_set([first, t])
+                except ValueError as e:
+                    raise DataFormatError(d / n, (s.line or 0) + k, str(e)) from None
+    return first is not None and is_plain_tag_set([first])
+
+
+def normalize_data_tags(d: Path, splits: Dict[str, List[Sentence]]) -> bool:
+    """Bring span tags to the spelling of this library, in place: ``B_PER -> B-PER``, BILOU
+    ``L-``/``U-`` -> ``E-``/``S-``, and IOB1 data (``is_iob1`` over all files) converted to BIO.
+    Plain tags (POS) are left as they are. Returns whether IOB1 was converted."""
+    if _tag_kinds_agree(d, splits):
+        return False
+    for n, sents in splits.items():
+        for s in sents:
+            s.tags = [normalize_tag(t) for t in s.tags]
             for k, t in enumerate(s.tags):
                 try:
                     split_tag(t)
-                except ValueError as e:
-                    raise DataFormatError(d / "train.txt", (s.line or 0) + k, str(e)) from None
-        labels = LabelVocab.from_sentences(s.tags for s in train)
-        logger.info("derived %d labels from %s", len(labels), d / "train.txt")
-    else:
-        train = read_conll(d / "train.txt", tag_column, labels.labels, encoding)
-    dev = read_conll(d / "dev.txt", tag_column, labels.labels, encoding)
-    test = read_conll(d / "test.txt", tag_column, labels.labels, encoding) if (d / "test.txt").is_file() else []
-    unl = d / "unlabeled.txt"
-    return TaggingData(train, dev, test, labels, unl if unl.is_file() else None)
+                except ValueError as e:  # malformed tags get file:line, like every other data error
+                    raise DataFormatError(d / n, (s.line or 0) + k, str(e)) from None
+    iob1 = is_iob1(s.tags for sents in splits.values() for s in sents)
+    if iob1:
+        logger.info("%s: IOB1 tags (entities open with I-), converted to BIO", d)
+        for sents in splits.values():
+            for s in sents:
+                s.tags = convert_tags(s.tags, "BIO")
+    return iob1
+
+
+def _with_bio_starts(labels: LabelVocab) -> LabelVocab:
+    """An IOB1 label list plus the ``B-X`` its conversion to BIO needs (after ``I-X``)."""
+    out: List[str] = []
+    for t in labels.labels:
+        p, typ = split_tag(t)
+        if p == "I" and f"B-{typ}" not in labels.label2id and f"B-{typ}" not in out:
+            out.append(f"B-{typ}")
+        out.append(t)
+    return LabelVocab(out)
 
 
 def wnut16_sentences() -> List[Sentence]:

@@ -1,12 +1,68 @@
-"""Label vocabularies and tagging schemes (IO / BIO / BIOES): detection, conversion, repair."""
+"""Label vocabularies and tagging schemes (IO / BIO / BIOES, or plain tags such as POS):
+detection, conversion, repair, and normalisation of other spellings (IOB1, BILOU, ``B_PER``)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 OUTSIDE = "O"
 SCHEMES = ("IO", "BIO", "BIOES")
+PLAIN = "plain"  # tags without prefix structure (POS): no spans, no decoding constraints
+_PREFIX_LIKE = re.compile(r"^([BIESLU])[-_](\S+)$")  # any spelling of a span tag, before normalisation
+
+
+def is_plain_tag_set(tags: Iterable[str]) -> bool:
+    """True when no tag looks like a span tag (``DT``, ``NN``, ``O``...): plain tags. False when
+    every tag other than ``O`` looks like ``X-TYPE``/``X_TYPE`` with X in B/I/E/S/L/U (a span
+    scheme; other spellings are normalised by :func:`normalize_tag`), or for no tags at all.
+
+    Raises:
+        ValueError: for a set mixing both kinds (``B-PER`` and ``PER``: a typo, not a tag set).
+    """
+    span = plain = None
+    for t in tags:
+        if t == OUTSIDE:
+            continue
+        if _PREFIX_LIKE.match(t):
+            span = span or t
+        else:
+            plain = plain or t
+        if span and plain:
+            raise ValueError(f"tag {plain!r} has no B-/I-/E-/S- prefix but {span!r} has: span tags (BIO, BIOES, "
+                             "IOB1, BILOU) and plain tags (POS) cannot be mixed")
+    return plain is not None
+
+
+def normalize_tag(tag: str) -> str:
+    """A span tag in the spelling this library writes: ``B_PER -> B-PER``; BILOU ``L-X -> E-X``,
+    ``U-X -> S-X``. ``O`` and the hyphenated B/I/E/S forms are returned as they are."""
+    m = _PREFIX_LIKE.match(tag)
+    if tag == OUTSIDE or not m:
+        return tag
+    return f"{ {'L': 'E', 'U': 'S'}.get(m.group(1), m.group(1))}-{m.group(2)}"
+
+
+def is_iob1(tag_lists: Iterable[Sequence[str]]) -> bool:
+    """True for IOB1 data (CoNLL-2003 style): some entity opens with ``I-X`` (at the start, after
+    ``O`` or after another type), and ``B-X`` occurs only right after an ``X`` tag, where it
+    separates two adjacent entities. Data that also opens entities with ``B-`` is BIO (possibly
+    with errors, see ``repair``), not IOB1."""
+    orphan = False
+    for tags in tag_lists:
+        prev_p, prev_t = OUTSIDE, None
+        for tag in tags:
+            p, t = split_tag(tag)
+            opens = prev_p == OUTSIDE or prev_t != t
+            if p == "B" and opens:
+                return False
+            if p == "I" and opens:
+                orphan = True
+            if p in ("E", "S"):
+                return False
+            prev_p, prev_t = p, t
+    return orphan
 
 
 def split_tag(tag: str) -> Tuple[str, Optional[str]]:
@@ -25,7 +81,11 @@ def split_tag(tag: str) -> Tuple[str, Optional[str]]:
 
 
 def detect_scheme(tags: Iterable[str]) -> str:
-    """Return ``"IO"``, ``"BIO"`` or ``"BIOES"`` from the prefixes present."""
+    """Return ``"IO"``, ``"BIO"``, ``"BIOES"`` from the prefixes present, or ``"plain"``
+    (:func:`is_plain_tag_set`)."""
+    tags = list(tags)
+    if is_plain_tag_set(tags):
+        return PLAIN
     prefixes = {split_tag(t)[0] for t in tags}
     if prefixes & {"E", "S", "L", "U"}:
         return "BIOES"
@@ -40,11 +100,11 @@ def entity_spans(tags: Sequence[str]) -> List[Tuple[int, int, str]]:
 
     Read leniently, as the HF pipeline's "simple" aggregation does: ``B-``/``S-`` or a change of
     type starts an entity, ``I-``/``E-`` of the same type continues it, an orphan ``I-`` starts
-    one, ``E-``/``S-`` close it."""
+    one, ``E-``/``S-`` close it. A plain tag (no prefix structure, e.g. POS) holds no entity."""
     spans: List[Tuple[int, int, str]] = []
     cur: Optional[List] = None
     for i, tag in enumerate(tags):
-        p, t = split_tag(tag)
+        p, t = (OUTSIDE, None) if not _PREFIX_LIKE.match(tag) else split_tag(tag)
         if p == OUTSIDE:
             if cur:
                 spans.append(tuple(cur))
@@ -86,13 +146,15 @@ def convert_tags(tags: Sequence[str], scheme: str) -> List[str]:
 
 
 def is_valid(tags: Sequence[str], scheme: str = "BIO") -> bool:
-    """True when ``tags`` is a well-formed sequence in ``scheme`` (e.g. no I-X after O in BIO)."""
-    return list(tags) == convert_tags(tags, scheme)
+    """True when ``tags`` is a well-formed sequence in ``scheme`` (e.g. no I-X after O in BIO);
+    any sequence of plain tags is."""
+    return scheme == PLAIN or list(tags) == convert_tags(tags, scheme)
 
 
 def repair(tags: Sequence[str], scheme: str = "BIO") -> List[str]:
-    """Make a sequence valid in ``scheme``; an orphan ``I-X`` becomes the start of an X entity."""
-    return convert_tags(tags, scheme)
+    """Make a sequence valid in ``scheme``; an orphan ``I-X`` becomes the start of an X entity.
+    Plain tags are returned as they are."""
+    return list(tags) if scheme == PLAIN else convert_tags(tags, scheme)
 
 
 class LabelVocab:
@@ -108,16 +170,22 @@ class LabelVocab:
             raise ValueError(f"duplicate labels in {labels}")
         if not labels:
             raise ValueError("empty label list")
-        for t in labels:
-            split_tag(t)
+        if not is_plain_tag_set(labels):
+            for t in labels:
+                split_tag(t)
+        elif any(not t or any(c.isspace() for c in t) for t in labels):
+            raise ValueError(f"empty label or label with whitespace in {labels}")
         self.labels: List[str] = labels
         self.label2id: Dict[str, int] = {t: i for i, t in enumerate(labels)}
         self.scheme = detect_scheme(labels)
 
     @classmethod
     def from_sentences(cls, tag_lists: Iterable[Sequence[str]]) -> "LabelVocab":
-        """Derive labels from data in a stable order: ``O`` first, then by type, then prefix."""
+        """Derive labels from data in a stable order: ``O`` first, then by type, then prefix
+        (plain tags: sorted, ``O`` only when the data has it)."""
         seen = {t for tags in tag_lists for t in tags}
+        if is_plain_tag_set(seen):
+            return cls(sorted(seen, key=lambda t: (t != OUTSIDE, t)))
         seen.add(OUTSIDE)
         order = {"B": 0, "I": 1, "E": 2, "L": 2, "S": 3, "U": 3}
 
@@ -154,6 +222,8 @@ class LabelVocab:
             ``trans_ok[i][j]`` whether label j may follow label i.
         """
         n = len(self.labels)
+        if self.scheme == PLAIN:  # any tag may follow any tag
+            return [True] * n, [[True] * n for _ in range(n)]
         parts = [split_tag(t) for t in self.labels]
         scheme = self.scheme
 
@@ -207,22 +277,29 @@ def columns_by_name(have: Sequence[str], want: Sequence[str], what: str = "teach
 
 
 def read_labels_txt(path, encoding: str = "utf-8") -> LabelVocab:
-    """Read ``labels.txt``: one label per line, blank lines ignored; ``O`` added if missing."""
+    """Read ``labels.txt``: one label per line, blank lines ignored. Span labels are normalised
+    (:func:`normalize_tag`: ``B_PER``, BILOU) and get ``O`` when missing; plain labels (POS) are
+    kept as written."""
     from nlp_distill.data.conll import iter_lines
     from nlp_distill.errors import DataFormatError
 
-    labels: List[str] = []
-    for lineno, line in iter_lines(path, encoding):
-        t = line.strip()
-        if not t:
-            continue
+    lines = [(lineno, line.strip()) for lineno, line in iter_lines(path, encoding) if line.strip()]
+    for k in range(len(lines)):  # the first line that makes the set mixed is the one to fix
         try:
-            split_tag(t)
+            plain = is_plain_tag_set(t for _, t in lines[: k + 1])
+        except ValueError as e:
+            raise DataFormatError(path, lines[k][0], str(e)) from None
+    labels: List[str] = []
+    for lineno, raw in lines:
+        t = raw if plain else normalize_tag(raw)
+        try:
+            if not plain:
+                split_tag(t)
         except ValueError as e:
             raise DataFormatError(path, lineno, str(e)) from None
         if t in labels:
-            raise DataFormatError(path, lineno, f"duplicate label {t!r}")
+            raise DataFormatError(path, lineno, f"duplicate label {raw!r}")
         labels.append(t)
-    if OUTSIDE not in labels:
+    if OUTSIDE not in labels and not plain:
         labels.insert(0, OUTSIDE)
     return LabelVocab(labels)

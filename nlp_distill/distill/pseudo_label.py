@@ -38,7 +38,7 @@ def pseudo_tags(logits: np.ndarray, labels: LabelVocab) -> Tuple[List[str], floa
     starts an X entity); confidence = mean over words of the teacher's max probability."""
     probs = softmax(logits.astype(np.float32))  # (n, C)
     tags = labels.decode(probs.argmax(-1).tolist())
-    if labels.scheme != "IO":
+    if labels.scheme not in ("IO", "plain"):
         tags = repair(tags, labels.scheme)
     return tags, (float(probs.max(-1).mean()) if len(logits) else 0.0)
 
