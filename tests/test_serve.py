@@ -209,3 +209,16 @@ def test_batcher_failure_reaches_every_request_of_the_batch_only():
     out, b = _run_batcher(predict, [["x", "boom"], ["y"], ["z"] * 3], max_batch_size=3, max_wait_ms=200)
     assert isinstance(out[0], ValueError) and isinstance(out[1], ValueError)
     assert out[2] == [["z"]] * 3 and b.stats.errors == 1
+
+
+def test_serve_speed_benchmark_measures_the_server(server):
+    from benchmarks.serve_speed import measure, print_table
+
+    texts = TEXTS[:7] * 3  # 21 texts, 6 requests of 4 (the last holds 1)
+    rows = measure(int(server.rsplit(":", 1)[1]), texts, request_size=4, clients=[1, 3])
+    assert set(rows) == {"1", "3"}
+    for r in rows.values():
+        assert r["sentences_per_s"] == pytest.approx(len(texts) / r["seconds"])
+        assert r["requests_per_s"] == pytest.approx(6 / r["seconds"])
+        assert r["texts_per_call"] * r["model_calls"] == pytest.approx(len(texts))
+    print_table({"torch": rows})
