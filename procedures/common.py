@@ -7,17 +7,15 @@ import os
 import platform
 import shutil
 import sys
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 
 from nlp_distill.errors import ConfigError
 from nlp_distill.io import read_json, write_json
-from nlp_distill.metrics import tagging_metrics
 from nlp_distill.model_card import write_model_card
 from nlp_distill.utils import distributed as ddp
 
@@ -66,16 +64,6 @@ def environment() -> Dict[str, Any]:
             "machine": platform.machine(), "cpu_count": os.cpu_count(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "world_size": ddp.world()[1]}
-
-
-def evaluate_split(predict, sentences: Sequence) -> Dict[str, Any]:
-    """Predict and score a tagged split; adds sentences/s."""
-    t = time.perf_counter()
-    pred = predict([s.tokens for s in sentences])
-    dt = time.perf_counter() - t
-    m = tagging_metrics([s.tags for s in sentences], pred)
-    m["sentences_per_second"] = len(sentences) / max(dt, 1e-9)
-    return m
 
 
 def pick_device(device: Optional[str] = None) -> torch.device:

@@ -2,16 +2,12 @@
 from __future__ import annotations
 
 import logging
-from itertools import islice
-from pathlib import Path
 from typing import Any, Dict
 
-from nlp_distill.config import KDConfig, LabelConfig
-from nlp_distill.distill.transfer_store import TransferStore
-from nlp_distill.data.unlabeled import count_sentences, detect_format, iter_unlabeled
-from nlp_distill.errors import ConfigError
+from nlp_distill.config import LabelConfig
+from nlp_distill.distill.teachers import load_teacher
+from nlp_distill.distill.transfer_set import label_text
 from procedures.common import RunOptions, pick_device, setup_logging, start_distributed
-from procedures.tagger_kd import load_teacher
 
 logger = logging.getLogger(__name__)
 
@@ -20,12 +16,7 @@ def do_label(output_dir, label: LabelConfig = LabelConfig(), run: RunOptions = R
     """Label ``label.unlabeled_filename`` into ``output_dir``; a rerun keeps finished chunks."""
     setup_logging()
     start_distributed(run)  # under torchrun: each rank labels its share of the chunks
-    if not label.unlabeled_filename or not Path(label.unlabeled_filename).is_file():
-        raise ConfigError(f"--unlabeled_filename {label.unlabeled_filename!r}: no such file")
-    teacher = load_teacher(KDConfig(teacher_model_path=label.teacher_model_path), pick_device(run.device))
-    fmt = detect_format(label.unlabeled_filename, run.encoding) if label.input_format == "auto" else label.input_format
-    total = count_sentences(label.unlabeled_filename, fmt, run.encoding, label.max_unlabeled)
-    sents = (s.tokens for s in iter_unlabeled(label.unlabeled_filename, fmt, encoding=run.encoding))
-    store = TransferStore.label(teacher, islice(sents, label.max_unlabeled), output_dir, label.chunk_sentences,
-                                label.teacher_batch_size, total=total)
+    teacher = load_teacher(label.teacher_model_path, pick_device(run.device))
+    store = label_text(teacher, label.unlabeled_filename, output_dir, label.input_format, run.encoding,
+                       label.max_unlabeled, label.chunk_sentences, label.teacher_batch_size)
     return {"sentences": len(store), "folder": str(store.folder)}

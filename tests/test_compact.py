@@ -115,7 +115,7 @@ def test_trained_on_quantised_vectors_compacts_them_without_loss(tmp_path):
     """--embedding_pq_dims: the student starts from the product quantisation of the vectors, so
     the compact copy stores the rows training never touched exactly (fp16 codebooks aside)."""
     from nlp_distill.config import StudentDataConfig
-    from procedures.tagger import _build_student
+    from nlp_distill.models.student import build_student
 
     rng = np.random.default_rng(0)
     words = sorted({w.lower() for s in TRAIN for w in s.tokens}) + [f"unseen{i}" for i in range(400)]
@@ -125,7 +125,7 @@ def test_trained_on_quantised_vectors_compacts_them_without_loss(tmp_path):
     labels = LabelVocab.from_sentences(s.tags for s in TRAIN)
     data = StudentDataConfig(embedding_file=str(f), embedding_vocab=len(words), embedding_pq_dims=5)
     torch.manual_seed(0)
-    model = _build_student(cfg, data, TRAIN, labels).eval()
+    model = build_student(cfg, data, TRAIN, labels).eval()
     table = model.embedder.words.weight.detach()
     found = table[2:].abs().sum(1) > 0
     for s in range(2):  # at most 256 distinct parts per subspace among the pretrained rows
@@ -142,4 +142,4 @@ def test_trained_on_quantised_vectors_compacts_them_without_loss(tmp_path):
     torch.testing.assert_close(small[2:40], table[2:40], rtol=0, atol=0.03)  # int8 rows (or exact codes)
     assert float((small - table).abs().max()) < 0.03
     with pytest.raises(ConfigError, match="--embedding_pq_dims 3 does not divide --word_embedding_dims 10"):
-        _build_student(cfg, data.replace(embedding_pq_dims=3), TRAIN, labels)
+        build_student(cfg, data.replace(embedding_pq_dims=3), TRAIN, labels)

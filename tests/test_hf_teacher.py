@@ -19,7 +19,8 @@ from nlp_distill.models.loader import load_model
 from nlp_distill.models.neural_tagger import NeuralTagger
 from nlp_distill.models.transformer import TransformerTokenClassifier
 from procedures.cli import nlp_train
-from procedures.tagger_kd import do_kd_training, load_teacher
+from nlp_distill.distill.teachers import load_teacher
+from procedures.tagger_kd import do_kd_training
 from tests.conftest import TINY, make_tiny_tokenizer
 
 HF_ORDER = ["B-PER", "I-LOC", "O", "I-PER", "B-ORG", "B-LOC", "I-ORG"]  # the data's labels, shuffled
@@ -83,7 +84,7 @@ def test_tagger_kd_teacher_columns_follow_label_names(hf_teacher, tmp_path):
     assert 0.0 <= m["dev"]["f1"] <= 1.0 and m["teacher"]["dev"]["n_sentences"] == len(d.dev)
     assert json.loads((tmp_path / "kd" / "teacher_cache" / "meta.json").read_text())["labels"] == HF_ORDER
     # the distribution the student is taught: column j is the HF model's logit of data label j
-    teacher = load_teacher(KDConfig(teacher_model_path=str(hf_teacher)), "cpu", d.labels)
+    teacher = load_teacher(str(hf_teacher), "cpu", d.labels)
     dist = TeacherStudentDistill(teacher)
     sents = [s.tokens for s in d.train[:6]]
     dist.attach(d.labels, sents)
@@ -100,7 +101,7 @@ def test_teacher_labels_the_data_lacks_are_dropped_with_a_warning(tmp_path, capl
     folder = make_hf_classifier(tmp_path / "hf", HF_ORDER[:3] + ["B-MISC"] + HF_ORDER[3:] + ["I-MISC"])
     d = load_data_dir(TINY)
     caplog.set_level(logging.WARNING)
-    teacher = load_teacher(KDConfig(teacher_model_path=str(folder)), "cpu", d.labels)
+    teacher = load_teacher(str(folder), "cpu", d.labels)
     assert "['B-MISC', 'I-MISC'] are not in the data" in caplog.text
     assert teacher.labels.labels == HF_ORDER and teacher.model.config.num_labels == 7
     words = d.dev[1].tokens
@@ -113,7 +114,7 @@ def test_data_labels_the_teacher_lacks_are_one_clear_error(tmp_path):
 
     folder = make_hf_classifier(tmp_path / "hf", ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC"])
     with pytest.raises(LabelMismatchError, match=r"no label \['B-PER', 'I-PER'\] of the data .*\['B-MISC'\]"):
-        load_teacher(KDConfig(teacher_model_path=str(folder)), "cpu", load_data_dir(TINY).labels)
+        load_teacher(str(folder), "cpu", load_data_dir(TINY).labels)
     r = CliRunner().invoke(nlp_train, ["tagger_kd", "--data_dir", str(TINY), "--output_dir", str(tmp_path / "kd"),
                                        "--teacher_model_path", str(folder), "--device", "cpu"])
     assert r.exit_code != 0

@@ -13,8 +13,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nlp_distill"
 LAYERS = [
     "errors", "io", "precision",  # leaves: exceptions, atomic files, autocast
     "utils",  # process-level helpers: torchrun ranks, heap growth, quiet HF loading
-    "config", "metrics", "model_card",
+    "config", "model_card",
     "data",  # text, labels, vocabularies, alignment, batching, augmentation
+    "metrics",  # scoring by the tag scheme
     "modules",  # network pieces: embedders, encoders, CRF, the hard-label loss
     "models",  # NeuralTagger, TransformerTokenClassifier, the registry of model kinds
     "distill",  # teachers, KD losses, teacher caches and transfer stores

@@ -352,7 +352,7 @@ def test_embedding_file_loader_glove_and_word2vec(tmp_path, header):
 
 
 def test_embedding_vocab_gives_unseen_words_their_vectors(tiny, tmp_path):
-    from procedures.tagger import _build_student
+    from nlp_distill.models.student import build_student
 
     f = tmp_path / "v.txt"
     rows = {"The": [1.0, 0.0], "zebraword": [2.0, 3.0], "the": [4.0, 5.0], "Quokkaword": [6.0, 7.0],
@@ -360,10 +360,10 @@ def test_embedding_vocab_gives_unseen_words_their_vectors(tiny, tmp_path):
     f.write_text("".join(f"{w} {a} {b}\n" for w, (a, b) in rows.items()), encoding="utf-8")
     cfg = TaggerConfig(**{**SMALL, "word_emb_dim": 2})
     torch.manual_seed(0)
-    plain = _build_student(cfg, StudentDataConfig(embedding_file=str(f), embedding_vocab=0), tiny.train, tiny.labels)
+    plain = build_student(cfg, StudentDataConfig(embedding_file=str(f), embedding_vocab=0), tiny.train, tiny.labels)
     assert "zebraword" not in plain.word_vocab
     # the first 3 distinct lowercased words: the, zebraword, quokkaword (gnuword is the 4th)
-    model = _build_student(cfg, StudentDataConfig(embedding_file=str(f), embedding_vocab=3), tiny.train, tiny.labels)
+    model = build_student(cfg, StudentDataConfig(embedding_file=str(f), embedding_vocab=3), tiny.train, tiny.labels)
     vocab, emb = model.word_vocab, model.embedder.words.weight
     assert len(vocab) == len(plain.word_vocab) + 2 and "gnuword" not in vocab
     assert emb[vocab.id("Zebraword")].tolist() == [2.0, 3.0] and emb[vocab.id("quokkaword")].tolist() == [6.0, 7.0]
@@ -371,4 +371,4 @@ def test_embedding_vocab_gives_unseen_words_their_vectors(tiny, tmp_path):
     loaded = NeuralTagger.from_pretrained(tmp_path / "m")
     assert loaded.word_vocab.id("zebraword") == vocab.id("zebraword") != UNK_ID
     # without --embedding_file the default vocabulary size has nothing to add
-    assert len(_build_student(cfg, StudentDataConfig(), tiny.train, tiny.labels).word_vocab) == len(plain.word_vocab)
+    assert len(build_student(cfg, StudentDataConfig(), tiny.train, tiny.labels).word_vocab) == len(plain.word_vocab)
