@@ -72,7 +72,7 @@ def load_for_inference(model_dir, backend: str = "auto", device=None, precision:
         return load_exported(sub), exported, "onnx"
     cls, _ = model_class_of(folder)
     if backend == "onnx":
-        raise ConfigError(f"{model_dir} holds {'a ' + cls if cls else 'no exported model'}, not an ONNX export; "
+        raise ConfigError(f"{model_dir} holds {'a ' + cls if cls else 'no model'}, not an exported model (ONNX); "
                           "make one with `nlp-export onnx`, or use backend 'torch' or 'auto'")
     model = load_model(folder)
     if precision is not None:

@@ -107,7 +107,7 @@ def test_backend_and_device_mismatches_are_clear_errors(folders):
     from nlp_distill import pipeline
     from nlp_distill.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="not an ONNX export"):
+    with pytest.raises(ConfigError, match="not an exported model"):
         pipeline(folders["crf"], backend="onnx")
     with pytest.raises(ConfigError, match="no such folder"):
         pipeline(folders["crf"] / "missing")
