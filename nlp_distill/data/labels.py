@@ -284,6 +284,7 @@ def read_labels_txt(path, encoding: str = "utf-8") -> LabelVocab:
     from nlp_distill.errors import DataFormatError
 
     lines = [(lineno, line.strip()) for lineno, line in iter_lines(path, encoding) if line.strip()]
+    plain = False
     for k in range(len(lines)):  # the first line that makes the set mixed is the one to fix
         try:
             plain = is_plain_tag_set(t for _, t in lines[: k + 1])
@@ -297,6 +298,8 @@ def read_labels_txt(path, encoding: str = "utf-8") -> LabelVocab:
                 split_tag(t)
         except ValueError as e:
             raise DataFormatError(path, lineno, str(e)) from None
+        if any(c.isspace() for c in t):
+            raise DataFormatError(path, lineno, f"label {raw!r} contains whitespace (one label per line)")
         if t in labels:
             raise DataFormatError(path, lineno, f"duplicate label {raw!r}")
         labels.append(t)
