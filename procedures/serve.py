@@ -13,16 +13,23 @@ from typing import Any, Optional
 import click
 
 from nlp_distill.config import ServeConfig
-from nlp_distill.errors import ConfigError
+from nlp_distill.errors import ConfigError, DataFormatError, LabelMismatchError
 from procedures.options import build_configs, config_options
 
 
 def serve(config: ServeConfig) -> None:
-    """Run uvicorn until interrupted; every worker builds its app from ``config`` (via the environment)."""
+    """Run uvicorn until interrupted. The model is loaded here first, so a folder that holds no
+    model fails before any worker starts; one worker serves that app, several each load their own
+    copy from ``config`` (handed over through the environment)."""
     import uvicorn
 
-    from nlp_distill.serving import CONFIG_ENV
+    from nlp_distill.serving import CONFIG_ENV, app_from_config
 
+    app = app_from_config(config)
+    if config.workers == 1:
+        uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level)
+        return
+    del app
     os.environ[CONFIG_ENV] = json.dumps(config.to_dict())  # spawned workers inherit it
     uvicorn.run("nlp_distill.serving:app_from_env", factory=True, host=config.host, port=config.port,
                 workers=config.workers, log_level=config.log_level)
@@ -51,12 +58,12 @@ def nlp_serve(ctx: click.Context, config_file: Optional[str], debug: bool, **_: 
             import uvicorn  # noqa: F401
         except ImportError as e:
             raise ConfigError(f"nlp-serve needs the serve extra: pip install 'nlp-distill[serve]' ({e})") from None
-    except ConfigError as e:
+        setup_logging()
+        serve(config)
+    except (ConfigError, DataFormatError, LabelMismatchError, FileNotFoundError) as e:
         if debug or os.environ.get("NLP_DISTILL_DEBUG"):
             raise
         raise click.ClickException(str(e)) from e
-    setup_logging()
-    serve(config)
 
 
 if __name__ == "__main__":

@@ -222,3 +222,12 @@ def test_serve_speed_benchmark_measures_the_server(server):
         assert r["requests_per_s"] == pytest.approx(3 / r["seconds"])
         assert r["texts_per_call"] * r["model_calls"] == pytest.approx(len(texts))
     print_table({"torch": rows})
+
+
+def test_cli_refuses_a_folder_without_a_model_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from procedures.serve import nlp_serve
+
+    r = CliRunner().invoke(nlp_serve, ["--model_dir", str(tmp_path), "--port", "0"])
+    assert r.exit_code == 1 and "holds no saved model" in r.output and "Traceback" not in r.output, r.output
