@@ -123,14 +123,15 @@ def _kd_run(task: str, data_dir, out: Path, d: TaggingData, tagger: TaggerConfig
     dist.check_labels(d.labels)  # fail before spending time on the teacher pass
     streamed: List[Streamed] = []
     aug: List[Sentence] = []
+    indexed: List = []
     if augment.copies and streams_augmentation(dist):
         streamed.append(_augment_store(teacher, d, augment, kd, out, trainer.show_progress))
     elif augment.copies:
         indexed = augment_corpus_indexed(d.train, augment.copies, augment.ops, augment.seed, d.labels.scheme)
         aug = [Sentence(s.tokens) for _, s in indexed]  # the teacher labels them, not the operators
-        if isinstance(teacher, OutOfFoldTeachers):
-            teacher.set_route([s.tokens for s in d.train] + [s.tokens for s in aug],
-                              list(range(len(d.train))) + [i for i, _ in indexed])
+    if isinstance(teacher, OutOfFoldTeachers):  # with or without copies: train sentences go to their fold's teacher
+        teacher.set_route([s.tokens for s in d.train] + [s.tokens for s in aug],
+                          list(range(len(d.train))) + [i for i, _ in indexed])
     if store is not None:
         n = min(len(store), pseudo.max_unlabeled or len(store))
         streamed.append(Streamed("unlabeled", store, n, pseudo.threshold, pseudo.unlabeled_weight, "pseudo_labeled.txt"))
