@@ -17,8 +17,8 @@ from nlp_distill.config import (AugmentConfig, KDConfig, StudentDataConfig, Stud
 from nlp_distill.data.dataset_dir import load_data_dir
 from nlp_distill.errors import ConfigError
 from nlp_distill.io import write_json
-from nlp_distill.modules.pretrained import resolve_word_vectors
 from procedures.common import RunOptions, run_folder
+from procedures.tagger import student_configs
 from procedures.tagger_kd import _kd_run
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def do_search(data_dir, output_dir, tagger: TaggerConfig = TaggerConfig(),
         raise ConfigError("tagger_kd_search needs optuna: pip install 'nlp-distill[search]'") from None
     if n_trials < 1:
         raise ConfigError(f"--n_trials must be >= 1, got {n_trials}")
-    tagger, data = resolve_word_vectors(tagger, data)  # config.json records the vectors and size used
+    tagger, data = student_configs(tagger, data)
     sections = {"task": "tagger_kd_search", "data_dir": str(data_dir), "tagger": tagger, "trainer": trainer,
                 "data": data, "kd": kd, "augment": augment}
     with run_folder(output_dir, sections, run) as out:

