@@ -463,3 +463,40 @@ def test_ema_weights_follow_the_naive_formula_and_are_what_dev_judges_and_model_
     tr2._resume()
     assert tr2.ema.steps == 8
     torch.testing.assert_close(tr2.ema.shadow[0], naive[0], atol=1e-6, rtol=1e-5)
+
+
+def test_resume_under_warmup_and_linear_decay_equals_the_uninterrupted_run(tmp_path):
+    """A run killed after epoch 2 of 4 and resumed takes the same learning rate at every step and
+    ends with the same weights as one that was never stopped (the schedule's position is restored)."""
+    def run(out, stop_at=None, resume=False, init_seed=1):
+        x, y = _data(n=48)
+        torch.manual_seed(init_seed)
+        model = _DropNet()
+        mse = _mse_sum(model)
+        lrs = []
+        cfg = _cfg(epochs=4, lr=0.05, seed=7, scheduler="linear", warmup_ratio=0.25, optimizer="adamw")
+        batches = _batches_fn(x, y)
+
+        def train_batches(epoch):
+            if epoch == stop_at:
+                raise KeyboardInterrupt  # killed after the checkpoint of the epoch before
+            return batches(epoch)
+
+        def loss_fn(batch):
+            lrs.append(tr.optimizer.param_groups[0]["lr"])
+            return mse(batch)
+
+        tr = Trainer(model, cfg, loss_fn, train_batches, 6, lambda: {"score": 0.0}, _save(model), out)
+        try:
+            tr.train(resume=resume)
+        except KeyboardInterrupt:
+            pass
+        return model, lrs
+
+    full, lrs_full = run(tmp_path / "full")
+    _, lrs_a = run(tmp_path / "part", stop_at=2)
+    resumed, lrs_b = run(tmp_path / "part", resume=True, init_seed=999)
+    assert len(lrs_full) == 24 and len(set(lrs_full)) > 12  # 6 warm-up steps, then a decay: no flat stretch
+    assert lrs_a + lrs_b == pytest.approx(lrs_full, rel=1e-9, abs=0)
+    for (k, p1), (_, p2) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        torch.testing.assert_close(p2, p1, atol=1e-7, rtol=1e-6, msg=k)
