@@ -40,9 +40,12 @@ READERS = {
 }
 
 
+SEEDS = {"conll": 101, "unlabeled": 202, "labels": 303}
+
+
 @pytest.mark.parametrize("reader", sorted(READERS))
 def test_readers_never_crash(reader, tmp_path):
-    rng = random.Random(hash(reader) % 1000)
+    rng = random.Random(SEEDS[reader])  # fixed: str hash() changes with every process
     path = tmp_path / "f.txt"
     outcomes = {"parsed": 0, "error": 0}
     for _ in range(300):
