@@ -288,6 +288,27 @@ def test_docs_cli_md_is_generated_from_the_commands():
     assert doc == render(), "docs/cli.md is stale: python -m procedures.cli_docs > docs/cli.md"
 
 
+def test_docs_cli_md_has_a_section_for_every_console_script_and_command():
+    import configparser
+
+    import click
+
+    from procedures.cli_docs import _load, render
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).parents[1] / "setup.cfg", encoding="utf-8")
+    scripts = [line.split("=", 1) for line in cfg["options.entry_points"]["console_scripts"].split("\n") if "=" in line]
+    headings = {line for line in render().splitlines() if line.startswith("## ")}
+    assert len(scripts) >= 4
+    for name, target in ((n.strip(), t.strip()) for n, t in scripts):
+        cmd = _load(target)
+        if isinstance(cmd, click.Group):
+            for sub in cmd.list_commands(click.Context(cmd)):
+                assert f"## {name} {sub}" in headings, (name, sub)
+        else:
+            assert f"## {name}" in headings, name
+
+
 def test_every_flag_has_help_and_short_helps_differ():
     import click
 
