@@ -372,6 +372,45 @@ class TransformerStudentConfig(ConfigBase):
 
 
 @dataclass
+class LayerDropModelConfig(ConfigBase):
+    """``transformer_kd``: how the student cut from its teacher is batched and run. It keeps the
+    teacher's tokenizer, windows (``max_seq_length``, ``stride``) and pooling, so those are not
+    settings of this command."""
+
+    SECTION: ClassVar[str] = "model"
+    HEADING: ClassVar[str] = "Student"  # --help heading: these settings are the student's
+    batch_size: int = override(TransformerConfig, "batch_size", 16)
+    eval_batch_size: int = override(TransformerConfig, "eval_batch_size", 64)
+    precision: str = override(TransformerConfig, "precision", "auto")
+
+
+@dataclass
+class TransformerKDConfig(ConfigBase):
+    """``transformer_kd`` distillation settings. Loss summed over words (``TransformerDistill``)::
+
+        student_w * CE(gold) + dist_w * KD(word logits) + hidden_w * Σ_mapped H(hidden states)
+          + attention_w * Σ_mapped KL(attention)            (attention_w: the ``student`` section)
+
+    KD is ``T^2 * KL(p_t^T || p_s^T)`` (``kl``; ``auto`` is ``kl``) or MSE on raw word logits
+    (``mse``); H is MSE (``mse``) or ``1 - cos`` (``cosine``) per real sub-token.
+    """
+
+    SECTION: ClassVar[str] = "kd"
+    teacher_model_path: List[str] = override(KDConfig, "teacher_model_path", [])
+    temperature: float = override(KDConfig, "temperature", 1.0)
+    loss_function: str = override(KDConfig, "loss_function", "auto", choices=("auto", "kl", "mse"),
+                                  help="KD loss on word-level logits: kl (T^2 KL), mse (MSE on raw logits), auto (kl).")
+    dist_w: float = override(KDConfig, "dist_w", 1.0)
+    student_w: float = override(KDConfig, "student_w", 1.0)
+    teacher_max_seq_len: Optional[int] = override(KDConfig, "teacher_max_seq_len", None)
+    teacher_batch_size: int = override(KDConfig, "teacher_batch_size", 64,
+                                       help="Windows per teacher batch when labeling augmented copies and computing an ensemble's targets.")
+    hidden_w: float = override(KDConfig, "hidden_w", 0.0,
+                               help="Weight of the hidden-state loss on mapped layers (teacher and student widths must match; 0: off).")
+    hidden_loss: str = override(KDConfig, "hidden_loss", "mse")
+
+
+@dataclass
 class PseudoConfig(ConfigBase):
     """Pseudo-labeling of unlabeled text by the teacher."""
 

@@ -12,9 +12,9 @@ from typing import Any, Dict
 
 import click
 
-from nlp_distill.config import (AugmentConfig, CompactConfig, KDConfig, PseudoConfig, StudentDataConfig, StudentTrainerConfig,
+from nlp_distill.config import (AugmentConfig, CompactConfig, KDConfig, LayerDropModelConfig, PseudoConfig, StudentDataConfig, StudentTrainerConfig,
                                 LabelConfig, SeedsConfig, TaggerConfig, TeacherTrainerConfig, TransformerConfig,
-                                TransformerStudentConfig)
+                                TransformerKDConfig, TransformerStudentConfig)
 from procedures.options import GroupedCommand, build_configs, config_options
 
 
@@ -108,7 +108,7 @@ training_command("transformer_token", "procedures.transformer_token.do_training"
                  (TransformerConfig, TeacherTrainerConfig, SeedsConfig),
                  "Fine-tune a transformer token classifier (the teacher; --seeds: several, for an ensemble).")
 training_command("transformer_kd", "procedures.transformer_kd.do_transformer_kd",
-                 (TransformerConfig, TeacherTrainerConfig, KDConfig, TransformerStudentConfig, AugmentConfig),
+                 (LayerDropModelConfig, TeacherTrainerConfig, TransformerKDConfig, TransformerStudentConfig, AugmentConfig),
                  "Distil a teacher (or an ensemble) into a transformer student made of some layers of the (first) teacher, saved like a teacher.")
 training_command("tagger", "procedures.tagger.do_training", (TaggerConfig, StudentTrainerConfig, StudentDataConfig),
                  "Train a student tagger (BiLSTM or ID-CNN, softmax or CRF) on gold labels.")

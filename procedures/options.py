@@ -70,7 +70,8 @@ MAIN_FLAGS = ("data_dir", "output_dir", "model_dir", "teacher_model_path", "mode
 
 def _grouped(opt: click.Option, cls: Optional[Type[ConfigBase]] = None) -> click.Option:
     """Tag ``opt`` with its --help heading (read by :class:`GroupedCommand`)."""
-    opt.help_group = "Main" if opt.name in MAIN_FLAGS else SECTION_HEADINGS.get(getattr(cls, "SECTION", ""), "Other")
+    heading = getattr(cls, "HEADING", "") or SECTION_HEADINGS.get(getattr(cls, "SECTION", ""), "Other")
+    opt.help_group = "Main" if opt.name in MAIN_FLAGS else heading
     return opt
 
 

@@ -8,8 +8,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from nlp_distill.config import (AugmentConfig, KDConfig, TeacherTrainerConfig, TrainerConfig, TransformerConfig,
-                                TransformerStudentConfig)
+from nlp_distill.config import (AugmentConfig, LayerDropModelConfig, TeacherTrainerConfig, TrainerConfig,
+                                TransformerKDConfig, TransformerStudentConfig)
 from nlp_distill.data.augment import augment_corpus, choose_ops
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.dataset_dir import TaggingData, load_data_dir
@@ -26,32 +26,33 @@ from procedures.transformer_token import fit_transformer
 logger = logging.getLogger(__name__)
 
 
-def transfer_set(teacher, d: TaggingData, augment: AugmentConfig, path, soft_targets: bool
-                 ) -> Tuple[List[Sentence], Optional[List[np.ndarray]]]:
+def transfer_set(teacher, d: TaggingData, augment: AugmentConfig, path, soft_targets: bool,
+                 batch_size: Optional[int] = None) -> Tuple[List[Sentence], Optional[List[np.ndarray]]]:
     """The training sentences plus ``augment.copies`` augmented copies of each (the same operators
     as the tagger students), the copies tagged by the teacher's argmax and written to ``path``;
-    with ``soft_targets`` also the teacher's word logits for every returned sentence."""
+    with ``soft_targets`` also the teacher's word logits for every returned sentence (``batch_size``
+    windows per teacher batch)."""
     train = list(d.train)
     augment = choose_ops(augment, len(d.train))  # --augment_ops auto: from the amount of gold data
     aug = augment_corpus(d.train, augment.copies, augment.ops, augment.seed, d.labels.scheme) if augment.copies else []
-    aug_logits = teacher.word_logits([s.tokens for s in aug]) if aug else []
+    aug_logits = teacher.word_logits([s.tokens for s in aug], batch_size) if aug else []
     labeled = [label_from_logits(s.tokens, lg, teacher.labels) for s, lg in zip(aug, aug_logits)]
     if aug:
         write_pseudo_labeled(path, labeled)
-    targets = teacher.word_logits([s.tokens for s in train]) + list(aug_logits) if soft_targets else None
+    targets = teacher.word_logits([s.tokens for s in train], batch_size) + list(aug_logits) if soft_targets else None
     return train + [p.sentence for p in labeled], targets
 
 
-def do_transformer_kd(data_dir, output_dir, model: TransformerConfig = TransformerConfig(),
-                      trainer: TrainerConfig = TeacherTrainerConfig(), kd: KDConfig = KDConfig(),
+def do_transformer_kd(data_dir, output_dir, model: LayerDropModelConfig = LayerDropModelConfig(),
+                      trainer: TrainerConfig = TeacherTrainerConfig(), kd: TransformerKDConfig = TransformerKDConfig(),
                       student: TransformerStudentConfig = TransformerStudentConfig(),
                       augment: AugmentConfig = AugmentConfig(), run: RunOptions = RunOptions()) -> Dict[str, Any]:
     """Cut a student from ``kd.teacher_model_path`` and distil it on ``data_dir`` (+ augmented copies).
 
     Several teacher folders form an ensemble: the student is cut from the first, which also gives
     the hidden/attention targets; the logit targets are the ensemble's (mean member log-probabilities),
-    computed once for every training sentence. ``model`` supplies the student's batch size (its
-    window settings are the teacher's).
+    computed once for every training sentence. ``model`` supplies the student's batch sizes and
+    precision (its tokenizer, windows and pooling are the teacher's).
     """
     sections = {"task": "transformer_kd", "data_dir": str(data_dir), "model": model, "trainer": trainer, "kd": kd,
                 "student": student, "augment": augment}
@@ -71,16 +72,13 @@ def do_transformer_kd(data_dir, output_dir, model: TransformerConfig = Transform
         n_teacher = len(encoder_layers(source.model))
         kept = student.student_layers or bottom_layers(n_teacher, student.num_student_layers)
         clf = drop_layers(source, kept)
-        ignored = [f for f in ("model_name_or_path", "max_seq_length", "stride", "pooling", "holdout_fold")
-                   if getattr(model, f) != getattr(TransformerConfig(), f)]
-        if ignored:
-            logger.warning("ignored for a layer-dropped student (it keeps the teacher's tokenizer and windows): %s",
-                           ", ".join(ignored))
-        clf.config = clf.config.replace(batch_size=model.batch_size, holdout_fold=[])  # a student of all of train
+        clf.config = clf.config.replace(batch_size=model.batch_size, eval_batch_size=model.eval_batch_size,
+                                        precision=model.precision, holdout_fold=[])  # a student of all of train
         mapping = layer_mapping(student, kept, n_teacher)
         logger.info("student: teacher layers %s of %d (%.1fM of %.1fM parameters); layer pairs %s", kept, n_teacher,
                     clf.num_parameters() / 1e6, source.num_parameters() / 1e6, mapping)
-        train, targets = transfer_set(teacher, d, augment, out / "augmented.txt", soft_targets=source is not teacher)
+        train, targets = transfer_set(teacher, d, augment, out / "augmented.txt", soft_targets=source is not teacher,
+                                      batch_size=kd.teacher_batch_size)
         dist = TransformerDistill(source, clf, kd, student, mapping)
         return fit_transformer(out, clf, train, d, trainer, run, loss_fn=lambda b: (*dist.loss(b), dist.last_parts),
                                extra_metrics={"teacher": scores, "student_layers": kept}, targets=targets)

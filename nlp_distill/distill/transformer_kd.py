@@ -11,7 +11,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import torch
 
-from nlp_distill.config import KDConfig, TransformerStudentConfig
+from nlp_distill.config import TransformerKDConfig, TransformerStudentConfig
 from nlp_distill.data.alignment import pool_words
 from nlp_distill.distill import losses
 from nlp_distill.errors import ConfigError
@@ -39,14 +39,18 @@ class TransformerDistill:
     """Loss for a transformer student: per window batch, summed over owned words (the Trainer
     divides by their number)::
 
-        student_w * CE(gold) + dist_w * T^2 KL(word logits)
-          + hidden_w * Σ_mapped MSE(hidden states) + attention_w * Σ_mapped KL(attention)
+        student_w * CE(gold) + dist_w * KD(word logits)
+          + hidden_w * Σ_mapped H(hidden states) + attention_w * Σ_mapped KL(attention)
 
-    Hidden and attention terms are summed over real sub-tokens of the mapped layers.
+    KD is ``T^2 KL`` (``kd.loss_function`` kl / auto) or MSE on raw word logits (mse); H is
+    ``kd.hidden_loss`` (mse or cosine). Hidden and attention terms are summed over real sub-tokens
+    of the mapped layers.
     """
 
-    def __init__(self, teacher, student, kd: KDConfig, cfg: TransformerStudentConfig,
+    def __init__(self, teacher, student, kd: TransformerKDConfig, cfg: TransformerStudentConfig,
                  mapping: Sequence[Tuple[int, int]]) -> None:
+        if kd.loss_function not in ("auto", "kl", "mse"):
+            raise ConfigError(f"--kd_loss_fn {kd.loss_function}: a transformer student takes kl, mse or auto")
         t_h, s_h = teacher.model.config.hidden_size, student.model.config.hidden_size
         if kd.hidden_w and t_h != s_h:
             raise ConfigError(f"hidden-state loss needs equal widths (teacher {t_h}, student {s_h})")
@@ -86,12 +90,16 @@ class TransformerDistill:
         parts: Dict[str, torch.Tensor] = {}
         if kd.dist_w:
             t_words = cached if cached is not None else pool_words(t.logits, *words, pool)
-            parts["kd"] = kd.dist_w * losses.kd_kl(s_words, t_words, owned, kd.temperature, None, "sum")
+            if kd.loss_function == "mse":
+                parts["kd"] = kd.dist_w * losses.kd_mse(s_words, t_words, owned, None, "sum")
+            else:
+                parts["kd"] = kd.dist_w * losses.kd_kl(s_words, t_words, owned, kd.temperature, None, "sum")
         if kd.student_w and "labels" in batch:
             parts["gold"] = kd.student_w * ce(s_words, batch["labels"], owned, None, "sum")
         if kd.hidden_w:  # hidden_states[0] is the embedding output: layer k's output is index k + 1
-            parts["hidden"] = kd.hidden_w * sum(losses.hidden_mse(s.hidden_states[j + 1], t.hidden_states[i + 1], tokens,
-                                                                  None, "sum") for i, j in self.mapping)
+            h_loss = losses.cosine if kd.hidden_loss == "cosine" else losses.hidden_mse
+            parts["hidden"] = kd.hidden_w * sum(h_loss(s.hidden_states[j + 1], t.hidden_states[i + 1], tokens, None, "sum")
+                                                for i, j in self.mapping)
         if self.cfg.attention_w:
             parts["attention"] = self.cfg.attention_w * sum(
                 losses.attention_kl(s.attentions[j], t.attentions[i], tokens, None, "sum") for i, j in self.mapping)
