@@ -24,8 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nlp_distill.data.conll import read_conll  # noqa: E402
 from nlp_distill.data.unlabeled import iter_unlabeled  # noqa: E402
-from nlp_distill.export.onnx import export_model  # noqa: E402
-from nlp_distill.export.runtime import load_exported  # noqa: E402
+from nlp_distill.export.backends import export_model, load_exported  # noqa: E402
 from nlp_distill.metrics import tagging_metrics  # noqa: E402
 from nlp_distill.models.loader import load_model  # noqa: E402
 from nlp_distill.models.transformer import TransformerTokenClassifier  # noqa: E402

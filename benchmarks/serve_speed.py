@@ -183,7 +183,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         if not a.no_onnx:
             onnx_dir = a.onnx_dir
             if onnx_dir is None:
-                from nlp_distill.export.onnx import export_model
+                from nlp_distill.export.backends import export_model
 
                 onnx_dir = str(export_model(a.model, Path(tmp) / "onnx"))
             runtimes["onnx"] = (onnx_dir, "onnx")

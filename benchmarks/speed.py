@@ -29,13 +29,11 @@ def load_any(spec: str, threads: Optional[int] = None):
     ``@auto`` set its precision; default: the saved one); a folder from ``nlp-export onnx`` runs in
     ONNX Runtime (``@fp32`` / ``@int8``; default int8 when exported) with ``threads`` threads.
     """
-    from nlp_distill.export.runtime import load_exported
-    from nlp_distill.io import read_json
+    from nlp_distill.export.backends import exported_class, load_exported
     from nlp_distill.models.loader import load_model
 
     folder, _, runtime = spec.partition("@")
-    cfg = Path(folder) / "config.json"
-    if cfg.is_file() and read_json(cfg).get("model_class") in ("OnnxTagger", "OnnxTransformer"):
+    if exported_class(folder) is not None:
         return load_exported(folder, runtime or None, threads)
     model = load_model(folder)
     if runtime:

@@ -26,21 +26,12 @@ import numpy as np
 from nlp_distill.data.labels import entity_spans
 from nlp_distill.data.tokenize import check_token_lists, tokenize
 from nlp_distill.errors import ConfigError
-from nlp_distill.io import read_json
 
 logger = logging.getLogger(__name__)
 
-EXPORTED = ("OnnxTagger", "OnnxTransformer")  # model classes of `nlp-export onnx` folders
 BACKENDS = ("auto", "torch", "onnx")
 Span = Tuple[int, int]
 _TINY = float(np.finfo(np.float32).tiny)  # a score is > 0 even where a float32 marginal underflowed
-
-
-def _exported_class(folder: Path) -> Optional[str]:
-    """The model class of an ONNX export folder, else ``None``."""
-    cfg = folder / "config.json"
-    cls = read_json(cfg).get("model_class") if cfg.is_file() else None
-    return cls if cls in EXPORTED else None
 
 
 def load_for_inference(model_dir, backend: str = "auto", device=None, precision: Optional[str] = None):
@@ -48,8 +39,9 @@ def load_for_inference(model_dir, backend: str = "auto", device=None, precision:
 
     ``auto`` runs an ONNX export with ONNX Runtime and every other folder with torch, loaded by
     ``models.loader.load_model`` (students, compact students, transformers) or
-    ``export.runtime.load_exported`` (ONNX folders).
+    ``export.backends.load_exported`` (ONNX folders).
     """
+    from nlp_distill.export.backends import exported_class, load_exported
     from nlp_distill.models.loader import load_model, model_class_of
 
     if backend not in BACKENDS:
@@ -57,7 +49,7 @@ def load_for_inference(model_dir, backend: str = "auto", device=None, precision:
     folder = Path(model_dir)
     if not folder.is_dir():
         raise ConfigError(f"{model_dir}: no such folder")
-    exported = _exported_class(folder) or _exported_class(folder / "model")
+    exported = exported_class(folder) or exported_class(folder / "model")
     if exported:
         if backend == "torch":
             raise ConfigError(f"{model_dir} is an ONNX export ({exported}); run it with backend 'onnx' or 'auto'")
@@ -66,9 +58,7 @@ def load_for_inference(model_dir, backend: str = "auto", device=None, precision:
         if precision is not None:
             raise ConfigError(f"{model_dir} is an ONNX export: precision applies to torch models "
                               "(an export runs its fp32 or int8 file)")
-        from nlp_distill.export.runtime import load_exported
-
-        sub = folder if _exported_class(folder) else folder / "model"
+        sub = folder if exported_class(folder) else folder / "model"
         return load_exported(sub), exported, "onnx"
     cls, _ = model_class_of(folder)
     if backend == "onnx":

@@ -262,11 +262,11 @@ def nlp_export(debug: bool, verbose: bool) -> None:
               help="Also write an ONNX Runtime dynamic int8 model (model.int8.onnx): every linear layer of a transformer; a student's projections and embedding table (its BiLSTM and char-CNN stay fp32).")
 def export_onnx(model_dir, output_dir, quantize) -> None:
     """Export a student or a transformer to ONNX (+ int8); it then runs without torch (--backend onnx)."""
-    from nlp_distill.export.onnx import export_model
+    from nlp_distill.export.backends import export_model
     from procedures.common import setup_logging
 
     setup_logging()
-    out = export_model(model_dir, output_dir, quantize)
+    out = export_model(model_dir, output_dir, "onnx", quantize=quantize)
     click.echo(f"exported {model_dir} -> {out}")
 
 

@@ -16,14 +16,13 @@ from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
 from nlp_distill.data.conll import iter_conll, iter_lines
 from nlp_distill.data.unlabeled import detect_format
 from nlp_distill.errors import ConfigError, DataFormatError
-from nlp_distill.models.loader import MADE_BY
+from nlp_distill.export.backends import model_kind_of
+from nlp_distill.models.registry import kind_named
 from nlp_distill.pipelines import NerPipeline, pipeline
 from procedures.common import setup_logging
 
 logger = logging.getLogger(__name__)
 
-# the old per-kind commands: the model classes (torch, ONNX) each accepts
-KINDS = {"tagger": ("NeuralTagger", "OnnxTagger"), "transformer_token": ("TransformerTokenClassifier", "OnnxTransformer")}
 STDIN = "<stdin>"
 
 
@@ -106,10 +105,12 @@ def output(output_file) -> Iterator[IO[str]]:
 
 def check_kind(ner: NerPipeline, kind: Optional[str], model_dir) -> None:
     """The per-kind commands (``tagger``, ``transformer_token``) refuse the other kind."""
-    if kind is not None and ner.model_kind not in KINDS[kind]:
-        want = KINDS[kind][0]
-        raise ConfigError(f"{model_dir} holds a {ner.model_kind}, not a {want}; a {want} comes from `{MADE_BY[want]}` "
-                          "(or use `nlp-inference predict`, which takes every kind)")
+    if kind is None:
+        return
+    want = kind_named(kind)
+    if model_kind_of(ner.model_kind) != want:  # a saved model or its export
+        raise ConfigError(f"{model_dir} holds a {ner.model_kind}, not a {want.model_class}; a {want.model_class} comes "
+                          f"from `{want.made_by}` (or use `nlp-inference predict`, which takes every kind)")
 
 
 def do_inference(kind: Optional[str], model_dir, data_file, output_file=None, batch_size: int = 64, chunk: int = 2048,

@@ -47,12 +47,12 @@ def build_model_folders(root: Path, encoder_dir: Path) -> Dict[str, Path]:
     drop_layers(teacher, [1]).save_pretrained(root / "transformer_student")
     out = {k: root / k for k in ("student", "crf", "compact", "teacher", "transformer_student")}
     try:
-        from nlp_distill.export.onnx import export_model
+        from nlp_distill.export.backends import export_model
 
         import onnxruntime  # noqa: F401
 
-        export_model(root / "crf", root / "onnx_crf", None)
-        export_model(root / "teacher", root / "onnx_teacher", None)
+        export_model(root / "crf", root / "onnx_crf")
+        export_model(root / "teacher", root / "onnx_teacher")
         out.update(onnx_crf=root / "onnx_crf", onnx_teacher=root / "onnx_teacher")
     except ModuleNotFoundError:
         pass

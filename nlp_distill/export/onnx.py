@@ -18,6 +18,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import nn
 
+from nlp_distill.data.batching import Batch
 from nlp_distill.data.conll import Sentence
 from nlp_distill.errors import ConfigError
 from nlp_distill.io import LIBRARY_VERSION, resolve_model_dir, write_json
@@ -29,8 +30,9 @@ ONNX_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
 
 
 class ExportableTagger(nn.Module):
-    """A NeuralTagger's emissions from tensors only (the graph ONNX traces): embedder, encoder
-    (its BiLSTM runs without packed sequences, which ONNX lacks), projection; no CRF."""
+    """A NeuralTagger's emissions from tensors only (the graph ONNX traces): its own ``forward``
+    (embedder, encoder, projection; the BiLSTM runs without packed sequences, which ONNX lacks);
+    no CRF."""
 
     def __init__(self, tagger: NeuralTagger) -> None:
         super().__init__()
@@ -39,8 +41,7 @@ class ExportableTagger(nn.Module):
     def forward(self, words: torch.Tensor, chars: torch.Tensor, shapes: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
         """(B, L), (B, L, K), (B, L), (B, L) bool -> emissions (B, L, C)."""
-        x = self.tagger.embedder(words, chars, shapes)  # (B, L, D)
-        return self.tagger.proj(self.tagger.encoder(x, mask))
+        return self.tagger(Batch(words, chars, shapes, mask, tags=None, index=None, weight=None))  # (B, L, C)
 
 
 def _example(model: NeuralTagger) -> Tuple[torch.Tensor, ...]:
@@ -89,16 +90,6 @@ def _write_onnx(module: nn.Module, example: Tuple[torch.Tensor, ...], out: Path,
                          op_types_to_quantize=op_types)
         files["int8"] = INT8_FILE
     return files
-
-
-def export_model(model_dir, output_dir, quantize: Optional[str] = None) -> Path:
-    """Export whatever ``model_dir`` holds (student or transformer) to ``output_dir``."""
-    from nlp_distill.models.loader import model_class_of
-
-    cls, _ = model_class_of(model_dir)
-    if cls == "TransformerTokenClassifier":
-        return export_transformer(model_dir, output_dir, quantize)
-    return export_tagger(model_dir, output_dir, quantize)
 
 
 class _LogitsOnly(nn.Module):

@@ -40,12 +40,6 @@ def _config(folder: Path, expect: str) -> dict:
     return cfg
 
 
-def load_exported(folder, variant: Optional[str] = None, threads: Optional[int] = None):
-    """The ``OnnxTagger`` or ``OnnxTransformer`` in an exported folder."""
-    cls = read_json(Path(folder) / "config.json").get("model_class") if (Path(folder) / "config.json").is_file() else None
-    return (OnnxTransformer if cls == "OnnxTransformer" else OnnxTagger)(folder, variant, threads)
-
-
 class OnnxTagger:
     """An exported NeuralTagger run by ONNX Runtime.
 

@@ -1,4 +1,5 @@
-"""One loader for every saved model folder, dispatching on the model class it records."""
+"""One loader for every saved model folder, dispatching on the model class it records
+(``models.registry.KINDS``)."""
 from __future__ import annotations
 
 import re
@@ -8,9 +9,9 @@ from typing import List, Optional, Sequence, Tuple
 from nlp_distill.errors import ConfigError
 from nlp_distill.io import read_json
 from nlp_distill.models.folders import NLP_DISTILL_FILE, hf_classifier_labels
+from nlp_distill.models.registry import KINDS, kind_of_class
 
-MADE_BY = {"NeuralTagger": "nlp-train tagger | tagger_kd | tagger_kd_pseudo",
-           "TransformerTokenClassifier": "nlp-train transformer_token"}
+TEACHER_MADE_BY = KINDS["transformer_token"].made_by
 
 
 def model_class_of(path) -> Tuple[Optional[str], Path]:
@@ -22,7 +23,7 @@ def model_class_of(path) -> Tuple[Optional[str], Path]:
             return read_json(folder / NLP_DISTILL_FILE).get("model_class", "TransformerTokenClassifier"), folder
         if (folder / "config.json").is_file():
             cls = read_json(folder / "config.json").get("model_class")
-            if cls in MADE_BY:
+            if kind_of_class(cls) is not None:
                 return cls, folder
             if hf_classifier_labels(folder) is not None:
                 return "TransformerTokenClassifier", folder
@@ -40,18 +41,13 @@ def load_model(path, expect: Optional[str] = None):
         raise ConfigError(f"{path}: no such folder")
     cls, folder = model_class_of(path)
     if cls is None:
-        raise ConfigError(f"{path} holds no saved model of this library (a student comes from `{MADE_BY['NeuralTagger']}`, "
-                          f"a teacher from `{MADE_BY['TransformerTokenClassifier']}` or HF `save_pretrained` of a "
+        raise ConfigError(f"{path} holds no saved model of this library (a student comes from `{KINDS['tagger'].made_by}`, "
+                          f"a teacher from `{TEACHER_MADE_BY}` or HF `save_pretrained` of a "
                           "...ForTokenClassification model with id2label in its config.json)")
     if expect is not None and cls != expect:
-        raise ConfigError(f"{path} holds a {cls}, not a {expect}; a {expect} comes from `{MADE_BY[expect]}`")
-    if cls == "NeuralTagger":
-        from nlp_distill.models.neural_tagger import NeuralTagger
-
-        return NeuralTagger.from_pretrained(folder)
-    from nlp_distill.models.transformer import TransformerTokenClassifier
-
-    return TransformerTokenClassifier.from_pretrained(str(folder))
+        made_by = kind_of_class(expect).made_by if kind_of_class(expect) else "?"
+        raise ConfigError(f"{path} holds a {cls}, not a {expect}; a {expect} comes from `{made_by}`")
+    return kind_of_class(cls).load(folder)
 
 
 SEED_FOLDER = re.compile(r"^seed-(-?\d+)$")  # members written by `nlp-train transformer_token --seeds`
@@ -85,7 +81,7 @@ def expand_model_paths(paths: Sequence) -> List[str]:
         members = seed_members(path)
         if not members:
             raise ConfigError(f"{path} holds neither a saved model nor seed-N/ teacher folders (a teacher comes from "
-                              f"`{MADE_BY['TransformerTokenClassifier']}`, an ensemble's members from "
-                              f"`{MADE_BY['TransformerTokenClassifier']} --seeds 1,2,3 --output_dir {path}`)")
+                              f"`{TEACHER_MADE_BY}`, an ensemble's members from "
+                              f"`{TEACHER_MADE_BY} --seeds 1,2,3 --output_dir {path}`)")
         out += [str(m) for m in members]
     return out
