@@ -10,6 +10,7 @@ from nlp_distill.config import CompactConfig
 from nlp_distill.errors import ConfigError
 from nlp_distill.io import atomic_dir, folder_size
 from nlp_distill.models.loader import model_class_of
+from nlp_distill.models.registry import KINDS, kind_of_class
 
 logger = logging.getLogger(__name__)
 
@@ -20,13 +21,11 @@ def compact_tagger(model_dir, output_dir, storage: Optional[CompactConfig] = Non
     Returns:
         ``{"folder", "bytes_before", "bytes_after"}``.
     """
-    from nlp_distill.models.neural_tagger import NeuralTagger
-
     cls, src = model_class_of(model_dir)
-    if cls != "NeuralTagger":
+    if kind_of_class(cls) is not KINDS["tagger"]:
         raise ConfigError(f"{model_dir} holds {'a ' + cls if cls else 'no saved model'}; nlp-export compact takes "
                           "a BiLSTM/ID-CNN student (for a transformer: nlp-export onnx --quantize int8)")
-    model = NeuralTagger.from_pretrained(src)
+    model = KINDS["tagger"].load(src)
     with atomic_dir(output_dir) as tmp:
         model.save_pretrained(tmp, storage or CompactConfig())
     before, after = folder_size(src), folder_size(output_dir)

@@ -11,7 +11,8 @@ from nlp_distill.io import read_json
 from nlp_distill.models.folders import NLP_DISTILL_FILE, hf_classifier_labels
 from nlp_distill.models.registry import KINDS, kind_of_class
 
-TEACHER_MADE_BY = KINDS["transformer_token"].made_by
+TEACHER = KINDS["transformer_token"]
+TEACHER_MADE_BY = TEACHER.made_by
 
 
 def model_class_of(path) -> Tuple[Optional[str], Path]:
@@ -20,13 +21,13 @@ def model_class_of(path) -> Tuple[Optional[str], Path]:
     p = Path(path)
     for folder in (p, p / "model"):
         if (folder / NLP_DISTILL_FILE).is_file():
-            return read_json(folder / NLP_DISTILL_FILE).get("model_class", "TransformerTokenClassifier"), folder
+            return read_json(folder / NLP_DISTILL_FILE).get("model_class", TEACHER.model_class), folder
         if (folder / "config.json").is_file():
             cls = read_json(folder / "config.json").get("model_class")
             if kind_of_class(cls) is not None:
                 return cls, folder
             if hf_classifier_labels(folder) is not None:
-                return "TransformerTokenClassifier", folder
+                return TEACHER.model_class, folder
     return None, p
 
 
