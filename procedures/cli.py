@@ -158,10 +158,14 @@ def label_unlabeled(ctx: click.Context, output_dir, device, encoding, config_fil
               help="Trials (each a tagger_kd run scored on dev only).")
 @click.pass_context
 def search_tagger_kd(ctx: click.Context, data_dir, output_dir, config_file, n_trials, **_: Any) -> None:
-    """Search KD weights, temperature, lr, dropout and hidden size on dev (needs optuna)."""
-    from procedures.search import do_search
+    """Search KD weights, temperature, lr, dropout and hidden size on dev (needs optuna); those given as flags or in --config keep their value."""
+    from procedures.options import given_settings
+    from procedures.search import SEARCHED, do_search
 
-    r = do_search(data_dir, output_dir, **build_configs(ctx, config_file), n_trials=n_trials, run=_run_options(ctx))
+    given = set(given_settings(ctx, config_file))  # the user's values are kept, the rest searched
+    fixed = [name for name, key in SEARCHED.items() if key in given]
+    r = do_search(data_dir, output_dir, **build_configs(ctx, config_file), n_trials=n_trials, run=_run_options(ctx),
+                  fixed=fixed)
     click.echo(f"best dev F1 {r['best_dev_f1']:.4f} -> {r['best_config']} (use it with --config)")
 
 

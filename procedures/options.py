@@ -197,3 +197,17 @@ def build_configs(ctx: click.Context, config_file: Optional[str] = None) -> Dict
         preset = values.get("preset")  # a preset's values sit between the defaults and the file
         out[cls.SECTION] = cls.from_preset(preset, **values) if preset else cls.from_dict(values)
     return out
+
+
+def given_settings(ctx: click.Context, config_file: Optional[str] = None) -> List[Tuple[str, str]]:
+    """(section, field) of every setting the user gave: a flag typed on the command line or a key
+    of the ``--config`` file (defaults excluded)."""
+    classes: Sequence[Type[ConfigBase]] = ctx.command.callback.__config_classes__  # type: ignore[union-attr]
+    raw = _read_config_file(config_file, [c.SECTION for c in classes]) if config_file else {}
+    out = []
+    for cls in classes:
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            typed = ctx.get_parameter_source(flag_name(f)) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+            if typed or f.name in raw.get(cls.SECTION, {}):
+                out.append((cls.SECTION, f.name))
+    return out

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import logging
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Sequence
 
 from nlp_distill.config import (AugmentConfig, KDConfig, StudentDataConfig, StudentTrainerConfig, TaggerConfig,
                                 TrainerConfig)
@@ -24,29 +24,52 @@ from procedures.tagger_kd import _kd_run
 logger = logging.getLogger(__name__)
 
 
-def suggest(trial, tagger: TaggerConfig, trainer: TrainerConfig, kd: KDConfig) -> Dict[str, Any]:
-    """The searched settings: KD/gold weights, temperature, learning rate, dropout, hidden size."""
-    return {
-        "kd": kd.replace(dist_w=trial.suggest_float("kd_dist_w", 0.25, 4.0, log=True),
-                         student_w=trial.suggest_float("kd_student_w", 0.25, 4.0, log=True),
-                         temperature=trial.suggest_float("kd_temp", 1.0, 4.0)),
-        "trainer": trainer.replace(lr=trial.suggest_float("lr", 5e-4, 5e-3, log=True)),
-        "tagger": tagger.replace(dropout=trial.suggest_float("dropout", 0.2, 0.6),
-                                 hidden=trial.suggest_categorical("hidden", [100, 200, 300])),
-    }
+# searched setting -> (config section, field); the names are the flags
+SEARCHED = {"kd_dist_w": ("kd", "dist_w"), "kd_student_w": ("kd", "student_w"), "kd_temp": ("kd", "temperature"),
+            "lr": ("trainer", "lr"), "dropout": ("tagger", "dropout"), "hidden": ("tagger", "hidden")}
+
+
+def suggest(trial, tagger: TaggerConfig, trainer: TrainerConfig, kd: KDConfig, fixed: Sequence[str] = ()
+            ) -> Dict[str, Any]:
+    """The searched settings (KD/gold weights, temperature, learning rate, dropout, hidden size),
+    except those in ``fixed``, which keep the value the user gave."""
+    draw = {"kd_dist_w": lambda: trial.suggest_float("kd_dist_w", 0.25, 4.0, log=True),
+            "kd_student_w": lambda: trial.suggest_float("kd_student_w", 0.25, 4.0, log=True),
+            "kd_temp": lambda: trial.suggest_float("kd_temp", 1.0, 4.0),
+            "lr": lambda: trial.suggest_float("lr", 5e-4, 5e-3, log=True),
+            "dropout": lambda: trial.suggest_float("dropout", 0.2, 0.6),
+            "hidden": lambda: trial.suggest_categorical("hidden", [100, 200, 300])}
+    changes: Dict[str, Dict[str, Any]] = {"kd": {}, "trainer": {}, "tagger": {}}
+    for name, (section, field) in SEARCHED.items():
+        if name not in fixed:
+            changes[section][field] = draw[name]()
+    return {"kd": kd.replace(**changes["kd"]), "trainer": trainer.replace(**changes["trainer"]),
+            "tagger": tagger.replace(**changes["tagger"])}
 
 
 def do_search(data_dir, output_dir, tagger: TaggerConfig = TaggerConfig(),
               trainer: TrainerConfig = StudentTrainerConfig(), data: StudentDataConfig = StudentDataConfig(),
               kd: KDConfig = KDConfig(), augment: AugmentConfig = AugmentConfig(), n_trials: int = 20,
-              run: RunOptions = RunOptions()) -> Dict[str, Any]:
-    """Search ``n_trials`` recipes (TPE, seeded by ``trainer.seed``) maximising dev F1."""
+              run: RunOptions = RunOptions(), fixed: Sequence[str] = ()) -> Dict[str, Any]:
+    """Search ``n_trials`` recipes (TPE, seeded by ``trainer.seed``) maximising dev F1.
+
+    ``fixed``: names of ``SEARCHED`` the user set (flags or ``--config``); they keep their value in
+    every trial and only the others are searched.
+    """
     try:
         import optuna
     except ModuleNotFoundError:
         raise ConfigError("tagger_kd_search needs optuna: pip install 'nlp-distill[search]'") from None
     if n_trials < 1:
         raise ConfigError(f"--n_trials must be >= 1, got {n_trials}")
+    unknown = sorted(set(fixed) - set(SEARCHED))
+    if unknown:
+        raise ValueError(f"fixed: {unknown} are not searched settings ({', '.join(SEARCHED)})")
+    if set(fixed) == set(SEARCHED):
+        raise ConfigError("tagger_kd_search: every searched setting (--" + ", --".join(SEARCHED) + ") is fixed by "
+                          "the user: nothing left to search; run tagger_kd instead")
+    if fixed:
+        logger.info("kept as given, not searched: %s", ", ".join(f"--{f}" for f in fixed))
     tagger, data = student_configs(tagger, data)
     sections = {"task": "tagger_kd_search", "data_dir": str(data_dir), "tagger": tagger, "trainer": trainer,
                 "data": data, "kd": kd, "augment": augment}
@@ -57,7 +80,7 @@ def do_search(data_dir, output_dir, tagger: TaggerConfig = TaggerConfig(),
         log.unlink(missing_ok=True)
 
         def objective(trial) -> float:
-            s = suggest(trial, tagger, trainer, kd)
+            s = suggest(trial, tagger, trainer, kd, fixed)
             folder = out / "trials" / f"{trial.number:03d}"
             t0 = time.perf_counter()
             trial_sections = {**sections, "task": "tagger_kd", "tagger": s["tagger"], "trainer": s["trainer"],
@@ -74,7 +97,7 @@ def do_search(data_dir, output_dir, tagger: TaggerConfig = TaggerConfig(),
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=trainer.seed))
         study.optimize(objective, n_trials=n_trials)
-        best = suggest(optuna.trial.FixedTrial(study.best_params), tagger, trainer, kd)
+        best = suggest(optuna.trial.FixedTrial(study.best_params), tagger, trainer, kd, fixed)
         best_cfg = {"tagger": best["tagger"].to_dict(), "trainer": best["trainer"].to_dict(), "data": data.to_dict(),
                     "kd": best["kd"].replace(cache_dir="").to_dict(), "augment": augment.to_dict()}
         write_json(out / "best_config.json", best_cfg)

@@ -408,12 +408,13 @@ def test_search_two_trials_writes_a_config_that_config_accepts(data_dir, teacher
     assert "best dev F1" in r.output
     trials = [json.loads(l) for l in (out / "trials.jsonl").read_text().splitlines()]
     assert [t["trial"] for t in trials] == [0, 1] and all(0 <= t["dev_f1"] <= 1 for t in trials)
-    assert {"kd_dist_w", "kd_student_w", "kd_temp", "lr", "dropout", "hidden"} == set(trials[0]["params"])
+    # --hidden was given (TAGGER_ARGS): kept, not searched
+    assert {"kd_dist_w", "kd_student_w", "kd_temp", "lr", "dropout"} == set(trials[0]["params"])
     for t in (out / "trials").iterdir():  # dev only: no trial scored the test set
         assert json.loads((t / "metrics.json").read_text())["test"] is None
     best = json.loads((out / "best_config.json").read_text())
     top = max(trials, key=lambda t: t["dev_f1"])["params"]
-    assert best["kd"]["temperature"] == pytest.approx(top["kd_temp"]) and best["tagger"]["hidden"] == top["hidden"]
+    assert best["kd"]["temperature"] == pytest.approx(top["kd_temp"]) and best["tagger"]["hidden"] == 16
     again = tmp_path / "again"
     ok(invoke(nlp_train, ["tagger_kd", "--data_dir", data_dir, "--output_dir", again, "--device", "cpu",
                           "--config", out / "best_config.json"]))
