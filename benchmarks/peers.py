@@ -215,6 +215,11 @@ def train_spacy(config: Path, corpus: Path, out: Path, seed: int, threads: int,
 
 # ---------------------------------------------------------------- predict + score
 
+def doc_tags(doc) -> List[str]:
+    """A spaCy Doc's entities as BIO tags, one per token."""
+    return [f"{t.ent_iob_}-{t.ent_type_}" if t.ent_iob_ in ("B", "I") else "O" for t in doc]
+
+
 def spacy_predictor(model_dir: Path, n_process: int = 1) -> Predict:
     """``predict(token_lists, batch_size) -> BIO tag lists`` with a trained spaCy pipeline, on our tokens."""
     spacy = import_spacy()
@@ -224,8 +229,7 @@ def spacy_predictor(model_dir: Path, n_process: int = 1) -> Predict:
 
     def predict(sents: List[List[str]], batch_size: int) -> List[List[str]]:
         docs = (Doc(nlp.vocab, words=s, spaces=[True] * len(s)) for s in sents)
-        return [[f"{t.ent_iob_}-{t.ent_type_}" if t.ent_iob_ in ("B", "I") else "O" for t in doc]
-                for doc in nlp.pipe(docs, batch_size=batch_size, n_process=n_process)]
+        return [doc_tags(doc) for doc in nlp.pipe(docs, batch_size=batch_size, n_process=n_process)]
 
     return predict
 

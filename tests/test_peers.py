@@ -15,7 +15,7 @@ spacy = pytest.importorskip("spacy", reason="spaCy is not installed (pip install
 def test_docbin_keeps_our_tokens_and_entities_and_gold25_is_run_alls_split(tmp_path):
     from spacy.tokens import DocBin
 
-    from benchmarks.peers import split_data, to_docbin
+    from benchmarks.peers import doc_tags, split_data, to_docbin
     from nlp_distill.data.dataset_dir import load_data_dir
 
     full = load_data_dir(TINY)
@@ -25,7 +25,7 @@ def test_docbin_keeps_our_tokens_and_entities_and_gold25_is_run_alls_split(tmp_p
     to_docbin(low.train, tmp_path / "train.spacy")
     docs = list(DocBin().from_disk(tmp_path / "train.spacy").get_docs(spacy.blank("en").vocab))
     assert [[t.text for t in d] for d in docs] == [s.tokens for s in low.train]
-    back = [[f"{t.ent_iob_}-{t.ent_type_}" if t.ent_iob_ in ("B", "I") else "O" for t in d] for d in docs]
+    back = [doc_tags(d) for d in docs]
     assert back == [s.tags for s in low.train] and any(t != "O" for s in back for t in s)
     with pytest.raises(SystemExit, match="0.5"):
         split_data(TINY, tmp_path, 0.5)
@@ -53,6 +53,13 @@ def test_peers_end_to_end_on_the_tiny_fixture(tmp_path):
     for kind in ("efficiency", "accuracy"):  # our seqeval F1 on our tokens == spaCy's own scorer, same dev set
         row = res["models"][f"spacy_{kind}"][0]
         assert row["dev_f1"] > 0 and row["dev_f1"] == pytest.approx(row["spacy_dev_ents_f"], abs=1e-6)
+    from spacy.training import Corpus
+
+    eff = res["models"]["spacy_efficiency"][0]
+    peers.to_docbin(peers.load_data_dir(TINY).test, tmp_path / "test.spacy")
+    nlp = spacy.load(eff["dir"])
+    own_test = nlp.evaluate(list(Corpus(tmp_path / "test.spacy", gold_preproc=True)(nlp)))["ents_f"]
+    assert eff["test_f1"] == pytest.approx(own_test, abs=1e-6)
     st = res["models"]["tiny"][0]
     saved = json.loads((student / "metrics.json").read_text())
     assert st["seed"] == 3 and st["test_f1"] == pytest.approx(saved["test"]["f1"]) and st["train_seconds"] == saved["train_seconds"]
