@@ -8,25 +8,23 @@ import logging
 import time
 from itertools import chain, islice
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence
-
-import numpy as np
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 
 from nlp_distill.config import (AugmentConfig, KDConfig, PseudoConfig, StudentDataConfig, StudentTrainerConfig,
                                 TaggerConfig, TrainerConfig)
-from nlp_distill.data.augment import augment_corpus_indexed, choose_ops, iter_augment
+from nlp_distill.data.augment import augment_corpus_indexed, choose_ops
 from nlp_distill.data.batching import ConcatEncoded
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.dataset_dir import TaggingData, load_data_dir
-from nlp_distill.data.labels import LabelVocab
-from nlp_distill.distill.store_features import StoreFeatures
-from nlp_distill.data.unlabeled import count_sentences, detect_format, iter_unlabeled
+from nlp_distill.data.unlabeled import iter_unlabeled
 from nlp_distill.distill.ensemble import OutOfFoldTeachers
 from nlp_distill.distill.pseudo_label import label_from_logits, write_pseudo_labeled
-from nlp_distill.distill.transfer_store import TransferStore
+from nlp_distill.distill.store_features import StoreFeatures
 from nlp_distill.distill.teacher_cache import ConcatLogits, TeacherLogitsCache, teacher_fingerprint
 from nlp_distill.distill.teacher_student import TeacherStudentDistill
 from nlp_distill.distill.teachers import load_teacher, teacher_scores
+from nlp_distill.distill.transfer_set import Reiterable, label_augmented, label_text, write_store_labels
+from nlp_distill.distill.transfer_store import TransferStore
 from nlp_distill.errors import ConfigError
 from nlp_distill.utils import distributed as ddp
 from procedures.common import RunOptions, pick_device, run_folder
@@ -78,12 +76,8 @@ def _augment_store(teacher, d: TaggingData, augment: AugmentConfig, kd: KDConfig
                    show_progress: bool = True) -> Streamed:
     """``augment.copies`` copies of each training sentence, made one at a time and labeled by the
     teacher into ``OUTPUT_DIR/augment_store`` (a resumed run keeps its finished chunks)."""
-    copies = Reiterable(lambda: (s.tokens for _, s in iter_augment(d.train, augment.copies, augment.ops, augment.seed,
-                                                                    d.labels.scheme)))
-    # a counting pass (a second for 20k copies) gives the labeling bar its total and ETA
-    total = sum(1 for _ in copies) if show_progress else None
-    store = TransferStore.label(teacher, copies, out / "augment_store", batch_size=kd.teacher_batch_size,
-                                total=total, show_progress=show_progress)
+    store = label_augmented(teacher, d.train, augment, d.labels.scheme, out / "augment_store", kd.teacher_batch_size,
+                            show_progress)
     return Streamed("augment", store, len(store), 0.0, 1.0, "augmented.txt")
 
 
@@ -114,7 +108,10 @@ def _kd_run(task: str, data_dir, out: Path, d: TaggingData, tagger: TaggerConfig
     augment = choose_ops(augment, len(d.train))  # --augment_ops auto: from the amount of gold data
     teacher = load_teacher(kd.teacher_model_path, pick_device(run.device), d.labels, kd.teacher_max_seq_len)
     if text is not None:
-        store = _store_of_text(teacher, text, pseudo, kd, out, run.encoding, trainer.show_progress)
+        store = label_text(teacher, text, out / "transfer_store", pseudo.input_format, run.encoding, pseudo.max_unlabeled,
+                           batch_size=kd.teacher_batch_size, show_progress=trainer.show_progress)
+        if not len(store):
+            raise ConfigError(f"{text}: no unlabeled sentences")
     if store is not None and store.key != teacher_fingerprint(teacher):
         raise ConfigError(f"--transfer_store {store.folder} was labeled by another teacher than --teacher_model_path")
     scores = teacher_scores(teacher, d.dev, d.test)
@@ -143,7 +140,7 @@ def _kd_run(task: str, data_dir, out: Path, d: TaggingData, tagger: TaggerConfig
                                   pseudo.threshold if pseudo else 0.0, kd.teacher_batch_size, out / "pseudo_labeled.txt")
     weights = [1.0] * (len(d.train) + len(aug)) + [pseudo.unlabeled_weight if pseudo else 1.0] * len(unlabeled)
     for src in streamed:
-        _write_store_labels(src.store, src.n, src.threshold, out / src.labels_file)
+        write_store_labels(src.store, src.n, src.threshold, out / src.labels_file)
     if not data.vocab_from_unlabeled:
         vocab_sents: Any = list(d.train)
     elif streamed:
@@ -156,31 +153,6 @@ def _kd_run(task: str, data_dir, out: Path, d: TaggingData, tagger: TaggerConfig
                          extra=_store_features(streamed, out, d.labels) if streamed else None)
 
 
-class Reiterable:
-    """An iterable that can be walked more than once (each walk calls ``make``)."""
-
-    def __init__(self, make: Callable[[], Iterator]) -> None:
-        self.make = make
-
-    def __iter__(self) -> Iterator:
-        return self.make()
-
-
-def _store_of_text(teacher, path: Path, pseudo: PseudoConfig, kd: KDConfig, out: Path, encoding: str,
-                   show_progress: bool = True) -> TransferStore:
-    """``path`` (its first ``--max_unlabeled`` sentences) labeled by ``teacher`` into
-    ``OUTPUT_DIR/transfer_store``; a resumed run keeps its finished chunks."""
-    fmt = detect_format(path, encoding) if pseudo.input_format == "auto" else pseudo.input_format
-    sents = islice((s.tokens for s in iter_unlabeled(path, fmt, encoding=encoding)), pseudo.max_unlabeled)
-    total = count_sentences(path, fmt, encoding, pseudo.max_unlabeled) if show_progress else None
-    store = TransferStore.label(teacher, sents, out / "transfer_store", batch_size=kd.teacher_batch_size,
-                                total=total, show_progress=show_progress)
-    if not len(store):
-        raise ConfigError(f"{path}: no unlabeled sentences")
-    logger.info("%d unlabeled sentences from %s, labeled into %s", len(store), path, store.folder)
-    return store
-
-
 def _store_features(streamed: Sequence[Streamed], out: Path, labels) -> Callable:
     """``model -> rows of every streamed store`` (the features need the student's vocabularies)."""
     def make(model):
@@ -188,18 +160,6 @@ def _store_features(streamed: Sequence[Streamed], out: Path, labels) -> Callable
                                             model.config.max_word_length, out / "features" / s.name, s.threshold,
                                             s.weight, s.n) for s in streamed])
     return make
-
-
-def _write_store_labels(store: TransferStore, n: int, threshold: float, path: Path) -> None:
-    """The store's pseudo-labels as CoNLL (streamed), like the in-memory path's file."""
-    if not ddp.is_main():
-        return
-    teacher_labels = LabelVocab(store.labels)
-    items = (label_from_logits(toks, np.asarray(store.sentence(i)), teacher_labels, threshold)
-             for i, toks in enumerate(islice(store.iter_tokens(), n)))
-    total, acc = write_pseudo_labeled(path, items)
-    logger.info("teacher labels: %d / %d stored sentences at confidence >= %.2f (written to %s)", acc, total,
-                threshold, path)
 
 
 def do_kd_training(data_dir, output_dir, tagger: TaggerConfig = TaggerConfig(),
