@@ -25,8 +25,8 @@ logger = logging.getLogger(__name__)
 
 
 def do_training(data_dir, output_dir, model: TransformerConfig = TransformerConfig(),
-                trainer: TrainerConfig = TeacherTrainerConfig(), seeds: SeedsConfig = SeedsConfig(),
-                run: RunOptions = RunOptions()) -> Dict[str, Any]:
+                trainer: TrainerConfig = TeacherTrainerConfig(), run: RunOptions = RunOptions(),
+                seeds: SeedsConfig = SeedsConfig()) -> Dict[str, Any]:
     """Fine-tune the teacher; best epoch on dev; test evaluated once at the end. With
     ``seeds.seeds``, one teacher per seed in ``output_dir/seed-N/`` (``train_seeds``).
 
