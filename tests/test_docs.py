@@ -20,3 +20,29 @@ def test_docs_api_md_has_a_section_for_every_exported_name():
     page = render()
     missing = [n for n in nlp_distill.__all__ if f"### `{n}`" not in page]
     assert not missing, f"names of nlp_distill.__all__ without a section: {missing}"
+
+
+def _layout_files() -> set:
+    """The ``*.py`` paths the Layout block of docs/architecture.md names (folders by indentation)."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    block = text.split("## Layout", 1)[1].split("```", 2)[1]
+    stack, out = [], set()
+    for line in block.splitlines():
+        if not line.strip() or line.startswith(" " * 20):  # blank, or a description's continuation
+            continue
+        depth = (len(line) - len(line.lstrip())) // 2
+        name = line.split()[0]
+        del stack[depth:]
+        if name.endswith("/"):
+            stack.append(name)
+        elif name.endswith(".py"):
+            out.add("".join(stack) + name)
+    return out
+
+
+def test_architecture_md_lists_every_python_file_of_the_packages():
+    real = {str(f.relative_to(ROOT)) for d in ("nlp_distill", "procedures", "benchmarks")
+            for f in (ROOT / d).rglob("*.py")}
+    listed = _layout_files()
+    assert not real - listed, f"docs/architecture.md Layout misses {sorted(real - listed)}"
+    assert not listed - real, f"docs/architecture.md Layout names files that do not exist: {sorted(listed - real)}"
