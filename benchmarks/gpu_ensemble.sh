@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A third lent-GPU session, time-boxed (~8 minutes on one H100/H200): transformer students taught
+# Time-boxed GPU run (~8 minutes on one H100/H200): transformer students taught
 # by a teacher ensemble.
 #   1. five teachers with the transformer_token defaults (seeds 1-5), in parallel on the GPU;
 #   2. once all five are done, in parallel: 3-layer students (layers 1,3,5 of teacher 1) from the
@@ -16,7 +16,7 @@ OUT=${OUT:-results_gpu}; ENC=${ENC:-.dev/minilm}; DATA=${DATA:-data/wnut16}; DEV
 TEPOCHS=${TEPOCHS:-10}; XEPOCHS=${XEPOCHS:-8}; XAUG=${XAUG:-3}; BEPOCHS=${BEPOCHS:-6}; BAUG=${BAUG:-2}
 DEADLINE=${DEADLINE:-540}; R=${R:-runs/gpu3}
 . benchmarks/gpu_common.sh
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$OUT/session.log" 2>&1 || true
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$OUT/gpu.log" 2>&1 || true
 
 # 1. five default-recipe teachers (kept from an earlier call on a still-warm machine)
 for s in 1 2 3 4 5; do

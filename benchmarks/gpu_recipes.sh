@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# A second lent-GPU session, time-boxed (~8 minutes on one H100/H200):
+# Time-boxed GPU run (~8 minutes on one H100/H200):
 #   0. smoke: the CUDA labeling path (token-budget batches, overlapped copy back) against the CPU's
-#      logits on 200 sentences; stop at once if they differ (the session is then cheap to redo);
+#      logits on 200 sentences; stop at once if they differ (the run is then cheap to redo);
 #   1. labeling throughput vs HF pipeline at batch 64 and 256, fp32 and bf16, best of 2
 #      (benchmarks/label_speed.py), alone on the GPU;
 #   2. a teacher recipe sweep, 3 seeds each, all in parallel on the GPU: the default recipe (A),
@@ -18,7 +18,7 @@ XEPOCHS=${XEPOCHS:-8}; LABEL_N=${LABEL_N:-10000}; DEADLINE=${DEADLINE:-540}; R=$
 . benchmarks/gpu_common.sh
 
 # 0. smoke: CUDA word logits == CPU word logits (fp32)
-python - "$ENC" "$DATA" "$DEV" >> "$OUT/session.log" 2>&1 <<'EOF' || { log "smoke failed: stopping"; exit 1; }
+python - "$ENC" "$DATA" "$DEV" >> "$OUT/gpu.log" 2>&1 <<'EOF' || { log "smoke failed: stopping"; exit 1; }
 import sys, numpy as np, torch
 from itertools import islice
 from nlp_distill.data.labels import LabelVocab
@@ -42,7 +42,7 @@ log "smoke ok"
 timeout 170 python benchmarks/label_speed.py --teacher "$ENC" --labels "$DATA/labels.txt" \
     --data_file "$DATA/unlabeled.txt" --n "$LABEL_N" --device "$DEV" --batch_sizes 64,256 --repeat 2 \
     --json "$OUT/label_speed.json" > "$L/label_speed.log" 2>&1
-log "label_speed rc=$?"; tail -14 "$L/label_speed.log" >> "$OUT/session.log"
+log "label_speed rc=$?"; tail -14 "$L/label_speed.log" >> "$OUT/gpu.log"
 
 # 2. teacher recipes x 3 seeds, in parallel
 declare -A RECIPE=([A]="" [B]="--learning_rate 5e-5 --num_train_epochs 15" [C]="--learning_rate 2e-4"

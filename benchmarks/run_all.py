@@ -2,7 +2,7 @@
 
 Teachers (packaged MiniLM) fine-tuned with ``transformer_token``'s defaults, one per seed; their
 ensemble; then one student architecture (cnn-lstm+crf by default) trained per seed on gold only
-and with each distillation lever added on its own: token KL (the milestone-1 KD), CRF posterior
+and with each distillation lever added on its own: token KL (the first KD recipe), CRF posterior
 KD, + a teacher-labeled augmented transfer set, + the teacher ensemble, the temperature, and
 + pseudo-labels on unlabeled text. A low-resource setting (25% of train keeps its tags, the rest
 becomes unlabeled; its teachers see only the 25%) repeats gold vs the full recipe.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One lent-GPU session, time-boxed (~9 minutes on one H100/H200): what a 2-core CPU cannot do.
+# Time-boxed GPU run (~9 minutes on one H100/H200): what a 2-core CPU cannot do.
 #   1. labeling throughput vs HF pipeline on the GPU (benchmarks/label_speed.py), alone on the GPU;
 #   2. five teachers (seeds 1-5, default recipe) on the GPU, in parallel; meanwhile gold-only
 #      cnn-lstm+crf students (seeds 1-5, default recipe) on the machine's CPU cores;
@@ -16,13 +16,13 @@ OUT=${OUT:-results_gpu}; ENC=${ENC:-.dev/minilm}; DATA=${DATA:-data/wnut16}; DEV
 TEPOCHS=${TEPOCHS:-10}; SEPOCHS=${SEPOCHS:-12}; XEPOCHS=${XEPOCHS:-4}; LABEL_N=${LABEL_N:-10000}
 SEEDS=${SEEDS:-"1 2 3 4 5"}; DEADLINE=${DEADLINE:-520}; R=${R:-runs/gpu}
 . benchmarks/gpu_common.sh
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$OUT/session.log" 2>&1 || true
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$OUT/gpu.log" 2>&1 || true
 
 # 1. labeling throughput, alone on the device
 timeout 150 python benchmarks/label_speed.py --teacher "$ENC" --labels "$DATA/labels.txt" \
     --data_file "$DATA/unlabeled.txt" --n "$LABEL_N" --device "$DEV" --json "$OUT/label_speed.json" \
     > "$L/label_speed.log" 2>&1
-log "label_speed rc=$?"; tail -8 "$L/label_speed.log" >> "$OUT/session.log"
+log "label_speed rc=$?"; tail -8 "$L/label_speed.log" >> "$OUT/gpu.log"
 
 # 2. teachers on the device; gold students on the CPU cores meanwhile
 for s in $SEEDS; do
@@ -38,7 +38,7 @@ import json, sys
 rs = [(json.load(open(p + '/metrics.json'))['dev']['f1'], p) for p in sys.argv[1:]]
 print(max(rs)[1] if rs else '')" "${TEACHERS[@]}")
 log "teachers: ${TEACHERS[*]}; best on dev: $BEST"
-python benchmarks/gpu_summary.py "$R" > "$OUT/summary.md" 2>> "$OUT/session.log"  # kept if the run is cut short
+python benchmarks/gpu_summary.py "$R" > "$OUT/summary.md" 2>> "$OUT/gpu.log"  # kept if the run is cut short
 
 # 3. distilled students from the ensemble, transformer students from the best teacher
 if [ "${#TEACHERS[@]}" -gt 0 ]; then
