@@ -30,6 +30,7 @@ _EXPORTS = {
     "teacher_scores": "nlp_distill.distill.teachers",
     "label_augmented": "nlp_distill.distill.transfer_set",
     "label_text": "nlp_distill.distill.transfer_set",
+    "label_copies_in_memory": "nlp_distill.distill.transfer_set",
     "TransferStore": "nlp_distill.distill.transfer_store",
     "evaluate_split": "nlp_distill.metrics",
     "pipeline": "nlp_distill.pipelines",

@@ -4,18 +4,14 @@ attention KL on mapped layers."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional, Tuple
-
-import numpy as np
+from typing import Any, Dict
 
 from nlp_distill.config import (AugmentConfig, LayerDropModelConfig, TeacherTrainerConfig, TrainerConfig,
                                 TransformerKDConfig, TransformerStudentConfig)
-from nlp_distill.data.augment import augment_corpus, choose_ops
-from nlp_distill.data.conll import Sentence
-from nlp_distill.data.dataset_dir import TaggingData, load_data_dir
+from nlp_distill.data.dataset_dir import load_data_dir
 from nlp_distill.distill.ensemble import OutOfFoldTeachers, TeacherEnsemble
 from nlp_distill.distill.teachers import load_teacher, teacher_scores
-from nlp_distill.distill.pseudo_label import label_from_logits, write_pseudo_labeled
+from nlp_distill.distill.transfer_set import label_copies_in_memory
 from nlp_distill.distill.transformer_kd import TransformerDistill, layer_mapping
 from nlp_distill.errors import ConfigError
 from nlp_distill.models.layer_drop import bottom_layers, drop_layers, encoder_layers
@@ -24,23 +20,6 @@ from procedures.common import RunOptions, pick_device, run_folder
 from procedures.transformer_token import fit_transformer
 
 logger = logging.getLogger(__name__)
-
-
-def transfer_set(teacher, d: TaggingData, augment: AugmentConfig, path, soft_targets: bool,
-                 batch_size: Optional[int] = None) -> Tuple[List[Sentence], Optional[List[np.ndarray]]]:
-    """The training sentences plus ``augment.copies`` augmented copies of each (the same operators
-    as the tagger students), the copies tagged by the teacher's argmax and written to ``path``;
-    with ``soft_targets`` also the teacher's word logits for every returned sentence (``batch_size``
-    windows per teacher batch)."""
-    train = list(d.train)
-    augment = choose_ops(augment, len(d.train))  # --augment_ops auto: from the amount of gold data
-    aug = augment_corpus(d.train, augment.copies, augment.ops, augment.seed, d.labels.scheme) if augment.copies else []
-    aug_logits = teacher.word_logits([s.tokens for s in aug], batch_size) if aug else []
-    labeled = [label_from_logits(s.tokens, lg, teacher.labels) for s, lg in zip(aug, aug_logits)]
-    if aug:
-        write_pseudo_labeled(path, labeled)
-    targets = teacher.word_logits([s.tokens for s in train], batch_size) + list(aug_logits) if soft_targets else None
-    return train + [p.sentence for p in labeled], targets
 
 
 def do_transformer_kd(data_dir, output_dir, model: LayerDropModelConfig = LayerDropModelConfig(),
@@ -77,8 +56,8 @@ def do_transformer_kd(data_dir, output_dir, model: LayerDropModelConfig = LayerD
         mapping = layer_mapping(student, kept, n_teacher)
         logger.info("student: teacher layers %s of %d (%.1fM of %.1fM parameters); layer pairs %s", kept, n_teacher,
                     clf.num_parameters() / 1e6, source.num_parameters() / 1e6, mapping)
-        train, targets = transfer_set(teacher, d, augment, out / "augmented.txt", soft_targets=source is not teacher,
-                                      batch_size=kd.teacher_batch_size)
+        train, targets = label_copies_in_memory(teacher, d.train, augment, d.labels.scheme, out / "augmented.txt",
+                                                soft_targets=source is not teacher, batch_size=kd.teacher_batch_size)
         dist = TransformerDistill(source, clf, kd, student, mapping)
         return fit_transformer(out, clf, train, d, trainer, run, loss_fn=lambda b: (*dist.loss(b), dist.last_parts),
                                extra_metrics={"teacher": scores, "student_layers": kept}, targets=targets)

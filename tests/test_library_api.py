@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from nlp_distill.config import AugmentConfig, StudentDataConfig, TaggerConfig, TransformerConfig
-from nlp_distill.data.augment import iter_augment
+from nlp_distill.data.augment import augment_corpus, iter_augment
 from nlp_distill.data.dataset_dir import load_data_dir
 from nlp_distill.distill.ensemble import TeacherEnsemble
+from nlp_distill.distill.pseudo_label import pseudo_tags
 from nlp_distill.distill.teachers import load_teacher, teacher_paths, teacher_scores
-from nlp_distill.distill.transfer_set import label_augmented, label_text, write_store_labels
+from nlp_distill.distill.transfer_set import label_augmented, label_copies_in_memory, label_text, write_store_labels
 from nlp_distill.errors import ConfigError
 from nlp_distill.metrics import evaluate_split
 from nlp_distill.models.student import build_student
@@ -87,3 +88,17 @@ def test_label_text_reads_text_into_a_store_and_names_a_missing_file(teacher_dir
     assert len(store) == 2 and len(store.sentence(0)) == len(next(iter(store.iter_tokens())))
     with pytest.raises(ConfigError, match="no such file"):
         label_text(teacher, tmp_path / "missing.txt", tmp_path / "s2", show_progress=False)
+
+
+def test_label_copies_in_memory_tags_the_copies_with_the_teachers_repaired_argmax(teacher_dir, tmp_path):
+    teacher = load_teacher(str(teacher_dir))
+    train = DATA.train[:5]
+    augment = AugmentConfig(copies=1, ops=["token"], seed=1)
+    sents, targets = label_copies_in_memory(teacher, train, augment, DATA.labels.scheme, tmp_path / "a.txt",
+                                            soft_targets=True)
+    copies = augment_corpus(train, 1, ["token"], 1, DATA.labels.scheme)
+    assert [s.tokens for s in sents] == [s.tokens for s in train] + [s.tokens for s in copies]
+    assert sents[: len(train)] == list(train) and len(targets) == len(sents)
+    for s, lg in zip(sents[len(train):], targets[len(train):]):
+        assert s.tags == pseudo_tags(lg, teacher.labels)[0]
+    assert (tmp_path / "a.txt").is_file()

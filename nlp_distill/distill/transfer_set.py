@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from nlp_distill.config import AugmentConfig
-from nlp_distill.data.augment import iter_augment
+from nlp_distill.data.augment import augment_corpus, choose_ops, iter_augment
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.labels import LabelVocab
 from nlp_distill.data.unlabeled import count_sentences, detect_format, iter_unlabeled
@@ -49,6 +49,31 @@ def label_augmented(teacher, train: Sequence[Sentence], augment: AugmentConfig, 
     total = sum(1 for _ in copies) if show_progress else None
     return TransferStore.label(teacher, copies, folder, batch_size=batch_size, total=total,
                                show_progress=show_progress)
+
+
+def label_copies_in_memory(teacher, train: Sequence[Sentence], augment: AugmentConfig, scheme: str, path,
+                           soft_targets: bool = False, batch_size: Optional[int] = None
+                           ) -> Tuple[List[Sentence], Optional[List[np.ndarray]]]:
+    """Augment -> teacher labels, held in memory: the ``train`` sentences plus ``augment.copies``
+    copies of each (``--augment_ops auto`` chosen from ``len(train)``), the copies tagged by the
+    teacher's argmax and written to ``path`` as CoNLL.
+
+    Args:
+        soft_targets: also return the teacher's word logits for every returned sentence.
+        batch_size: sentences (windows) per teacher batch (default: the teacher's).
+
+    Returns:
+        (sentences: ``train`` then the tagged copies, logits (n_words, C) per sentence or ``None``)
+    """
+    train = list(train)
+    augment = choose_ops(augment, len(train))
+    aug = augment_corpus(train, augment.copies, augment.ops, augment.seed, scheme) if augment.copies else []
+    aug_logits = teacher.word_logits([s.tokens for s in aug], batch_size) if aug else []
+    labeled = [label_from_logits(s.tokens, lg, teacher.labels) for s, lg in zip(aug, aug_logits)]
+    if aug:
+        write_pseudo_labeled(path, labeled)
+    targets = teacher.word_logits([s.tokens for s in train], batch_size) + list(aug_logits) if soft_targets else None
+    return train + [p.sentence for p in labeled], targets
 
 
 def label_text(teacher, path, folder, input_format: str = "auto", encoding: str = "utf-8",
