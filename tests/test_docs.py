@@ -46,3 +46,24 @@ def test_architecture_md_lists_every_python_file_of_the_packages():
     listed = _layout_files()
     assert not real - listed, f"docs/architecture.md Layout misses {sorted(real - listed)}"
     assert not listed - real, f"docs/architecture.md Layout names files that do not exist: {sorted(listed - real)}"
+
+
+def test_no_internal_work_wording_in_the_repository_files():
+    """Files speak to users: no internal issue numbers, "stops", milestones or work sessions (an
+    ONNX Runtime InferenceSession, pytest's session scope or ORT's "session load" are fine)."""
+    import re
+    import subprocess
+
+    files = subprocess.run(["git", "ls-files", "*.py", "*.md", "*.sh", "*.cfg", "*.json"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    bad = re.compile(r"issue [0-9]+|issue-?[0-9]|\bstop [0-9]+|milestone|\bsessions? [0-9]|GPU session|"
+                     r"this session|lent-GPU session", re.IGNORECASE)
+    hits = []
+    for name in files:
+        path = ROOT / name
+        if name.startswith("tests/test_docs.py") or not path.is_file():
+            continue
+        for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            if bad.search(line):
+                hits.append(f"{name}:{n}: {line.strip()[:100]}")
+    assert not hits, "internal work wording in user-facing files:\n" + "\n".join(hits)
