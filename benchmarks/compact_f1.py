@@ -1,38 +1,33 @@
 """What ``nlp-export compact`` costs: F1 on dev and test, tag agreement and size on disk of each
 student against its compact copies (one per ``--pq_head`` value), predicted the same way.
 
-Run: ``python benchmarks/compact_f1.py --data_dir data/wnut16 --model h128_s1=runs/glove/kd_gv_h128_s1
+Run: ``python -m benchmarks.compact_f1 --data_dir data/wnut16 --model h128_s1=runs/glove/kd_gv_h128_s1
 --model ... --pq_head 0 --pq_head 8000 --json compact.json``
 """
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.onnx_speed import agreement  # noqa: E402
-from nlp_distill.config import CompactConfig  # noqa: E402
-from nlp_distill.data.conll import read_conll  # noqa: E402
-from nlp_distill.export.compact import compact_tagger  # noqa: E402
-from nlp_distill.metrics import tagging_metrics  # noqa: E402
-from nlp_distill.models.neural_tagger import NeuralTagger  # noqa: E402
+from benchmarks.common import add_json, add_models, add_threads, agreement, model_specs, parser, save_json
+from nlp_distill.config import CompactConfig
+from nlp_distill.data.conll import read_conll
+from nlp_distill.export.compact import compact_tagger
+from nlp_distill.metrics import tagging_metrics
+from nlp_distill.models.loader import load_model
 
 
 def evaluate(model_dir: str, data_dir: Path, heads: Sequence[int], work: Path) -> Dict[str, float]:
     """Row of one student: ``{split}_f1`` for the original, ``{split}_f1_h{N}`` / ``{split}_agree_h{N}``
     / ``mb_h{N}`` for each compact copy, ``mb`` for the original."""
-    models = {"": NeuralTagger.from_pretrained(model_dir)}
+    models = {"": load_model(model_dir)}
     row: Dict[str, float] = {}
     for head in heads:
         r = compact_tagger(model_dir, work / f"h{head}", CompactConfig(pq_head=head))
-        models[f"_h{head}"] = NeuralTagger.from_pretrained(r["folder"])
+        models[f"_h{head}"] = load_model(r["folder"])
         row["mb"], row[f"mb_h{head}"] = r["bytes_before"] / 1e6, r["bytes_after"] / 1e6
     for split in ("dev", "test"):
         data = read_conll(data_dir / f"{split}.txt")
@@ -45,26 +40,24 @@ def evaluate(model_dir: str, data_dir: Path, heads: Sequence[int], work: Path) -
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, float]]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser("compact_f1", __doc__)
     ap.add_argument("--data_dir", required=True, help="folder with dev.txt and test.txt (CoNLL)")
-    ap.add_argument("--model", action="append", required=True, help="NAME=MODEL_DIR (repeat)")
-    ap.add_argument("--pq_head", action="append", type=int, default=None, help="compact copies to compare (repeat; default 8000)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", default=None)
+    add_models(ap, "NAME=STUDENT_DIR (repeat)")
+    ap.add_argument("--pq_head", action="append", type=int, default=None, help=f"compact copies to compare (repeat; default {CompactConfig().pq_head})")
+    add_threads(ap)
+    add_json(ap)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     heads = a.pq_head or [CompactConfig().pq_head]
     res = {}
-    for spec in a.model:
-        name, folder = spec.split("=", 1)
+    for name, folder in model_specs(a.model).items():
         with tempfile.TemporaryDirectory() as tmp:
             res[name] = evaluate(folder, Path(a.data_dir), heads, Path(tmp))
         r = res[name]
         print(f"{name:<20} {r['mb']:.2f} MB  dev {r['dev_f1']:.4f} test {r['test_f1']:.4f}  " + "  ".join(
             f"h{h}: {r[f'mb_h{h}']:.2f} MB dev {r[f'dev_f1_h{h}']:.4f} ({100 * r[f'dev_agree_h{h}']:.2f}% tags) "
             f"test {r[f'test_f1_h{h}']:.4f} ({100 * r[f'test_agree_h{h}']:.2f}%)" for h in heads), flush=True)
-    if a.json:
-        Path(a.json).write_text(json.dumps({"pq_head": heads, "models": res}, indent=2) + "\n", encoding="utf-8")
+    save_json(a.json, {"pq_head": heads, "models": res})
     return res
 
 

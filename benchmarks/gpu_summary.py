@@ -2,17 +2,18 @@
 mean ± std over its runs, the teacher's (or ensemble's) F1 where the runs recorded one, epochs and
 training seconds. Prints a Markdown table; ``--json`` writes every run's figures too.
 
-Run: ``python benchmarks/gpu_summary.py runs/gpu --json summary.json``
+Run: ``python -m benchmarks.gpu_summary runs/gpu --json summary.json``
 """
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from collections import defaultdict
 from pathlib import Path
 from statistics import mean, stdev
-from typing import Dict, List
+from typing import Dict, List, Optional
+
+from benchmarks.common import add_json, markdown_table, parser, save_json
 
 
 def _ms(xs: List[float]) -> str:
@@ -37,28 +38,28 @@ def collect(root: Path) -> Dict[str, List[dict]]:
 
 
 def table(groups: Dict[str, List[dict]]) -> str:
-    lines = ["| group | runs | dev F1 | test F1 | teacher dev / test | epochs (best) | train s | params |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for g, rows in groups.items():
-        teach = [r for r in rows if "teacher_test" in r]
+    rows = []
+    for g, runs in groups.items():
+        teach = [r for r in runs if "teacher_test" in r]
         t = (f"{mean(r['teacher_dev'] for r in teach):.3f} / {mean(r['teacher_test'] for r in teach):.3f}"
              if teach else "-")
-        ep = ", ".join(f"{r['epochs']}({r['best_epoch']})" for r in rows)
-        secs = mean(r["train_seconds"] or 0 for r in rows)
-        lines.append(f"| {g} | {len(rows)} | {_ms([r['dev'] for r in rows])} | {_ms([r['test'] for r in rows])} | {t} "
-                     f"| {ep} | {secs:.0f} | {rows[0]['parameters'] or '-'} |")
-    return "\n".join(lines)
+        ep = ", ".join(f"{r['epochs']}({r['best_epoch']})" for r in runs)
+        secs = mean(r["train_seconds"] or 0 for r in runs)
+        rows.append([g, len(runs), _ms([r["dev"] for r in runs]), _ms([r["test"] for r in runs]), t, ep, f"{secs:.0f}",
+                     runs[0]["parameters"] or "-"])
+    return markdown_table(["group", "runs", "dev F1", "test F1", "teacher dev / test", "epochs (best)", "train s",
+                           "params"], rows)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Optional[List[str]] = None) -> Dict[str, List[dict]]:
+    ap = parser("gpu_summary", __doc__)
     ap.add_argument("root")
-    ap.add_argument("--json", default=None)
-    a = ap.parse_args()
+    add_json(ap)
+    a = ap.parse_args(argv)
     groups = collect(Path(a.root))
     print(table(groups))
-    if a.json:
-        Path(a.json).write_text(json.dumps(groups, indent=2))
+    save_json(a.json, groups)
+    return groups
 
 
 if __name__ == "__main__":

@@ -1,38 +1,37 @@
 """Side-by-side epoch times: plain student vs KD with cached teacher logits vs KD running the
 teacher every step (the NLP Architect way), same student, same batches, one process.
 
-    python benchmarks/kd_speed.py --data_dir data/wnut16 --teacher runs/teacher --json kd_speed.json
+    python -m benchmarks.kd_speed --data_dir data/wnut16 --teacher runs/teacher --json kd_speed.json
 """
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import add_json, add_threads, parser, save_json
+from nlp_distill.config import StudentDataConfig, TaggerConfig
+from nlp_distill.data.batching import bucket_batches
+from nlp_distill.data.dataset_dir import load_data_dir
+from nlp_distill.distill.teacher_cache import TeacherLogitsCache
+from nlp_distill.distill.teacher_student import TeacherStudentDistill
+from nlp_distill.distill.teachers import load_teacher
+from nlp_distill.models.neural_tagger import NeuralTagger
 
-from nlp_distill.config import TaggerConfig  # noqa: E402
-from nlp_distill.data.batching import bucket_batches  # noqa: E402
-from nlp_distill.data.dataset_dir import load_data_dir  # noqa: E402
-from nlp_distill.distill.teacher_cache import TeacherLogitsCache  # noqa: E402
-from nlp_distill.distill.teacher_student import TeacherStudentDistill  # noqa: E402
-from nlp_distill.models.neural_tagger import NeuralTagger  # noqa: E402
-from nlp_distill.models.transformer import TransformerTokenClassifier  # noqa: E402
+TAGGER, DATA = TaggerConfig(), StudentDataConfig()
 
 
-def run(data_dir, teacher_dir, model_type: str = "cnn-lstm", batch_size: int = 32, max_sentences: Optional[int] = None,
-        threads: int = 2, seed: int = 0, tagger_overrides: Optional[dict] = None) -> Dict[str, float]:
+def run(data_dir, teacher_dir, model_type: str = TAGGER.model_type, batch_size: int = DATA.batch_size,
+        max_sentences: Optional[int] = None, threads: int = 2, seed: int = 0,
+        tagger_overrides: Optional[dict] = None) -> Dict[str, float]:
     """Time one epoch of each mode. Returns seconds per mode, the cache build time and ratios."""
     torch.set_num_threads(threads)
     d = load_data_dir(data_dir)
     train = d.train[:max_sentences] if max_sentences else d.train
-    teacher = TransformerTokenClassifier.from_pretrained(str(teacher_dir))
+    teacher = load_teacher(str(teacher_dir))
     cfg = TaggerConfig(model_type=model_type, **(tagger_overrides or {}))
     tokens = [s.tokens for s in train]
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,20 +78,21 @@ def print_table(r: Dict[str, float]) -> None:
     print(f"one-off teacher pass to build the cache: {r['cache_build_s']:.2f}s (reopen on hit: {r['cache_hit_s']:.2f}s)")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
+    ap = parser("kd_speed", __doc__)
     ap.add_argument("--data_dir", required=True)
     ap.add_argument("--teacher", required=True, help="teacher folder or run folder (nlp-train transformer_token)")
-    ap.add_argument("--model_type", default="cnn-lstm", choices=["cnn-lstm", "id-cnn"])
-    ap.add_argument("--batch_size", type=int, default=32)
+    model_type = TaggerConfig.__dataclass_fields__["model_type"]
+    ap.add_argument("--model_type", default=TAGGER.model_type, choices=model_type.metadata["choices"])
+    ap.add_argument("--batch_size", type=int, default=DATA.batch_size, help="sentences per training batch")
     ap.add_argument("--max_sentences", type=int, default=None)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", default=None)
-    a = ap.parse_args()
+    add_threads(ap)
+    add_json(ap)
+    a = ap.parse_args(argv)
     r = run(a.data_dir, a.teacher, a.model_type, a.batch_size, a.max_sentences, a.threads)
     print_table(r)
-    if a.json:
-        Path(a.json).write_text(json.dumps(r, indent=2))
+    save_json(a.json, r)
+    return r
 
 
 if __name__ == "__main__":

@@ -1,19 +1,17 @@
 """Resident memory of teacher labeling, chunk by chunk, in one process: ``TransferStore.label``
-over N sentences (the unlabeled file repeated, copy k rotated by k tokens, as in scale.py), with
-RSS and peak RSS (``ru_maxrss``) printed after every ``--every`` chunks and the count of live
-Python objects (flat when what grows is native memory). Use it to see whether labeling memory
-grows with the number of sentences, and when.
+over N sentences (the unlabeled file repeated, copy k rotated by k tokens, as in
+``benchmarks.scale``), with RSS and peak RSS (``benchmarks.common.rss_mb`` / ``peak_rss_mb``)
+printed after every ``--every`` chunks and the count of live Python objects (flat when what
+grows is native memory). Use it to see whether labeling memory grows with the number of
+sentences, and when.
 
-Run: ``python benchmarks/label_memory.py --teacher runs/teacher --data_file data/wnut16/unlabeled.txt
+Run: ``python -m benchmarks.label_memory --teacher runs/teacher --data_file data/wnut16/unlabeled.txt
 --n 100000 --threads 2 --json label_memory.json``
 """
 from __future__ import annotations
 
-import argparse
 import gc
 import json
-import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,40 +19,36 @@ from typing import List, Optional
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import add_json, add_threads, parser, peak_rss_mb, rotated, rss_mb, save_json
+from nlp_distill.config import LabelConfig
+from nlp_distill.distill import transfer_store as ts
+from nlp_distill.distill.teachers import load_teacher
 
-from benchmarks.scale import rotated  # noqa: E402
-from nlp_distill.distill import transfer_store as ts  # noqa: E402
-from nlp_distill.models.transformer import TransformerTokenClassifier  # noqa: E402
-
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+LABEL = LabelConfig()
 
 
 def main(argv: Optional[List[str]] = None) -> List[dict]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser("label_memory", __doc__)
     ap.add_argument("--teacher", required=True)
     ap.add_argument("--data_file", required=True, help="raw text, one sentence per line")
     ap.add_argument("--n", type=int, default=100000)
-    ap.add_argument("--chunk", type=int, default=2048)
+    ap.add_argument("--chunk", type=int, default=LABEL.chunk_sentences, help="sentences per store chunk")
     ap.add_argument("--every", type=int, default=2, help="print after every this many chunks")
     ap.add_argument("--device", default="cpu", help="cpu | cuda (RSS is host memory either way)")
-    ap.add_argument("--batch_size", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--batch_size", type=int, default=LABEL.teacher_batch_size, help="windows per teacher batch")
+    add_threads(ap, default=None)
+    add_json(ap)
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    clf = TransformerTokenClassifier.from_pretrained(a.teacher).to(a.device).eval()
+    clf = load_teacher(a.teacher, a.device).eval()
     lines = [l.split() for l in open(a.data_file, encoding="utf-8") if l.strip()]
     rows, write, t0 = [], ts._write_chunk, time.perf_counter()
 
     def write_and_measure(*args, **kw):  # the store's own chunk writer, measured after each call
         write(*args, **kw)
         rows.append({"chunk": len(rows) + 1, "sentences": min((len(rows) + 1) * a.chunk, a.n), "rss_mb": rss_mb(),
-                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                     "peak_rss_mb": peak_rss_mb(),
                      "python_objects": len(gc.get_objects()), "seconds": time.perf_counter() - t0})
         if len(rows) % a.every == 0:
             print(json.dumps(rows[-1]), flush=True)
@@ -70,8 +64,7 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     print(f"peak RSS {first['peak_rss_mb']:.0f} MB after chunk 1 -> {last['peak_rss_mb']:.0f} MB after chunk "
           f"{last['chunk']} ({100 * (last['peak_rss_mb'] / first['peak_rss_mb'] - 1):+.1f}%), "
           f"{a.n / last['seconds']:.0f} sent/s")
-    if a.json:
-        Path(a.json).write_text(json.dumps({"teacher": a.teacher, "n": a.n, "rows": rows}, indent=2))
+    save_json(a.json, {"teacher": a.teacher, "n": a.n, "rows": rows})
     return rows
 
 

@@ -11,16 +11,13 @@ joined by spaces and returns per-sub-token scores (its default, the cheapest of 
 --nproc_per_node K nlp-train label_unlabeled`` runs: rank r labels chunks k with k % K == r), timed
 from a barrier after every process has loaded and warmed its teacher to the end of the store.
 
-Run: ``python benchmarks/label_speed.py --teacher runs/teacher --data_file data/wnut16/unlabeled.txt
+Run: ``python -m benchmarks.label_speed --teacher runs/teacher --data_file data/wnut16/unlabeled.txt
 --n 5000 --device cpu --threads 2 --batch_sizes 64,256 --repeat 2 --json label_speed.json``
 """
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import os
-import sys
 import tempfile
 import time
 from itertools import islice
@@ -29,15 +26,17 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import add_json, add_threads, parser, save_json
+from nlp_distill.config import LabelConfig
+from nlp_distill.data.labels import LabelVocab
+from nlp_distill.data.unlabeled import iter_unlabeled
+from nlp_distill.distill.transfer_store import TransferStore
+from nlp_distill.models.transformer import TransformerTokenClassifier
+from nlp_distill.precision import bf16_native
+from nlp_distill.utils import distributed as ddp
+from procedures.common import pick_device
 
-from nlp_distill.data.labels import LabelVocab  # noqa: E402
-from nlp_distill.distill.transfer_store import TransferStore  # noqa: E402
-from nlp_distill.data.unlabeled import iter_unlabeled  # noqa: E402
-from nlp_distill.models.transformer import TransformerTokenClassifier  # noqa: E402
-from nlp_distill.precision import bf16_native  # noqa: E402
-from nlp_distill.utils import distributed as ddp  # noqa: E402
-from procedures.common import pick_device  # noqa: E402
+LABEL = LabelConfig()
 
 
 def _sync(device: torch.device) -> None:
@@ -113,7 +112,7 @@ def shared_store_seconds(procs: int, teacher: str, labels_file: str, sents: List
 
 def run(teacher: str, data_file: str, n: int, device: str, batch_sizes: List[int], labels_file: str,
         json_path: Optional[str] = None, precisions: Optional[List[str]] = None, repeat: int = 1,
-        procs: Optional[List[int]] = None, chunk: int = 2048) -> Dict[str, object]:
+        procs: Optional[List[int]] = None, chunk: int = LABEL.chunk_sentences) -> Dict[str, object]:
     """Time every path at every batch size (the best of ``repeat`` runs: the first pass over new
     shapes pays cuBLAS/allocator set-up on a GPU); a failing path is recorded with its error (the
     others still run), and the JSON is rewritten after each row so a run stopped early keeps what
@@ -138,8 +137,7 @@ def run(teacher: str, data_file: str, n: int, device: str, batch_sizes: List[int
         for r in rows.values():
             if base and "seconds" in r:
                 r["x_pipeline_fp32"] = base / r["seconds"]
-        if json_path:
-            Path(json_path).write_text(json.dumps(res, indent=2))
+        save_json(json_path, res)
 
     for prec in precisions or (["fp32", "bf16"] if bf16_native(dev) else ["fp32"]):
         clf = load_teacher(teacher, labels_file, dev, prec)
@@ -157,21 +155,21 @@ def run(teacher: str, data_file: str, n: int, device: str, batch_sizes: List[int
     return res
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
+    ap = parser("label_speed", __doc__)
     ap.add_argument("--teacher", required=True, help="saved teacher (run folder or model folder) or plain encoder")
     ap.add_argument("--labels", default="data/wnut16/labels.txt", help="labels for a plain encoder's new head")
     ap.add_argument("--data_file", required=True)
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--batch_sizes", default="64", help="comma list; our paths' batches hold batch_size x max_seq_length sub-tokens")
+    ap.add_argument("--batch_sizes", default=str(LABEL.teacher_batch_size), help="comma list; our paths' batches hold batch_size x max_seq_length sub-tokens")
     ap.add_argument("--precisions", default=None, help="comma list of fp32,bf16 (default: both where bf16 is native, else fp32)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per row; the fastest is kept")
-    ap.add_argument("--threads", type=int, default=None)
+    add_threads(ap, default=None)
     ap.add_argument("--procs", default=None, help="comma list: also the store path in K processes sharing the device")
-    ap.add_argument("--chunk", type=int, default=2048, help="sentences per store chunk (the unit shared out to processes)")
-    ap.add_argument("--json", default=None)
-    a = ap.parse_args()
+    ap.add_argument("--chunk", type=int, default=LABEL.chunk_sentences, help="sentences per store chunk (the unit shared out to processes)")
+    add_json(ap)
+    a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     res = run(a.teacher, a.data_file, a.n, a.device, [int(b) for b in a.batch_sizes.split(",")], a.labels, a.json,
@@ -184,6 +182,7 @@ def main() -> None:
             print(f"{k:<34}  failed: {r['error']}")
         else:
             print(f"{k:<34}{r['sent_per_s']:>10.0f}{r['words_per_s']:>11.0f}{r.get('x_pipeline_fp32', float('nan')):>11.2f}")
+    return res
 
 
 if __name__ == "__main__":

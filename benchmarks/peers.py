@@ -6,7 +6,7 @@ vectors, ``spacy init vectors ... --attr LOWER``), spaCy's defaults except ``max
 ``gold_preproc = true`` (so it keeps our tokens), on DocBin copies of the data dir's CoNLL files.
 Every model (spaCy's and the ``--student`` run folders) is scored on dev and test with this
 library's seqeval metric on our tokens, and timed in this one process at batch 64 at each thread
-count (``benchmarks.speed.measure``) on 1000 SOTU sentences.
+count (``benchmarks.common.measure``) on 1000 SOTU sentences.
 
     python -m benchmarks.peers --data_dir data/wnut16 --output_dir runs/peers --seeds 1,2,3 \\
         --student tagger_kd=runs/kd_s1 --student tagger_kd=runs/kd_s2 --student tagger_kd=runs/kd_s3
@@ -29,29 +29,23 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.run_all import subsampled_dir  # noqa: E402
-from benchmarks.speed import measure  # noqa: E402
-from nlp_distill.data.conll import Sentence  # noqa: E402
-from nlp_distill.data.dataset_dir import TaggingData, load_data_dir  # noqa: E402
-from nlp_distill.data.labels import convert_tags, is_valid  # noqa: E402
-from nlp_distill.data.unlabeled import iter_unlabeled  # noqa: E402
-from nlp_distill.io import folder_size, read_json, write_json  # noqa: E402
-from nlp_distill.metrics import tagging_metrics  # noqa: E402
-from nlp_distill.models.loader import load_model  # noqa: E402
+from benchmarks.common import Predict, best_seconds, command_line, measure, parser, speech_sentences, subsampled_dir
+from nlp_distill.data.conll import Sentence
+from nlp_distill.data.dataset_dir import TaggingData, load_data_dir
+from nlp_distill.data.labels import convert_tags, is_valid
+from nlp_distill.io import folder_size, read_json, write_json
+from nlp_distill.metrics import tagging_metrics
+from nlp_distill.models.loader import load_model
 
 logger = logging.getLogger("peers")
 
 SPACY_INSTALL = "pip install 'spacy>=3.8,<3.9'  (or pip install -e .[peers])"
 CONFIGS = ("efficiency", "accuracy")
 PACKAGED_GLOVE = "glove-6b-50d"
-SPEECH_EVERY, SPEECH_N = 19, 1000  # lines 19, 38, ... of unlabeled.txt: the file docs/benchmarks.md times on
-Predict = Callable[[List[List[str]], int], List[List[str]]]
 
 
 def import_spacy():
@@ -94,24 +88,6 @@ def to_docbin(sentences: Sequence[Sentence], path: Path) -> None:
                        path, repaired)
     path.parent.mkdir(parents=True, exist_ok=True)
     db.to_disk(path)
-
-
-def speech_sentences(data_dir: Path, speed_file: Optional[str], work: Path) -> List[List[str]]:
-    """The timing sentences, read with the loader ``benchmarks/speed.py`` uses: ``speed_file``, or
-    every 19th line of ``DATA_DIR/unlabeled.txt`` (1000 SOTU sentences, 40.5 words mean on the
-    standard WNUT-16 dir), written to ``WORK/speech1000.txt`` first."""
-    if speed_file is None:
-        src = data_dir / "unlabeled.txt"
-        if not src.is_file():
-            raise SystemExit(f"{src} is missing: pass --speed_file (one tokenized sentence per line)")
-        lines = src.read_text(encoding="utf-8").splitlines()[SPEECH_EVERY - 1 :: SPEECH_EVERY][:SPEECH_N]
-        speed_file = str(work / "speech1000.txt")
-        work.mkdir(parents=True, exist_ok=True)
-        Path(speed_file).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    sents = [s.tokens for s in iter_unlabeled(speed_file, fmt="text")]
-    if not sents:
-        raise SystemExit(f"{speed_file}: no sentences to time")
-    return sents
 
 
 # ---------------------------------------------------------------- spaCy training
@@ -235,7 +211,7 @@ def spacy_predictor(model_dir: Path, n_process: int = 1) -> Predict:
 
 
 def student_predictor(run_dir: str) -> Predict:
-    """The library's normal loader and predict path (as ``benchmarks/speed.py`` times it)."""
+    """The library's normal loader and predict path (as ``benchmarks.speed`` times it)."""
     model = load_model(run_dir)
     model.eval()
 
@@ -299,7 +275,7 @@ def student_group(dirs: List[str], data: TaggingData) -> List[Dict]:
 
 def time_models(predictors: Dict[str, Predict], sents: List[List[str]], threads: Sequence[int],
                 latency_n: int) -> Dict[str, Dict[str, Dict[str, float]]]:
-    """``benchmarks.speed.measure`` of every model at each thread count, side by side in this
+    """``benchmarks.common.measure`` of every model at each thread count, side by side in this
     process: torch intra-op threads and the BLAS pools (numpy's, which thinc may use) set alike."""
     from threadpoolctl import threadpool_limits
 
@@ -317,11 +293,7 @@ def time_spacy_processes(model_dir: str, sents: List[List[str]], n_process: int,
     """spaCy's own way to use more cores: ``nlp.pipe(n_process=N)``, batch 64, best of ``repeats``
     (process start-up included: it is paid on every call)."""
     predict = spacy_predictor(Path(model_dir), n_process)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        predict(sents, 64)
-        best = min(best, time.perf_counter() - t)
+    best = best_seconds(lambda: predict(sents, 64), repeats)
     return {"sent_per_s_b64": len(sents) / best, "words_per_s_b64": sum(map(len, sents)) / best}
 
 
@@ -358,7 +330,7 @@ def markdown(result: Dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     s = result["speed_sentences"]
     notes = [f"Speed: {s['n']} sentences of {s['file']} ({s['mean_words']:.1f} words mean), batch 64, one process, "
-             "best of 2 (`benchmarks.speed.measure`); the first seed of each row is timed."]
+             "best of 2 (`benchmarks.common.measure`); the first seed of each row is timed."]
     for name, v in result.get("spacy_n_process", {}).items():
         notes.append(f"{name} with `nlp.pipe(n_process={v['n_process']})` (spaCy's way to use more cores; thinc's "
                      f"blis matmuls run on one thread): {v['sent_per_s_b64']:,.0f} sent/s, {v['words_per_s_b64']:,.0f} words/s.")
@@ -380,8 +352,7 @@ def machine() -> str:
 # ---------------------------------------------------------------- main
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.peers", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser("peers", __doc__)
     ap.add_argument("--data_dir", required=True, help="train/dev/test.txt (CoNLL, BIO) [+ unlabeled.txt for timing]")
     ap.add_argument("--output_dir", required=True, help="spaCy corpora, configs, runs and vectors go here")
     ap.add_argument("--output_json", default=None, help="default: OUTPUT_DIR/peers[_gold25].json")
@@ -433,7 +404,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                   for name, rows in models.items()}
     result = {"data_dir": str(data_dir), "gold_fraction": a.gold_fraction, "train_sentences": len(data.train),
               "threads": a.threads, "train_threads": a.train_threads, "max_epochs": a.max_epochs,
-              "machine": machine(), "command": "python -m benchmarks.peers " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "machine": machine(), "command": command_line("peers", argv),
               "speed_sentences": {"file": a.speed_file or str(out / "speech1000.txt"), "n": len(sents),
                                   "mean_words": sum(map(len, sents)) / len(sents)},
               "models": models, "speed": time_models(predictors, sents, a.threads, a.latency_n)}

@@ -8,26 +8,22 @@
 
 with ``predict`` end to end beside them.
 
-Run: ``python benchmarks/predict_profile.py --data_file speech.txt --model base=runs/kd
+Run: ``python -m benchmarks.predict_profile --data_file speech.txt --model base=runs/kd
 --model tiny=runs/kd_tiny --threads 2 --json profile.json``
 """
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
-from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from nlp_distill.data.batching import bucket_batches  # noqa: E402
-from nlp_distill.data.conll import Sentence  # noqa: E402
-from nlp_distill.data.token_table import TokenTable  # noqa: E402
-from nlp_distill.models.neural_tagger import NeuralTagger  # noqa: E402
+from benchmarks.common import add_json, add_models, add_threads, model_specs, parser, read_sentences, save_json
+from nlp_distill.data.batching import bucket_batches
+from nlp_distill.data.conll import Sentence
+from nlp_distill.data.token_table import TokenTable
+from nlp_distill.models.loader import load_model
+from nlp_distill.models.neural_tagger import NeuralTagger
 
 
 def _occurrence_path(model: NeuralTagger, sents: List[List[str]], batch_size: int, keep) -> None:
@@ -92,24 +88,23 @@ COLUMNS = [("occ_featurise", "featurise"), ("occ_collate", "collate"), ("occ_net
            ("encoder", "encoder"), ("decode", "decode"), ("predict", "predict")]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data_file", required=True, help="one whitespace-tokenised sentence per line")
-    ap.add_argument("--model", action="append", required=True, help="NAME=MODEL_DIR (repeat)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", default=None)
-    a = ap.parse_args()
+def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, float]]:
+    ap = parser("predict_profile", __doc__)
+    ap.add_argument("--data_file", required=True, help="sentences (raw text, one tokenized sentence per line, or CoNLL)")
+    add_models(ap, "NAME=STUDENT_DIR (repeat)")
+    add_threads(ap)
+    add_json(ap)
+    a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    sents = [l.split() for l in Path(a.data_file).read_text(encoding="utf-8").splitlines() if l.strip()]
+    sents = read_sentences(a.data_file)
     rows = {}
     print(f"{'':<16}{'per occurrence, decoded per batch (s)':^50}{'per distinct token, decoded per block (s)':^60}")
     print(f"{'model':<16}" + "".join(f"{c:>10}" for _, c in COLUMNS) + f"{'sent/s':>8}")
-    for spec in a.model:
-        name, folder = spec.split("=", 1)
-        r = rows[name] = profile(NeuralTagger.from_pretrained(folder), sents)
+    for name, folder in model_specs(a.model).items():
+        r = rows[name] = profile(load_model(folder, expect=NeuralTagger.__name__), sents)
         print(f"{name:<16}" + "".join(f"{r[k]:>10.3f}" for k, _ in COLUMNS) + f"{r['sent_per_s']:>8.0f}")
-    if a.json:
-        Path(a.json).write_text(json.dumps({"sentences": len(sents), "threads": a.threads, "models": rows}, indent=2))
+    save_json(a.json, {"sentences": len(sents), "threads": a.threads, "models": rows})
+    return rows
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ KD, + a teacher-labeled augmented transfer set, + the teacher ensemble, the temp
 becomes unlabeled; its teachers see only the 25%) repeats gold vs the full recipe.
 Then CPU speed/size/memory of one model per row, side by side in one process, and a plot.
 
-    python benchmarks/run_all.py --output_dir results                 # full (hours on 2 CPU cores)
-    python benchmarks/run_all.py --output_dir results_quick --quick   # minutes on 2 CPU cores
+    python -m benchmarks.run_all --output_dir results                 # full (hours on 2 CPU cores)
+    python -m benchmarks.run_all --output_dir results_quick --quick   # minutes on 2 CPU cores
 
 Student seed s learns from teacher s (single-teacher rows) or from all teachers (ensemble rows).
 Finished runs (a run folder with metrics.json) are reused, so an interrupted benchmark resumes.
@@ -17,11 +17,9 @@ Writes ``results.json``, ``results.md`` and ``f1_vs_speed.png`` (needs matplotli
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import platform
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,17 +27,16 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import THREADS, add_threads, parser, subsampled_dir
+from nlp_distill.config import (AugmentConfig, KDConfig, PseudoConfig, StudentDataConfig, StudentTrainerConfig,
+                                TaggerConfig, TeacherTrainerConfig, TransformerConfig)
+from nlp_distill.data.dataset_dir import materialise_wnut16
+from nlp_distill.io import folder_size, read_json, write_json
+from procedures import tagger as tagger_proc
+from procedures import tagger_kd, transformer_token
+from procedures.common import RunOptions, setup_logging
 
-from nlp_distill.config import (AugmentConfig, KDConfig, PseudoConfig, StudentDataConfig,  # noqa: E402
-                                StudentTrainerConfig, TaggerConfig, TeacherTrainerConfig, TransformerConfig)
-from nlp_distill.data.conll import write_conll  # noqa: E402
-from nlp_distill.data.dataset_dir import load_data_dir, materialise_wnut16  # noqa: E402
-from nlp_distill.io import folder_size, read_json, write_json  # noqa: E402
-from procedures import tagger as tagger_proc  # noqa: E402
-from procedures import tagger_kd, transformer_token  # noqa: E402
-from procedures.common import RunOptions, setup_logging  # noqa: E402
-
+KD, AUGMENT, STUDENT, TAGGER = KDConfig(), AugmentConfig(), StudentTrainerConfig(), TaggerConfig()  # library defaults
 RUN = RunOptions(overwrite=True)  # a folder without metrics.json holds an interrupted run: redo it
 
 logger = logging.getLogger("run_all")
@@ -51,13 +48,13 @@ class Row:
 
     name: str
     mode: str = "kd"  # gold | kd | pseudo
-    kd_loss: str = "auto"  # auto = posterior for CRF students
-    temperature: float = 1.0
+    kd_loss: str = KD.loss_function  # auto = posterior for CRF students
+    temperature: float = KD.temperature
     augment: int = 0
     ensemble: bool = False
     unlabeled: str = ""  # pseudo rows: "sotu" (DATA_DIR/unlabeled.txt) or "indomain"
     low: bool = False
-    hidden_w: float = 0.0
+    hidden_w: float = KD.hidden_w
 
 
 def standard_rows(augment: int) -> List[Row]:
@@ -79,20 +76,20 @@ def low_rows(augment: int) -> List[Row]:
 class Plan:
     seeds: int = 3
     teachers: int = 3  # teacher seeds (the ensemble has them all)
-    arch: str = "cnn-lstm+crf"
+    arch: str = TAGGER.model_type + ("+crf" if TAGGER.use_crf else "")  # cnn-lstm+crf
     rows: Optional[List[str]] = None  # row names to run (default: all)
-    augment: int = 5
+    augment: int = AUGMENT.copies
     init_embeddings: Optional[str] = None  # encoder folder for student word vectors (None: random)
     embedding_file: Optional[str] = None  # pretrained word vectors (e.g. glove-6b-50d); replaces init_embeddings
     embedding_vocab: Optional[int] = None  # words of embedding_file added to the vocabulary (None: the library's default)
     word_emb_dim: Optional[int] = None  # None: TaggerConfig's default
     teacher_epochs: Optional[int] = None  # None: transformer_token's default
-    student_epochs: int = 20
-    patience: int = 5
+    student_epochs: int = STUDENT.epochs
+    patience: int = STUDENT.early_stopping_patience
     unlabeled_max: int = 2000
     subsample: Optional[int] = None  # quick mode: first N train sentences
     low_resource: bool = True
-    threads: int = 2
+    threads: int = THREADS
     train: bool = True  # False: only collect finished runs (report)
 
 
@@ -110,33 +107,6 @@ def tagger_cfg(arch: str, word_emb_dim: Optional[int] = None) -> TaggerConfig:
 def done(run_dir: Path) -> Optional[Dict[str, Any]]:
     f = run_dir / "metrics.json"
     return read_json(f) if f.is_file() else None
-
-
-def subsampled_dir(src: Path, dst: Path, n: Optional[int], low_resource: bool = False) -> Path:
-    """Copy a data dir; optionally keep the first ``n`` train sentences; with ``low_resource``
-    keep tags on sentence i of train when i % 4 == 0 (25%) and write the rest, untagged, to
-    ``unlabeled_indomain.txt``."""
-    if (dst / "train.txt").is_file():
-        return dst
-    dst.mkdir(parents=True, exist_ok=True)
-    d = load_data_dir(src)
-    train = d.train[:n] if n else d.train
-    dev = d.dev[: max(n // 3, 20)] if n else d.dev
-    test = d.test[: max(n // 3, 20)] if n else d.test
-    if low_resource:
-        gold = [s for i, s in enumerate(train) if i % 4 == 0]
-        rest = [s for i, s in enumerate(train) if i % 4 != 0]
-        with open(dst / "unlabeled_indomain.txt", "w", encoding="utf-8") as f:
-            for s in rest:
-                f.write(" ".join(s.tokens) + "\n")
-        train = gold
-    write_conll(dst / "train.txt", train)
-    write_conll(dst / "dev.txt", dev)
-    write_conll(dst / "test.txt", test)
-    (dst / "labels.txt").write_text("\n".join(d.labels.labels) + "\n", encoding="utf-8")
-    if d.unlabeled_path is not None:
-        (dst / "unlabeled.txt").write_text(d.unlabeled_path.read_text(encoding="utf-8"), encoding="utf-8")
-    return dst
 
 
 class Runner:
@@ -246,7 +216,7 @@ def markdown(groups: Dict[str, Dict[str, Any]], teacher: str, kd_speed: Optional
                   "| used by | members | dev F1 | test F1 |", "|---|---|---|---|"]
         lines += [f"| {n} | {e['members']} | {e['dev_f1']:.4f} | {e['test_f1']:.4f} |" for n, e in ens.items()]
     if kd_speed:
-        lines += ["", "KD epoch cost (benchmarks/kd_speed.py, same student and batches, one process):", "",
+        lines += ["", "KD epoch cost (benchmarks.kd_speed, same student and batches, one process):", "",
                   "| mode | epoch s | x plain |", "|---|---|---|"]
         for mode in ("plain", "kd_cached", "kd_teacher_every_step"):
             sec = kd_speed[f"{mode}_epoch_s"]
@@ -284,7 +254,7 @@ def plot(groups: Dict[str, Dict[str, Any]], teacher_names: List[str], path: Path
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser("run_all", __doc__)
     ap.add_argument("--output_dir", default="results")
     ap.add_argument("--data_dir", default=None, help="use this data dir instead of materialising WNUT-16")
     ap.add_argument("--teacher_model", default=None, help="encoder folder (default: packaged MiniLM)")
@@ -308,7 +278,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     ap.add_argument("--teacher_epochs", type=int, default=None)
     ap.add_argument("--unlabeled_max", type=int, default=None)
     ap.add_argument("--no_low_resource", action="store_true")
-    ap.add_argument("--threads", type=int, default=2)
+    add_threads(ap)
     ap.add_argument("--no_speed", action="store_true")
     ap.add_argument("--no_train", action="store_true", help="only collect finished runs into the table")
     a = ap.parse_args(argv)

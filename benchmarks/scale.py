@@ -7,66 +7,38 @@ Inputs of N sentences are the unlabeled file repeated; copy k > 0 perturbs every
 each store (``tagger_kd_pseudo --transfer_store``, peak RSS), so flat memory shows as RSS that
 does not grow with N.
 
-Run: ``python benchmarks/scale.py --teacher runs/teacher --data_dir data/wnut16 --sizes 10000,100000
+Run: ``python -m benchmarks.scale --teacher runs/teacher --data_dir data/wnut16 --sizes 10000,100000
 --output_dir results_scale``
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, List, Optional
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _rss_mb(pid: int) -> Tuple[float, float]:
-    """Resident memory of ``pid`` and all its descendants, MB: (their sum, the largest one's)
-    ((0, 0) when it is gone)."""
-    total, largest, todo = 0, 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            with open(f"/proc/{p}/status") as f:
-                kb = next((int(l.split()[1]) for l in f if l.startswith("VmRSS:")), 0)
-            total, largest = total + kb, max(largest, kb)
-            for t in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{t}/children") as f:
-                    todo += [int(c) for c in f.read().split()]
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-    return total / 1024, largest / 1024
+from benchmarks.common import child_env, parser, rotated, save_json, tree_rss_mb
+from nlp_distill.io import folder_size
 
 
 def run_sampled(cmd: List[str], log: Path, every: float = 0.2) -> Dict[str, float]:
     """Run ``cmd``; return wall seconds, peak RSS (MB) of the process tree and of its largest
     process, and the RSS samples' count."""
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     t = time.perf_counter()
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=child_env())
         peak, peak_one, samples = 0.0, 0.0, 0
         while proc.poll() is None:
-            tree, one = _rss_mb(proc.pid)
+            tree, one = tree_rss_mb(proc.pid)
             peak, peak_one, samples = max(peak, tree), max(peak_one, one), samples + 1
             time.sleep(every)
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}); see {log}")
     return {"seconds": time.perf_counter() - t, "peak_rss_mb": peak, "peak_rss_one_process_mb": peak_one,
             "rss_samples": samples}
-
-
-def rotated(lines: List[List[str]], n: int) -> Iterator[List[str]]:
-    """``n`` sentences: ``lines`` repeated, copy k with its tokens rotated by k."""
-    for i in range(n):
-        toks = lines[i % len(lines)]
-        k = (i // len(lines)) % max(len(toks), 1)
-        yield toks[k:] + toks[:k]
 
 
 def make_input(src: Path, n: int, dst: Path) -> int:
@@ -81,10 +53,6 @@ def _nlp_train(*args: str, procs: int = 1) -> List[str]:
     """``nlp-train ARGS``, under ``torchrun --nproc_per_node procs`` when ``procs`` > 1."""
     launch = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"] if procs > 1 else []
     return [sys.executable, *launch, "-m", "procedures.cli", *args]
-
-
-def folder_mb(p: Path) -> float:
-    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) / 2**20
 
 
 def run(teacher: str, data_dir: str, sizes: List[int], out: Path, unlabeled: Optional[str], device: str,
@@ -104,7 +72,7 @@ def run(teacher: str, data_dir: str, sizes: List[int], out: Path, unlabeled: Opt
                           out / f"label_{n}.log")
         rows[str(n)] = {"label_sent_per_s": n / lab["seconds"], "label_seconds": lab["seconds"],
                         "label_peak_rss_mb": lab["peak_rss_mb"],
-                        "label_peak_rss_one_process_mb": lab["peak_rss_one_process_mb"], "store_mb": folder_mb(store)}
+                        "label_peak_rss_one_process_mb": lab["peak_rss_one_process_mb"], "store_mb": folder_size(store) / 2**20}
         if student_epochs:
             stu = run_sampled(_nlp_train("tagger_kd_pseudo", "--data_dir", data_dir, "--output_dir",
                                          str(out / f"student_{n}"), "--overwrite", "--use_crf", "--teacher_model_path",
@@ -117,7 +85,7 @@ def run(teacher: str, data_dir: str, sizes: List[int], out: Path, unlabeled: Opt
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, dict]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser("scale", __doc__)
     ap.add_argument("--teacher", required=True, help="teacher folder (nlp-train transformer_token)")
     ap.add_argument("--data_dir", required=True, help="labeled data for the student (train/dev/test)")
     ap.add_argument("--unlabeled", default=None, help="text to repeat (default DATA_DIR/unlabeled.txt)")
@@ -134,8 +102,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, dict]:
     for n, r in rows.items():
         print(f"{n:>10}{r['label_sent_per_s']:>14.0f}{r['label_peak_rss_mb']:>15.0f}{r['store_mb']:>10.1f}"
               f"{r.get('student_peak_rss_mb', float('nan')):>17.0f}")
-    (out / "scale.json").write_text(json.dumps({"sizes": rows, "teacher": a.teacher, "device": a.device,
-                                                "procs": a.procs}, indent=2))
+    save_json(str(out / "scale.json"), {"sizes": rows, "teacher": a.teacher, "device": a.device, "procs": a.procs})
     return rows
 
 

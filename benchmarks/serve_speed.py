@@ -7,14 +7,13 @@ micro-batcher formed (from ``/metrics``).
     python -m benchmarks.serve_speed --model runs/student/model --data_file runs/speech1000.txt \\
         --onnx_dir runs/student_onnx --threads 2 --workers 1
 
-Sentences: ``--data_file`` read like ``benchmarks/speed.py`` (raw text or CoNLL, one sentence per
+Sentences: ``--data_file`` read like ``benchmarks.speed`` (raw text or CoNLL, one sentence per
 line), else the first ``--n`` SOTU speech sentences (the source of the other speed benchmarks'
 1,000). Each is sent as its tokens joined by spaces. Clients and server share the machine: on a
 small CPU the client threads take cycles from the server, so compare rows, not absolute numbers.
 """
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import os
@@ -31,16 +30,16 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.common import add_json, add_threads, child_env, command_line, parser, read_sentences, save_json
+from nlp_distill.config import ServeConfig
 
-from nlp_distill.data.unlabeled import iter_unlabeled  # noqa: E402
+SERVE = ServeConfig()
 
 
 def load_texts(data_file: Optional[str], n: int) -> List[str]:
-    """The first ``n`` sentences of ``data_file`` (as ``benchmarks/speed.py`` reads it) or of the SOTU speeches."""
+    """The first ``n`` sentences of ``data_file`` (as ``benchmarks.speed`` reads it) or of the SOTU speeches."""
     if data_file:
-        sents = [s.tokens for s in iter_unlabeled(data_file)][:n]
+        sents = read_sentences(data_file, n)
     else:
         from nlp_distill.data.dataset_dir import sotu_sentences
 
@@ -68,8 +67,9 @@ class Server:
         cmd = [sys.executable, "-m", "procedures.serve", "--model_dir", model_dir, "--backend", backend,
                "--port", str(self.port), "--threads", str(threads), "--workers", str(workers),
                "--max_batch_size", str(max_batch_size), "--max_wait_ms", str(max_wait_ms),
-               "--batch_size", str(batch_size), "--max_texts", str(max(256, max_batch_size)), "--log_level", "warning"]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               "--batch_size", str(batch_size), "--max_texts", str(max(SERVE.max_texts, max_batch_size)),
+               "--log_level", "warning"]
+        self.proc = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -157,7 +157,7 @@ def print_table(res: Dict[str, Dict[str, Dict[str, float]]]) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser("serve_speed", __doc__)
     ap.add_argument("--model", required=True, help="A torch model folder (student or transformer).")
     ap.add_argument("--onnx_dir", default=None, help="Its `nlp-export onnx` folder (default: exported to a temporary folder).")
     ap.add_argument("--no_onnx", action="store_true", help="Measure the torch runtime only.")
@@ -165,12 +165,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     ap.add_argument("--n", type=int, default=1000, help="Sentences sent per client count.")
     ap.add_argument("--request_size", type=int, default=8, help="Sentences per request.")
     ap.add_argument("--clients", default="1,4,16", help="Concurrent client counts, comma-separated.")
-    ap.add_argument("--threads", type=int, default=2, help="torch / ONNX Runtime threads per server worker.")
-    ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--max_batch_size", type=int, default=64)
-    ap.add_argument("--max_wait_ms", type=float, default=5.0)
-    ap.add_argument("--batch_size", type=int, default=64)
-    ap.add_argument("--json", default=None)
+    add_threads(ap)  # torch / ONNX Runtime threads per server worker
+    ap.add_argument("--workers", type=int, default=SERVE.workers)
+    ap.add_argument("--max_batch_size", type=int, default=SERVE.max_batch_size)
+    ap.add_argument("--max_wait_ms", type=float, default=SERVE.max_wait_ms)
+    ap.add_argument("--batch_size", type=int, default=SERVE.batch_size)
+    add_json(ap)
     a = ap.parse_args(argv)
     texts = load_texts(a.data_file, a.n)
     clients = [int(c) for c in a.clients.split(",")]
@@ -194,9 +194,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     out = {"results": res, "sentences": len(texts), "words": sum(len(t.split()) for t in texts),
            "settings": {k: v for k, v in vars(a).items() if k != "json"},
            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
-           "command": "python -m benchmarks.serve_speed " + " ".join(argv if argv is not None else sys.argv[1:])}
-    if a.json:
-        Path(a.json).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+           "command": command_line("serve_speed", argv)}
+    save_json(a.json, out)
     return out
 
 

@@ -129,7 +129,8 @@ def test_transformer_export_matches_torch_on_long_sentences(tiny_encoder_dir, ti
 
 
 def test_speed_benchmark_measures_exported_and_torch_runtimes(tmp_path):
-    from benchmarks.speed import benchmark_models, load_any
+    from benchmarks.common import load_any
+    from benchmarks.speed import benchmark_models
 
     _model(tmp_path, model_type="cnn-lstm", use_crf=True)
     export_tagger(tmp_path / "student", tmp_path / "onnx", quantize="int8")
