@@ -3,30 +3,27 @@ AdamW step; length-bucketed batches as ``transformer_token`` draws them) and inf
 sentences/s, at each thread count asked for. Use it to plan a CPU training run: an epoch of the
 standard WNUT-16 split is ``ceil(1916 / batch_size)`` steps plus one dev pass.
 
-Run: ``python benchmarks/encoder_speed.py --encoder mpnet --data_dir data/wnut16 --threads 1,2
+Run: ``python -m benchmarks.encoder_speed --encoder mpnet --data_dir data/wnut16 --threads 1,2
 --json speed.json`` (``--encoder``: a short name of the packaged encoders or an HF folder). The load
 of the machine (``os.getloadavg``) is recorded beside each figure: other processes slow them down.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import add_json, parser, save_json
+from nlp_distill.config import TeacherTrainerConfig, TransformerConfig
+from nlp_distill.data.batching import bucket_batches
+from nlp_distill.data.dataset_dir import load_data_dir
+from nlp_distill.models.transformer import TransformerTokenClassifier
 
-from nlp_distill.config import TransformerConfig  # noqa: E402
-from nlp_distill.data.batching import bucket_batches  # noqa: E402
-from nlp_distill.data.dataset_dir import load_data_dir  # noqa: E402
-from nlp_distill.models.transformer import TransformerTokenClassifier  # noqa: E402
+TEACHER = TransformerConfig()
 
 
 def train_steps(clf: TransformerTokenClassifier, data, batch_size: int, steps: int) -> Dict[str, float]:
@@ -35,7 +32,7 @@ def train_steps(clf: TransformerTokenClassifier, data, batch_size: int, steps: i
     windows = clf.windows([s.tokens for s in train])
     tags = [data.labels.encode(s.tags) for s in train]
     batches = bucket_batches([len(w.input_ids) for w in windows], batch_size, shuffle=True, seed=0)[: steps + 1]
-    opt = torch.optim.AdamW(clf.parameters(), lr=5e-5)
+    opt = torch.optim.AdamW(clf.parameters(), lr=TeacherTrainerConfig().lr)
     clf.train()
     times, subtokens = [], []
     for i, idx in enumerate(batches):
@@ -63,16 +60,16 @@ def inference(clf: TransformerTokenClassifier, data, batch_size: int) -> Dict[st
     return {"sent_per_s": len(sents) / dt, "words_per_s": sum(map(len, sents)) / dt, "sentences": len(sents)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    ap = parser("encoder_speed", __doc__)
     ap.add_argument("--encoder", default="mpnet", help="short name (minilm, mpnet) or HF encoder folder")
     ap.add_argument("--data_dir", default="data/wnut16")
     ap.add_argument("--threads", default="1,2", help="comma list of torch thread counts")
-    ap.add_argument("--batch_size", type=int, default=16)
-    ap.add_argument("--eval_batch_size", type=int, default=64)
+    ap.add_argument("--batch_size", type=int, default=TEACHER.batch_size, help="windows per training batch")
+    ap.add_argument("--eval_batch_size", type=int, default=TEACHER.eval_batch_size, help="windows per inference batch")
     ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--json", default=None)
-    a = ap.parse_args()
+    add_json(ap)
+    a = ap.parse_args(argv)
     data = load_data_dir(a.data_dir)
     torch.manual_seed(0)
     clf = TransformerTokenClassifier.from_pretrained(a.encoder, data.labels, TransformerConfig(precision="fp32"))
@@ -86,8 +83,8 @@ def main() -> None:
              **inference(clf, data, a.eval_batch_size)}
         rows["by_threads"][th] = r
         print(f"{th:>7} {r['step_s_mean']:>7.2f} {r['epoch_minutes_est']:>9.1f} {r['sent_per_s']:>7.1f} {load:>11.2f}")
-    if a.json:
-        Path(a.json).write_text(json.dumps(rows, indent=2))
+    save_json(a.json, rows)
+    return rows
 
 
 if __name__ == "__main__":
