@@ -19,7 +19,7 @@ SEEDS=${SEEDS:-"1 2 3 4 5"}; DEADLINE=${DEADLINE:-520}; R=${R:-runs/gpu}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$OUT/gpu.log" 2>&1 || true
 
 # 1. labeling throughput, alone on the device
-timeout 150 python benchmarks/label_speed.py --teacher "$ENC" --labels "$DATA/labels.txt" \
+timeout 150 python -m benchmarks.label_speed --teacher "$ENC" --labels "$DATA/labels.txt" \
     --data_file "$DATA/unlabeled.txt" --n "$LABEL_N" --device "$DEV" --json "$OUT/label_speed.json" \
     > "$L/label_speed.log" 2>&1
 log "label_speed rc=$?"; tail -8 "$L/label_speed.log" >> "$OUT/gpu.log"
@@ -38,7 +38,7 @@ import json, sys
 rs = [(json.load(open(p + '/metrics.json'))['dev']['f1'], p) for p in sys.argv[1:]]
 print(max(rs)[1] if rs else '')" "${TEACHERS[@]}")
 log "teachers: ${TEACHERS[*]}; best on dev: $BEST"
-python benchmarks/gpu_summary.py "$R" > "$OUT/summary.md" 2>> "$OUT/gpu.log"  # kept if the run is cut short
+python -m benchmarks.gpu_summary "$R" > "$OUT/summary.md" 2>> "$OUT/gpu.log"  # kept if the run is cut short
 
 # 3. distilled students from the ensemble, transformer students from the best teacher
 if [ "${#TEACHERS[@]}" -gt 0 ]; then

@@ -21,7 +21,7 @@ TransformerTokenClassifier.from_pretrained(sys.argv[1], labels=labels).save_pret
 " "$1" "$2/labels.txt" "$3"
 }
 pack() {  # summary table + one tarball of what is small (metrics, logs, configs; no weights or caches)
-  python benchmarks/gpu_summary.py "$R" --json "$OUT/summary.json" > "$OUT/summary.md" 2>> "$OUT/gpu.log"
+  python -m benchmarks.gpu_summary "$R" --json "$OUT/summary.json" > "$OUT/summary.md" 2>> "$OUT/gpu.log"
   cat "$OUT/summary.md"
   tar czf "$OUT/runs.tgz" --exclude='*.safetensors' --exclude='*.bin' --exclude='*.pt' --exclude='*.f16' \
       --exclude='teacher_cache' --exclude='checkpoint' --exclude='*.npy' "$R" 2>> "$OUT/gpu.log"

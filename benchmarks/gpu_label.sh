@@ -18,12 +18,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >>
 random_head_teacher "$ENC" "$DATA" "$R/teacher" || { log "teacher folder failed"; exit 1; }
 
 # 1. one process and K processes against the pipeline, same sentences, same GPU
-timeout "$LTIME" python benchmarks/label_speed.py --teacher "$R/teacher" --data_file "$DATA/unlabeled.txt" \
+timeout "$LTIME" python -m benchmarks.label_speed --teacher "$R/teacher" --data_file "$DATA/unlabeled.txt" \
     --n "$N" --device "$DEV" --precisions "$PRECISIONS" --procs "$PROCS" --json "$OUT/label_speed.json" > "$L/label_speed.log" 2>&1
 log "label_speed rc=$?"; tail -8 "$L/label_speed.log" | tee -a "$OUT/gpu.log"
 
 # 2. 10k / 100k / 1M sentences under torchrun, SPROCS processes on the one GPU
-timeout $(( $(left) - 10 )) python benchmarks/scale.py --teacher "$R/teacher" --data_dir "$DATA" --sizes "$SIZES" \
+timeout $(( $(left) - 10 )) python -m benchmarks.scale --teacher "$R/teacher" --data_dir "$DATA" --sizes "$SIZES" \
     --student_epochs 0 --device "$DEV" --procs "$SPROCS" --output_dir "$R/scale" > "$L/scale.log" 2>&1
 log "scale rc=$?"; tail -6 "$L/scale.log" | tee -a "$OUT/gpu.log"
 cp "$R/scale/scale.json" "$OUT/" 2>/dev/null

@@ -17,12 +17,12 @@ DEADLINE=${DEADLINE:-360}; R=${R:-runs/gpu5}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$OUT/gpu.log" 2>&1 || true
 random_head_teacher "$ENC" "$DATA" "$R/teacher" || { log "teacher folder failed"; exit 1; }
 
-timeout $(( $(left) - 100 )) python benchmarks/scale.py --teacher "$R/teacher" --data_dir "$DATA" --sizes "$SIZES" \
+timeout $(( $(left) - 100 )) python -m benchmarks.scale --teacher "$R/teacher" --data_dir "$DATA" --sizes "$SIZES" \
     --student_epochs 0 --device "$DEV" --procs "$SPROCS" --output_dir "$R/scale" > "$L/scale.log" 2>&1
 log "scale rc=$?"; tail -6 "$L/scale.log" | tee -a "$OUT/gpu.log"
 cp "$R/scale/scale.json" "$OUT/" 2>/dev/null
 
-timeout $(( $(left) - 10 )) python benchmarks/label_memory.py --teacher "$R/teacher" --data_file "$DATA/unlabeled.txt" \
+timeout $(( $(left) - 10 )) python -m benchmarks.label_memory --teacher "$R/teacher" --data_file "$DATA/unlabeled.txt" \
     --n "$NMEM" --device "$DEV" --every 8 --json "$OUT/label_memory.json" > "$L/label_memory.log" 2>&1
 log "label_memory rc=$?"; tail -4 "$L/label_memory.log" | tee -a "$OUT/gpu.log"
 tar czf "$OUT/logs.tgz" "$L" "$R"/scale/*.log 2>> "$OUT/gpu.log"

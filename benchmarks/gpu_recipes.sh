@@ -39,7 +39,7 @@ EOF
 log "smoke ok"
 
 # 1. labeling throughput, alone on the device
-timeout 170 python benchmarks/label_speed.py --teacher "$ENC" --labels "$DATA/labels.txt" \
+timeout 170 python -m benchmarks.label_speed --teacher "$ENC" --labels "$DATA/labels.txt" \
     --data_file "$DATA/unlabeled.txt" --n "$LABEL_N" --device "$DEV" --batch_sizes 64,256 --repeat 2 \
     --json "$OUT/label_speed.json" > "$L/label_speed.log" 2>&1
 log "label_speed rc=$?"; tail -14 "$L/label_speed.log" >> "$OUT/gpu.log"
