@@ -130,13 +130,14 @@ def test_compact_f1_benchmark_runs(tmp_path):
     from nlp_distill.data.labels import LabelVocab
     from nlp_distill.models.neural_tagger import NeuralTagger
 
-    train = read_conll(TINY / "train.txt")
-    torch.manual_seed(0)
-    NeuralTagger.build(TaggerConfig(hidden=8, word_emb_dim=10, use_crf=True), train,
-                       LabelVocab.from_sentences(s.tags for s in train)).save_pretrained(tmp_path / "m")
+    from tests.model_zoo import _student
+
+    _student(tmp_path / "m", use_crf=True)  # a decisive output layer: compaction must not change its tags
     res = compact_f1.main(["--data_dir", str(TINY), "--model", f"m={tmp_path / 'm'}", "--pq_head", "0",
                            "--pq_head", "5", "--threads", "1", "--json", str(tmp_path / "c.json")])
     r = res["m"]
     assert r["mb_h0"] < r["mb_h5"] < r["mb"]  # int8 head rows cost more than codes, less than fp32
-    assert all(0.0 <= r[f"{s}_agree_h{h}"] <= 1.0 for s in ("dev", "test") for h in (0, 5))
+    # the compact copies tag like the original (a broken compaction would not), so score like it too
+    assert all(r[f"{s}_agree_h{h}"] >= 0.98 for s in ("dev", "test") for h in (0, 5))
+    assert all(abs(r[f"{s}_f1_h{h}"] - r[f"{s}_f1"]) <= 0.05 for s in ("dev", "test") for h in (0, 5))
     assert json.loads((tmp_path / "c.json").read_text())["pq_head"] == [0, 5]
