@@ -254,8 +254,8 @@ def peak_rss_mb(pid: Optional[int] = None) -> float:
     """
     pid = os.getpid() if pid is None else pid
     peak = _proc_status_mb(pid, "VmHWM")
-    if peak is not None:
-        return peak
+    if peak is not None:  # the kernel updates VmHWM lazily: it can lag the current VmRSS a little
+        return max(peak, _proc_status_mb(pid, "VmRSS") or 0.0)
     ps = _psutil()
     if ps is not None and hasattr(ps.Process(pid).memory_info(), "peak_wset"):  # Windows
         return ps.Process(pid).memory_info().peak_wset / 2**20

@@ -2,7 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
+from typing import List
 
+import pytest
+
+from benchmarks.common import agreement, peak_rss_mb, rss_mb, tree_rss_mb
+from nlp_distill.data.conll import read_conll
 from tests.conftest import TINY
 
 
@@ -37,11 +43,31 @@ def test_run_all_quick_on_tiny_fixture(tmp_path, tiny_encoder_dir):
     assert groups["teacher"]["n_seeds"] == 2
     assert groups["kd_posterior+aug1+ens"]["ensemble_teacher"]["members"] == 2
     assert "Teacher ensembles" in md
+    # the rows hold trained models: each beats the same student with random weights, on gold tags and on
+    # agreement with its teacher
+    trained, teacher = groups["kd_posterior"]["dir"], groups["teacher"]["dir"]
+    gold, kd, rnd = (_test_tags(groups["gold"]["dir"]), _test_tags(trained), _test_tags(trained, random_weights=True))
+    truth, taught = [s.tags for s in read_conll(TINY / "test.txt")], _test_tags(teacher)
+    assert agreement(gold, truth) > agreement(rnd, truth) + 0.2
+    assert agreement(kd, taught) > agreement(rnd, taught) + 0.2
+
+
+def _test_tags(run_dir: str, random_weights: bool = False) -> List[List[str]]:
+    """A run's model's tags on the fixture's test split (optionally with its weights redrawn at random)."""
+    import torch
+
+    from nlp_distill.models.loader import load_model
+
+    model = load_model(run_dir).eval()
+    if random_weights:
+        torch.manual_seed(0)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.uniform_(-0.5, 0.5)
+    return model.predict([s.tokens for s in read_conll(TINY / "test.txt")], batch_size=64)
 
 
 def test_onnx_speed_benchmark_runs(tmp_path, tiny_encoder_dir, tiny_labels):
-    import pytest
-
     pytest.importorskip("onnxruntime")
     import torch
 
@@ -87,6 +113,8 @@ def test_scale_benchmark_runs_on_the_tiny_fixture(tmp_path, tiny_encoder_dir):
     rows = scale.main(["--teacher", str(teacher), "--data_dir", str(TINY), "--sizes", "30,90",
                        "--output_dir", str(tmp_path / "scale")])
     assert set(rows) == {"30", "90"}
+    assert rows["90"]["store_mb"] > rows["30"]["store_mb"]  # three times the sentences, more teacher logits
+    assert all(r["label_peak_rss_one_process_mb"] <= r["label_peak_rss_mb"] for r in rows.values())
     for n, row in rows.items():
         assert len(TransferStore(tmp_path / "scale" / f"store_{n}")) == int(n)  # repeated input, nothing dropped
         assert row["label_peak_rss_mb"] > 0 and row["student_peak_rss_mb"] > 0 and row["store_mb"] > 0
@@ -100,7 +128,8 @@ def test_scale_benchmark_runs_on_the_tiny_fixture(tmp_path, tiny_encoder_dir):
     mem = label_memory.main(["--teacher", str(teacher), "--data_file", str(TINY / "unlabeled.txt"), "--n", "50",
                              "--chunk", "16", "--json", str(tmp_path / "mem.json")])
     assert [r["chunk"] for r in mem] == [1, 2, 3, 4] and mem[-1]["sentences"] == 50
-    assert all(r["peak_rss_mb"] > 0 and r["rss_mb"] > 0 for r in mem)
+    assert all(0 < r["rss_mb"] <= r["peak_rss_mb"] for r in mem)
+    assert [r["peak_rss_mb"] for r in mem] == sorted(r["peak_rss_mb"] for r in mem)  # a peak never falls
 
 
 def test_predict_profile_reports_both_paths(tmp_path):
@@ -141,3 +170,18 @@ def test_compact_f1_benchmark_runs(tmp_path):
     assert all(r[f"{s}_agree_h{h}"] >= 0.98 for s in ("dev", "test") for h in (0, 5))
     assert all(abs(r[f"{s}_f1_h{h}"] - r[f"{s}_f1"]) <= 0.05 for s in ("dev", "test") for h in (0, 5))
     assert json.loads((tmp_path / "c.json").read_text())["pq_head"] == [0, 5]
+
+
+def test_rss_reader_follows_an_allocation_and_its_peak_stays():
+    import numpy as np
+
+    before, peak_before = rss_mb(), peak_rss_mb()
+    block = np.ones(96 * 2**20 // 8)  # 96 MB, every page written
+    grown = rss_mb()
+    assert 80 < grown - before < 200, (before, grown)
+    assert peak_rss_mb() > max(grown, peak_before) - 1
+    total, largest = tree_rss_mb(os.getpid())
+    assert total >= largest == pytest.approx(rss_mb(), rel=0.05)
+    del block
+    assert peak_rss_mb() > grown - 1  # the high-water mark keeps the freed block (the kernel counts pages in batches)
+    assert rss_mb(pid=2**22 + 1) == 0.0 and tree_rss_mb(2**22 + 1) == (0.0, 0.0)  # no such process
