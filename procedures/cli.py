@@ -5,10 +5,11 @@ writes) < flags given on the command line.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Sequence
 
 import click
 
@@ -87,25 +88,30 @@ def install_encoder_command(name: str, no_pip: bool) -> None:
     click.echo(str(do_install_encoder(name, pip=not no_pip)))
 
 
-def run_options(f):
-    """Options of every training command that are not settings of a config section."""
-    for o in reversed([
-        click.option("--data_dir", required=True, type=click.Path(exists=True, file_okay=False),
-                     help="Folder with train.txt dev.txt [test.txt labels.txt unlabeled.txt]."),
-        click.option("--output_dir", required=True, type=click.Path(file_okay=False), help="Run folder to write."),
-        click.option("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)."),
-        click.option("--resume", is_flag=True, help="Continue from OUTPUT_DIR/checkpoint (same settings; --epochs may change)."),
-        click.option("--overwrite", is_flag=True, help="Replace a run already in OUTPUT_DIR."),
-        click.option("--keep_checkpoint", is_flag=True, help="Keep the optimiser checkpoint of a finished run."),
-        click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the input files."),
-        click.option("--config", "config_file", default=None, type=click.Path(exists=True, dir_okay=False),
-                     help="A run's config.json (or JSON with its sections); typed flags override it."),
+def run_options(f, without: Sequence[str] = ()):
+    """Options of every training command that are not settings of a config section (less ``without``)."""
+    for name, o in reversed([
+        ("data_dir", click.option("--data_dir", required=True, type=click.Path(exists=True, file_okay=False),
+                     help="Folder with train.txt dev.txt [test.txt labels.txt unlabeled.txt].")),
+        ("output_dir", click.option("--output_dir", required=True, type=click.Path(file_okay=False),
+                                    help="Run folder to write.")),
+        ("device", click.option("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available).")),
+        ("resume", click.option("--resume", is_flag=True,
+                                help="Continue from OUTPUT_DIR/checkpoint (same settings; --epochs may change).")),
+        ("overwrite", click.option("--overwrite", is_flag=True, help="Replace a run already in OUTPUT_DIR.")),
+        ("keep_checkpoint", click.option("--keep_checkpoint", is_flag=True,
+                                         help="Keep the optimiser checkpoint of a finished run.")),
+        ("encoding", click.option("--encoding", default="utf-8", show_default=True,
+                                  help="Text encoding of the input files.")),
+        ("config_file", click.option("--config", "config_file", default=None, type=click.Path(exists=True, dir_okay=False),
+                                     help="A run's config.json (or JSON with its sections); typed flags override it.")),
     ]):
-        f = o(f)
+        if name not in without:
+            f = o(f)
     return f
 
 
-def training_command(name: str, target: str, classes: tuple, doc: str) -> None:
+def training_command(name: str, target: str, classes: tuple, doc: str, exclude: Sequence[str] = ()) -> None:
     """Register ``nlp-train NAME``: the run options plus one option per field of ``classes``,
     calling ``target(data_dir, output_dir, **configs, run=RunOptions)`` (imported when run)."""
     module, func = target.rsplit(".", 1)
@@ -115,7 +121,7 @@ def training_command(name: str, target: str, classes: tuple, doc: str) -> None:
         _echo_result(procedure(data_dir, output_dir, **build_configs(ctx, config_file), run=_run_options(ctx)))
 
     callback.__doc__ = doc
-    nlp_train.command(name)(run_options(config_options(*classes)(click.pass_context(callback))))
+    nlp_train.command(name)(run_options(config_options(*classes, exclude=exclude)(click.pass_context(callback))))
 
 
 training_command("transformer_token", "procedures.transformer_token.do_training",
@@ -125,7 +131,8 @@ training_command("transformer_kd", "procedures.transformer_kd.do_transformer_kd"
                  (LayerDropModelConfig, TeacherTrainerConfig, TransformerKDConfig, TransformerStudentConfig, AugmentConfig),
                  "Distil a teacher (or an ensemble) into a transformer student made of some layers of the (first) teacher, saved like a teacher.")
 training_command("tagger", "procedures.tagger.do_training", (TaggerConfig, StudentTrainerConfig, StudentDataConfig),
-                 "Train a student tagger (BiLSTM or ID-CNN, softmax or CRF) on gold labels.")
+                 "Train a student tagger (BiLSTM or ID-CNN, softmax or CRF) on gold labels.",
+                 exclude=("vocab_from_unlabeled",))  # no unlabeled or augmented text in this run
 training_command("tagger_kd", "procedures.tagger_kd.do_kd_training",
                  (TaggerConfig, StudentTrainerConfig, StudentDataConfig, KDConfig, AugmentConfig),
                  "Train a student with knowledge distillation from a fine-tuned teacher (or an ensemble).")
@@ -152,7 +159,7 @@ def label_unlabeled(ctx: click.Context, output_dir, device, encoding, config_fil
 
 
 @nlp_train.command("tagger_kd_search")
-@run_options
+@functools.partial(run_options, without=("resume", "keep_checkpoint"))  # each trial is a fresh run, dropped at its end
 @config_options(TaggerConfig, StudentTrainerConfig, StudentDataConfig, KDConfig, AugmentConfig)
 @click.option("--n_trials", default=20, show_default=True, type=click.IntRange(min=1),
               help="Trials (each a tagger_kd run scored on dev only).")
@@ -172,7 +179,8 @@ def search_tagger_kd(ctx: click.Context, data_dir, output_dir, config_file, n_tr
 def _run_options(ctx: click.Context):
     from procedures.common import RunOptions
 
-    return RunOptions(**{k: ctx.params[k] for k in ("device", "resume", "overwrite", "keep_checkpoint", "encoding")})
+    return RunOptions(**{k: ctx.params[k] for k in ("device", "resume", "overwrite", "keep_checkpoint", "encoding")
+                         if k in ctx.params})
 
 
 def _echo_result(m: Dict[str, Any]) -> None:

@@ -122,13 +122,16 @@ def field_option(cls: Type[ConfigBase], f: dataclasses.Field) -> click.Option:
                                  metavar=metavar, help=help_), cls)
 
 
-def config_options(*classes: Type[ConfigBase]) -> Callable:
-    """Decorator adding one click option per field of ``classes`` (flag names must be unique)."""
+def config_options(*classes: Type[ConfigBase], exclude: Sequence[str] = ()) -> Callable:
+    """Decorator adding one click option per field of ``classes`` (flag names must be unique),
+    except the flags in ``exclude`` (settings the command has no use for keep their default)."""
     opts: List[click.Option] = []
     seen: Dict[str, str] = {}
     for cls in classes:
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
             flag = flag_name(f)
+            if flag in exclude:
+                continue
             if flag in seen:
                 raise RuntimeError(f"flag --{flag} declared by both {seen[flag]} and {cls.__name__}.{f.name}")
             seen[flag] = f"{cls.__name__}.{f.name}"

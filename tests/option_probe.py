@@ -4,14 +4,18 @@ can check that a flag reached the object that uses it, not only config.json.
 
 ``Trainer.train`` is replaced by a function that raises :class:`Captured` carrying the Trainer:
 the command does all of its preparation (data, teacher, cache, stores, student) for real and
-stops before the first optimiser step.
+stops before the first optimiser step. With ``finish=True`` it instead saves the model and a
+checkpoint folder and returns at once, so the command's own ending (metrics, model card, checkpoint
+clean-up) runs. Commands that do not train (export, inference, serving) run whole through
+:func:`invoke`, which hands back their output or the one-line error that stopped them.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 from click.testing import CliRunner
@@ -35,25 +39,92 @@ class Captured(Exception):
         self.trainer, self.resume = trainer, resume
 
 
+class Failed:
+    """A command that stopped with an error instead of reaching the Trainer (its message)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+class Finished:
+    """A command that ran to its end: its stdout, and the Trainer it built (if it trained)."""
+
+    def __init__(self, output: str, trainer: Optional[Trainer] = None) -> None:
+        self.output, self.trainer = output, trainer
+
+
 def _stop(self: Trainer, resume: bool = False):
     raise Captured(self, resume)
 
 
-def capture(monkeypatch, cli, args: Sequence[Any]) -> Captured:
-    """Invoke ``cli args``; return what reached the Trainer (fails with the output otherwise)."""
-    monkeypatch.setattr(Trainer, "train", _stop)
+def _finish(self: Trainer, resume: bool = False) -> Dict[str, Any]:
+    """Instead of training: the model as initialised saved as the best, a checkpoint left behind."""
+    _finish.trainers.append(self)
+    self.save_model(self.output_dir / "model")
+    self.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+    return {"best_epoch": 1, "best_metric": 0.0, "history": [{"epoch_seconds": 0.0}], "train_seconds": 0.0}
+
+
+_finish.trainers = []  # type: ignore[attr-defined]
+
+
+def invoke(cli, args: Sequence[Any], env: Optional[Dict[str, str]] = None):
+    """Invoke ``cli args`` in-process with the root logger restored afterwards; the click Result."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     try:
-        r = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=True)
+        return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=True, env=env)
     finally:
         for h in root.handlers[:]:
             if h not in handlers:
                 root.removeHandler(h)
                 h.close()
         root.setLevel(level)
-    assert isinstance(r.exception, Captured), (r.output, repr(r.exception))
-    return r.exception
+
+
+def outcome(r) -> Any:
+    """``Finished``, or ``Failed`` with the one-line error (or the exception) that stopped it."""
+    if r.exception is None:
+        return Finished(r.stdout)
+    if isinstance(r.exception, SystemExit) and r.exit_code:
+        return Failed(r.output.strip().splitlines()[-1] if r.output.strip() else str(r.exit_code))
+    return Failed(f"{type(r.exception).__name__}: {r.exception}")
+
+
+def attempt(monkeypatch, cli, args: Sequence[Any], finish: bool = False):
+    """Invoke ``cli args`` up to the first training step: ``Captured``, or ``Failed`` with the
+    one-line error; with ``finish``, the whole command around a no-op training (``Finished``)."""
+    monkeypatch.setattr(Trainer, "train", _finish if finish else _stop)
+    del _finish.trainers[:]
+    r = invoke(cli, args)
+    if isinstance(r.exception, Captured):
+        return r.exception
+    if finish and r.exception is None:
+        return Finished(r.stdout, _finish.trainers[0] if _finish.trainers else None)
+    return outcome(r)
+
+
+def capture(monkeypatch, cli, args: Sequence[Any]) -> Captured:
+    """Invoke ``cli args``; return what reached the Trainer (fails with the output otherwise)."""
+    c = attempt(monkeypatch, cli, args)
+    assert isinstance(c, Captured), getattr(c, "message", c)
+    return c
+
+
+def reuse_loaded_teachers(monkeypatch, loaded: Dict[Any, Any]) -> None:
+    """Teacher folders are read from disk once (``loaded`` keeps them across tests): ``load_model``
+    hands back a deep copy of the first load (each run may cut or re-order its teacher's head)."""
+    from nlp_distill.distill import teachers
+
+    orig = teachers.load_model
+
+    def load_model(path, *a, **kw):
+        key = (str(path), a, tuple(sorted(kw.items())))
+        if key not in loaded:
+            loaded[key] = orig(path, *a, **kw)
+        return copy.deepcopy(loaded[key])
+
+    monkeypatch.setattr(teachers, "load_model", load_model)
 
 
 def small_data_dir(folder: Path, n_train: int = 16, n_dev: int = 6) -> Path:
