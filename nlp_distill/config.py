@@ -9,6 +9,7 @@ itself on construction, so a bad value is refused the same way from a flag, from
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import typing
 from dataclasses import MISSING, dataclass, field
@@ -53,7 +54,9 @@ def override(cls: type, name: str, default: Any, **changes: Any) -> Any:
     return option(default, **meta)
 
 
+@functools.lru_cache(maxsize=None)  # read at every config construction; resolving hints is slow
 def field_types(cls: type) -> Dict[str, Any]:
+    """The resolved field types of ``cls`` (a shared dict: read it, do not change it)."""
     return typing.get_type_hints(cls)
 
 

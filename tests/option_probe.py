@@ -113,7 +113,8 @@ def capture(monkeypatch, cli, args: Sequence[Any]) -> Captured:
 
 def reuse_loaded_teachers(monkeypatch, loaded: Dict[Any, Any]) -> None:
     """Teacher folders are read from disk once (``loaded`` keeps them across tests): ``load_model``
-    hands back a deep copy of the first load (each run may cut or re-order its teacher's head)."""
+    hands back a deep copy of the first load (each run may cut or re-order its teacher's head), and
+    the teacher's own dev/test scores (quoted in the student's metrics) are computed once."""
     from nlp_distill.distill import teachers
 
     orig = teachers.load_model
@@ -122,9 +123,23 @@ def reuse_loaded_teachers(monkeypatch, loaded: Dict[Any, Any]) -> None:
         key = (str(path), a, tuple(sorted(kw.items())))
         if key not in loaded:
             loaded[key] = orig(path, *a, **kw)
+        model = copy.deepcopy(loaded[key])
+        model.probe_key = key
+        return model
+
+    def teacher_scores(teacher, dev, test=None):  # what the student's metrics quote, once per teacher and data
+        key = getattr(teacher, "probe_key", None)
+        if key is None:
+            return orig_scores(teacher, dev, test)
+        key = ("scores", key, teacher.config.max_seq_length, repr(dev), repr(test))
+        if key not in loaded:
+            loaded[key] = orig_scores(teacher, dev, test)
         return copy.deepcopy(loaded[key])
 
+    orig_scores = teachers.teacher_scores
     monkeypatch.setattr(teachers, "load_model", load_model)
+    for module in ("procedures.tagger_kd", "procedures.transformer_kd"):
+        monkeypatch.setattr(f"{module}.teacher_scores", teacher_scores)
 
 
 def small_data_dir(folder: Path, n_train: int = 16, n_dev: int = 6) -> Path:
