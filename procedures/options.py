@@ -58,7 +58,7 @@ def _range_text(meta: Dict[str, Any]) -> str:
 
 
 # --help headings, in the order they are shown; a section's options go under its heading
-HEADINGS = ("Main", "Data", "Teacher", "Student", "Distillation", "Augmentation", "Pseudo-labels", "Training",
+HEADINGS = ("Arguments", "Main", "Data", "Teacher", "Student", "Distillation", "Augmentation", "Pseudo-labels", "Training",
             "Export", "Run", "Other")
 SECTION_HEADINGS = {"data": "Data", "model": "Teacher", "tagger": "Student", "student": "Student", "kd": "Distillation",
                     "augment": "Augmentation", "pseudo": "Pseudo-labels", "trainer": "Training", "label": "Teacher",
@@ -77,6 +77,8 @@ def _grouped(opt: click.Option, cls: Optional[Type[ConfigBase]] = None) -> click
 
 def heading_of(param: click.Parameter) -> str:
     """The --help heading of ``param``: its tag, else Main / Run by name."""
+    if isinstance(param, click.Argument):
+        return "Arguments"
     if getattr(param, "help_group", None):
         return param.help_group  # type: ignore[attr-defined]
     return "Main" if param.name in MAIN_FLAGS else "Run"
@@ -92,7 +94,7 @@ class GroupedCommand(click.Command):
             if rec is not None:
                 groups.setdefault(heading_of(param), []).append(rec)
         for heading in [h for h in HEADINGS if h in groups] + [h for h in groups if h not in HEADINGS]:
-            with formatter.section(f"{heading} options"):
+            with formatter.section(heading if heading == "Arguments" else f"{heading} options"):
                 formatter.write_dl(groups[heading])
 
 
