@@ -70,18 +70,17 @@ MAIN_FLAGS = ("data_dir", "output_dir", "model_dir", "teacher_model_path", "mode
 
 def _grouped(opt: click.Option, cls: Optional[Type[ConfigBase]] = None) -> click.Option:
     """Tag ``opt`` with its --help heading (read by :class:`GroupedCommand`)."""
-    heading = getattr(cls, "HEADING", "") or SECTION_HEADINGS.get(getattr(cls, "SECTION", ""), "Other")
-    opt.help_group = "Main" if opt.name in MAIN_FLAGS else heading
+    opt.help_group = getattr(cls, "HEADING", "") or SECTION_HEADINGS.get(getattr(cls, "SECTION", ""), "Other")
     return opt
 
 
 def heading_of(param: click.Parameter) -> str:
-    """The --help heading of ``param``: its tag, else Main / Run by name."""
+    """The --help heading of ``param``: Arguments, Main by name, else its section's tag or Run."""
     if isinstance(param, click.Argument):
         return "Arguments"
-    if getattr(param, "help_group", None):
-        return param.help_group  # type: ignore[attr-defined]
-    return "Main" if param.name in MAIN_FLAGS else "Run"
+    if param.name in MAIN_FLAGS:
+        return "Main"
+    return getattr(param, "help_group", None) or "Run"
 
 
 class GroupedCommand(click.Command):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -11,31 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from nlp_distill.data.conll import read_conll
 from nlp_distill.data.dataset_dir import load_data_dir
 from procedures.cli import nlp_inference, nlp_train
+from tests.option_probe import invoke
 
 TINY = Path(__file__).parent / "fixtures" / "tiny"
 # softmax students with random 16-d words: fast (the defaults' CRF and 50k GloVe rows are tested in test_defaults.py)
 TAGGER_ARGS = ["--hidden", "16", "--word_embedding_dims", "16", "--embedding_file", "none", "--no_crf",
                "--batch_size", "16", "--epochs", "1", "--device", "cpu", "--seed", "3"]
-
-
-def invoke(cli, args):
-    """Invoke a click command; drop the root log handlers the run added (they hold the runner's
-    temporary stderr and run.log files)."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=True)
-    finally:
-        for h in root.handlers[:]:
-            if h not in handlers:
-                root.removeHandler(h)
-                h.close()
-        root.setLevel(level)
 
 
 def ok(result):
