@@ -25,20 +25,15 @@ def _metric_rows(metrics: Dict[str, Any]) -> List[str]:
 
 
 def _labels(model_dir: Path) -> List[str]:
+    """The label list a saved model's ``config.json`` records (``labels``, or HF's ``id2label``)."""
     from nlp_distill.io import read_json
 
-    for name in ("labels.json", "config.json"):
-        p = model_dir / name
-        if not p.is_file():
-            continue
-        obj = read_json(p)
-        if isinstance(obj, list):
-            return [str(x) for x in obj]
-        if isinstance(obj, dict):
-            if isinstance(obj.get("labels"), list):
-                return [str(x) for x in obj["labels"]]
-            if isinstance(obj.get("id2label"), dict):
-                return [obj["id2label"][k] for k in sorted(obj["id2label"], key=int)]
+    p = model_dir / "config.json"
+    cfg = read_json(p) if p.is_file() else {}
+    if isinstance(cfg.get("labels"), list):
+        return [str(x) for x in cfg["labels"]]
+    if isinstance(cfg.get("id2label"), dict):
+        return [cfg["id2label"][k] for k in sorted(cfg["id2label"], key=int)]
     return []
 
 
