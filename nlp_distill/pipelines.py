@@ -34,12 +34,14 @@ Span = Tuple[int, int]
 _TINY = float(np.finfo(np.float32).tiny)  # a score is > 0 even where a float32 marginal underflowed
 
 
-def load_for_inference(model_dir, backend: str = "auto", device=None, precision: Optional[str] = None):
+def load_for_inference(model_dir, backend: str = "auto", device=None, precision: Optional[str] = None,
+                       threads: Optional[int] = None):
     """(model, model class name, backend used) for any model folder (or run folder holding ``model/``).
 
     ``auto`` runs an ONNX export with ONNX Runtime and every other folder with torch, loaded by
     ``models.loader.load_model`` (students, compact students, transformers) or
-    ``export.backends.load_exported`` (ONNX folders).
+    ``export.backends.load_exported`` (ONNX folders). ``threads``: the ONNX Runtime session's
+    intra-op threads for an export, ``torch.set_num_threads`` (process-wide) for a torch model.
     """
     from nlp_distill.export.backends import exported_class, load_exported
     from nlp_distill.models.loader import load_model, model_class_of
@@ -59,11 +61,15 @@ def load_for_inference(model_dir, backend: str = "auto", device=None, precision:
             raise ConfigError(f"{model_dir} is an ONNX export: precision applies to torch models "
                               "(an export runs its fp32 or int8 file)")
         sub = folder if exported_class(folder) else folder / "model"
-        return load_exported(sub), exported, "onnx"
+        return load_exported(sub, threads=threads), exported, "onnx"
     cls, _ = model_class_of(folder)
     if backend == "onnx":
         raise ConfigError(f"{model_dir} holds {'a ' + cls if cls else 'no model'}, not an exported model (ONNX); "
                           "make one with `nlp-export onnx`, or use backend 'torch' or 'auto'")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     model = load_model(folder)
     if precision is not None:
         model.config.precision = precision
@@ -178,7 +184,7 @@ def entities(tokens: Sequence[str], tags: Sequence[str], scores: Sequence[float]
 
 
 def pipeline(model_dir, backend: str = "auto", device=None, batch_size: int = 64,
-             precision: Optional[str] = None) -> NerPipeline:
+             precision: Optional[str] = None, threads: Optional[int] = None) -> NerPipeline:
     """A ``NerPipeline`` over the model saved in ``model_dir`` (any model kind of this library).
 
     Args:
@@ -187,7 +193,9 @@ def pipeline(model_dir, backend: str = "auto", device=None, batch_size: int = 64
         device: torch device for torch models (``"cpu"``, ``"cuda"``, ``"cuda:1"``); default: CPU.
         batch_size: sentences (student) / windows (transformer) per batch.
         precision: torch models only: ``"fp32"``, ``"bf16"`` or ``"auto"`` instead of the saved one.
+        threads: CPU threads: ONNX Runtime intra-op threads of an export's session, or
+            ``torch.set_num_threads`` (process-wide) for a torch model; default: the runtime's choice.
     """
-    model, kind, used = load_for_inference(model_dir, backend, device, precision)
+    model, kind, used = load_for_inference(model_dir, backend, device, precision, threads)
     logger.info("%s: %s on %s", model_dir, kind, used)
     return NerPipeline(model, kind, used, batch_size)

@@ -255,11 +255,8 @@ def app_from_config(config: ServeConfig) -> Any:
     """Load the model of ``config`` (once, in this process) and build its app."""
     from nlp_distill.pipelines import pipeline  # the function `from nlp_distill import pipeline` exports
 
-    if config.threads:
-        import torch
-
-        torch.set_num_threads(config.threads)
-    ner = pipeline(config.model_dir, backend=config.backend, device=config.device, batch_size=config.batch_size)
+    ner = pipeline(config.model_dir, backend=config.backend, device=config.device, batch_size=config.batch_size,
+                   threads=config.threads)
     logger.info("serving %s (%s) from %s, pid %d", ner.model_kind, config.backend, config.model_dir, os.getpid())
     return create_app(ner, max_texts=config.max_texts, max_chars=config.max_chars, max_wait_ms=config.max_wait_ms,
                       max_batch_size=config.max_batch_size, max_body_bytes=config.max_body_bytes)

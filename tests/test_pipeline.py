@@ -169,3 +169,17 @@ def test_numpy_crf_marginals_equal_the_torch_module():
 ])
 def test_entity_spans_read_every_scheme(tags, spans):
     assert entity_spans(tags) == spans
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_threads_reach_the_onnx_session_and_torch(threads, folders):
+    from nlp_distill import pipeline
+
+    ner = pipeline(_folder(folders, "onnx_crf"), threads=threads)
+    assert ner.model.session.get_session_options().intra_op_num_threads == threads
+    before = torch.get_num_threads()
+    try:
+        pipeline(folders["crf"], threads=threads)
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
