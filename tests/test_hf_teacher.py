@@ -131,3 +131,14 @@ def test_transformer_token_starts_from_a_hf_classifier_with_its_head_in_the_data
     words = d.dev[2].tokens
     expected = hf_word_logits(hf_teacher, words)[:, [HF_ORDER.index(n) for n in d.labels.labels]]
     np.testing.assert_allclose(clf.word_logits([words])[0], expected, atol=1e-5)
+
+
+def test_underscore_and_bilou_spellings_of_a_hf_head_match_the_data(tmp_path):
+    """A HF model trained on ``B_PER`` / BILOU tags teaches data read as ``B-PER`` / BIOES: its
+    head's names are normalised as the data reader normalises tags, and its columns follow them."""
+    spelled = {"B-PER": "B_PER", "I-LOC": "I_LOC", "B-ORG": "U-ORG"}  # U- (BILOU) is S- here
+    folder = make_hf_classifier(tmp_path / "hf", [spelled.get(l, l) for l in HF_ORDER])
+    clf = load_model(folder, expect="TransformerTokenClassifier")
+    assert clf.labels.labels == ["B-PER", "I-LOC", "O", "I-PER", "S-ORG", "B-LOC", "I-ORG"]
+    words = load_data_dir(TINY).dev[0].tokens
+    np.testing.assert_allclose(clf.word_logits([words])[0], hf_word_logits(folder, words), atol=1e-5)

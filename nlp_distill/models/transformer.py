@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from nlp_distill.config import TransformerConfig
 from nlp_distill.data.alignment import Window, WordAligner, pad_rows, pool_words
-from nlp_distill.data.labels import LabelVocab, columns_by_name
+from nlp_distill.data.labels import LabelVocab, columns_by_name, is_plain_tag_set, normalize_tag
 from nlp_distill.data.tokenize import check_token_lists
 from nlp_distill.errors import ConfigError
 from nlp_distill.io import LIBRARY_VERSION, read_json, write_json
@@ -144,8 +144,8 @@ class TransformerTokenClassifier(nn.Module):
             labels = head_labels = saved_labels
             config = config or TransformerConfig.from_dict(meta["config"])
         elif hf_labels is not None:
-            try:
-                head_labels = LabelVocab(hf_labels)
+            try:  # span spellings (B_PER, BILOU) as the data reader writes them, so names match the data's
+                head_labels = LabelVocab(hf_labels if is_plain_tag_set(hf_labels) else [normalize_tag(l) for l in hf_labels])
             except ValueError as e:
                 raise ConfigError(f"{p / 'config.json'}: id2label: {e}") from None
         elif labels is None:
