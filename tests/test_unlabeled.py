@@ -190,3 +190,16 @@ def test_split_sentences_loses_only_whitespace():
     parts = split_sentences(text)
     assert len(parts) == 5
     assert "".join("".join(p.split()) for p in parts) == "".join(text.split())
+
+
+def test_space_separated_pos_conll_is_conll(tmp_path):
+    # "token POS" columns split by spaces (no tab, no B-/I- tag): the tags are not words
+    p = _write(tmp_path / "pos.txt", "The DT\nman NN\nsaw VBD\nher PRP$\n. .\n\nHe PRP\nleft VBD\n")
+    assert detect_format(p) == "conll"
+    assert [s.tokens for s in iter_unlabeled(p)] == [["The", "man", "saw", "her", "."], ["He", "left"]]
+    # UD tags, three columns
+    p2 = _write(tmp_path / "ud.txt", "Mary Mary PROPN\nleft leave VERB\n, , PUNCT\n\nBye bye INTJ\n")
+    assert detect_format(p2) == "conll"
+    # prose lines of equal length ending in capitals, with no blank line, stay text
+    assert detect_format(_write(tmp_path / "t.txt", "we met IBM\nthey saw NASA\nI said OK\n")) == "text"
+    assert detect_format(_write(tmp_path / "l.txt", "The man\nsaw her\nleave now\n\nok\n")) == "text"

@@ -38,6 +38,14 @@ def _is_tag(t: str) -> bool:
         return False
 
 
+_POS_SHAPED = re.compile(r"[A-Z][A-Z0-9$_+|-]*|[^\w\s]{1,3}")  # NN, PRP$, PROPN, -LRB-, ".", "``"
+
+
+def _pos_shaped(last: List[str]) -> bool:
+    """A last column of POS tags: every value upper-case or punctuation, some of them letters."""
+    return all(_POS_SHAPED.fullmatch(t) for t in last) and any(t[0].isalpha() for t in last)
+
+
 def _first_block(path, limit: int = 200, encoding: str = "utf-8") -> Tuple[List[Tuple[int, str]], bool]:
     """The first sentence block (non-blank lines up to the first blank line after them, at most
     ``limit``) and whether a blank line ended it."""
@@ -67,8 +75,9 @@ def detect_format(path, encoding: str = "utf-8") -> str:
     """``"conll"`` or ``"text"``, decided from the column structure of the whole first sentence.
 
     CoNLL: every line of the first sentence has the same number of columns and either a
-    tag-shaped last column (``O``, ``B-X``...), tab-separated columns on every line, or one token
-    per line with a blank line ending the sentence. Anything else is raw text, one whitespace-
+    tag-shaped last column (``O``, ``B-X``...), tab-separated columns on every line, a POS-shaped
+    last column on 3 or more lines ended by a blank line (``NNP``, ``PRP$``, ``.``), or one token per line with a blank
+    line ending the sentence. Anything else is raw text, one whitespace-
     tokenized sentence per line (a tab inside one line of prose does not make a file CoNLL).
     """
     block, ended = _first_block(path, encoding=encoding)
@@ -85,6 +94,8 @@ def detect_format(path, encoding: str = "utf-8") -> str:
             fmt, why = "conll", f"{n} columns, the last tag-shaped"
         elif n >= 2 and len(block) > 1 and all(l.count("\t") == n - 1 for _, l in block):
             fmt, why = "conll", f"{n} tab-separated columns"
+        elif n >= 2 and len(block) >= 3 and ended and _pos_shaped([c[-1] for c in cols]):
+            fmt, why = "conll", f"{n} columns, the last POS-shaped"
         else:
             why = f"{len(block)} line(s) of {n} word(s)"
     logger.info("%s: read as %s (first sentence: %s)", path, "CoNLL" if fmt == "conll" else "raw text", why)
