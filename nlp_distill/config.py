@@ -452,6 +452,7 @@ class LabelConfig(ConfigBase):
     max_unlabeled: Optional[int] = option(None, ge=1, help="Label at most this many sentences (default: all).")
     teacher_batch_size: int = option(64, ge=1, help="Windows per teacher batch.")
     chunk_sentences: int = option(2048, ge=1, help="Sentences per store chunk (the unit a rerun redoes).")
+    data_dir: str = option("", path="dir", help="Cut the teacher's head to this data folder's labels (labels.txt or its train tags), as tagger_kd does, so a store from a teacher with more labels than the data is accepted by `tagger_kd --transfer_store`; default: the teacher's own labels.")
 
 
 @dataclass

@@ -113,6 +113,10 @@ def _kd_run(task: str, data_dir, out: Path, d: TaggingData, tagger: TaggerConfig
         if not len(store):
             raise ConfigError(f"{text}: no unlabeled sentences")
     if store is not None and store.key != teacher_fingerprint(teacher):
+        if store.labels != teacher.labels.labels:  # same teacher, head not cut to the data's labels
+            raise ConfigError(f"--transfer_store {store.folder} holds the labels {store.labels}, the teacher here "
+                              f"predicts the data's {teacher.labels.labels}: label the text again with "
+                              f"`nlp-train label_unlabeled --data_dir {data_dir} ...`")
         raise ConfigError(f"--transfer_store {store.folder} was labeled by another teacher than --teacher_model_path")
     scores = teacher_scores(teacher, d.dev, d.test)
     dist = TeacherStudentDistill(teacher, kd)

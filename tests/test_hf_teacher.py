@@ -142,3 +142,21 @@ def test_underscore_and_bilou_spellings_of_a_hf_head_match_the_data(tmp_path):
     assert clf.labels.labels == ["B-PER", "I-LOC", "O", "I-PER", "S-ORG", "B-LOC", "I-ORG"]
     words = load_data_dir(TINY).dev[0].tokens
     np.testing.assert_allclose(clf.word_logits([words])[0], hf_word_logits(folder, words), atol=1e-5)
+
+
+def test_a_store_from_a_teacher_with_extra_labels_needs_the_data_labels(tmp_path):
+    """label_unlabeled scores with the teacher's whole head unless --data_dir cuts it to the data's
+    labels; tagger_kd names that remedy instead of calling the same teacher another one."""
+    from tests.test_cli import TAGGER_ARGS, invoke, ok
+
+    folder = make_hf_classifier(tmp_path / "hf", HF_ORDER + ["B-MISC", "I-MISC"])
+    base = ["label_unlabeled", "--teacher_model_path", folder, "--unlabeled_filename", TINY / "unlabeled.txt",
+            "--max_unlabeled", 6, "--device", "cpu"]
+    ok(invoke(nlp_train, [*base, "--output_dir", tmp_path / "whole"]))
+    ok(invoke(nlp_train, [*base, "--output_dir", tmp_path / "cut", "--data_dir", TINY]))
+    assert json.loads((tmp_path / "whole" / "meta.json").read_text())["labels"][-2:] == ["B-MISC", "I-MISC"]
+    assert json.loads((tmp_path / "cut" / "meta.json").read_text())["labels"] == HF_ORDER  # the data's, head order
+    kd = ["tagger_kd_pseudo", "--data_dir", TINY, *TAGGER_ARGS, "--teacher_model_path", folder, "--augment", 0]
+    r = invoke(nlp_train, [*kd, "--output_dir", tmp_path / "a", "--transfer_store", tmp_path / "whole"])
+    assert r.exit_code != 0 and "label_unlabeled --data_dir" in r.output and "another teacher" not in r.output
+    ok(invoke(nlp_train, [*kd, "--output_dir", tmp_path / "b", "--transfer_store", tmp_path / "cut"]))
