@@ -222,6 +222,9 @@ class TransformerConfig(ConfigBase):
     # 1.5x faster but 0.3 and 1.0 test F1 lower on two seeds, so it stays fp32 there (docs/benchmarks.md)
     precision: str = option("auto", choices=("auto", "fp32", "bf16"),
                             help="Matmul precision of the transformer's forward: bf16 autocast (training and labeling) or fp32; auto: bf16 on a CUDA GPU with bf16; on a CPU with AMX tiles bf16 for predict/labeling only (training stays fp32); else fp32.")
+    # the new head starts from small random weights; an encoder whose features are small (all-mpnet-base-v2:
+    # token norm ~3 against ~6.5 for MiniLM) moves it slowly at an encoder's learning rate
+    head_lr: Optional[float] = option(None, gt=0, help="Learning rate of the classification head (new, random weights); default: --lr.")
     holdout_fold: List[int] = option(default_factory=list, ge=0, metavar="K,k",
                                      help="Out-of-fold teacher: train without fold k of K (train sentence i is in fold i % K); tagger_kd given all K such teachers labels each training sentence with the one that never saw it. Empty: all of train.")
 
@@ -372,6 +375,10 @@ class TransformerStudentConfig(ConfigBase):
     layer_mappings: List[str] = option(default_factory=list,
                                        help="TEACHER:STUDENT layer pairs (0-based) for the hidden/attention losses, e.g. 1:0,3:1,5:2; empty: each student layer with the teacher layer it was copied from.")
     attention_w: float = option(0.0, ge=0, flag="kd_attention_w", help="Weight of the attention-distribution KL on mapped layers (0: off).")
+    # word-level logits make the student's tokenizer and width free: the teacher's logits are
+    # computed once per training sentence and pooled to words before they meet the student
+    model_name_or_path: str = option("", path="dir", metavar="DIR|NAME", flag="student_model_name_or_path",
+                                     help="Fine-tune this encoder (HF folder, or a packaged encoder: minilm, mpnet) as the student instead of cutting the teacher: KD on word-level logits only, so its tokenizer and width may differ from the teacher's (no hidden-state or attention loss, no --student_layers). Empty: cut the teacher.")
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -115,6 +115,22 @@ def _train_teacher(out: Path, data_dir, model: TransformerConfig, trainer: Train
     return fit_transformer(out, clf, train, data, trainer, run)
 
 
+def param_groups(clf: TransformerTokenClassifier, weight_decay: float, head_lr: Optional[float]) -> List[Dict]:
+    """Optimiser groups: no weight decay on biases and norms; the classification head at ``head_lr``
+    (``None``: the optimiser's lr). Empty groups are left out."""
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    head = {id(p) for p in clf.model.classifier.parameters()} if head_lr else set()
+    groups = []
+    for is_head in (False, True):
+        for decay in (True, False):
+            ps = [p for n, p in clf.named_parameters()
+                  if p.requires_grad and (id(p) in head) == is_head and n.endswith(no_decay) != decay]
+            if ps:
+                groups.append({"params": ps, "weight_decay": weight_decay if decay else 0.0,
+                               **({"lr": head_lr} if is_head else {})})
+    return groups
+
+
 def fit_transformer(out: Path, clf: TransformerTokenClassifier, train: Sequence[Sentence], data: TaggingData,
                     trainer: TrainerConfig, run: RunOptions, loss_fn: Optional[Callable] = None,
                     extra_metrics: Optional[Dict[str, Any]] = None,
@@ -137,10 +153,7 @@ def fit_transformer(out: Path, clf: TransformerTokenClassifier, train: Sequence[
     def collate(idx):
         return {k: v.to(dev_) for k, v in clf.collate([windows[i] for i in idx], train_tags, targets).items()}
 
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-    named = [(n, p) for n, p in clf.named_parameters() if p.requires_grad]
-    groups = [{"params": [p for n, p in named if not n.endswith(no_decay)], "weight_decay": trainer.weight_decay},
-              {"params": [p for n, p in named if n.endswith(no_decay)], "weight_decay": 0.0}]
+    groups = param_groups(clf, trainer.weight_decay, clf.config.head_lr)
 
     def evaluate():
         return evaluate_split(clf.predict, data.dev)

@@ -124,3 +124,34 @@ def test_mpnet_teacher_kd_student_layer_drop_and_onnx_export(tiny_mpnet_dir, tmp
     ok(invoke(nlp_inference, ["transformer_token", "--model_dir", tmp_path / "onnx", "--data_file", TINY / "test.txt",
                               "--output_file", out, "--backend", "onnx"]))
     assert len(read_conll(out, tag_column=1)) == len(DATA.test)
+
+
+def test_a_minilm_like_student_of_another_tokenizer_and_width_learns_from_mpnet_word_logits(tiny_mpnet_dir, tmp_path):
+    """transformer_kd --student_model_name_or_path: a BERT student (word-piece tokenizer with
+    [CLS]/[SEP], hidden 24) taught by an MPNet teacher (<s>/</s>, hidden 32) through word-level
+    logits computed once; the KD term falls and nothing asks the teacher to read the student's ids."""
+    from transformers import BertConfig, BertModel
+
+    bert = tmp_path / "bert"
+    tok = make_tiny_tokenizer(bert)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(tok), hidden_size=24, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=48, max_position_embeddings=64)).save_pretrained(str(bert))
+    t = tmp_path / "teacher"
+    ok(invoke(nlp_train, ["transformer_token", "--data_dir", TINY, "--output_dir", t, "--model_name_or_path",
+                          tiny_mpnet_dir, "--num_train_epochs", 2, "--lr", 5e-3, "--max_seq_length", 32, "--device", "cpu"]))
+    s = tmp_path / "student"
+    args = ["transformer_kd", "--data_dir", TINY, "--output_dir", s, "--teacher_model_path", t, "--device", "cpu",
+            "--student_model_name_or_path", bert, "--kd_student_w", 0, "--augment", 1, "--lr", 5e-3,
+            "--num_train_epochs", 4, "--warmup_ratio", 0, "--report_to", "jsonl"]
+    ok(invoke(nlp_train, args))
+    m = json.loads((s / "metrics.json").read_text())
+    assert m["student_model"] == str(bert) and m["student_layers"] == []
+    student = TransformerTokenClassifier.from_pretrained(str(s))
+    assert type(student.model).__name__ == "BertForTokenClassification" and student.model.config.hidden_size == 24
+    assert student.tokenizer.cls_token == "[CLS]" and student.config.max_seq_length == 32  # the teacher's windows
+    log = [json.loads(l) for l in (s / "train_log.jsonl").read_text().splitlines() if '"train_kd"' in l]
+    assert "train_hidden" not in log[0] and log[-1]["train_kd"] < log[0]["train_kd"]
+    # layer-wise losses need a student cut from the teacher: refused by name
+    bad = invoke(nlp_train, [*args[:4], tmp_path / "bad", *args[5:], "--kd_hidden_w", 1])
+    assert bad.exit_code != 0 and "--kd_hidden_w" in bad.output and "cut from the teacher" in bad.output

@@ -307,6 +307,7 @@ TABLES: Dict[str, Dict[str, Probe]] = {
         "num_student_layers": ([], ["--num_student_layers", "2"], arch),
         "layer_mappings": (["--kd_hidden_w", "1"], ["--kd_hidden_w", "1", "--layer_mappings", "1:0"], loss),
         "kd_attention_w": ([], ["--kd_attention_w", "1"], loss),
+        "student_model_name_or_path": ([], ["--student_model_name_or_path", "{encoder2}"], weights),
         "augment": ([], ["--augment", "1"], batches),
         **{k: (b, c, transformer_rows) for k, (b, c, _) in AUGMENT.items() if k != "augment"},
         "config_file": ([], ["--config", "{kd_config}"], loss),
@@ -315,6 +316,7 @@ TABLES: Dict[str, Dict[str, Probe]] = {
         **TRANSFORMER_TRAINER, **TRANSFORMER_SIZES, **TRANSFORMER_RUN,
         "seed": ([], ["--seed", "5"], weights),  # the new head's initial weights
         "model_name_or_path": ([], ["--model_name_or_path", "{encoder2}"], weights),
+        "head_lr": ([], ["--head_lr", "0.01"], optimizer),
         "max_seq_length": ([], ["--max_seq_length", "8"], transformer_rows),  # long sentences: more windows
         "stride": (["--max_seq_length", "12", "--stride", "4"], ["--stride", "1"], transformer_rows),
         "pooling": ([], ["--pooling", "first"], loss),

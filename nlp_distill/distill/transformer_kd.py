@@ -78,6 +78,10 @@ class TransformerDistill:
         only for the hidden and attention terms."""
         kd, pool = self.kd, self.student.config.pooling
         cached = batch.get("teacher_logits")
+        if cached is None and self.student.tokenizer is not self.teacher.tokenizer:
+            # a student with its own tokenizer cannot feed its input ids to the teacher
+            raise ConfigError("a student with its own encoder needs the teacher's word logits in every batch "
+                              "(teacher_logits): compute them once with label_copies_in_memory(soft_targets=True)")
         t = None
         if cached is None or kd.hidden_w or self.cfg.attention_w:
             with torch.no_grad():
