@@ -9,14 +9,14 @@ import functools
 import importlib
 import json
 import os
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import click
 
 from nlp_distill.config import (AugmentConfig, CompactConfig, KDConfig, LayerDropModelConfig, PseudoConfig, StudentDataConfig, StudentTrainerConfig,
                                 LabelConfig, SeedsConfig, TaggerConfig, TeacherTrainerConfig, TransformerConfig,
                                 TransformerKDConfig, TransformerStudentConfig)
-from procedures.options import GroupedCommand, build_configs, config_options
+from procedures.options import GroupedCommand, build_configs, config_options, given_settings
 
 
 class FriendlyGroup(click.Group):
@@ -111,14 +111,21 @@ def run_options(f, without: Sequence[str] = ()):
     return f
 
 
-def training_command(name: str, target: str, classes: tuple, doc: str, exclude: Sequence[str] = ()) -> None:
+def training_command(name: str, target: str, classes: tuple, doc: str, exclude: Sequence[str] = (),
+                     defaults: Optional[str] = None) -> None:
     """Register ``nlp-train NAME``: the run options plus one option per field of ``classes``,
-    calling ``target(data_dir, output_dir, **configs, run=RunOptions)`` (imported when run)."""
+    calling ``target(data_dir, output_dir, **configs, run=RunOptions)`` (imported when run).
+    ``defaults`` (``module.function(configs, given) -> configs``) may change the settings the user
+    did not give (``given``: (section, field) pairs)."""
     module, func = target.rsplit(".", 1)
 
     def callback(ctx: click.Context, data_dir, output_dir, config_file, **_: Any) -> None:
         procedure = getattr(importlib.import_module(module), func)
-        _echo_result(procedure(data_dir, output_dir, **build_configs(ctx, config_file), run=_run_options(ctx)))
+        configs = build_configs(ctx, config_file)
+        if defaults:
+            d_module, d_func = defaults.rsplit(".", 1)
+            configs = getattr(importlib.import_module(d_module), d_func)(configs, set(given_settings(ctx, config_file)))
+        _echo_result(procedure(data_dir, output_dir, **configs, run=_run_options(ctx)))
 
     callback.__doc__ = doc
     nlp_train.command(name)(run_options(config_options(*classes, exclude=exclude)(click.pass_context(callback))))
@@ -126,7 +133,8 @@ def training_command(name: str, target: str, classes: tuple, doc: str, exclude: 
 
 training_command("transformer_token", "procedures.transformer_token.do_training",
                  (TransformerConfig, TeacherTrainerConfig, SeedsConfig),
-                 "Fine-tune a transformer token classifier (the teacher; --seeds: several, for an ensemble).")
+                 "Fine-tune a transformer token classifier (the teacher; --seeds: several, for an ensemble).",
+                 defaults="procedures.transformer_token.encoder_recipe")
 training_command("transformer_kd", "procedures.transformer_kd.do_transformer_kd",
                  (LayerDropModelConfig, TeacherTrainerConfig, TransformerKDConfig, TransformerStudentConfig, AugmentConfig),
                  "Distil a teacher (or an ensemble) into a transformer student made of some layers of the (first) teacher, saved like a teacher.")
@@ -166,7 +174,6 @@ def label_unlabeled(ctx: click.Context, output_dir, device, encoding, config_fil
 @click.pass_context
 def search_tagger_kd(ctx: click.Context, data_dir, output_dir, config_file, n_trials, **_: Any) -> None:
     """Search KD weights, temperature, lr, dropout and hidden size on dev (needs optuna); those given as flags or in --config keep their value."""
-    from procedures.options import given_settings
     from procedures.search import SEARCHED, do_search
 
     given = set(given_settings(ctx, config_file))  # the user's values are kept, the rest searched

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -15,6 +15,7 @@ from nlp_distill.data.dataset_dir import TaggingData, load_data_dir
 from nlp_distill.errors import ConfigError
 from nlp_distill.io import folder_size, read_json, write_json
 from nlp_distill.metrics import evaluate_split
+from nlp_distill.models.packaged_encoders import ENCODERS
 from nlp_distill.models.transformer import TransformerTokenClassifier
 from nlp_distill.utils import distributed as ddp
 from nlp_distill.training.checkpoint import seed_everything
@@ -22,6 +23,20 @@ from nlp_distill.training.trainer import Trainer
 from procedures.common import STATUS_FILE, RunOptions, environment, pick_device, run_folder
 
 logger = logging.getLogger(__name__)
+
+
+def encoder_recipe(configs: Dict[str, Any], given: Set[Tuple[str, str]]) -> Dict[str, Any]:
+    """A packaged encoder's measured recipe (``PackagedEncoder.recipe``, e.g. mpnet's lr, batch
+    size and head lr) in place of the settings the user did not give; the change is logged."""
+    enc = ENCODERS.get(configs["model"].model_name_or_path)
+    applied = []
+    for section, field, value in enc.recipe if enc else ():
+        if (section, field) not in given and getattr(configs[section], field) != value:
+            configs = {**configs, section: configs[section].replace(**{field: value})}
+            applied.append(f"{field} {value:g}")
+    if applied:
+        logger.info("%s: its measured recipe sets %s (flags override)", enc.name, ", ".join(applied))
+    return configs
 
 
 def do_training(data_dir, output_dir, model: TransformerConfig = TransformerConfig(),

@@ -155,3 +155,23 @@ def test_a_minilm_like_student_of_another_tokenizer_and_width_learns_from_mpnet_
     # layer-wise losses need a student cut from the teacher: refused by name
     bad = invoke(nlp_train, [*args[:4], tmp_path / "bad", *args[5:], "--kd_hidden_w", 1])
     assert bad.exit_code != 0 and "--kd_hidden_w" in bad.output and "cut from the teacher" in bad.output
+
+
+def test_the_mpnet_short_name_brings_its_measured_recipe_unless_flags_say_otherwise(tiny_mpnet_dir, tmp_path,
+                                                                                    monkeypatch):
+    """`--model_name_or_path mpnet` trains at lr 5e-5, batch 32 and a 2e-3 head (the recipe that
+    did not stay at the label prior); a typed flag keeps its value; another encoder is untouched."""
+    import nlp_distill.models.transformer as transformer
+
+    real = transformer.resolve_encoder
+    monkeypatch.setattr(transformer, "resolve_encoder", lambda p: str(tiny_mpnet_dir) if p == "mpnet" else real(p))
+    common = ["transformer_token", "--data_dir", TINY, "--num_train_epochs", 1, "--max_seq_length", 32, "--device", "cpu"]
+
+    def settings(out, *extra):
+        ok(invoke(nlp_train, [*common, "--output_dir", tmp_path / out, *extra]))
+        cfg = json.loads((tmp_path / out / "config.json").read_text())
+        return cfg["trainer"]["lr"], cfg["model"]["batch_size"], cfg["model"]["head_lr"]
+
+    assert settings("recipe", "--model_name_or_path", "mpnet") == (5e-5, 32, 2e-3)
+    assert settings("typed", "--model_name_or_path", "mpnet", "--lr", 1e-3, "--head_lr", 1e-2) == (1e-3, 32, 1e-2)
+    assert settings("folder", "--model_name_or_path", tiny_mpnet_dir) == (2e-4, 16, None)
