@@ -3,7 +3,6 @@ weights) and distilled with logits KD (from one teacher or an ensemble), hidden-
 attention KL on mapped layers."""
 from __future__ import annotations
 
-import logging
 from typing import Any, Dict
 
 from nlp_distill.config import (AugmentConfig, LayerDropModelConfig, TeacherTrainerConfig, TrainerConfig,
@@ -12,15 +11,11 @@ from nlp_distill.data.dataset_dir import load_data_dir
 from nlp_distill.distill.ensemble import OutOfFoldTeachers, TeacherEnsemble
 from nlp_distill.distill.teachers import load_teacher, teacher_scores
 from nlp_distill.distill.transfer_set import label_copies_in_memory
-from nlp_distill.distill.transformer_kd import TransformerDistill, layer_mapping
+from nlp_distill.distill.transformer_kd import TransformerDistill, transformer_student
 from nlp_distill.errors import ConfigError
-from nlp_distill.models.layer_drop import bottom_layers, drop_layers, encoder_layers
-from nlp_distill.models.transformer import TransformerTokenClassifier
 from nlp_distill.training.checkpoint import seed_everything
 from procedures.common import RunOptions, pick_device, run_folder
 from procedures.transformer_token import fit_transformer
-
-logger = logging.getLogger(__name__)
 
 
 def do_transformer_kd(data_dir, output_dir, model: LayerDropModelConfig = LayerDropModelConfig(),
@@ -51,7 +46,7 @@ def do_transformer_kd(data_dir, output_dir, model: LayerDropModelConfig = LayerD
         if teacher.labels != d.labels:
             raise ConfigError(f"the teacher's labels {teacher.labels.labels} differ from {data_dir}'s {d.labels.labels}")
         scores = teacher_scores(teacher, d.dev, d.test)
-        clf, kept, mapping = build_student(source, student, kd, d.labels)
+        clf, kept, mapping = transformer_student(source, student, kd, d.labels)
         clf.config = clf.config.replace(batch_size=model.batch_size, eval_batch_size=model.eval_batch_size,
                                         precision=model.precision, holdout_fold=[],  # a student of all of train
                                         head_lr=None)
@@ -62,32 +57,6 @@ def do_transformer_kd(data_dir, output_dir, model: LayerDropModelConfig = LayerD
         dist = TransformerDistill(source, clf, kd, student, mapping)
         return fit_transformer(out, clf, train, d, trainer, run, loss_fn=lambda b: (*dist.loss(b), dist.last_parts),
                                extra_metrics={"teacher": scores, "student_layers": kept,
-                                                             "student_model": student.model_name_or_path or None}, targets=targets)
+                                              "student_model": student.model_name_or_path or None},
+                               targets=targets)
 
-
-def build_student(source, student: TransformerStudentConfig, kd: TransformerKDConfig, labels):
-    """The student and its (kept layers, layer pairs): layers cut from ``source``, or a new
-    classifier on ``student.model_name_or_path`` (no layers kept, no pairs).
-
-    Raises:
-        ConfigError: a separate encoder asked for layer-wise losses or layers to keep.
-    """
-    n_teacher = len(encoder_layers(source.model))
-    if student.model_name_or_path:
-        asked = [f for f, v in (("--kd_hidden_w", kd.hidden_w), ("--kd_attention_w", student.attention_w),
-                                ("--student_layers", student.student_layers),
-                                ("--layer_mappings", student.layer_mappings)) if v]
-        if asked:
-            raise ConfigError(f"--student_model_name_or_path {student.model_name_or_path}: {', '.join(asked)} "
-                              "need a student cut from the teacher (layers of the same model); drop them")
-        cfg = source.config.replace(model_name_or_path=student.model_name_or_path)
-        clf = TransformerTokenClassifier.from_pretrained(student.model_name_or_path, labels, cfg)
-        logger.info("student: %s (%.1fM parameters), taught by a %d-layer teacher of %.1fM through word-level logits",
-                    student.model_name_or_path, clf.num_parameters() / 1e6, n_teacher, source.num_parameters() / 1e6)
-        return clf, [], []
-    kept = student.student_layers or bottom_layers(n_teacher, student.num_student_layers)
-    clf = drop_layers(source, kept)
-    mapping = layer_mapping(student, kept, n_teacher)
-    logger.info("student: teacher layers %s of %d (%.1fM of %.1fM parameters); layer pairs %s", kept, n_teacher,
-                clf.num_parameters() / 1e6, source.num_parameters() / 1e6, mapping)
-    return clf, kept, mapping

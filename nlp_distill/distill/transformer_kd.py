@@ -1,11 +1,13 @@
-"""Distillation between transformers of the same family (a layer-dropped student and its
-teacher): word-level logits KD, hidden-state MSE and attention KL on mapped layers, gold CE.
+"""Distillation between transformers (a layer-dropped student and its teacher, or another
+encoder taught by word-level logits alone): word-level logits KD, hidden-state MSE and attention
+KL on mapped layers, gold CE.
 The teacher runs under ``no_grad`` on the same windows every step (its hidden states and
 attention maps are too large to cache); an ensemble's word logits are computed once instead and
 arrive with the batch, while the member the student was cut from gives the hidden/attention
 targets."""
 from __future__ import annotations
 
+import logging
 from types import SimpleNamespace
 from typing import Dict, List, Sequence, Tuple
 
@@ -13,9 +15,14 @@ import torch
 
 from nlp_distill.config import TransformerKDConfig, TransformerStudentConfig
 from nlp_distill.data.alignment import pool_words
+from nlp_distill.data.labels import LabelVocab
 from nlp_distill.distill import losses
 from nlp_distill.errors import ConfigError
+from nlp_distill.models.layer_drop import bottom_layers, drop_layers, encoder_layers
+from nlp_distill.models.transformer import TransformerTokenClassifier
 from nlp_distill.modules.masked_loss import ce
+
+logger = logging.getLogger(__name__)
 
 
 def layer_mapping(cfg: TransformerStudentConfig, kept: Sequence[int], n_teacher: int) -> List[Tuple[int, int]]:
@@ -33,6 +40,35 @@ def layer_mapping(cfg: TransformerStudentConfig, kept: Sequence[int], n_teacher:
             raise ConfigError(f"--layer_mappings {item}: teacher layers are 0..{n_teacher - 1}, student 0..{len(kept) - 1}")
         pairs.append((t, s))
     return pairs
+
+
+def transformer_student(source, student: TransformerStudentConfig, kd: TransformerKDConfig, labels: LabelVocab
+                        ) -> Tuple[TransformerTokenClassifier, List[int], List[Tuple[int, int]]]:
+    """The student and its (kept layers, layer pairs): layers cut from ``source``, or a new
+    classifier on ``student.model_name_or_path`` (no layers kept, no pairs).
+
+    Raises:
+        ConfigError: a separate encoder asked for layer-wise losses or layers to keep.
+    """
+    n_teacher = len(encoder_layers(source.model))
+    if student.model_name_or_path:
+        asked = [f for f, v in (("--kd_hidden_w", kd.hidden_w), ("--kd_attention_w", student.attention_w),
+                                ("--student_layers", student.student_layers),
+                                ("--layer_mappings", student.layer_mappings)) if v]
+        if asked:
+            raise ConfigError(f"--student_model_name_or_path {student.model_name_or_path}: {', '.join(asked)} "
+                              "need a student cut from the teacher (layers of the same model); drop them")
+        cfg = source.config.replace(model_name_or_path=student.model_name_or_path)
+        clf = TransformerTokenClassifier.from_pretrained(student.model_name_or_path, labels, cfg)
+        logger.info("student: %s (%.1fM parameters), taught by a %d-layer teacher of %.1fM through word-level logits",
+                    student.model_name_or_path, clf.num_parameters() / 1e6, n_teacher, source.num_parameters() / 1e6)
+        return clf, [], []
+    kept = student.student_layers or bottom_layers(n_teacher, student.num_student_layers)
+    clf = drop_layers(source, kept)
+    mapping = layer_mapping(student, kept, n_teacher)
+    logger.info("student: teacher layers %s of %d (%.1fM of %.1fM parameters); layer pairs %s", kept, n_teacher,
+                clf.num_parameters() / 1e6, source.num_parameters() / 1e6, mapping)
+    return clf, kept, mapping
 
 
 class TransformerDistill:
