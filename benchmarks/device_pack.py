@@ -55,15 +55,12 @@ def dequantize(packed: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
 
 def pack_encoder(src: str, out: Path, part_mb: float) -> List[Path]:
     """Quantize ``src`` (HF folder or packaged name) and write ``out_pN/`` part folders."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save
 
     from nlp_distill.models.packaged_encoders import resolve_encoder
     folder = Path(resolve_encoder(src))
-    blob_path = out.parent / (out.name + ".int8.safetensors")
-    blob_path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(quantize(load_file(str(folder / "model.safetensors"))), str(blob_path))
-    blob = blob_path.read_bytes()
-    blob_path.unlink()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    blob = save(quantize(load_file(str(folder / "model.safetensors"))))
     step = int(part_mb * 2**20)
     chunks = [blob[i:i + step] for i in range(0, len(blob), step)]
     parts = []

@@ -137,7 +137,7 @@ training_command("transformer_token", "procedures.transformer_token.do_training"
                  defaults="procedures.transformer_token.encoder_recipe")
 training_command("transformer_kd", "procedures.transformer_kd.do_transformer_kd",
                  (LayerDropModelConfig, TeacherTrainerConfig, TransformerKDConfig, TransformerStudentConfig, AugmentConfig),
-                 "Distil a teacher (or an ensemble) into a transformer student made of some layers of the (first) teacher, saved like a teacher.")
+                 "Distil a teacher (or an ensemble) into a transformer student made of some layers of the (first) teacher, or into another encoder (--student_model_name_or_path), saved like a teacher.")
 training_command("tagger", "procedures.tagger.do_training", (TaggerConfig, StudentTrainerConfig, StudentDataConfig),
                  "Train a student tagger (BiLSTM or ID-CNN, softmax or CRF) on gold labels.",
                  exclude=("vocab_from_unlabeled",))  # no unlabeled or augmented text in this run

@@ -1,6 +1,7 @@
 """``nlp-train transformer_kd``: a transformer student cut from its teacher (kept layers, copied
 weights) and distilled with logits KD (from one teacher or an ensemble), hidden-state MSE and
-attention KL on mapped layers."""
+attention KL on mapped layers; or another encoder (``--student_model_name_or_path``) distilled
+with word-level logits KD alone."""
 from __future__ import annotations
 
 from typing import Any, Dict
