@@ -18,6 +18,7 @@ from nlp_distill.models.layer_drop import drop_layers, encoder_layers
 from nlp_distill.models.transformer import TransformerTokenClassifier
 from procedures.cli import nlp_export, nlp_inference, nlp_train
 from tests.conftest import TINY, make_tiny_tokenizer
+from tests.option_probe import capture
 from tests.test_cli import TAGGER_ARGS, invoke, ok
 
 DATA = load_data_dir(TINY)
@@ -168,10 +169,12 @@ def test_the_mpnet_short_name_brings_its_measured_recipe_unless_flags_say_otherw
     common = ["transformer_token", "--data_dir", TINY, "--num_train_epochs", 1, "--max_seq_length", 32, "--device", "cpu"]
 
     def settings(out, *extra):
-        ok(invoke(nlp_train, [*common, "--output_dir", tmp_path / out, *extra]))
-        cfg = json.loads((tmp_path / out / "config.json").read_text())
-        return cfg["trainer"]["lr"], cfg["model"]["batch_size"], cfg["model"]["head_lr"]
+        """What the Trainer was given: the optimiser's peak lrs (body groups first, then the head's)
+        and the largest training batch."""
+        tr = capture(monkeypatch, nlp_train, [*common, "--output_dir", tmp_path / out, *extra]).trainer
+        lrs = tuple(dict.fromkeys(g["initial_lr"] for g in tr.optimizer.param_groups))  # in group order
+        return lrs, max(len(b) for b in tr.train_batches(0))
 
-    assert settings("recipe", "--model_name_or_path", "mpnet") == (5e-5, 32, 2e-3)
-    assert settings("typed", "--model_name_or_path", "mpnet", "--lr", 1e-3, "--head_lr", 1e-2) == (1e-3, 32, 1e-2)
-    assert settings("folder", "--model_name_or_path", tiny_mpnet_dir) == (2e-4, 16, None)
+    assert settings("recipe", "--model_name_or_path", "mpnet") == ((5e-5, 2e-3), 32)
+    assert settings("typed", "--model_name_or_path", "mpnet", "--lr", 1e-3, "--head_lr", 1e-2) == ((1e-3, 1e-2), 32)
+    assert settings("folder", "--model_name_or_path", tiny_mpnet_dir) == ((2e-4,), 16)
