@@ -280,7 +280,7 @@ class TaggerConfig(ConfigBase):
     # auto: bf16 kept the test F1 of 9 GloVe KD students (BiLSTM base / tiny, ID-CNN) and ran the
     # base BiLSTM 1.3x faster on an AMX CPU (docs/benchmarks.md); not measured on a GPU, so fp32 there
     precision: str = option("auto", choices=("auto", "fp32", "bf16"), flag="student_precision",
-                            help="Encoder precision of the student's predict (training stays fp32): bf16 autocast, fp32, or auto (bf16 on a CPU with AMX tiles, else fp32).")
+                            help="Encoder precision of the student's predict (training stays fp32): bf16 autocast, fp32, or auto (bf16 on a CPU with AMX tiles, else fp32). A BiLSTM on a CPU without a bf16 LSTM kernel (no avx512_bf16 / AMX) runs fp32 with one warning.")
 
 
 @dataclass

@@ -170,7 +170,7 @@ def test_token_vectors_equal_the_embedder_per_occurrence(tiny, model_type, use_c
 def test_student_precision_bf16_autocasts_the_encoder(tiny, model_type):
     """``precision`` bf16 runs predict's encoder under bf16 autocast and decodes fp32 emissions;
     ``auto`` is bf16 exactly where this CPU multiplies bf16 natively."""
-    from nlp_distill.precision import bf16_native
+    from nlp_distill.precision import bf16_lstm_runs, bf16_native
 
     model = _build(tiny, model_type, True, "cnn", seed=6)
     _train(model, tiny.train, epochs=2)
@@ -180,14 +180,51 @@ def test_student_precision_bf16_autocasts_the_encoder(tiny, model_type):
     hook = model.encoder.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     model.config.precision = "bf16"
     bf16 = model.predict(sents)
-    assert seen and set(seen) == {torch.bfloat16}
+    kernel = model_type == "id-cnn" or bf16_lstm_runs("cpu")  # CPUs without bf16 instructions: fp32 fallback
+    assert seen and set(seen) == {torch.bfloat16 if kernel else torch.float32}
     agree = sum(a == b for p, q in zip(fp32, bf16) for a, b in zip(p, q)) / sum(len(p) for p in fp32)
     assert agree >= 0.95, agree
     seen.clear()
     model.config.precision = "auto"
     model.predict(sents[:3])
     hook.remove()
-    assert set(seen) == {torch.bfloat16 if bf16_native(torch.device("cpu")) else torch.float32}
+    assert set(seen) == {torch.bfloat16 if bf16_native(torch.device("cpu")) and kernel else torch.float32}
+
+
+def test_student_bf16_falls_back_to_fp32_without_the_lstm_kernel(tiny, monkeypatch, caplog):
+    """On a CPU whose oneDNN has no bf16 LSTM (no avx512_bf16 / AMX), ``precision`` bf16 predicts
+    in fp32 with one warning instead of crashing; the ID-CNN keeps bf16 (its convs run anywhere)."""
+    import nlp_distill.models.neural_tagger as nt
+    from nlp_distill.precision import warn_bf16_fallback
+
+    monkeypatch.setattr(nt, "bf16_lstm_runs", lambda device_type: False)
+    warn_bf16_fallback.cache_clear()
+    model = _build(tiny, "cnn-lstm", True, "cnn", seed=6)
+    sents = [s.tokens for s in tiny.dev[:4]]
+    fp32 = model.predict(sents)
+    seen = []
+    model.encoder.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    model.config.precision = "bf16"
+    with caplog.at_level("WARNING", logger="nlp_distill.precision"):
+        assert model.predict(sents) == fp32
+        model.predict(sents)
+    assert set(seen) == {torch.float32}
+    assert sum("no bf16 LSTM kernel" in r.getMessage() for r in caplog.records) == 1
+    warn_bf16_fallback.cache_clear()
+
+
+def test_bf16_lstm_probe_matches_the_kernel():
+    """The probe says exactly whether a bf16 LSTM forward runs on this CPU."""
+    from nlp_distill.precision import bf16_lstm_runs
+
+    lstm = torch.nn.LSTM(3, 4, batch_first=True)
+    try:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            lstm(torch.randn(2, 5, 3))
+        runs = True
+    except RuntimeError:
+        runs = False
+    assert bf16_lstm_runs("cpu") == runs
 
 
 def _emissions(model: NeuralTagger, sents):

@@ -23,7 +23,7 @@ from nlp_distill.modules.crf import CRF
 from nlp_distill.modules.embedders import WordCharEmbedder
 from nlp_distill.modules.encoders import BiLSTMEncoder, IDCNNEncoder
 from nlp_distill.modules.masked_loss import ce
-from nlp_distill.precision import autocast
+from nlp_distill.precision import autocast, bf16_lstm_runs, warn_bf16_fallback
 
 logger = logging.getLogger(__name__)
 
@@ -227,6 +227,11 @@ class NeuralTagger(nn.Module):
         (``precision.autocast``); ``auto`` stays fp32 on CUDA, where bf16 students are not measured."""
         precision = self.config.precision
         if precision == "auto" and self.device.type == "cuda":
+            precision = "fp32"
+        if (precision != "fp32" and isinstance(self.encoder, BiLSTMEncoder)
+                and not bf16_lstm_runs(self.device.type)):  # bf16 asked or auto-chosen, kernel missing
+            if precision == "bf16":
+                warn_bf16_fallback("student precision bf16")
             precision = "fp32"
         return autocast(self.device, precision)
 
