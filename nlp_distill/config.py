@@ -277,6 +277,7 @@ class TaggerConfig(ConfigBase):
     dropout: float = option(0.5, ge=0, lt=1, help="Dropout on embeddings and encoder output.")
     word_dropout: float = option(0.05, ge=0, lt=1, help="Training only: replace word ids by <unk> at this rate.")
     min_word_freq: int = option(1, ge=1, help="Words seen fewer times in training text map to <unk>.")
+    teacher_feature_dim: Optional[int] = option(None, ge=0, help="Size of the frozen per-word teacher features added beside the word vectors (PCA of the teacher's states; see --teacher_features); default 64 when --teacher_features is given, else 0 (none).")
     # auto: bf16 kept the test F1 of 9 GloVe KD students (BiLSTM base / tiny, ID-CNN) and ran the
     # base BiLSTM 1.3x faster on an AMX CPU (docs/benchmarks.md); not measured on a GPU, so fp32 there
     precision: str = option("auto", choices=("auto", "fp32", "bf16"), flag="student_precision",
@@ -518,6 +519,8 @@ class StudentDataConfig(ConfigBase):
     embedding_vocab: int = option(50000, ge=0, help="With --embedding_file: also give the student a row for each of the N most frequent words of the vectors (0: training words only), so words never seen in training keep their pretrained vector.")
     embedding_pq_dims: int = option(0, ge=0, help="With --embedding_file: train on the product quantisation of the pretrained vectors (subspaces of N columns, 256 centroids), so `nlp-export compact --pq_dims N` later stores the words never seen in training without loss (0: train on the vectors as they are).")
     init_embeddings_from_teacher: Optional[str] = option(None, path="dir", help="Initialise word vectors from this teacher/encoder folder or packaged encoder (minilm, mpnet) (PCA of sub-token embeddings).")
+    teacher_features: Optional[str] = option(None, metavar="teacher|DIR|minilm|mpnet", help="Frozen per-word student inputs computed once from a teacher encoder (its word-pooled last hidden states, PCA to --teacher_feature_dim): teacher (the KD teacher), a model folder, or a packaged encoder (minilm, mpnet); none: no features.")
+    teacher_features_mode: str = option("word", choices=("word", "context"), help="Teacher features of a word: its state alone (word), or its mean state over the training / transfer sentences (context; words they lack keep the word-alone state).")
     vocab_from_unlabeled: bool = option(True, help="Add words of unlabeled/augmented training text to the word vocabulary.")
     repair_tags: bool = option(False, help="Repair scheme-invalid training tag sequences (e.g. IOB1: an orphan I-X starts an X entity) instead of stopping.")
 

@@ -15,9 +15,28 @@ from nlp_distill.modules.pretrained import (frequent_words, load_vectors_file, r
 from nlp_distill.modules.product_quantization import pq_decode, pq_encode
 
 
+DEFAULT_FEATURE_DIM = 64  # teacher features without --teacher_feature_dim
+
+
+def wants_teacher_features(data: StudentDataConfig) -> bool:
+    return bool(data.teacher_features) and data.teacher_features != "none"
+
+
+def resolve_feature_dim(tagger: TaggerConfig, data: StudentDataConfig) -> TaggerConfig:
+    """``teacher_feature_dim`` None -> 64 with ``--teacher_features``, else 0; a size without a
+    source is an error (it would train a table of zeros)."""
+    if tagger.teacher_feature_dim is None:
+        return tagger.replace(teacher_feature_dim=DEFAULT_FEATURE_DIM if wants_teacher_features(data) else 0)
+    if tagger.teacher_feature_dim and not wants_teacher_features(data):
+        raise ConfigError(f"--teacher_feature_dim {tagger.teacher_feature_dim} needs --teacher_features "
+                          "(teacher, a model folder, minilm or mpnet)")
+    return tagger
+
+
 def build_student(tagger: TaggerConfig, data: StudentDataConfig, vocab_sentences: Sequence[Sentence],
                   labels: LabelVocab) -> NeuralTagger:
-    """A new, untrained ``NeuralTagger`` with its initial word vectors.
+    """A new, untrained ``NeuralTagger`` with its initial word vectors (its teacher-feature table,
+    if ``tagger.teacher_feature_dim``, is filled by ``distill.teacher_features.load_teacher_features``).
 
     Args:
         tagger: the architecture.
@@ -34,6 +53,7 @@ def build_student(tagger: TaggerConfig, data: StudentDataConfig, vocab_sentences
         ConfigError: when ``embedding_pq_dims`` does not divide ``tagger.word_emb_dim``.
     """
     tagger, data = resolve_word_vectors(tagger, data)  # a no-op when the caller resolved them already
+    tagger = resolve_feature_dim(tagger, data)
     if not data.embedding_file:
         model = NeuralTagger.build(tagger, vocab_sentences, labels)
     else:

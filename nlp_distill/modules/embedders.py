@@ -98,6 +98,12 @@ class WordCharEmbedder(nn.Module):
             raise ValueError(f"unknown char_encoder {config.char_encoder!r}; expected cnn | lstm | none")
         if self.chars is not None:
             dim += config.char_hidden
+        # frozen teacher features, looked up by the same word ids (teacher_features.py)
+        self.features = nn.Embedding(n_words, config.teacher_feature_dim, padding_idx=PAD_ID) \
+            if config.teacher_feature_dim else None
+        if self.features is not None:
+            self.features.weight.requires_grad_(False)
+            dim += config.teacher_feature_dim
         self.shapes = nn.Embedding(N_SHAPES, 8, padding_idx=0) if config.use_word_shape else None
         if self.shapes is not None:
             dim += 8
@@ -114,10 +120,23 @@ class WordCharEmbedder(nn.Module):
             self.words.weight[f] = w[f]
             self.words.weight[PAD_ID].zero_()
 
+    def load_features(self, table: np.ndarray) -> None:
+        """Set the frozen teacher-feature table (V, teacher_feature_dim); padding/unknown rows zero."""
+        if self.features is None:
+            raise ValueError("this embedder has no teacher features (teacher_feature_dim 0)")
+        t = torch.as_tensor(table, dtype=self.features.weight.dtype)
+        if t.shape != self.features.weight.shape:
+            raise ValueError(f"features {tuple(t.shape)} do not match the table {tuple(self.features.weight.shape)}")
+        with torch.no_grad():
+            self.features.weight.copy_(t)
+            self.features.weight[PAD_ID].zero_()
+
     def forward(self, words: torch.Tensor, chars: torch.Tensor, shapes: torch.Tensor) -> torch.Tensor:
         """words (B, L), chars (B, L, K), shapes (B, L) -> (B, L, out_dim)."""
         words = word_dropout(words, self.config.word_dropout, self.training)
         parts = [self.words(words)]
+        if self.features is not None:
+            parts.append(self.features(words))
         if self.chars is not None:
             parts.append(self.chars(chars))
         if self.shapes is not None:
