@@ -51,7 +51,7 @@ from nlp_distill import NeuralTagger, StudentDataConfig, TaggerConfig, build_stu
 
 data = load_data_dir("data/wnut16")     # train / dev / test sentences and their labels
 student = build_student(TaggerConfig(), StudentDataConfig(), data.train, data.labels)   # packaged GloVe if installed
-# train it with procedures.tagger.train_student, or your own loop over student.gold_loss
+# train_student(...) trains one end to end (below); or write your own loop over student.gold_loss
 student.save_pretrained("runs/my_student/model")
 student = NeuralTagger.from_pretrained("runs/my_student/model")
 student.predict([["Empire", "State", "Building", "is", "in", "NYC"]])   # one tag list per sentence

@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import platform
 import shutil
 import sys
 from dataclasses import dataclass
@@ -12,12 +11,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
-import torch
-
 from nlp_distill.errors import ConfigError
 from nlp_distill.io import read_json, write_json
 from nlp_distill.model_card import write_model_card
 from nlp_distill.utils import distributed as ddp
+from nlp_distill.utils.device import environment, pick_device  # noqa: F401  (procedures import them from here)
 
 logger = logging.getLogger("procedures")
 
@@ -57,28 +55,6 @@ def setup_logging(output_dir=None, level: int = logging.INFO) -> None:
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(fh)
     logging.getLogger("transformers").setLevel(logging.ERROR)
-
-
-def environment() -> Dict[str, Any]:
-    return {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "machine": platform.machine(), "cpu_count": os.cpu_count(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "world_size": ddp.world()[1]}
-
-
-def pick_device(device: Optional[str] = None) -> torch.device:
-    """``device`` (checked: a CUDA device must exist), or cuda when available, else cpu. Under
-    torchrun, ``cuda`` means this process's GPU (``cuda:LOCAL_RANK``, round-robin when there are
-    more processes than GPUs)."""
-    try:
-        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    except RuntimeError:
-        raise ConfigError(f"--device {device}: not a device (cpu, cuda, cuda:N)") from None
-    if dev.type == "cuda" and dev.index is None and ddp.env_world_size() > 1:
-        dev = torch.device("cuda", ddp.local_cuda_index(torch.cuda.device_count()))
-    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
-        raise ConfigError(f"--device {device}: no such CUDA device on this machine (use --device cpu)")
-    return dev
 
 
 def start_distributed(run: "RunOptions") -> Dict[str, int]:

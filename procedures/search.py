@@ -6,7 +6,6 @@ teacher cache; every trial goes to ``trials.jsonl`` and the best settings to
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -17,9 +16,9 @@ from nlp_distill.config import (AugmentConfig, KDConfig, StudentDataConfig, Stud
 from nlp_distill.data.dataset_dir import load_data_dir
 from nlp_distill.errors import ConfigError
 from nlp_distill.io import write_json
+from nlp_distill.training.student import distil_student
 from procedures.common import RunOptions, run_folder
 from procedures.tagger import student_configs
-from procedures.tagger_kd import _kd_run
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +73,7 @@ def do_search(data_dir, output_dir, tagger: TaggerConfig = TaggerConfig(),
     sections = {"task": "tagger_kd_search", "data_dir": str(data_dir), "tagger": tagger, "trainer": trainer,
                 "data": data, "kd": kd, "augment": augment}
     with run_folder(output_dir, sections, run) as out:
-        d = dataclasses.replace(load_data_dir(data_dir, encoding=run.encoding), test=[])  # dev only: test is never scored here
+        d = load_data_dir(data_dir, encoding=run.encoding)  # dev only: test is never given, never scored here
         kd = kd.replace(cache_dir=kd.cache_dir or str(out / "teacher_cache"))
         log = out / "trials.jsonl"
         log.unlink(missing_ok=True)
@@ -86,8 +85,9 @@ def do_search(data_dir, output_dir, tagger: TaggerConfig = TaggerConfig(),
             trial_sections = {**sections, "task": "tagger_kd", "tagger": s["tagger"], "trainer": s["trainer"],
                               "kd": s["kd"]}
             with run_folder(folder, trial_sections, RunOptions(device=run.device, overwrite=True)) as tdir:
-                m = _kd_run("tagger_kd", data_dir, tdir, d, s["tagger"], s["trainer"], data, s["kd"], augment, [],
-                            None, RunOptions(device=run.device))
+                m = distil_student(output_dir=tdir, train=d.train, dev=d.dev, labels=d.labels, kd=s["kd"],
+                                   tagger=s["tagger"], trainer=s["trainer"], data=data, augment=augment,
+                                   device=run.device).metrics
             rec = {"trial": trial.number, "params": trial.params, "dev_f1": m["dev"]["f1"],
                    "seconds": time.perf_counter() - t0}
             with open(log, "a", encoding="utf-8") as f:

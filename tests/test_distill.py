@@ -405,7 +405,7 @@ def test_kd_on_unseen_unlabeled_text_beats_gold_only_with_the_same_vocabulary(ti
     unlabeled words); the soft-target term is really on (its arm trains differently from the
     pseudo-label-only arm); over two seeds KD + pseudo-labels beats gold alone."""
     from nlp_distill.data.conll import Sentence
-    from procedures.tagger import train_student
+    from nlp_distill.training.student import train_student
     from procedures.tagger_kd import do_kd_pseudo_training
     from procedures.transformer_token import do_training as train_teacher
 
@@ -442,8 +442,8 @@ def test_kd_on_unseen_unlabeled_text_beats_gold_only_with_the_same_vocabulary(ti
         trainer = TrainerConfig(epochs=25, lr=1e-2, show_progress=False, seed=seed)
         gold_dir = tmp_path / f"gold{seed}"
         gold_dir.mkdir()
-        g = train_student(gold_dir, d.train[:n_gold], d.dev, d.test, d.labels, tagger, trainer, sdata,
-                          vocab_sentences=vocab, run=RunOptions(device="cpu"))
+        g = train_student(output_dir=gold_dir, train=d.train[:n_gold], dev=d.dev, test=d.test, labels=d.labels,
+                          tagger=tagger, trainer=trainer, data=sdata, vocab_sentences=vocab, device="cpu").metrics
         k = do_kd_pseudo_training(few, tmp_path / f"kd{seed}", tagger, trainer, sdata, kd, augment,
                                   pseudo=PseudoConfig(), run=RunOptions(device="cpu"))
         off = do_kd_pseudo_training(few, tmp_path / f"off{seed}", tagger, trainer, sdata, kd.replace(dist_w=0.0),
@@ -552,33 +552,32 @@ def test_pseudo_threshold_and_weights_reach_the_batch(teacher, data, tmp_path):
     per-sentence weights; a CRF student trains on a batch mixing tagged and untagged sentences."""
     from nlp_distill.config import AugmentConfig
     from nlp_distill.data.conll import Sentence
-    from procedures.common import RunOptions
-    from procedures.tagger_kd import _kd_run
+    import nlp_distill.training.student as st
+    from nlp_distill.distill.pseudo_label import label_from_logits
 
     captured = {}
 
-    def fake_train_student(out, train, dev, test, labels, tagger, trainer, sdata, weights=None, **kw):
+    def fake_train_student(*, train, weights=None, **kw):
         captured.update(train=train, weights=weights)
         return {"dev": {"f1": 0.0}}
 
-    import procedures.tagger_kd as tk
-
     unl = [Sentence(s.tokens) for s in data.dev[:12]]
-    save = tk.train_student
-    tk.train_student = fake_train_student
+    save = st.train_student
+    st.train_student = fake_train_student
     try:
-        conf = [tk.label_from_logits(s.tokens, lg, teacher.labels).confidence
+        conf = [label_from_logits(s.tokens, lg, teacher.labels).confidence
                 for s, lg in zip(unl, teacher.word_logits([s.tokens for s in unl]))]
         uniq = sorted({round(c, 3) for c in conf})
         k = len(uniq) // 2
         threshold = (uniq[k - 1] + uniq[k]) / 2  # between two distinct confidences: fp16 cannot flip a side
         teacher.save_pretrained(tmp_path / "teacher")
-        _kd_run("tagger_kd_pseudo", TINY, tmp_path, data, _tagger_config(), TrainerConfig(),
-                StudentDataConfig(embedding_file="none"),
-                KDConfig(teacher_model_path=[str(tmp_path / "teacher")]), AugmentConfig(copies=0), unl,
-                PseudoConfig(threshold=threshold, unlabeled_weight=0.25), RunOptions(device="cpu"))
+        st.distil_student(output_dir=tmp_path, train=data.train, dev=data.dev, test=data.test, labels=data.labels,
+                          kd=KDConfig(teacher_model_path=[str(tmp_path / "teacher")]), tagger=_tagger_config(),
+                          trainer=TrainerConfig(), data=StudentDataConfig(embedding_file="none"),
+                          augment=AugmentConfig(copies=0), unlabeled=unl,
+                          pseudo=PseudoConfig(threshold=threshold, unlabeled_weight=0.25), device="cpu")
     finally:
-        tk.train_student = save
+        st.train_student = save
     n = len(data.train)
     extra = captured["train"][n:]
     assert [s.tags is None for s in extra] == [c < threshold for c in conf]

@@ -15,7 +15,6 @@ from nlp_distill.data.dataset_dir import load_data_dir
 from nlp_distill.data.labels import is_valid
 from nlp_distill.data.vocab import UNK_ID
 from nlp_distill.models.neural_tagger import NeuralTagger
-from procedures.common import RunOptions
 
 TINY = Path(__file__).parent / "fixtures" / "tiny"
 
@@ -308,7 +307,7 @@ def test_public_import_and_predict(tiny):
 
 
 def test_cnn_lstm_learns_tiny_fixture(tiny_dir, tmp_path):
-    from procedures.tagger import train_student
+    from nlp_distill.training.student import train_student
 
     d = load_data_dir(tiny_dir)
     tagger = TaggerConfig(model_type="cnn-lstm", word_emb_dim=32, char_emb_dim=16, char_hidden=16, hidden=32,
@@ -319,9 +318,10 @@ def test_cnn_lstm_learns_tiny_fixture(tiny_dir, tmp_path):
     handlers = list(root.handlers)
     level = root.level
     try:
-        metrics = train_student(tmp_path / "run", d.train, d.dev, d.test, d.labels, tagger, trainer,
-                                StudentDataConfig(batch_size=8, eval_batch_size=64, embedding_file="none"),
-                                run=RunOptions(device="cpu"))
+        metrics = train_student(output_dir=tmp_path / "run", train=d.train, dev=d.dev, test=d.test, labels=d.labels,
+                                tagger=tagger, trainer=trainer,
+                                data=StudentDataConfig(batch_size=8, eval_batch_size=64, embedding_file="none"),
+                                device="cpu").metrics
     finally:
         for h in list(root.handlers):
             if h not in handlers:

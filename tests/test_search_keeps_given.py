@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from nlp_distill.training.result import TrainResult
 from procedures.cli import nlp_train
 from tests.conftest import TINY
 from tests.test_cli import invoke, ok
@@ -17,12 +18,12 @@ def _search(monkeypatch, tmp_path, *flags):
 
     seen = []
 
-    def fake_kd_run(task, data_dir, out, d, tagger, trainer, data, kd, *rest):
+    def fake_distil_student(*, kd, tagger, trainer, **kw):
         seen.append({"kd_temp": kd.temperature, "kd_dist_w": kd.dist_w, "kd_student_w": kd.student_w, "lr": trainer.lr,
                      "dropout": tagger.dropout, "hidden": tagger.hidden})
-        return {"dev": {"f1": len(seen) / 10}}
+        return TrainResult(None, {"dev": {"f1": len(seen) / 10}}, kw["output_dir"])
 
-    monkeypatch.setattr(search, "_kd_run", fake_kd_run)
+    monkeypatch.setattr(search, "distil_student", fake_distil_student)
     r = invoke(nlp_train, ["tagger_kd_search", "--data_dir", TINY, "--output_dir", tmp_path / "s", "--n_trials", 3,
                            "--embedding_file", "none", "--teacher_model_path", tmp_path, *flags])
     return r, seen

@@ -106,14 +106,14 @@ def test_augmented_copies_through_a_store_train_like_copies_in_memory(tiny_encod
     """``tagger_kd --augment``: the copies labeled into OUTPUT_DIR/augment_store and read from
     disk give the same augmented.txt, vocabulary and training losses as the in-memory path (the
     one hidden-state losses and out-of-fold teachers still take)."""
-    import procedures.tagger_kd as tk
+    import nlp_distill.distill.transfer_set as ts
 
     t = tmp_path / "teacher"
     ok(invoke(nlp_train, ["transformer_token", "--data_dir", TINY, "--output_dir", t, "--model_name_or_path",
                           tiny_encoder_dir, "--num_train_epochs", 1, "--max_seq_length", 32, "--device", "cpu"]))
     common = ["tagger_kd", "--data_dir", TINY, *TAGGER_ARGS, "--teacher_model_path", t, "--epochs", 2, "--augment", 2]
     ok(invoke(nlp_train, [*common, "--output_dir", tmp_path / "streamed"]))
-    monkeypatch.setattr(tk, "streams_augmentation", lambda dist: False)
+    monkeypatch.setattr(ts, "streams_augmentation", lambda dist: False)
     ok(invoke(nlp_train, [*common, "--output_dir", tmp_path / "memory"]))
     a, b = tmp_path / "streamed", tmp_path / "memory"
     assert (a / "augment_store" / "meta.json").is_file() and not (b / "augment_store").exists()

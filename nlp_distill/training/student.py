@@ -1,0 +1,194 @@
+"""Train a ``NeuralTagger`` student: on gold tags alone (``train_student`` without a distiller) or
+distilled from a teacher over a transfer set (``distil_student``: teacher, transfer set, student).
+
+Both write into ``output_dir``: ``model/`` (best on dev), ``metrics.json``, ``train_log.jsonl`` and
+``checkpoint/`` (the last epoch, for a resume; delete it once the run is final).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from nlp_distill.config import (AugmentConfig, KDConfig, PseudoConfig, StudentDataConfig, StudentTrainerConfig,
+                                TaggerConfig, TrainerConfig)
+from nlp_distill.data.augment import choose_ops
+from nlp_distill.data.batching import ConcatEncoded, bucket_batches
+from nlp_distill.data.conll import Sentence
+from nlp_distill.data.labels import LabelVocab, is_valid, repair
+from nlp_distill.distill.teacher_student import TeacherStudentDistill
+from nlp_distill.distill.teachers import load_teacher, teacher_scores
+from nlp_distill.distill.transfer_set import assemble_transfer_set, check_store_teacher, label_text
+from nlp_distill.distill.transfer_store import TransferStore
+from nlp_distill.errors import ConfigError, DataFormatError
+from nlp_distill.io import write_json
+from nlp_distill.metrics import evaluate_split
+from nlp_distill.models.neural_tagger import NeuralTagger
+from nlp_distill.models.student import build_student
+from nlp_distill.training.checkpoint import seed_everything
+from nlp_distill.training.result import LoopResult, TrainResult, final_metrics
+from nlp_distill.training.trainer import Trainer
+from nlp_distill.utils import distributed as ddp
+from nlp_distill.utils.device import pick_device
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+
+
+def checked_tags(train: Sequence[Sentence], labels: LabelVocab, tagger: TaggerConfig,
+                 data: StudentDataConfig) -> List[Sentence]:
+    """``train`` with scheme-invalid tag sequences repaired (``data.repair_tags``).
+
+    Raises:
+        DataFormatError: an invalid sequence a constrained CRF could not score (the first one's
+            line, and the two fixes).
+    """
+    if labels.scheme in ("IO", "plain"):  # every sequence is valid
+        return list(train)
+    bad = [s for s in train if s.tags is not None and not is_valid(s.tags, labels.scheme)]
+    if bad and data.repair_tags:
+        logger.warning("--repair_tags: %d training sentences repaired to valid %s (an orphan I-X starts an X entity)",
+                       len(bad), labels.scheme)
+        return [Sentence(s.tokens, repair(s.tags, labels.scheme), s.line) if s.tags is not None else s for s in train]
+    if bad and tagger.use_crf and tagger.crf_constraints:
+        raise DataFormatError(None if bad[0].line is None else "train.txt", bad[0].line,
+                              f"{len(bad)} training sentences have tag sequences invalid in {labels.scheme} (e.g. "
+                              f"{bad[0].tags[:8]}; IOB1 data?); a constrained CRF cannot score them: pass --repair_tags "
+                              "(an orphan I-X starts an X entity) or --no_crf_constraints")
+    return list(train)
+
+
+def _objective(model: NeuralTagger, distiller: Optional[TeacherStudentDistill],
+               device: torch.device) -> Tuple[nn.Module, Callable]:
+    """(the module the optimiser and the checkpoint hold, ``loss_fn``): gold loss alone, or the
+    distiller's combined loss (with its teacher-width projection trained beside the student)."""
+    if distiller is None:
+        return model, lambda b: model.gold_loss(model(b), b)
+    trained: nn.Module = model
+    if distiller.uses_hidden:
+        trained = nn.ModuleDict({"student": model, "projection": distiller.init_projection(model.encoder.out_dim)})
+        trained.to(device)
+    return trained, lambda b: (*distiller.loss(model, b), distiller.last_parts)
+
+
+def train_student(*, output_dir: PathLike, train: Sequence[Sentence], dev: Sequence[Sentence], labels: LabelVocab,
+                  test: Sequence[Sentence] = (), tagger: TaggerConfig = TaggerConfig(),
+                  trainer: TrainerConfig = StudentTrainerConfig(), data: StudentDataConfig = StudentDataConfig(),
+                  weights: Optional[Sequence[float]] = None, vocab_sentences: Optional[Iterable[Sentence]] = None,
+                  distiller: Optional[TeacherStudentDistill] = None, teacher_scores: Optional[Dict[str, Any]] = None,
+                  extra: Optional[Callable[[NeuralTagger], Any]] = None, device: Optional[str] = None,
+                  resume: bool = False) -> TrainResult:
+    """Build, train (best on dev) and score a ``NeuralTagger``: the core of every student run.
+
+    Args:
+        output_dir: run folder (``model/``, ``metrics.json``, ``train_log.jsonl``, ``checkpoint/``).
+        train: training sentences; tags may be ``None`` (KD only) or the teacher's.
+        dev: picks the best epoch; test: scored once, by the best model (may be empty).
+        weights: per-sentence loss weights (default 1).
+        vocab_sentences: the text the word/char vocabularies come from (default ``train``; never
+            dev/test).
+        distiller: a ``TeacherStudentDistill`` already ``attach``-ed to ``train`` (see
+            ``assemble_transfer_set``); ``None`` trains on gold tags only.
+        teacher_scores: the teacher's ``{"dev": ..., "test": ...}`` scores, written beside the
+            student's; a student better than its teacher on dev is warned about.
+        extra: ``model -> encoded rows`` appended after ``train`` (a transfer store's rows, read from
+            disk batch by batch; they need the model's vocabularies).
+        device: ``cpu``, ``cuda`` or ``cuda:N`` (default: cuda when available).
+        resume: continue from ``output_dir/checkpoint`` when it exists.
+    """
+    out = Path(output_dir)
+    seed_everything(trainer.seed)
+    dev_ = pick_device(device)
+    train = checked_tags(train, labels, tagger, data)
+    model = build_student(tagger, data, vocab_sentences if vocab_sentences is not None else train, labels).to(dev_)
+    enc = model.encode(train, weights)
+    if extra is not None:
+        enc = ConcatEncoded([enc, extra(model)])
+    logger.info("student %s%s: %.2fM parameters, vocab %d words / %d chars, %d training sentences",
+                tagger.model_type, "+crf" if tagger.use_crf else "", model.num_parameters() / 1e6,
+                len(model.word_vocab), len(model.char_vocab), len(enc))
+
+    def batches(epoch: int):
+        if distiller is not None:
+            distiller.epoch = epoch  # selects the stage of a staged schedule
+        return bucket_batches(enc.lengths, data.batch_size, shuffle=True, seed=trainer.seed + epoch)
+
+    trained, loss_fn = _objective(model, distiller, dev_)
+    loop = LoopResult(**Trainer(model=trained, config=trainer, loss_fn=loss_fn, train_batches=batches,
+                   num_batches=len(bucket_batches(enc.lengths, data.batch_size, shuffle=False)),
+                   evaluate=lambda: evaluate_split(lambda s: model.predict(s, data.eval_batch_size), dev),
+                   save_model=model.save_pretrained, output_dir=out,
+                   patience_start=sum(distiller.kd.stages) if distiller is not None else 0,  # not before the last stage
+                   collate=lambda idx: enc.collate(idx).to(dev_)).train(resume=resume))
+    if not ddp.is_main():  # rank 0 scores the best model and writes metrics.json
+        return TrainResult(None, {}, out)
+    return _scored(out, loop, dev, test, data, dev_, teacher_scores)
+
+
+def _scored(out: Path, loop: LoopResult, dev: Sequence[Sentence], test: Sequence[Sentence], data: StudentDataConfig,
+            device: torch.device, teacher: Optional[Dict[str, Any]]) -> TrainResult:
+    """Score the best-on-dev model once on dev and test, beside the teacher's scores; write metrics.json."""
+    best = NeuralTagger.from_pretrained(out / "model").to(device)
+    secs = loop.epoch_seconds
+    metrics = final_metrics(best, lambda s: best.predict(s, data.eval_batch_size), loop, dev, test, out / "model",
+                            mean_epoch_seconds=sum(secs) / max(len(secs), 1))
+    if teacher is not None:
+        metrics["teacher"] = teacher
+        if metrics["dev"]["f1"] > teacher["dev"]["f1"]:
+            logger.warning("the student (dev F1 %.4f) beats its teacher (dev F1 %.4f): the teacher is the weaker "
+                           "model; train it longer or ensemble several", metrics["dev"]["f1"], teacher["dev"]["f1"])
+    write_json(out / "metrics.json", metrics)
+    logger.info("student done: dev F1 %.4f, test F1 %s (best epoch %d, %.0fs)", metrics["dev"]["f1"],
+                f"{metrics['test']['f1']:.4f}" if test else "n/a", loop.best_epoch, loop.train_seconds)
+    return TrainResult(best, metrics, out)
+
+
+def distil_student(*, output_dir: PathLike, train: Sequence[Sentence], dev: Sequence[Sentence], labels: LabelVocab,
+                   kd: KDConfig, test: Sequence[Sentence] = (), tagger: TaggerConfig = TaggerConfig(),
+                   trainer: TrainerConfig = StudentTrainerConfig(), data: StudentDataConfig = StudentDataConfig(),
+                   augment: AugmentConfig = AugmentConfig(), pseudo: Optional[PseudoConfig] = None,
+                   unlabeled: Sequence[Sentence] = (), unlabeled_store: Optional[TransferStore] = None,
+                   unlabeled_file: Optional[PathLike] = None, encoding: str = "utf-8", device: Optional[str] = None,
+                   resume: bool = False) -> TrainResult:
+    """A student distilled from the teacher(s) of ``kd.teacher_model_path``: gold sentences, their
+    augmented copies and unlabeled text, every non-gold sentence labeled by the teacher.
+
+    Args:
+        output_dir: run folder (as ``train_student``, plus the teacher cache and stores).
+        train, dev, test, labels: the gold data (``load_data_dir``).
+        kd: teacher path(s) and loss weights; augment: the copies (``copies=0``: none).
+        pseudo: threshold, weight and limit of the unlabeled text (default ``PseudoConfig()``).
+        unlabeled: unlabeled sentences held in memory (any loss); unlabeled_store: a store from
+            ``label_text`` (logit losses only); unlabeled_file: raw text or CoNLL, labeled into
+            ``output_dir/transfer_store`` first (``pseudo.input_format``, ``encoding``).
+        device, resume: as ``train_student``.
+
+    Raises:
+        ConfigError: a store labeled by another teacher, or an empty unlabeled file.
+    """
+    out = Path(output_dir)
+    augment = choose_ops(augment, len(train))  # --augment_ops auto: from the amount of gold data
+    teacher = load_teacher(kd.teacher_model_path, pick_device(device), labels, kd.teacher_max_seq_len)
+    if unlabeled_file is not None or unlabeled_store is not None or unlabeled:
+        pseudo = pseudo or PseudoConfig()
+    if unlabeled_file is not None:
+        unlabeled_store = label_text(teacher, unlabeled_file, out / "transfer_store", pseudo.input_format, encoding,
+                                     pseudo.max_unlabeled, batch_size=kd.teacher_batch_size,
+                                     show_progress=trainer.show_progress)
+        if not len(unlabeled_store):
+            raise ConfigError(f"{unlabeled_file}: no unlabeled sentences")
+    if unlabeled_store is not None:
+        check_store_teacher(unlabeled_store, teacher)
+    scores = teacher_scores(teacher, dev, test)
+    dist = TeacherStudentDistill(teacher, kd)
+    dist.check_labels(labels)  # fail before spending time on the teacher pass
+    ts = assemble_transfer_set(distiller=dist, train=train, labels=labels, output_dir=out, augment=augment,
+                               unlabeled=unlabeled, pseudo=pseudo, store=unlabeled_store,
+                               vocab_from_unlabeled=data.vocab_from_unlabeled, show_progress=trainer.show_progress)
+    return train_student(output_dir=out, train=ts.sentences, dev=dev, test=test, labels=labels, tagger=tagger,
+                         trainer=trainer, data=data, weights=ts.weights, vocab_sentences=ts.vocab_sentences,
+                         distiller=dist, teacher_scores=scores, extra=ts.features(), device=device, resume=resume)
