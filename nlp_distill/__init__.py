@@ -41,6 +41,8 @@ _EXPORTS = {
     "TrainResult": "nlp_distill.training.result",
     "train_student": "nlp_distill.training.student",
     "distil_student": "nlp_distill.training.student",
+    "fit_transformer": "nlp_distill.training.fit",
+    "train_teacher": "nlp_distill.training.fit",
     "assemble_transfer_set": "nlp_distill.distill.transfer_set",
     "TransferSet": "nlp_distill.distill.transfer_set",
     "tagging_metrics": "nlp_distill.metrics",

@@ -15,8 +15,9 @@ from nlp_distill.distill.transfer_set import label_copies_in_memory
 from nlp_distill.distill.transformer_kd import TransformerDistill, transformer_student
 from nlp_distill.errors import ConfigError
 from nlp_distill.training.checkpoint import seed_everything
-from procedures.common import RunOptions, pick_device, run_folder
-from procedures.transformer_token import fit_transformer
+from nlp_distill.training.fit import fit_transformer
+from nlp_distill.utils.device import pick_device
+from procedures.common import RunOptions, run_folder
 
 
 def do_transformer_kd(data_dir, output_dir, model: LayerDropModelConfig = LayerDropModelConfig(),
@@ -56,8 +57,9 @@ def do_transformer_kd(data_dir, output_dir, model: LayerDropModelConfig = LayerD
                                                 soft_targets=own or source is not teacher,
                                                 batch_size=kd.teacher_batch_size)
         dist = TransformerDistill(source, clf, kd, student, mapping)
-        return fit_transformer(out, clf, train, d, trainer, run, loss_fn=lambda b: (*dist.loss(b), dist.last_parts),
+        return fit_transformer(output_dir=out, model=clf, train=train, dev=d.dev, test=d.test, labels=d.labels,
+                               trainer=trainer, loss_fn=lambda b: (*dist.loss(b), dist.last_parts), targets=targets,
                                extra_metrics={"teacher": scores, "student_layers": kept,
                                               "student_model": student.model_name_or_path or None},
-                               targets=targets)
+                               device=run.device, resume=run.resume).metrics
 

@@ -111,12 +111,14 @@ def test_plain_encoder_needs_labels(tiny_encoder_dir):
 
 
 def test_do_training_run_folder(tiny_dir, tiny_encoder_dir, tmp_path, monkeypatch):
+    import nlp_distill.training.fit as fit
+    import nlp_distill.training.result as result
     import procedures.transformer_token as tt
 
     # record when each split is evaluated relative to the end of training
     state = {"training_done": False, "test_calls": [], "dev_calls": 0}
-    real_train = tt.Trainer.train
-    real_eval = tt.evaluate_split
+    real_train = fit.Trainer.train
+    real_eval = fit.evaluate_split
     data = load_data_dir(tiny_dir)
     test_tokens = [s.tokens for s in data.test]
 
@@ -132,8 +134,9 @@ def test_do_training_run_folder(tiny_dir, tiny_encoder_dir, tmp_path, monkeypatc
             state["dev_calls"] += 1
         return real_eval(predict, sentences)
 
-    monkeypatch.setattr(tt.Trainer, "train", train_spy)
-    monkeypatch.setattr(tt, "evaluate_split", eval_spy)
+    monkeypatch.setattr(fit.Trainer, "train", train_spy)
+    for module in (fit, result):  # dev each epoch (fit), dev and test of the best model (result)
+        monkeypatch.setattr(module, "evaluate_split", eval_spy)
 
     out = tmp_path / "run"
     model = TransformerConfig(model_name_or_path=str(tiny_encoder_dir), max_seq_length=32, batch_size=16)
