@@ -75,6 +75,38 @@ loss_sum, n_words = kd.loss(student, batch)   # gold + KD terms summed over real
 knows nothing about teachers. The procedures in `procedures/` are the worked examples of each
 command.
 
+## spaCy
+
+`pip install 'nlp-distill[spacy]'` (spaCy 3.8) registers the component `nlp_distill_ner` through
+an entry point: nothing to import. It fills `doc.ents` from any saved model folder (student,
+compact student, transformer, ONNX export):
+
+```python
+import spacy
+
+nlp = spacy.blank("en")                 # or any pipeline; a sentencizer before it sets the windows
+nlp.add_pipe("nlp_distill_ner", config={"model": "runs/student"})
+doc = nlp("Mary Jones flew to New York")
+[(e.text, e.label_) for e in doc.ents]  # e.g. [('Mary Jones', 'person'), ('New York', 'geo-loc')]
+docs = list(nlp.pipe(texts, batch_size=64))   # texts: a list of str; one model call per 64 docs
+nlp.to_disk("pipelines/ner")            # the model folder is copied into the pipeline
+nlp = spacy.load("pipelines/ner")       # needs only pipelines/ner
+```
+
+- The model reads the text with its own tokenizer (as `pipeline` does) and its entities are
+  character spans, put on spaCy's tokens by `doc.char_span(start, end, label,
+  alignment_mode="expand")`: a boundary inside a spaCy token grows to cover that token (where two
+  entities then overlap, the longer is kept). `doc.ents` is replaced.
+- Long documents are tagged whole, in windows of at most `max_sentence_length` tokens that follow
+  the Doc's sentences where an earlier component set them, else are cut after a sentence-final
+  `.` `!` `?`; every token is in exactly one window, none is dropped.
+- A model of plain tags (POS) sets `token.tag_` instead of `doc.ents` (whitespace tokens: `_SP`).
+- Config: `model` (required), `backend` (`auto`, `torch`, `onnx`), `batch_size` (windows per
+  forward pass, 64), `max_sentence_length` (128), `threads` (default: the runtime's choice).
+- The folder is read by the first Doc (or `nlp.initialize()`), not by `add_pipe`, since
+  `spacy.load` builds the component from the original path before handing it the saved copy: a
+  missing folder is then one `ConfigError` naming it. `nlp.to_bytes` does not carry the model.
+
 ## Reference
 """
 
