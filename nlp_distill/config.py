@@ -493,6 +493,7 @@ class ServeConfig(ConfigBase):
     workers: int = option(1, ge=1, help="Server processes (uvicorn workers); each loads the model once.")
     backend: str = option("auto", help="Runtime passed to `nlp_distill.pipeline` (auto: what the folder holds).")
     device: Optional[str] = option(None, help="cpu | cuda | cuda:N (default: the pipeline's choice).")
+    precision: Optional[str] = option(None, choices=("auto", "fp32", "bf16", "int8"), help="A torch model's dtype (fp32, bf16, auto: bf16 where the device multiplies it natively), or which file of an ONNX export runs (fp32, int8); default: the saved dtype / the export's int8 file when it has one.")
     threads: Optional[int] = option(None, ge=1, help="CPU threads per worker: torch threads, or ONNX Runtime intra-op threads for an export (default: the runtime's; set it with --workers > 1 to avoid oversubscribing the cores).")
     batch_size: int = option(64, ge=1, help="Texts per forward pass inside one model call.")
     max_batch_size: int = option(64, ge=1, help="Most texts coalesced from concurrent requests into one model call (a larger single request still runs whole).")

@@ -22,3 +22,9 @@ class LabelMismatchError(ValueError):
 
 class ConfigError(ValueError):
     """An invalid setting: unknown key, wrong type or out-of-range value (names the flag)."""
+
+
+class ModelFolderError(ConfigError):
+    """A file of a saved or exported model folder cannot be used: damaged or incomplete (an
+    interrupted copy), not valid JSON, or written by a newer version of the library. The message
+    names the file and the fix."""

@@ -1,8 +1,9 @@
 """HTTP serving of one entities pipeline (FastAPI; run by uvicorn, see ``nlp-serve``).
 
 ``POST /predict {"texts": [...]}`` -> ``{"entities": [[{entity_group, score, word, start, end}, ...], ...]}``
-(one list per text), ``GET /health`` -> model kind, labels, ``ok``, ``GET /metrics`` -> counters of
-this worker process. Requests that arrive together are coalesced by a :class:`MicroBatcher` into
+(one list per text; a model of plain tags such as POS answers ``{"words": [[{word, tag, score,
+start, end}, ...], ...]}``, one dict per word), ``GET /health`` -> model kind, labels, output,
+``ok``, ``GET /metrics`` -> counters of this worker process. Requests that arrive together are coalesced by a :class:`MicroBatcher` into
 one model call, which runs in a worker thread so the event loop keeps accepting requests.
 Needs the ``serve`` extra (``pip install -e .[serve]``).
 """
@@ -204,7 +205,8 @@ def _plain(entity: Dict[str, Any]) -> Dict[str, Any]:
 def create_app(pipeline: Any, max_texts: int = 256, max_chars: int = 10000, max_wait_ms: float = 5.0,
                max_batch_size: int = 64, max_body_bytes: int = 4_000_000) -> Any:
     """A FastAPI app serving ``pipeline`` (``pipeline(texts) -> entities per text``, with
-    ``.labels`` and ``.model_kind``), loaded by the caller once.
+    ``.labels`` and ``.model_kind``; its ``.output``, ``"entities"`` or ``"words"`` (plain tags),
+    is the key of the ``/predict`` answer), loaded by the caller once.
 
     Args:
         pipeline: the entities pipeline (``nlp_distill.pipeline(model_dir)``).
@@ -216,6 +218,7 @@ def create_app(pipeline: Any, max_texts: int = 256, max_chars: int = 10000, max_
     from fastapi.responses import JSONResponse
 
     batcher = MicroBatcher(pipeline, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
+    output = getattr(pipeline, "output", "entities")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -237,11 +240,11 @@ def create_app(pipeline: Any, max_texts: int = 256, max_chars: int = 10000, max_
             results = await batcher.submit(texts)
         except Exception as e:
             return JSONResponse({"detail": f"model call failed: {type(e).__name__}: {e}"}, status_code=500)
-        return JSONResponse({"entities": [[_plain(e) for e in ents] for ents in results]})
+        return JSONResponse({output: [[_plain(e) for e in ents] for ents in results]})
 
     @app.get("/health")
     async def health() -> Dict[str, Any]:
-        return {"ok": True, "model_kind": pipeline.model_kind, "labels": list(pipeline.labels),
+        return {"ok": True, "model_kind": pipeline.model_kind, "labels": list(pipeline.labels), "output": output,
                 "model_calls": batcher.stats.model_calls}
 
     @app.get("/metrics")
@@ -256,7 +259,7 @@ def app_from_config(config: ServeConfig) -> Any:
     from nlp_distill.pipelines import pipeline  # the function `from nlp_distill import pipeline` exports
 
     ner = pipeline(config.model_dir, backend=config.backend, device=config.device, batch_size=config.batch_size,
-                   threads=config.threads)
+                   precision=config.precision, threads=config.threads)
     logger.info("serving %s (%s) from %s, pid %d", ner.model_kind, config.backend, config.model_dir, os.getpid())
     return create_app(ner, max_texts=config.max_texts, max_chars=config.max_chars, max_wait_ms=config.max_wait_ms,
                       max_batch_size=config.max_batch_size, max_body_bytes=config.max_body_bytes)

@@ -44,6 +44,21 @@ ner.tag_tokens([["Empire", "State", "Building"]])
 probability of its tag (CRF marginal for CRF students, softmax otherwise), an entity's the mean
 over its tokens.
 
+A model of plain tags (POS: `NN`, `VBD`, ... without B-/I- spans) has no entities: it returns
+every word with its tag instead (`ner.output == "words"`; `nlp-serve` answers `{"words": ...}`
+and `nlp-inference predict --output_format jsonl` adds the same `words` to each line):
+
+```python
+pos = pipeline("runs/pos_student")
+pos("Dogs bark")
+# e.g. [{'word': 'Dogs', 'tag': 'NNS', 'score': 0.97, 'start': 0, 'end': 4},
+#       {'word': 'bark', 'tag': 'VBP', 'score': 0.88, 'start': 5, 'end': 9}]
+```
+
+`precision="fp32"` or `"int8"` picks which file of an ONNX export runs (default: int8 when the
+export has it); for a torch model `precision` is its dtype (`"fp32"`, `"bf16"`, `"auto"`). An
+export needs neither torch nor transformers (see [serving.md](serving.md), "Without torch").
+
 A student trained on gold labels, saved and loaded back (the run of `nlp-train tagger`, by hand):
 
 ```python

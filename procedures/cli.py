@@ -215,19 +215,21 @@ def inference_options(f):
                      help="File to write (atomically); default: stdout."),
         click.option("--output_format", type=click.Choice(["conll", "jsonl"]), default="conll", show_default=True,
                      help="conll: token<TAB>predicted tag; jsonl: one JSON object per sentence with line, text (raw "
-                          "input), tokens, tags, scores and entities (type, score, word, character start/end)."),
+                          "input), tokens, tags, scores and entities (type, score, word, character start/end); for "
+                          "plain tags (POS) also words (word, tag, score, character start/end)."),
         click.option("--batch_size", default=64, show_default=True, type=click.IntRange(min=1),
                      help="Sentences (student) / windows (transformer) per batch."),
         click.option("--input_format", type=click.Choice(["auto", "text", "conll"]), default="auto", show_default=True,
                      help="DATA_FILE format: raw text, CoNLL, or auto (decided from its first sentence)."),
         click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of DATA_FILE."),
         click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
-                     help="torch: a saved model folder; onnx: a folder from `nlp-export onnx` (int8 if exported); "
-                          "auto: whichever MODEL_DIR holds."),
+                     help="torch: a saved model folder; onnx: a folder from `nlp-export onnx` (its int8 file if "
+                          "exported, see --precision); auto: whichever MODEL_DIR holds."),
         click.option("--device", default=None, help="torch backend: cpu | cuda | cuda:N (default: cpu)."),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default=None,
-                     help="torch backend: the network's precision (auto: bf16 where the device multiplies it natively, "
-                          "a CUDA GPU with bf16 or a CPU with AMX tiles); default: the one saved with the model."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "int8"]), default=None,
+                     help="A torch model's precision: fp32, bf16 or auto (bf16 where the device multiplies it natively, "
+                          "a CUDA GPU with bf16 or a CPU with AMX tiles); default: the one saved with the model. For an "
+                          "ONNX export, the file it runs: fp32 or int8; default: int8 when the export has it."),
     ]):
         f = o(f)
     return f
@@ -266,18 +268,22 @@ def infer_tagger(model_dir, data_file, output_file, **options: Any) -> None:
 
 @nlp_inference.command("compare")
 @click.option("--model_dir", "model_dirs", required=True, multiple=True, type=click.Path(exists=True, file_okay=False),
-              help="A saved model or run folder; repeat to compare several (the first is the reference).")
+              help="A saved model, run, compact or ONNX export folder; repeat to compare several (the first is "
+                   "the reference).")
 @click.option("--data_file", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Tagged CoNLL file to score on (e.g. DATA_DIR/test.txt).")
 @click.option("--batch_size", default=64, show_default=True, type=click.IntRange(min=1),
               help="Sentences / windows per batch for the speed column.")
-def compare(model_dirs, data_file, batch_size) -> None:
-    """Side-by-side F1, size and speed of saved models (teacher vs students)."""
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "int8"]), default=None,
+              help="As for predict, for every model: a torch model's dtype, or which file of an ONNX export runs "
+                   "(default: the saved dtype / an export's int8 file when it has one).")
+def compare(model_dirs, data_file, batch_size, precision) -> None:
+    """Side-by-side F1, size and speed of saved models (teacher, students, compact and ONNX folders)."""
     from procedures.common import setup_logging
     from procedures.compare import compare_models, markdown_table
 
     setup_logging()
-    click.echo(markdown_table(compare_models(model_dirs, data_file, batch_size)))
+    click.echo(markdown_table(compare_models(model_dirs, data_file, batch_size, precision)))
 
 
 @click.group(cls=FriendlyGroup)

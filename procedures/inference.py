@@ -75,8 +75,9 @@ def tag_records(ner: NerPipeline, items: Iterator[Tuple[int, Optional[str], Opti
 
 
 def jsonl_line(rec: Dict[str, Any]) -> str:
-    """One JSON object: line, text (raw input), tokens, tags, scores, entities (offsets into text)."""
-    keys = ("line", "text", "tokens", "tags", "scores", "entities")
+    """One JSON object: line, text (raw input), tokens, tags, scores, entities (offsets into text),
+    and for a model of plain tags (POS) words: the pipeline's per-word dicts."""
+    keys = ("line", "text", "tokens", "tags", "scores", "entities", "words")
     return json.dumps({k: rec[k] for k in keys if k in rec}, ensure_ascii=False)
 
 
@@ -124,8 +125,6 @@ def do_inference(kind: Optional[str], model_dir, data_file, output_file=None, ba
         number of sentences tagged.
     """
     setup_logging()
-    if backend == "onnx" and precision is not None:
-        raise ConfigError("--precision applies to --backend torch; an ONNX folder runs its exported fp32 or int8 file")
     if output_format not in ("conll", "jsonl"):
         raise ConfigError(f"--output_format {output_format!r}: expected conll or jsonl")
     ner = pipeline(model_dir, backend=backend, device=device, batch_size=batch_size, precision=precision)

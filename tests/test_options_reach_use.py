@@ -412,6 +412,7 @@ COMPARE = {
     "model_dirs": ([], ["--model_dir", "{student2}"], written),
     "data_file": ([], ["--data_file", "{dev2}"], written),
     "batch_size": ([], ["--batch_size", "2"], model_calls),
+    "precision": ([], ["--precision", "bf16"], model_calls),
 }
 LABEL = {  # label_unlabeled: the store it writes
     "output_dir": ([], ["--output_dir", "{out2}"], written),
@@ -434,6 +435,7 @@ SERVE = {
     "backend": ([], ["--backend", "onnx"], served),  # the folder holds a torch model: refused
     "device": ([], ["--device", "meta"], served),
     "threads": ([], ["--threads", "2"], served),
+    "precision": ([], ["--precision", "bf16"], served),
     "batch_size": ([], ["--batch_size", "1"], served),
     "max_batch_size": ([], ["--max_batch_size", "1"], served),
     "max_wait_ms": ([], ["--max_wait_ms", "1"], served),

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
 from nlp_distill.errors import ConfigError
-from nlp_distill.io import read_json
+from nlp_distill.models.folders import newer_version_error, read_model_json
 from nlp_distill.models.registry import KINDS, ModelKind, kind_of_class
 
 
@@ -71,7 +71,8 @@ def export_model(model_dir, output_dir, backend: str = "onnx", **options) -> Pat
     cls, _ = model_class_of(model_dir)
     kind = kind_of_class(cls)
     if kind is None:
-        raise ConfigError(f"{model_dir} holds no saved model of this library to export")
+        raise newer_version_error(model_dir, "it records a model class this version does not know") or ConfigError(
+            f"{model_dir} holds no saved model of this library to export")
     exporters = BACKENDS[backend].exporters()
     if kind.name not in exporters:
         raise ConfigError(f"the {backend} backend cannot export a {kind.model_class} ({model_dir})")
@@ -81,7 +82,7 @@ def export_model(model_dir, output_dir, backend: str = "onnx", **options) -> Pat
 def exported_class(folder) -> Optional[str]:
     """The model class recorded by the exported folder ``folder``, else ``None`` (not an export)."""
     cfg = Path(folder) / "config.json"
-    cls = read_json(cfg).get("model_class") if cfg.is_file() else None
+    cls = read_model_json(cfg).get("model_class") if cfg.is_file() else None
     return cls if _predictor(cls) is not None else None
 
 

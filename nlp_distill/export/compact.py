@@ -9,7 +9,7 @@ from typing import Dict, Optional
 from nlp_distill.config import CompactConfig
 from nlp_distill.errors import ConfigError
 from nlp_distill.io import atomic_dir, folder_size
-from nlp_distill.models.loader import model_class_of
+from nlp_distill.models.loader import load_model, model_class_of
 from nlp_distill.models.registry import KINDS, kind_of_class
 
 logger = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ def compact_tagger(model_dir, output_dir, storage: Optional[CompactConfig] = Non
     if kind_of_class(cls) is not KINDS["tagger"]:
         raise ConfigError(f"{model_dir} holds {'a ' + cls if cls else 'no saved model'}; nlp-export compact takes "
                           "a BiLSTM/ID-CNN student (for a transformer: nlp-export onnx --quantize int8)")
-    model = KINDS["tagger"].load(src)
+    model = load_model(src, expect=KINDS["tagger"].model_class)  # names a damaged file
     with atomic_dir(output_dir) as tmp:
         model.save_pretrained(tmp, storage or CompactConfig())
     before, after = folder_size(src), folder_size(output_dir)

@@ -105,10 +105,10 @@ class _LogitsOnly(nn.Module):
 
 def export_transformer(model_dir, output_dir, quantize: Optional[str] = None) -> Path:
     """Export a TransformerTokenClassifier (``model.onnx`` [+ int8], tokenizer, ``config.json``)."""
-    from nlp_distill.models.transformer import TransformerTokenClassifier
+    from nlp_distill.models.loader import load_model
 
     _check_onnx(quantize)
-    clf = TransformerTokenClassifier.from_pretrained(str(model_dir)).eval()
+    clf = load_model(model_dir, expect="TransformerTokenClassifier").eval()  # names a damaged file
     # eager attention traces to MatMul + Add(mask) + Softmax; SDPA's ONNX form adds Where(-inf mask)
     # and Where(IsNaN) over every (B, heads, T, T) score tensor: 24% of the int8 graph's time
     # (docs/benchmarks.md). The torch model keeps SDPA.
@@ -129,9 +129,11 @@ def export_transformer(model_dir, output_dir, quantize: Optional[str] = None) ->
 def export_tagger(model_dir, output_dir, quantize: Optional[str] = None) -> Path:
     """Export the NeuralTagger in ``model_dir`` to ``output_dir`` (``model.onnx``, with
     ``quantize="int8"`` also ``model.int8.onnx``, ``config.json``, ``vocab.json``)."""
+    from nlp_distill.models.loader import load_model
+
     _check_onnx(quantize)
     src = resolve_model_dir(model_dir)
-    model = NeuralTagger.from_pretrained(src).eval()
+    model = load_model(src, expect="NeuralTagger").eval()  # names a damaged file
     if model.config.char_encoder == "lstm":
         raise ConfigError("ONNX export supports --char_encoder cnn or none (a char BiLSTM student cannot be exported yet)")
     out = Path(output_dir)

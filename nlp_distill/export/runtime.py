@@ -10,34 +10,81 @@ import numpy as np
 from nlp_distill.data.labels import LabelVocab
 from nlp_distill.data.tokenize import check_token_lists
 from nlp_distill.data.vocab import Vocab
-from nlp_distill.errors import ConfigError
+from nlp_distill.errors import ConfigError, ModelFolderError
 from nlp_distill.export.features import featurize
-from nlp_distill.io import read_json
+from nlp_distill.models.folders import newer_version_error, read_model_json
 from nlp_distill.modules.label_probs import crf_marginals, softmax
 from nlp_distill.modules.viterbi import viterbi
 
+VARIANTS = ("fp32", "int8")  # the ONNX files an export may hold (config.json "files")
+REEXPORT = "export it again with `nlp-export onnx --model_dir MODEL --output_dir {folder}`"
+
 
 def _session(folder: Path, files: dict, variant: Optional[str], threads: Optional[int]):
-    """(ONNX Runtime session of the ``variant`` file, the variant used); default int8 if exported."""
+    """(ONNX Runtime session of the ``variant`` file, the variant used); default int8 if exported.
+
+    This is where every command and ``pipeline`` open an export's ONNX file, so a missing,
+    damaged or absent variant is reported here once, naming the file and the fix.
+    """
     try:
         import onnxruntime as ort
     except ModuleNotFoundError:
-        raise ConfigError("the ONNX backend needs onnxruntime: pip install 'nlp-distill[onnx]'") from None
+        raise ConfigError("the ONNX backend needs onnxruntime: pip install onnxruntime") from None
+    if variant is not None and variant not in VARIANTS:
+        raise ConfigError(f"precision {variant!r} for the ONNX export {folder}: expected one of {', '.join(VARIANTS)}")
     variant = variant or ("int8" if "int8" in files else "fp32")
     if variant not in files:
-        raise ConfigError(f"{folder} has no {variant} model (it has {', '.join(files)})")
+        fix = ("export it with `nlp-export onnx --quantize int8`, or run its fp32 file (precision fp32)"
+               if variant == "int8" else REEXPORT.format(folder=folder))
+        raise ConfigError(f"{folder} has no {variant} model file (its config.json lists {', '.join(files) or 'none'}): "
+                          f"{fix}")
+    path = folder / files[variant]
+    if not path.is_file():
+        raise ModelFolderError(f"{path} is missing from the export {folder}: {REEXPORT.format(folder=folder)}")
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(folder / files[variant]), opts, providers=["CPUExecutionProvider"]), variant
+    try:
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - ONNX Runtime's own classes (InvalidProtobuf, Fail, InvalidGraph, ...)
+        problem = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        problem = problem.rsplit(" : ", 1)[-1].split("failed:", 1)[-1].strip()  # ORT's "[...] : 7 : ... failed:why"
+        raise newer_version_error(folder, problem) or ModelFolderError(
+            f"{path} is not a readable ONNX model ({problem}): the file is damaged or incomplete; "
+            f"{REEXPORT.format(folder=folder)}") from None
+    return session, variant
 
 
 def _config(folder: Path, expect: str) -> dict:
-    cfg = read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
+    cfg = read_model_json(folder / "config.json") if (folder / "config.json").is_file() else {}
     if cfg.get("model_class") != expect:
         raise ConfigError(f"{folder} holds a {cfg.get('model_class')}, not an exported model ({expect}); make one with "
                           "`nlp-export onnx --model_dir MODEL --output_dir DIR`")
+    missing = [k for k in ("labels", "files") if not isinstance(cfg.get(k), (list, dict))]
+    if missing:
+        problem = f"its config.json lacks {', '.join(missing)}"
+        raise newer_version_error(folder, problem) or ModelFolderError(
+            f"{folder / 'config.json'}: {problem}; {REEXPORT.format(folder=folder)}")
     return cfg
+
+
+def graph_parameters(path) -> Optional[int]:
+    """Weights stored in an ONNX file (its initializers' elements), or ``None`` without the
+    ``onnx`` package (the runtime itself does not need it)."""
+    try:
+        import onnx
+    except ModuleNotFoundError:
+        return None
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return sum(int(np.prod(t.dims)) for t in graph.initializer)
+
+
+def _read_vocab(folder: Path) -> dict:
+    """``vocab.json`` of an exported student (its words and characters)."""
+    if not (folder / "vocab.json").is_file():
+        raise ModelFolderError(f"{folder / 'vocab.json'} is missing from the export {folder}: "
+                               f"{REEXPORT.format(folder=folder)}")
+    return read_model_json(folder / "vocab.json")
 
 
 class OnnxTagger:
@@ -53,8 +100,9 @@ class OnnxTagger:
         folder = Path(folder)
         cfg = _config(folder, "OnnxTagger")
         self.session, self.variant = _session(folder, cfg["files"], variant, threads)
+        self.files, self.model_file = dict(cfg["files"]), folder / cfg["files"][self.variant]
         self.inputs = {i.name for i in self.session.get_inputs()}  # unused features are pruned from the graph
-        vocab = read_json(folder / "vocab.json")
+        vocab = _read_vocab(folder)
         self.words, self.chars = Vocab.from_dict(vocab["words"]), Vocab.from_dict(vocab["chars"])
         self.labels = LabelVocab(cfg["labels"])
         self.max_word_length = cfg["tagger"]["max_word_length"]
@@ -64,6 +112,12 @@ class OnnxTagger:
     @classmethod
     def from_pretrained(cls, folder, variant: Optional[str] = None, threads: Optional[int] = None) -> "OnnxTagger":
         return cls(folder, variant, threads)
+
+    def num_parameters(self) -> Optional[int]:
+        """Weights of the fp32 graph plus the CRF's scores (what the torch student counts), or
+        ``None`` without the ``onnx`` package."""
+        n = graph_parameters(self.model_file.with_name(self.files["fp32"])) if "fp32" in self.files else None
+        return None if n is None else n + (sum(int(a.size) for a in self.crf) if self.crf else 0)
 
     def emissions(self, sentences: Sequence[Sequence[str]]) -> np.ndarray:
         """(B, L, C) emissions of non-empty sentences."""
@@ -123,21 +177,30 @@ class OnnxTransformer:
     """
 
     def __init__(self, folder, variant: Optional[str] = None, threads: Optional[int] = None) -> None:
-        from transformers import AutoTokenizer
-
         from nlp_distill.data.alignment import WordAligner
+        from nlp_distill.export.fast_tokenizer import TOKENIZER_FILE, FastTokenizer
 
         folder = Path(folder)
         cfg = _config(folder, "OnnxTransformer")
         self.session, self.variant = _session(folder, cfg["files"], variant, threads)
+        self.files, self.model_file = dict(cfg["files"]), folder / cfg["files"][self.variant]
         self.labels = LabelVocab(cfg["labels"])
         self.config = cfg["transformer"]
-        self.aligner = WordAligner(AutoTokenizer.from_pretrained(str(folder)), self.config["max_seq_length"],
-                                   self.config["stride"])
+        if (folder / TOKENIZER_FILE).is_file():  # the tokenizers library alone: no transformers, no torch
+            tokenizer = FastTokenizer(folder)
+        else:  # a slow-only tokenizer (no tokenizer.json) needs transformers
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        self.aligner = WordAligner(tokenizer, self.config["max_seq_length"], self.config["stride"])
 
     @classmethod
     def from_pretrained(cls, folder, variant: Optional[str] = None, threads: Optional[int] = None) -> "OnnxTransformer":
         return cls(folder, variant, threads)
+
+    def num_parameters(self) -> Optional[int]:
+        """Weights of the fp32 graph (constant folding may merge a few), or ``None`` without ``onnx``."""
+        return graph_parameters(self.model_file.with_name(self.files["fp32"])) if "fp32" in self.files else None
 
     def word_logits(self, sentences: Sequence[Sequence[str]], batch_size: int = 64) -> List[np.ndarray]:
         """One (n_words, C) float32 array per sentence; every word is filled by its owner window."""

@@ -6,9 +6,10 @@ import re
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from nlp_distill.errors import ConfigError
+from nlp_distill.errors import ConfigError, ModelFolderError
 from nlp_distill.io import read_json
-from nlp_distill.models.folders import NLP_DISTILL_FILE, hf_classifier_labels
+from nlp_distill.models.folders import (NLP_DISTILL_FILE, RESAVE, check_weights, hf_classifier_labels, newer_version_error,
+                                        read_model_json)
 from nlp_distill.models.registry import KINDS, kind_of_class
 
 TEACHER = KINDS["transformer_token"]
@@ -21,9 +22,9 @@ def model_class_of(path) -> Tuple[Optional[str], Path]:
     p = Path(path)
     for folder in (p, p / "model"):
         if (folder / NLP_DISTILL_FILE).is_file():
-            return read_json(folder / NLP_DISTILL_FILE).get("model_class", TEACHER.model_class), folder
+            return read_model_json(folder / NLP_DISTILL_FILE).get("model_class", TEACHER.model_class), folder
         if (folder / "config.json").is_file():
-            cls = read_json(folder / "config.json").get("model_class")
+            cls = read_model_json(folder / "config.json").get("model_class")
             if kind_of_class(cls) is not None:
                 return cls, folder
             if hf_classifier_labels(folder) is not None:
@@ -34,21 +35,62 @@ def model_class_of(path) -> Tuple[Optional[str], Path]:
 def load_model(path, expect: Optional[str] = None):
     """Load the ``NeuralTagger`` or ``TransformerTokenClassifier`` saved in ``path``.
 
+    This is where every command and ``pipeline`` load a torch model, so a damaged folder is
+    reported here once: each weights file's frame is checked before loading (``check_weights``),
+    and a file that still fails to load is named with the fix.
+
     Args:
         expect: the model class the caller needs; a folder holding another kind is a
             ``ConfigError`` saying what it holds and which command makes the expected kind.
+
+    Raises:
+        ModelFolderError: a file of the folder is damaged, incomplete, not valid JSON, or written
+            by a newer version of the library (the message names the file and the fix).
     """
     if not Path(path).is_dir():
         raise ConfigError(f"{path}: no such folder")
     cls, folder = model_class_of(path)
-    if cls is None:
+    if kind_of_class(cls) is None:
+        err = newer_version_error(path, f"it records a model class{' ' + cls if cls else ''} this version does not know")
+        if err is not None:
+            raise err
         raise ConfigError(f"{path} holds no saved model of this library (a student comes from `{KINDS['tagger'].made_by}`, "
                           f"a teacher from `{TEACHER_MADE_BY}` or HF `save_pretrained` of a "
                           "...ForTokenClassification model with id2label in its config.json)")
     if expect is not None and cls != expect:
         made_by = kind_of_class(expect).made_by if kind_of_class(expect) else "?"
         raise ConfigError(f"{path} holds a {cls}, not a {expect}; a {expect} comes from `{made_by}`")
-    return kind_of_class(cls).load(folder)
+    check_weights(folder)
+    try:
+        return kind_of_class(cls).load(folder)
+    except ModelFolderError:
+        raise
+    except ConfigError as e:  # config.json holds settings this version does not take
+        raise newer_version_error(folder, str(e)) or ModelFolderError(
+            f"{folder}: its saved settings do not load ({e}); {RESAVE} with this version") from e
+    except FileNotFoundError as e:
+        raise ModelFolderError(f"{e.filename or folder} is missing from the model folder {folder}; {RESAVE}") from e
+    except Exception as e:  # noqa: BLE001 - weights that do not unpickle / deserialise / fit the saved settings
+        if not _loading_failure(e):
+            raise
+        raise newer_version_error(folder, _first_line(e)) or ModelFolderError(
+            f"{folder} does not load ({type(e).__name__}: {_first_line(e)}): a file is damaged or does not match "
+            f"its config.json; {RESAVE}") from e
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _loading_failure(e: BaseException) -> bool:
+    """Whether ``e``, raised while reading a model folder, means an unreadable or mismatched file
+    (safetensors / pickle / JSON errors, state-dict mismatches) rather than a bug."""
+    import pickle
+
+    if type(e).__name__ == "SafetensorError" or isinstance(e, (OSError, EOFError, pickle.UnpicklingError, ValueError)):
+        return True
+    return isinstance(e, RuntimeError) and "state_dict" in str(e)
 
 
 SEED_FOLDER = re.compile(r"^seed-(-?\d+)$")  # members written by `nlp-train transformer_token --seeds`
