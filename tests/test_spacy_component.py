@@ -20,7 +20,7 @@ from nlp_distill.data.tokenize import tokenize  # noqa: E402
 from nlp_distill.errors import ConfigError  # noqa: E402
 from nlp_distill.integrations.spacy import FACTORY, SPACE_TAG, DistillTagger, token_windows  # noqa: E402
 from nlp_distill.models.neural_tagger import NeuralTagger  # noqa: E402
-from nlp_distill.pipelines import entities, pipeline  # noqa: E402
+from nlp_distill.pipelines import pipeline  # noqa: E402
 from tests.conftest import FIXTURES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,26 +66,20 @@ def pos_model(tmp_path_factory) -> Path:
 
 
 class RuleTagger:
-    """A stand-in model: ``B-``/``I-`` tags for tokens listed in ``rules``; counts its calls."""
-
-    labels = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    """A stand-in model: a ``B-`` tag for each token listed in ``rules``; records its calls."""
 
     def __init__(self, rules):
         self.rules, self.calls = rules, []
 
-    def tag_tokens(self, sentences):
+    def predict(self, sentences, batch_size=64):
         self.calls.append([list(s) for s in sentences])
-        out = []
-        for s in sentences:
-            tags = [f"B-{self.rules[t]}" if t in self.rules else "O" for t in s]
-            out.append({"tags": tags, "entities": entities(s, tags, [1.0] * len(s))})
-        return out
+        return [[f"B-{self.rules[t]}" if t in self.rules else "O" for t in s] for s in sentences]
 
 
 def _with_stub(stub, **cfg):
     nlp = spacy.blank("en")
     comp = nlp.add_pipe(FACTORY, config={"model": "unused", **cfg})
-    comp._pipeline = stub
+    comp._model = stub
     return nlp, comp
 
 
@@ -210,12 +204,24 @@ def test_nlp_pipe_makes_one_model_call_per_batch(model_folders):
     comp = nlp.get_pipe(FACTORY)
     one_by_one = [_ents(nlp(t)) for t in TEXTS * 2]
     calls = []
-    real = comp.predictor.tag_tokens
-    comp.predictor.tag_tokens = lambda sents: calls.append(len(sents)) or real(sents)
+    real = comp.predictor.predict
+    comp.predictor.predict = lambda sents, batch_size: calls.append(len(sents)) or real(sents, batch_size=batch_size)
     batched = [_ents(d) for d in nlp.pipe(TEXTS * 2, batch_size=5)]
     assert batched == one_by_one
     assert len(calls) == 3  # 12 docs (two of them empty), batches of 5, 5, 2
     assert sum(calls) == 10
+
+
+def test_a_pickled_component_loads_its_model_again(model_folders):
+    import pickle
+
+    for kind in ("crf", "onnx_crf"):
+        if kind not in model_folders:
+            continue
+        nlp = _nlp(model_folders[kind])
+        before = [_ents(d) for d in nlp.pipe(TEXTS)]
+        copy = pickle.loads(pickle.dumps(nlp.get_pipe(FACTORY)))  # what nlp.pipe(n_process=N) may do
+        assert [_ents(copy(spacy.blank("en")(t))) for t in TEXTS] == before
 
 
 # ---------------------------------------------------------------- saving

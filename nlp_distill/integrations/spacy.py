@@ -42,13 +42,15 @@ How a Doc is tagged:
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
+import threading
 from bisect import bisect_left, bisect_right
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
-from nlp_distill.data.labels import is_plain_tag_set
+from nlp_distill.data.labels import entity_spans, is_plain_tag_set
 from nlp_distill.data.tokenize import tokenize
 from nlp_distill.errors import ConfigError
 
@@ -136,12 +138,25 @@ class DistillTagger:
         self.name = name
         self.backend, self.batch_size, self.max_sentence_length, self.threads = backend, batch_size, max_sentence_length, threads
         self._source = Path(model)
-        self._pipeline = None  # the NerPipeline, loaded on first use
+        self._model = None  # the loaded model (``predict(sentences, batch_size)``), on first use
+        self._backend_used = ""  # "torch" or "onnx"
         self._folder: Optional[Path] = None  # the model folder itself (inside a run folder)
+        self._lock = threading.Lock()  # one model call at a time
         self.plain = False  # the model predicts plain tags (POS): token.tag_ instead of doc.ents
 
     def __repr__(self) -> str:
         return f"DistillTagger({self.name!r}, model={str(self._source)!r})"
+
+    def __getstate__(self) -> Dict[str, Any]:
+        """Pickled without the loaded model (an ONNX session does not pickle): a copy, e.g. in a
+        process of ``nlp.pipe(n_process=N)``, loads it again from the same folder."""
+        state = dict(self.__dict__)
+        state.update(_model=None, _lock=None)
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     # ------------------------------------------------------------ the model
 
@@ -165,24 +180,34 @@ class DistillTagger:
 
     @property
     def predictor(self):
-        """The ``NerPipeline`` over the ``model`` folder, loaded on first use (not named ``model``:
-        spaCy reads a component's ``model`` attribute as a thinc model)."""
-        if self._pipeline is None:
+        """The model of the ``model`` folder, loaded on first use (``pipelines.load_for_inference``);
+        not named ``model``, which spaCy reads as a component's thinc model."""
+        if self._model is None:
             self._load()
-        return self._pipeline
+        return self._model
 
     def _load(self) -> None:
-        from nlp_distill.pipelines import pipeline
+        from nlp_distill.pipelines import load_for_inference
 
         folder = self._model_folder()
         try:
-            pipe = pipeline(folder, backend=self.backend, batch_size=self.batch_size, threads=self.threads)
+            model, kind, used = load_for_inference(folder, backend=self.backend, threads=self.threads)
         except ConfigError as e:
             raise ConfigError(f"{self.name}: {e}") from None
-        self._pipeline, self._folder = pipe, folder
-        self.plain = is_plain_tag_set(pipe.labels)
-        logger.info("%s: %s (%s) from %s, sets %s", self.name, pipe.model_kind, pipe.backend, folder,
-                    "token.tag_" if self.plain else "doc.ents")
+        self._model, self._backend_used, self._folder = model, used, folder
+        self.plain = is_plain_tag_set(model.labels.labels)
+        logger.info("%s: %s (%s) from %s, sets %s", self.name, kind, used, folder, "token.tag_" if self.plain else "doc.ents")
+
+    def _tag(self, sentences: List[List[str]]) -> List[List[str]]:
+        """The model's tags of token lists: one ``predict`` call (Viterbi or argmax; no scores)."""
+        model = self.predictor
+        grad_off = contextlib.nullcontext()
+        if self._backend_used == "torch":
+            import torch
+
+            grad_off = torch.inference_mode()
+        with self._lock, grad_off:
+            return model.predict(sentences, batch_size=self.batch_size)
 
     def initialize(self, get_examples=None, *, nlp: Optional[Language] = None) -> None:
         """Load the model now (``nlp.initialize()``): a wrong ``model`` folder fails here, not on the first Doc."""
@@ -202,22 +227,21 @@ class DistillTagger:
 
     def predict(self, docs: Sequence[Doc]) -> List[Tagged]:
         """The model's tags and entities for each Doc: the windows of all docs in one model call."""
-        pipe = self.predictor
         plans, flat = [], []
         for doc in docs:
             tok = tokenize(doc.text)
             wins = token_windows(tok.tokens, self.max_sentence_length, self._sentence_breaks(doc, tok.spans))
             plans.append((tok, wins))
             flat += [tok.tokens[a:b] for a, b in wins]
-        records = iter(pipe.tag_tokens(flat) if flat else [])
+        results = iter(self._tag(flat) if flat else [])
         out = []
         for tok, wins in plans:
             tags: List[str] = []
             ents: List[Tuple[int, int, str]] = []
             for a, _ in wins:
-                r = next(records)
-                tags += r["tags"]
-                ents += [(a + e["token_start"], a + e["token_end"], e["entity_group"]) for e in r["entities"]]
+                window_tags = next(results)
+                tags += window_tags
+                ents += [(a + s, a + e, etype) for s, e, etype in entity_spans(window_tags)]
             out.append(Tagged(list(tok.spans), tags, ents))
         return out
 
@@ -279,7 +303,7 @@ class DistillTagger:
         if not folder.is_dir():
             raise ConfigError(f"{self.name}: {path} has no {MODEL_SUBDIR}/ folder: save the pipeline with nlp.to_disk "
                               "(it copies the model there)")
-        self._source, self._pipeline, self._folder = folder, None, None
+        self._source, self._model, self._folder = folder, None, None
         self._load()
         return self
 
