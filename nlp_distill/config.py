@@ -455,11 +455,13 @@ class LabelConfig(ConfigBase):
 
     SECTION: ClassVar[str] = "label"
     teacher_model_path: List[str] = option(default_factory=list, path="dir", help="Teacher folder(s) (several: their ensemble labels).")
-    unlabeled_filename: str = option("", path="file", help="Raw text (one sentence per line) or CoNLL.")
+    unlabeled_filename: str = option("", path="file", help="Raw text (one sentence per line) or CoNLL; with --engine ray also a glob or a comma list of files (read in sorted order).")
     input_format: str = option("auto", choices=("auto", "text", "conll"), help="Format of the unlabeled file.")
     max_unlabeled: Optional[int] = option(None, ge=1, help="Label at most this many sentences (default: all).")
     teacher_batch_size: int = option(64, ge=1, help="Windows per teacher batch.")
-    chunk_sentences: int = option(2048, ge=1, help="Sentences per store chunk (the unit a rerun redoes).")
+    chunk_sentences: int = option(2048, ge=1, help="Sentences per Parquet shard of the store (the unit a rerun redoes).")
+    engine: str = option("local", choices=("local", "ray"), help="local: this process (under torchrun each rank labels every world_size-th shard); ray: Ray Data, an actor pool of teachers on the cluster at RAY_ADDRESS, or on this machine when it is unset (pip install 'nlp-distill[ray]'). Both write the same Parquet shards.")
+    workers: int = option(0, ge=0, help="--engine ray: teacher actors, one teacher each (0: one per GPU of the cluster with --device cuda, else one per CPU).")
     data_dir: str = option("", path="dir", help="Cut the teacher's head to this data folder's labels (labels.txt or its train tags), as tagger_kd does, so a store from a teacher with more labels than the data is accepted by `tagger_kd --transfer_store`; default: the teacher's own labels.")
 
 

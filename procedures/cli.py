@@ -158,12 +158,24 @@ training_command("tagger_kd_pseudo", "procedures.tagger_kd.do_kd_pseudo_training
 @config_options(LabelConfig)
 @click.pass_context
 def label_unlabeled(ctx: click.Context, output_dir, device, encoding, config_file, **_: Any) -> None:
-    """Score unlabeled text with the teacher into a chunked, resumable store (for --transfer_store)."""
+    """Score unlabeled text with the teacher into a resumable store of Parquet shards (for --transfer_store)."""
     from procedures.common import RunOptions
     from procedures.label import do_label
 
     r = do_label(output_dir, **build_configs(ctx, config_file), run=RunOptions(device=device, encoding=encoding))
-    click.echo(f"labeled {r['sentences']} sentences -> {r['folder']}")
+    by = " with Ray" if r["engine"] == "ray" else ""
+    click.echo(f"labeled {r['sentences']} sentences{by} -> {r['folder']}")
+
+
+@nlp_train.command("convert_store")
+@click.argument("old_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("new_dir", type=click.Path(file_okay=False))
+def convert_store(old_dir, new_dir) -> None:
+    """Rewrite a transfer store of an earlier version (chunk folders) as Parquet shards."""
+    from procedures.label import do_convert_store
+
+    r = do_convert_store(old_dir, new_dir)
+    click.echo(f"converted {r['sentences']} sentences -> {r['folder']}")
 
 
 @nlp_train.command("tagger_kd_search")

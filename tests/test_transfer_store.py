@@ -36,7 +36,7 @@ def _sents():
 def test_chunked_store_equals_the_teacher_and_reads_like_a_cache(teacher, tmp_path):
     store = TransferStore.label(teacher, iter(_sents()), tmp_path / "s", chunk=5, show_progress=False)
     ref = teacher.word_logits(_sents())
-    assert len(store) == 23 and len(list((tmp_path / "s").glob("chunk_*"))) == 5
+    assert len(store) == 23 and len(list((tmp_path / "s").glob("part-*.parquet"))) == 5
     assert list(store.iter_tokens()) == _sents()
     for i, r in enumerate(ref):
         np.testing.assert_allclose(store.sentence(i).astype(np.float32), r, **FP16)
@@ -55,8 +55,8 @@ def test_killed_labeling_resumes_to_the_same_store(teacher, tmp_path, monkeypatc
 
     with pytest.raises(KeyboardInterrupt):
         TransferStore.label(teacher, dies_after(12), tmp_path / "s", chunk=5, show_progress=False)
-    # the input dies while chunk 2 is read ahead (tokenised while chunk 1 would run): chunk 0 is finished
-    assert sorted(p.name for p in (tmp_path / "s").glob("chunk_*")) == ["chunk_00000"]
+    # the input dies while shard 2 is read ahead (tokenised while shard 1 would run): shard 0 is finished
+    assert sorted(p.name for p in (tmp_path / "s").glob("part-*")) == ["part-00000.parquet"]
     with pytest.raises(ConfigError, match="unfinished"):
         TransferStore(tmp_path / "s")
     calls = []
@@ -64,7 +64,7 @@ def test_killed_labeling_resumes_to_the_same_store(teacher, tmp_path, monkeypatc
     monkeypatch.setattr(teacher, "word_logits",
                         lambda s, *a, **k: calls.append((len(s), k.get("windows") is not None)) or orig(s, *a, **k))
     resumed = TransferStore.label(teacher, iter(_sents()), tmp_path / "s", chunk=5, show_progress=False)
-    # only the unfinished chunks were labeled again, each with windows tokenised ahead in a thread
+    # only the unfinished shards were labeled again, each with windows tokenised ahead in a thread
     assert calls == [(5, True), (5, True), (5, True), (3, True)]
     whole = TransferStore.label(teacher, iter(_sents()), tmp_path / "w", chunk=5, show_progress=False)
     for i in range(23):
@@ -116,7 +116,7 @@ def test_augmented_copies_through_a_store_train_like_copies_in_memory(tiny_encod
     monkeypatch.setattr(ts, "streams_augmentation", lambda dist: False)
     ok(invoke(nlp_train, [*common, "--output_dir", tmp_path / "memory"]))
     a, b = tmp_path / "streamed", tmp_path / "memory"
-    assert (a / "augment_store" / "meta.json").is_file() and not (b / "augment_store").exists()
+    assert (a / "augment_store" / "_store.json").is_file() and not (b / "augment_store").exists()
     assert len(TransferStore(a / "augment_store")) > len(DATA.train)  # ~2 copies per sentence
     assert (a / "augmented.txt").read_text() == (b / "augmented.txt").read_text()
     assert (a / "model" / "vocab.json").read_text() == (b / "model" / "vocab.json").read_text()
