@@ -66,11 +66,12 @@ def doc_entities(nlp, texts: Sequence[str], batch_size: int = 64) -> List[Set[Ch
     return [{(e.start_char, e.end_char, e.label_) for e in doc.ents} for doc in nlp.pipe(texts, batch_size=batch_size)]
 
 
-def our_pipeline(student: str, batch_size: int):
-    """``spacy.blank("en")`` with the ``nlp_distill_ner`` component over ``student``, loaded."""
+def our_pipeline(student: str, batch_size: int, threads: Optional[int] = None):
+    """``spacy.blank("en")`` with the ``nlp_distill_ner`` component over ``student``, loaded
+    (``threads``: the model's CPU threads, ONNX Runtime's included)."""
     spacy = import_spacy()
     nlp = spacy.blank("en")
-    nlp.add_pipe("nlp_distill_ner", config={"model": str(student), "batch_size": batch_size})
+    nlp.add_pipe("nlp_distill_ner", config={"model": str(student), "batch_size": batch_size, "threads": threads})
     nlp.initialize()  # loads the model (a wrong folder fails here)
     return nlp
 
@@ -154,7 +155,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     torch.set_num_threads(a.threads)
     with threadpool_limits(a.threads):
         for name, nlp, size_dir in (("spacy_efficiency", spacy.load(spacy_dir), Path(spacy_dir)),
-                                    ("nlp_distill_ner", our_pipeline(a.student, a.batch_size), resolve_model_dir(a.student))):
+                                    ("nlp_distill_ner", our_pipeline(a.student, a.batch_size, a.threads), resolve_model_dir(a.student))):
             t = time.perf_counter()
             pred = doc_entities(nlp, texts, a.batch_size)
             rows[name] = {"dir": str(size_dir), "pipeline": nlp.pipe_names, "text": span_scores(gold_sets, pred),
