@@ -22,6 +22,7 @@ LAYERS = [
     "training",  # the generic loop, checkpoints
     "export",  # ONNX, compact folders, torch-free runtimes
     "pipeline", "pipelines", "serving", "api",  # user-facing workflows built from everything above
+    "integrations",  # bridges imported only by another library (the spaCy factory): above all they use
     "__init__",  # the package's lazy exports
 ]
 FORBIDDEN = {"click", "argparse", "procedures"}
