@@ -14,6 +14,7 @@ from torch import nn
 
 from nlp_distill.data.labels import LabelVocab
 from nlp_distill.errors import ConfigError, LabelMismatchError
+from nlp_distill.modules.viterbi import best_valid_paths
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
@@ -71,8 +72,8 @@ class TeacherEnsemble(nn.Module):
         return [(t / n).astype(np.float32) for t in total], states  # type: ignore[union-attr]
 
     def predict(self, sentences: Sequence[Sequence[str]], batch_size: Optional[int] = None) -> List[List[str]]:
-        """Tags (argmax of the mean log-probability per word)."""
-        return [self.labels.decode(l.argmax(-1).tolist()) for l in self.word_logits(sentences, batch_size)]
+        """Tags: the most probable valid sequence under the mean log-probabilities (``best_valid_paths``)."""
+        return [self.labels.decode(p) for p in best_valid_paths(self.word_logits(sentences, batch_size), self.labels)]
 
 
 class OutOfFoldTeachers(TeacherEnsemble):

@@ -4,16 +4,16 @@ sentences (plus weights) that any student trains on."""
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from itertools import islice
-from pathlib import Path
 from typing import Iterable, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
 from nlp_distill.data.conll import Sentence
-from nlp_distill.data.labels import LabelVocab, repair
+from nlp_distill.data.labels import LabelVocab
+from nlp_distill.io import atomic_open
+from nlp_distill.modules.viterbi import best_valid_paths
 
 logger = logging.getLogger(__name__)
 
@@ -34,12 +34,11 @@ def softmax(x: np.ndarray) -> np.ndarray:
 
 
 def pseudo_tags(logits: np.ndarray, labels: LabelVocab) -> Tuple[List[str], float]:
-    """Tags = argmax of ``logits`` (n_words, C), then repaired to the scheme (an orphan I-X
-    starts an X entity); confidence = mean over words of the teacher's max probability."""
+    """Tags = the most probable sequence of ``logits`` (n_words, C) the scheme allows
+    (``best_valid_paths``: no orphan I-X); confidence = mean over words of the teacher's max
+    probability."""
     probs = softmax(logits.astype(np.float32))  # (n, C)
-    tags = labels.decode(probs.argmax(-1).tolist())
-    if labels.scheme not in ("IO", "plain"):
-        tags = repair(tags, labels.scheme)
+    tags = labels.decode(best_valid_paths([logits], labels)[0])
     return tags, (float(probs.max(-1).mean()) if len(logits) else 0.0)
 
 
@@ -68,16 +67,12 @@ def write_pseudo_labeled(path, items: Iterable[PseudoLabeled]) -> Tuple[int, int
     Returns:
         (sentences written, sentences at or above the threshold)
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     n = acc = 0
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(path) as f:
         for it in items:
             n += 1
             acc += it.accepted
             for tok, tag in zip(it.sentence.tokens, it.sentence.tags):
                 f.write(f"{tok}\t{tag}\t{it.confidence:.4f}\n")
             f.write("\n")
-    os.replace(tmp, path)
     return n, acc

@@ -14,7 +14,7 @@ from nlp_distill.errors import ConfigError, ModelFolderError
 from nlp_distill.export.features import featurize
 from nlp_distill.models.folders import newer_version_error, read_model_json
 from nlp_distill.modules.label_probs import crf_marginals, softmax
-from nlp_distill.modules.viterbi import viterbi
+from nlp_distill.modules.viterbi import best_valid_paths, viterbi
 
 VARIANTS = ("fp32", "int8")  # the ONNX files an export may hold (config.json "files")
 REEXPORT = "export it again with `nlp-export onnx --model_dir MODEL --output_dir {folder}`"
@@ -125,7 +125,8 @@ class OnnxTagger:
         return self.session.run(["emissions"], {k: v for k, v in feats.items() if k in self.inputs})[0]
 
     def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 64) -> List[List[str]]:
-        """Tags per sentence (Viterbi for CRF students, argmax otherwise); empty sentences -> []."""
+        """Tags per sentence (Viterbi for CRF students, the best scheme-valid softmax path
+        otherwise); empty sentences -> []."""
         return self._predict(sentences, batch_size, with_probs=False)[0]
 
     def predict_with_probs(self, sentences: Sequence[Sequence[str]], batch_size: int = 64
@@ -149,7 +150,8 @@ class OnnxTagger:
             mask = np.zeros(em.shape[:2], bool)
             for b, s in enumerate(batch):
                 mask[b, : len(s)] = True
-            ids = viterbi(em, mask, *self.crf) if self.crf else [list(em[b, : len(s)].argmax(-1)) for b, s in enumerate(batch)]
+            ids = viterbi(em, mask, *self.crf) if self.crf else best_valid_paths([em[b, : len(s)] for b, s in enumerate(batch)],
+                                                                                 self.labels)
             if with_probs:
                 dist = crf_marginals(em, mask, *self.crf) if self.crf else softmax(em)  # (B, L, C)
             for b, (i, p) in enumerate(zip(idx, ids)):
@@ -220,11 +222,11 @@ class OnnxTransformer:
         return out
 
     def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 64) -> List[List[str]]:
-        """Tags (argmax per word) for each sentence."""
-        return [self.labels.decode(l.argmax(-1).tolist()) for l in self.word_logits(sentences, batch_size)]
+        """Tags: the most probable sequence the scheme allows (``best_valid_paths``), as the torch model."""
+        return [self.labels.decode(p) for p in best_valid_paths(self.word_logits(sentences, batch_size), self.labels)]
 
     def predict_with_probs(self, sentences: Sequence[Sequence[str]], batch_size: int = 64
                            ) -> Tuple[List[List[str]], List[np.ndarray]]:
         """``predict``'s tags and each word's softmax label distribution."""
         logits = self.word_logits(sentences, batch_size)
-        return [self.labels.decode(l.argmax(-1).tolist()) for l in logits], [softmax(l) for l in logits]
+        return [self.labels.decode(p) for p in best_valid_paths(logits, self.labels)], [softmax(l) for l in logits]

@@ -23,6 +23,7 @@ from nlp_distill.modules.crf import CRF
 from nlp_distill.modules.embedders import WordCharEmbedder
 from nlp_distill.modules.encoders import BiLSTMEncoder, IDCNNEncoder
 from nlp_distill.modules.masked_loss import ce
+from nlp_distill.modules.viterbi import best_valid_paths
 from nlp_distill.precision import autocast, bf16_lstm_runs, warn_bf16_fallback
 
 logger = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ class NeuralTagger(nn.Module):
         return (nll * weight[full]).sum(), labeled[full].sum()
 
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> List[List[int]]:
-        """Label ids per sentence: Viterbi for CRF models, argmax otherwise (``decode_rows``).
+        """Label ids per sentence: Viterbi for CRF models, the best scheme-valid softmax path otherwise (``decode_rows``).
 
         Args:
             emissions: (B, L, C); mask: (B, L) bool, left-aligned, every sentence non-empty.
@@ -129,8 +130,10 @@ class NeuralTagger(nn.Module):
         """Label ids per sentence from concatenated emission rows (T, C), ``lengths`` words each."""
         if self.crf is not None:
             return self.crf.viterbi_rows(rows, lengths)
-        pred = rows.argmax(-1).cpu().numpy()
-        return [p.tolist() for p in np.split(pred, np.cumsum(lengths)[:-1])] if len(lengths) else []
+        if not len(lengths):
+            return []
+        # softmax students: the most probable sequence the scheme allows, as the CRF's Viterbi
+        return best_valid_paths(np.split(rows.float().cpu().numpy(), np.cumsum(lengths)[:-1]), self.labels)
 
     def encode(self, sentences: Sequence[Sentence], weights=None) -> EncodedData:
         return EncodedData(sentences, self.word_vocab, self.char_vocab, self.labels, self.config.max_word_length, weights)

@@ -25,6 +25,7 @@ from nlp_distill.io import LIBRARY_VERSION, read_json, write_json
 from nlp_distill.models.folders import NLP_DISTILL_FILE, hf_classifier_labels
 from nlp_distill.models.packaged_encoders import encoder_folder, resolve_encoder
 from nlp_distill.modules.label_probs import softmax
+from nlp_distill.modules.viterbi import best_valid_paths
 from nlp_distill.precision import autocast
 from nlp_distill.utils.hf_logging import quiet_hf_loading
 
@@ -332,8 +333,9 @@ class TransformerTokenClassifier(nn.Module):
         return host[0], host[1] if hidden else None, done
 
     def predict(self, sentences: Sequence[Sequence[str]], batch_size: Optional[int] = None) -> List[List[str]]:
-        """Tags (argmax per word) for each sentence."""
-        return [self.labels.decode(l.argmax(-1).tolist()) for l in self.word_logits(sentences, batch_size)]
+        """Tags for each sentence: the most probable sequence the tag scheme allows
+        (``best_valid_paths``; argmax per word for IO and plain tags)."""
+        return [self.labels.decode(p) for p in best_valid_paths(self.word_logits(sentences, batch_size), self.labels)]
 
     def predict_with_probs(self, sentences: Sequence[Sequence[str]], batch_size: Optional[int] = None
                            ) -> Tuple[List[List[str]], List[np.ndarray]]:
@@ -343,7 +345,7 @@ class TransformerTokenClassifier(nn.Module):
             (tags per sentence, one (n_words, C) float32 array per sentence)
         """
         logits = self.word_logits(sentences, batch_size)
-        return [self.labels.decode(l.argmax(-1).tolist()) for l in logits], [softmax(l) for l in logits]
+        return [self.labels.decode(p) for p in best_valid_paths(logits, self.labels)], [softmax(l) for l in logits]
 
     def loss(self, batch: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, int]:
         """Summed CE over owned, labeled words and their count (for the generic Trainer)."""

@@ -12,7 +12,8 @@ the forward recursion has a torch form (``CRF.viterbi_rows``) and a numpy form (
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+import functools
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -108,3 +109,51 @@ def viterbi_rows(rows: np.ndarray, lengths: Sequence[int], start: np.ndarray, tr
     final[: len(score)] = score
     back_arr = np.concatenate(back) if back else np.zeros((0, len(start)), np.int64)
     return backtrace(layout, final, back_arr, end)
+
+
+NEG = -1e4  # log-score of a transition the scheme forbids (finite: a sentence always has a path)
+
+
+@functools.lru_cache(maxsize=64)
+def _penalties(labels: Tuple[str, ...], start_ok: Tuple[bool, ...], trans_ok: Tuple[Tuple[bool, ...], ...],
+               end_ok: Tuple[bool, ...]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def pen(ok) -> np.ndarray:
+        return np.where(np.asarray(ok, bool), 0.0, NEG).astype(np.float32)
+
+    return pen(start_ok), pen(trans_ok), pen(end_ok)
+
+
+def scheme_penalties(labels) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(start (C,), trans (C, C) [from, to], end (C,)) log-penalties of a ``LabelVocab``'s scheme,
+    or ``None`` where every tag sequence is valid (IO, plain tags)."""
+    start_ok, trans_ok = labels.allowed_transitions()
+    end_ok = labels.allowed_end()
+    if all(start_ok) and all(all(r) for r in trans_ok) and all(end_ok):
+        return None
+    return _penalties(tuple(labels.labels), tuple(start_ok), tuple(tuple(r) for r in trans_ok), tuple(end_ok))
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    z = x.astype(np.float32) - x.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def best_valid_paths(logits: Sequence[np.ndarray], labels) -> List[List[int]]:
+    """Label ids per sentence from a softmax tagger's word logits, the most probable sequence the
+    tag scheme allows (Viterbi over log-softmax scores with the scheme's transitions; no
+    ``I-X`` after ``O`` or after another type). Plain argmax where every sequence is valid.
+
+    Args:
+        logits: one (n_words, C) array per sentence (empty sentences give []).
+        labels: the ``LabelVocab`` whose order the columns follow.
+    """
+    pen = scheme_penalties(labels)
+    if pen is None:
+        return [np.asarray(l).argmax(-1).tolist() for l in logits]
+    out: List[List[int]] = [[] for _ in logits]
+    real = [i for i, l in enumerate(logits) if len(l)]
+    if real:
+        rows = np.concatenate([log_softmax(np.asarray(logits[i])) for i in real])  # (T, C)
+        for i, path in zip(real, viterbi_rows(rows, [len(logits[i]) for i in real], *pen)):
+            out[i] = path
+    return out
