@@ -176,8 +176,19 @@ class TrainerConfig(ConfigBase):
     metric_for_best: str = option("f1", help="Dev metric that picks the best epoch (a key of the evaluation: f1, precision, recall, accuracy).")
     seed: int = option(42, help="Random seed (weights, shuffling, dropout).")
     show_progress: bool = option(True, help="Show progress bars.")
-    report_to: str = option("jsonl", choices=("jsonl", "tensorboard"),
-                            help="Where metrics go besides train_log.jsonl: tensorboard writes per-step and per-epoch scalars to OUTPUT_DIR/tensorboard.")
+    # the HF Trainer's name and meaning; none keeps a run's logging to train_log.jsonl and run.log
+    # (jsonl: the earlier name of none, still read from saved configs)
+    report_to: List[str] = option(default_factory=lambda: ["none"], choices=("none", "jsonl", "tensorboard", "mlflow", "wandb"),
+                                  metavar="tensorboard,mlflow,wandb|none",
+                                  help="Also log the run to these trackers (train_log.jsonl is written whatever this says): tensorboard (per-step and per-epoch scalars in OUTPUT_DIR/tensorboard), mlflow (params, per-epoch metrics, model card and metrics.json; a SQLite store beside the run folder unless --mlflow_uri or MLFLOW_TRACKING_URI), wandb (the same; offline in OUTPUT_DIR/wandb unless WANDB_MODE or WANDB_API_KEY is set); none: no tracker.")
+    mlflow_uri: Optional[str] = option(None, metavar="URI",
+                                       help="MLflow tracking URI for --report_to mlflow; default: $MLFLOW_TRACKING_URI, else sqlite:////ABS/PARENT/mlflow.db beside the run folder (the runs of one parent folder share it).")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if "none" in self.report_to and len(set(self.report_to) - {"none", "jsonl"}):
+            raise ConfigError(f"trainer.report_to (--report_to): none cannot be combined with others, got "
+                              f"{','.join(self.report_to)}")
 
 
 @dataclass

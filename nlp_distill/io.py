@@ -1,4 +1,5 @@
-"""Atomic file and folder writes shared by every model's ``save_pretrained``."""
+"""Atomic file and folder writes: every file the library writes appears whole or not at all (a
+killed run leaves the old file, or none, and at most a hidden ``.NAME.tmp`` beside it)."""
 from __future__ import annotations
 
 import contextlib
@@ -7,19 +8,41 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import IO, Any, Iterator, Optional
 
 LIBRARY_VERSION = "0.1.0"
 
 
-def write_json(path, obj: Any, indent: Optional[int] = 2) -> None:
-    """Write JSON atomically (temp file + rename); ``indent=None``: one line, no spaces."""
+@contextlib.contextmanager
+def atomic_path(path) -> Iterator[Path]:
+    """Yield the temporary sibling ``.NAME.tmp`` of ``path`` to write; when the block ends without
+    an error it replaces ``path`` (``os.replace``), otherwise it is deleted and ``path`` is untouched.
+    The parent folder is created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode: str = "w", **open_args: Any) -> Iterator[IO]:
+    """``open(path, mode)`` through ``atomic_path``: the file is closed, then renamed into place.
+    Text modes default to UTF-8."""
+    if "b" not in mode:
+        open_args.setdefault("encoding", "utf-8")
+    with atomic_path(path) as tmp, open(tmp, mode, **open_args) as f:
+        yield f
+
+
+def write_json(path, obj: Any, indent: Optional[int] = 2) -> None:
+    """Write JSON atomically (``atomic_path``); ``indent=None``: one line, no spaces."""
     separators = None if indent is not None else (",", ":")
-    tmp.write_text(json.dumps(obj, indent=indent, ensure_ascii=False, separators=separators) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_open(path) as f:
+        f.write(json.dumps(obj, indent=indent, ensure_ascii=False, separators=separators) + "\n")
 
 
 def read_json(path) -> Any:

@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Collection, Dict, Iterator, List, Optional, Tuple
 
 from nlp_distill.errors import ConfigError
 from nlp_distill.io import read_json, write_json
@@ -94,17 +94,20 @@ RUN_ARTIFACTS = ("config.json", "metrics.json", "model", "checkpoint", "train_lo
 RESUMABLE_CHANGES = {("trainer", "epochs"), ("trainer", "show_progress")}
 
 
-def _config_dict(sections: Dict[str, Any]) -> Dict[str, Any]:
+def config_dict(sections: Dict[str, Any]) -> Dict[str, Any]:
+    """``config.json`` of a run: each config section as its dict, records (task, data_dir) as they are."""
     return {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in sections.items()}
 
 
-def _differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
+def config_differences(old: Dict[str, Any], new: Dict[str, Any], ignore: Collection[Tuple[str, str]] = ()) -> List[str]:
+    """``section.key: old -> new`` for every setting that differs between two ``config.json``
+    dicts (a top-level record as ``key: old -> new``), less the (section, key) pairs in ``ignore``."""
     out = []
     for sec in sorted(set(old) | set(new)):
         a, b = old.get(sec), new.get(sec)
         if isinstance(a, dict) and isinstance(b, dict):
             out += [f"{sec}.{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
-                    if a.get(k) != b.get(k) and (sec, k) not in RESUMABLE_CHANGES]
+                    if a.get(k) != b.get(k) and (sec, k) not in ignore]
         elif a != b:
             out.append(f"{sec}: {a!r} -> {b!r}")
     return out
@@ -119,7 +122,7 @@ def _check_folder(out: Path, config: Dict[str, Any], run: RunOptions) -> bool:
     if run.resume:
         if (out / "checkpoint").is_dir():
             saved = read_json(out / "config.json") if (out / "config.json").is_file() else {}
-            diff = _differences(saved, config)
+            diff = config_differences(saved, config, RESUMABLE_CHANGES)
             if diff:
                 raise ConfigError(f"--resume: {out} was run with other settings ({'; '.join(diff)}); only "
                                   "--epochs may change (use --config OUTPUT_DIR/config.json)")
@@ -149,7 +152,7 @@ def run_folder(output_dir, sections: Dict[str, Any], run: RunOptions) -> Iterato
         ddp.barrier()
         yield out
         return
-    with _claimed_folder(out, _config_dict(sections), run):
+    with _claimed_folder(out, config_dict(sections), run):
         ddp.barrier()  # the folder is ready (a failed claim ends the job: torchrun stops the other ranks)
         yield out
 

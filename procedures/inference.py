@@ -10,13 +10,13 @@ import shutil
 import sys
 import tempfile
 from itertools import islice
-from pathlib import Path
 from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
 
 from nlp_distill.data.conll import iter_conll, iter_lines
 from nlp_distill.data.unlabeled import detect_format
 from nlp_distill.errors import ConfigError, DataFormatError
 from nlp_distill.export.backends import model_kind_of
+from nlp_distill.io import atomic_open
 from nlp_distill.models.registry import kind_named
 from nlp_distill.pipelines import NerPipeline, pipeline
 from procedures.common import setup_logging
@@ -92,16 +92,8 @@ def output(output_file) -> Iterator[IO[str]]:
         yield sys.stdout
         sys.stdout.flush()
         return
-    path = Path(output_file)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            yield f
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_open(output_file, "w", newline="\n") as f:
+        yield f
 
 
 def check_kind(ner: NerPipeline, kind: Optional[str], model_dir) -> None:

@@ -11,7 +11,7 @@ from nlp_distill.errors import ConfigError
 from nlp_distill.io import read_json, write_json
 from nlp_distill.training.fit import encoder_recipe, train_teacher  # noqa: F401  (encoder_recipe: the CLI's defaults hook)
 from nlp_distill.utils import distributed as ddp
-from procedures.common import STATUS_FILE, RunOptions, run_folder
+from procedures.common import STATUS_FILE, RunOptions, config_dict, config_differences, run_folder
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +77,8 @@ def finished_with(folder: Path, sections: Dict[str, Any]) -> bool:
     status = read_json(folder / STATUS_FILE).get("status") if (folder / STATUS_FILE).is_file() else None
     if status != "finished" or not (folder / "metrics.json").is_file():
         return False
-    saved = read_json(folder / "config.json")
-    diff = [f"{sec}.{k}: {saved.get(sec, {}).get(k)!r} -> {v!r}" for sec, cfg in sections.items() if hasattr(cfg, "to_dict")
-            for k, v in cfg.to_dict().items() if k != "show_progress" and saved.get(sec, {}).get(k) != v]
-    diff += [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in sections.items() if isinstance(v, str) and saved.get(k) != v]
+    diff = config_differences(read_json(folder / "config.json"), config_dict(sections),
+                              ignore={(sec, "show_progress") for sec in sections})
     if diff:
         raise ConfigError(f"--seeds: {folder} finished with other settings ({'; '.join(diff)}); pass --overwrite to "
                           "retrain the members, or choose another --output_dir")

@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nlp_distill"
 # The intended order, lowest first: a unit may import only itself and units before it.
 LAYERS = [
     "errors", "io", "precision",  # leaves: exceptions, atomic files, autocast
+    "integrations", "integrations.tracking",  # run trackers (report_to): their packages imported only when named
     "utils",  # process-level helpers: torchrun ranks, heap growth, quiet HF loading
     "config", "model_card",
     "data",  # text, labels, vocabularies, alignment, batching, augmentation
@@ -22,7 +23,7 @@ LAYERS = [
     "training",  # the generic loop, checkpoints
     "export",  # ONNX, compact folders, torch-free runtimes
     "pipeline", "pipelines", "serving", "api",  # user-facing workflows built from everything above
-    "integrations",  # bridges imported only by another library (the spaCy factory): above all they use
+    "integrations.spacy",  # the spaCy factory: a pipeline inside spaCy
     "__init__",  # the package's lazy exports
 ]
 FORBIDDEN = {"click", "argparse", "procedures"}
@@ -59,8 +60,11 @@ def _targets(path: Path, tree: ast.AST) -> List[Tuple[str, int]]:
 
 
 def _unit(module: str) -> str:
-    """``nlp_distill.data.conll`` -> ``data``; ``nlp_distill`` -> ``__init__``."""
+    """``nlp_distill.data.conll`` -> ``data``; ``nlp_distill`` -> ``__init__``; an integration is
+    a unit of its own (``integrations.tracking``), placed by what it bridges to."""
     parts = module.split(".")
+    if len(parts) > 2 and parts[1] == "integrations":
+        return f"integrations.{parts[2]}"
     return parts[1] if len(parts) > 1 else "__init__"
 
 

@@ -133,11 +133,19 @@ def distiller_cache(c) -> Any:  # the cache's folder (with a transfer store: the
 
 def trainer_reads(field: str) -> Callable:
     """Settings the Trainer reads from its config at their point of use in the loop (clipping,
-    EMA, early stopping, the dev metric, progress bars, the TensorBoard writer)."""
+    EMA, early stopping, the dev metric, progress bars)."""
     def probe(c):
         tr = c.trainer
         return getattr(tr.config, field), tr.ema is not None and tr.ema.decay
     return probe
+
+
+def trackers_named(c) -> Any:  # the run trackers (--report_to) the Trainer logs to
+    return [t.name for t in c.trainer.trackers.trackers]
+
+
+def tracker_stores(c) -> Any:  # where the MLflow run the Trainer logs to lives
+    return [t.describe().get("uri") for t in c.trainer.trackers.trackers]
 
 
 def resumed(c) -> Any:
@@ -233,7 +241,8 @@ TRAINER: Dict[str, Probe] = {
     "metric_for_best": ([], ["--metric_for_best", "accuracy"], trainer_reads("metric_for_best")),
     "seed": ([], ["--seed", "5"], weights),
     "show_progress": ([], ["--show_progress"], trainer_reads("show_progress")),
-    "report_to": ([], ["--report_to", "tensorboard"], trainer_reads("report_to")),
+    "report_to": ([], ["--report_to", "tensorboard"], trackers_named),
+    "mlflow_uri": (["--report_to", "mlflow"], ["--mlflow_uri", "sqlite:///{root}/other.db"], tracker_stores),
 }
 KD: Dict[str, Probe] = {
     "teacher_model_path": ([], ["--teacher_model_path", "{teacher2}"], loss),
@@ -277,7 +286,7 @@ PSEUDO: Dict[str, Probe] = {
 }
 TRANSFORMER_TRAINER = {k: TRAINER[k] for k in (
     "epochs", "lr", "weight_decay", "optimizer", "warmup_ratio", "max_grad_norm", "grad_accum_steps",
-    "early_stopping_patience", "ema_decay", "metric_for_best", "show_progress", "report_to")}
+    "early_stopping_patience", "ema_decay", "metric_for_best", "show_progress", "report_to", "mlflow_uri")}
 TRANSFORMER_TRAINER["scheduler"] = ([], ["--scheduler", "constant"], schedule)  # linear by default here
 TRANSFORMER_RUN = {**{k: RUN[k] for k in ("data_dir", "output_dir", "resume", "overwrite", "keep_checkpoint", "device")},
                    "encoding": (["--data_dir", "{accents}"], ["--data_dir", "{accents}", "--encoding", "latin-1"],

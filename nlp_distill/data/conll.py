@@ -9,10 +9,10 @@ import codecs
 import logging
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from nlp_distill.errors import DataFormatError
+from nlp_distill.io import atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -122,12 +122,8 @@ def iter_conll(
         yield Sentence(tokens, tags if tag_column is not None else None, start)
 
 
-def read_conll(
-    path: PathLike,
-    tag_column: Optional[int] = -1,
-    allowed_tags: Optional[Iterable[str]] = None,
-    encoding: str = "utf-8",
-) -> List[Sentence]:
+def read_conll(path: PathLike, tag_column: Optional[int] = -1, allowed_tags: Optional[Iterable[str]] = None,
+               encoding: str = "utf-8") -> List[Sentence]:
     """Read a whole CoNLL file; see :func:`iter_conll`. Empty files raise ``DataFormatError``."""
     sents = list(iter_conll(path, tag_column, allowed_tags, encoding))
     if not sents:
@@ -144,24 +140,17 @@ def write_conll(path: PathLike, sentences: Iterable[Sentence], extra: Optional[I
         extra: optional per-sentence list of extra columns appended after the tag, e.g. a
             confidence per word.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     extra_iter = iter(extra) if extra is not None else None
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            for sent in sentences:
-                cols_extra = next(extra_iter) if extra_iter is not None else None
-                for i, tok in enumerate(sent.tokens):
-                    if not tok or any(c.isspace() for c in tok):
-                        raise ValueError(f"token {tok!r} is empty or contains whitespace; cannot write CoNLL")
-                    row = [tok]
-                    if sent.tags is not None:
-                        row.append(sent.tags[i])
-                    if cols_extra is not None:
-                        row.append(str(cols_extra[i]))
-                    f.write("\t".join(row) + "\n")
-                f.write("\n")
-        os.replace(tmp, path)
-    finally:  # a failed write leaves no .tmp behind
-        tmp.unlink(missing_ok=True)
+    with atomic_open(path, "w", newline="\n") as f:
+        for sent in sentences:
+            cols_extra = next(extra_iter) if extra_iter is not None else None
+            for i, tok in enumerate(sent.tokens):
+                if not tok or any(c.isspace() for c in tok):
+                    raise ValueError(f"token {tok!r} is empty or contains whitespace; cannot write CoNLL")
+                row = [tok]
+                if sent.tags is not None:
+                    row.append(sent.tags[i])
+                if cols_extra is not None:
+                    row.append(str(cols_extra[i]))
+                f.write("\t".join(row) + "\n")
+            f.write("\n")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -108,6 +108,19 @@ def char_ids(word: str, vocab: Vocab, max_len: int) -> List[int]:
     return [get(c.lower(), UNK_ID) for c in word] if vocab.lowercase else [get(c, UNK_ID) for c in word]
 
 
+def iter_vector_lines(path) -> Iterator[Tuple[int, List[str]]]:
+    """``(line number, [word, value, ...])`` per vector line of a GloVe / word2vec text file: the
+    one parser of vectors files (a word2vec ``count dim`` header and lines without a value are
+    skipped; values are not checked here)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, start=1):
+            parts = line.rstrip().split(" ")
+            if lineno == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                continue
+            if len(parts) >= 2:
+                yield lineno, parts
+
+
 def read_embedding_file(path, dim: Optional[int] = None) -> Tuple[List[str], np.ndarray]:
     """Read GloVe / word2vec text vectors (a word2vec ``count dim`` header line is skipped).
 
@@ -116,23 +129,17 @@ def read_embedding_file(path, dim: Optional[int] = None) -> Tuple[List[str], np.
     """
     words: List[str] = []
     vecs: List[np.ndarray] = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, start=1):
-            parts = line.rstrip().split(" ")
-            if lineno == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
-                continue
-            if len(parts) < 2:
-                continue
-            try:
-                v = np.asarray(parts[1:], dtype=np.float32)
-            except ValueError:
-                raise DataFormatError(path, lineno, "vector has a non-numeric value") from None
-            if dim is None:
-                dim = v.shape[0]
-            if v.shape[0] != dim:
-                raise DataFormatError(path, lineno, f"vector has {v.shape[0]} values, expected {dim}")
-            words.append(parts[0])
-            vecs.append(v)
+    for lineno, parts in iter_vector_lines(path):
+        try:
+            v = np.asarray(parts[1:], dtype=np.float32)
+        except ValueError:
+            raise DataFormatError(path, lineno, "vector has a non-numeric value") from None
+        if dim is None:
+            dim = v.shape[0]
+        if v.shape[0] != dim:
+            raise DataFormatError(path, lineno, f"vector has {v.shape[0]} values, expected {dim}")
+        words.append(parts[0])
+        vecs.append(v)
     if not vecs:
         raise DataFormatError(path, None, "no vectors found")
     return words, np.stack(vecs)

@@ -3,9 +3,9 @@ epoch. Keyed by a fingerprint of the teacher (weights, labels, lengths, pooling)
 sentences, so a changed dataset or teacher invalidates it."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
-import os
 from pathlib import Path
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from nlp_distill.io import read_json, write_json
+from nlp_distill.io import atomic_open, read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -185,35 +185,27 @@ class TeacherLogitsCache:
                     hidden: bool) -> Tuple[np.ndarray, int]:
         """Append the teacher's rows chunk by chunk to temporary files, then rename them."""
         offsets = np.zeros(len(sentences) + 1, dtype=np.int64)
-        tmp, tmp_h = folder / (LOGITS_FILE + ".tmp"), folder / (HIDDEN_FILE + ".tmp")
         H = 0
-        try:
-            with open(tmp, "wb") as f, open(tmp_h, "wb") as fh:
-                bar = tqdm(total=len(sentences), desc="teacher logits", unit="sent", disable=not show_progress,
-                           leave=False)
-                for a in range(0, len(sentences), chunk):
-                    block = sentences[a : a + chunk]
-                    if hidden:
-                        logits, states = teacher.word_outputs(block, batch_size, hidden=True)
-                    else:
-                        logits, states = teacher.word_logits(block, batch_size), None
-                    for j, lg in enumerate(logits):
-                        f.write(lg.astype(np.float16).tobytes())
-                        if states is not None:
-                            fh.write(states[j].astype(np.float16).tobytes())
-                            H = states[j].shape[1]
-                        offsets[a + j + 1] = offsets[a + j] + lg.shape[0]
-                    bar.update(len(block))
-                bar.close()
-            os.replace(tmp, folder / LOGITS_FILE)
-            np.save(folder / OFFSETS_FILE, offsets)
-            if hidden:
-                os.replace(tmp_h, folder / HIDDEN_FILE)
-            elif (folder / HIDDEN_FILE).exists():
-                (folder / HIDDEN_FILE).unlink()
-        finally:
-            tmp.unlink(missing_ok=True)
-            tmp_h.unlink(missing_ok=True)
+        hidden_file = atomic_open(folder / HIDDEN_FILE, "wb") if hidden else contextlib.nullcontext()
+        with atomic_open(folder / LOGITS_FILE, "wb") as f, hidden_file as fh:
+            bar = tqdm(total=len(sentences), desc="teacher logits", unit="sent", disable=not show_progress, leave=False)
+            for a in range(0, len(sentences), chunk):
+                block = sentences[a : a + chunk]
+                if hidden:
+                    logits, states = teacher.word_outputs(block, batch_size, hidden=True)
+                else:
+                    logits, states = teacher.word_logits(block, batch_size), None
+                for j, lg in enumerate(logits):
+                    f.write(lg.astype(np.float16).tobytes())
+                    if states is not None:
+                        fh.write(states[j].astype(np.float16).tobytes())
+                        H = states[j].shape[1]
+                    offsets[a + j + 1] = offsets[a + j] + lg.shape[0]
+                bar.update(len(block))
+            bar.close()
+        np.save(folder / OFFSETS_FILE, offsets)
+        if not hidden:
+            (folder / HIDDEN_FILE).unlink(missing_ok=True)
         return offsets, H
 
 

@@ -1,2 +1,3 @@
-"""Bridges to other libraries, each imported only by that library (e.g. ``integrations.spacy``
-through spaCy's ``spacy_factories`` entry point); ``import nlp_distill`` never loads them."""
+"""Bridges to other libraries: ``integrations.spacy`` is imported only by spaCy (its
+``spacy_factories`` entry point); ``integrations.tracking`` by the training loop, and it imports
+TensorBoard, MLflow or W&B only when ``report_to`` names them. ``import nlp_distill`` loads neither."""

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from nlp_distill.config import StudentDataConfig, TaggerConfig
-from nlp_distill.data.vocab import Vocab, read_embedding_file
+from nlp_distill.data.vocab import Vocab, iter_vector_lines, read_embedding_file
 from nlp_distill.errors import ConfigError
 from nlp_distill.utils.hf_logging import quiet_hf_loading
 
@@ -54,13 +54,8 @@ def vectors_dim(path) -> int:
         return int(np.load(_glove_root() / "glove_6B_50d_emb.npy", mmap_mode="r").shape[1])
     if not Path(path).is_file():
         raise ConfigError(f"--embedding_file {path}: no such file (packaged sets: {', '.join(PACKAGED_VECTORS)})")
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, start=1):
-            parts = line.rstrip().split(" ")
-            if lineno == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
-                return int(parts[1])  # word2vec header: count dim
-            if len(parts) >= 2:
-                return len(parts) - 1
+    for _, parts in iter_vector_lines(path):
+        return len(parts) - 1
     raise ConfigError(f"--embedding_file {path}: no vectors found")
 
 

@@ -1,16 +1,15 @@
 """Atomic save / resume of training state: optimiser, scheduler, RNG, epoch, best score."""
 from __future__ import annotations
 
-import os
 import pickle
 import random
-from pathlib import Path
 from typing import Any, Dict
 
 import numpy as np
 import torch
 
 from nlp_distill.errors import ConfigError
+from nlp_distill.io import atomic_path
 
 
 def rng_state() -> Dict[str, Any]:
@@ -35,11 +34,8 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 
 def save_state(path, state: Dict[str, Any]) -> None:
     """``torch.save`` a dict of tensors and plain values (never modules or numpy objects) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_state(path) -> Dict[str, Any]:

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from nlp_distill.config import TrainerConfig
 from nlp_distill.errors import ConfigError
+from nlp_distill.integrations import tracking
 from nlp_distill.io import atomic_dir
 from nlp_distill.utils import distributed as ddp
 from nlp_distill.training.checkpoint import load_state, rng_state, save_state, seed_everything, set_rng_state
@@ -150,7 +151,9 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, config, self.steps_per_epoch * config.epochs)
         self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.log_path = self.output_dir / "train_log.jsonl"
-        self.writer = None
+        # the run's trackers (report_to) when the caller opened them (a run folder); else train()
+        # opens its own from config.report_to
+        self.trackers: Optional[tracking.Trackers] = tracking.current()
         self.global_step = 0
         self.ema = WeightAverage(self.trainable, config.ema_decay) if config.ema_decay else None
         self.ckpt_path = self.output_dir / "checkpoint" / "trainer_state.pt"
@@ -169,10 +172,9 @@ class Trainer:
                 p.grad.mul_(scale)
         if self.config.max_grad_norm and self.config.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
-        if self.writer is not None:  # per-step scalars: the loss split into its parts, and lr
-            self.writer.add_scalar("step/lr", self.scheduler.get_last_lr()[0], self.global_step)
-            for k, v in (sums or {}).items():
-                self.writer.add_scalar(f"step/{k}", v * scale, self.global_step)
+        if self.trackers is not None and self.trackers.per_step:  # the loss split into its parts, and lr
+            self.trackers.log_step_metrics({"lr": self.scheduler.get_last_lr()[0],
+                                            **{k: v * scale for k, v in (sums or {}).items()}}, self.global_step)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -182,11 +184,29 @@ class Trainer:
 
     def train(self, resume: bool = False) -> Dict[str, Any]:
         """Run the loop. With ``resume``, continue from ``checkpoint/`` (model, optimiser,
-        scheduler, RNG, epoch, best score) when it exists.
+        scheduler, RNG, epoch, best score) when it exists. Each epoch's record also goes to the
+        run's trackers (``config.report_to``); without a run folder's, the loop opens and ends its own.
 
         Returns:
             ``{"best_epoch", "best_metric", "history": [per-epoch dicts], "train_seconds"}``.
         """
+        own = None
+        if self.trackers is None and not self.rank:
+            own = self.trackers = tracking.make_trackers(self.config.report_to, self.output_dir, self.config.mlflow_uri)
+            own.log_params({"trainer": self.config.to_dict()})
+        try:
+            result = self._train(resume)
+        except BaseException:
+            if own is not None:
+                own.finish(failed=True)
+                self.trackers = None
+            raise
+        if own is not None:
+            own.finish()
+            self.trackers = None  # a later train() opens a new run
+        return result
+
+    def _train(self, resume: bool) -> Dict[str, Any]:
         cfg = self.config
         limit_heap_growth()  # varying batch shapes would otherwise grow resident memory every epoch
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -197,7 +217,6 @@ class Trainer:
                 self.log_path.unlink()
         t0 = time.perf_counter()
         self.global_step = start_epoch * self.steps_per_epoch
-        self.writer = self._writer() if not self.rank else None
         ddp.broadcast_module(self.model)  # identical starting weights on every rank
         if self.ema is not None and start_epoch == 0 and not history:
             self.ema.restart()  # from the broadcast weights
@@ -222,8 +241,6 @@ class Trainer:
             if cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience:
                 logger.info("early stopping: no dev improvement for %d epochs", bad_epochs)
                 break
-        if self.writer is not None:
-            self.writer.close()
         ddp.barrier()  # rank 0's last model/ is written before any rank reads it
         return {"best_epoch": best_epoch + 1, "best_metric": best, "history": history,
                 "train_seconds": time.perf_counter() - t0}
@@ -246,16 +263,13 @@ class Trainer:
 
     def _record(self, epoch: int, train: Dict[str, float], seconds: float, metrics: Dict[str, Any], score: float,
                 improved: bool) -> Dict[str, Any]:
-        """The epoch's record: written to train_log.jsonl (and TensorBoard), logged, returned."""
+        """The epoch's record: written to train_log.jsonl and the run's trackers, logged, returned."""
         rec = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train.items()}, "epoch_seconds": seconds,
                "lr": self.scheduler.get_last_lr()[0],
                **{f"dev_{k}": v for k, v in metrics.items() if not isinstance(v, dict)}, "best": improved}
         self._log(rec)
-        if self.writer is not None:
-            for k, v in rec.items():
-                if k.startswith(("train_", "dev_")) and isinstance(v, (int, float)) and not isinstance(v, bool):
-                    self.writer.add_scalar(k.replace("_", "/", 1), v, epoch + 1)
-            self.writer.flush()
+        if self.trackers is not None and not self.rank:
+            self.trackers.log_epoch(rec)
         logger.info("epoch %d: loss %.4f dev %s %.4f%s (%.1fs)", epoch + 1, rec["train_loss"],
                     self.config.metric_for_best, score, " *" if improved else "", seconds)
         return rec
@@ -285,17 +299,6 @@ class Trainer:
         logger.info("resumed from %s at epoch %d (best %s=%.4f)", self.ckpt_path, start_epoch, cfg.metric_for_best,
                     st["best"])
         return start_epoch, st["best"], st["best_epoch"], st["bad_epochs"], st["history"]
-
-    def _writer(self):
-        """A TensorBoard writer under ``OUTPUT_DIR/tensorboard`` when ``report_to`` asks for one."""
-        if self.config.report_to != "tensorboard":
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise ConfigError("--report_to tensorboard needs the tensorboard package: "
-                              "pip install 'nlp-distill[tensorboard]'") from None
-        return SummaryWriter(str(self.output_dir / "tensorboard"))
 
     def _train_epoch(self, epoch: int) -> Dict[str, float]:
         """One pass over the epoch's batches; returns the loss (and its named parts, when
