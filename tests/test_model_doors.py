@@ -196,11 +196,21 @@ for name in ("torch", "transformers"):
         pass
     else:
         raise SystemExit(name + " imported")
-import json
+import json, os
 from nlp_distill import pipeline
 ner = pipeline(sys.argv[1], precision="fp32")
 texts = json.loads(sys.argv[2])
-print(json.dumps({"records": ner.tag_texts(texts), "plain": ner(texts),
+served = None
+try:  # the server's app, as uvicorn's factory builds it from the environment
+    from fastapi.testclient import TestClient
+except ImportError:
+    pass
+else:
+    from nlp_distill.serving import CONFIG_ENV, app_from_env
+    os.environ[CONFIG_ENV] = json.dumps({"model_dir": sys.argv[1], "precision": "fp32"})
+    with TestClient(app_from_env()) as client:
+        served = client.post("/predict", json={"texts": texts}).json()
+print(json.dumps({"records": ner.tag_texts(texts), "plain": ner(texts), "served": served,
                   "loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers"))}))
 """
 
@@ -220,6 +230,8 @@ def test_an_export_tags_text_where_torch_and_transformers_cannot_be_imported(exp
     for got, ref in zip(out["records"], want):
         assert got["scores"] == pytest.approx(ref["scores"], abs=1e-4)
     assert sum(map(len, out["plain"])) > 0  # entities were compared, not only empty lists
+    if out["served"] is not None:
+        assert out["served"] == {"entities": out["plain"]}
 
 
 # ------------------------------------------------------------------ damaged folders
