@@ -222,6 +222,11 @@ STUDENT: Dict[str, Probe] = {
     "embedding_pq_dims": (["--embedding_file", "{vectors}"], ["--embedding_file", "{vectors}", "--embedding_pq_dims", "4"],
                           weights),
     "init_embeddings_from_teacher": ([], ["--init_embeddings_from_teacher", "{teacher}"], weights),
+    "teacher_features": ([], ["--teacher_features", "{teacher}"], weights),
+    "teacher_feature_dim": (["--teacher_features", "{teacher}"], ["--teacher_features", "{teacher}", "--teacher_feature_dim", "6"],
+                            arch),
+    "teacher_features_mode": (["--teacher_features", "{teacher}"],
+                              ["--teacher_features", "{teacher}", "--teacher_features_mode", "context"], weights),
     "vocab_from_unlabeled": (["--augment", "2", "--augment_ops", "typo"],
                              ["--augment", "2", "--augment_ops", "typo", "--no_vocab_from_unlabeled"], vocab),
     "repair_tags": (["--data_dir", "{iob1}", "--use_crf", "--no_crf_constraints"],
@@ -435,6 +440,8 @@ LABEL = {  # label_unlabeled: the store it writes
     "teacher_batch_size": ([], ["--teacher_batch_size", "2"], model_calls),
     "chunk_sentences": ([], ["--chunk_sentences", "4"], written),
     "data_dir": ([], ["--data_dir", "{noorg}"], written),  # the head cut to the labels without ORG
+    "engine": ([], ["--engine", "ray"], written),  # Ray Data labels it (the same shards; the output says so)
+    "workers": ([], ["--workers", "2"], written),  # Ray actors: refused without --engine ray
 }
 SERVE = {
     "model_dir": ([], ["--model_dir", "{student2}"], served),

@@ -19,6 +19,7 @@ from nlp_distill.data.augment import choose_ops
 from nlp_distill.data.batching import ConcatEncoded, bucket_batches
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.labels import LabelVocab, is_valid, repair
+from nlp_distill.distill.teacher_features import load_teacher_features
 from nlp_distill.distill.teacher_student import TeacherStudentDistill
 from nlp_distill.distill.teachers import load_teacher, teacher_scores
 from nlp_distill.distill.transfer_set import assemble_transfer_set, check_store_teacher, label_text
@@ -104,7 +105,11 @@ def train_student(*, output_dir: PathLike, train: Sequence[Sentence], dev: Seque
     seed_everything(trainer.seed)
     dev_ = pick_device(device)
     train = checked_tags(train, labels, tagger, data)
-    model = build_student(tagger, data, vocab_sentences if vocab_sentences is not None else train, labels).to(dev_)
+    vocab_text = vocab_sentences if vocab_sentences is not None else train
+    model = build_student(tagger, data, vocab_text, labels).to(dev_)
+    with ddp.main_first():  # under torchrun rank 0 runs the teacher; the others read its feature cache
+        load_teacher_features(model, data, teacher=distiller.teacher if distiller is not None else None,
+                              corpus=(s.tokens for s in vocab_text))
     enc = model.encode(train, weights)
     if extra is not None:
         enc = ConcatEncoded([enc, extra(model)])
