@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Collection, Dict, Iterator, List, Optional, Tuple
 
 from nlp_distill.errors import ConfigError
+from nlp_distill.integrations import tracking
 from nlp_distill.io import read_json, write_json
 from nlp_distill.model_card import write_model_card
 from nlp_distill.utils import distributed as ddp
@@ -89,9 +90,10 @@ STATUS_FILE = "status.json"
 # what a run writes into its folder (teacher_cache/ is keyed by content and may be reused)
 RUN_ARTIFACTS = ("config.json", "metrics.json", "model", "checkpoint", "train_log.jsonl", STATUS_FILE,
                  "augmented.txt", "pseudo_labeled.txt", "trials", "trials.jsonl", "best_config.json", "tensorboard",
-                 "transfer_store", "features")
+                 "transfer_store", "features", "wandb")
 # settings a resumed run may change
-RESUMABLE_CHANGES = {("trainer", "epochs"), ("trainer", "show_progress")}
+RESUMABLE_CHANGES = {("trainer", "epochs"), ("trainer", "show_progress"), ("trainer", "report_to"),
+                     ("trainer", "mlflow_uri")}
 
 
 def config_dict(sections: Dict[str, Any]) -> Dict[str, Any]:
@@ -174,15 +176,31 @@ def _claimed_folder(out: Path, config: Dict[str, Any], run: RunOptions) -> Itera
     setup_logging(out)
     write_json(out / "config.json", config)
     write_json(out / STATUS_FILE, {"status": "running", "task": config.get("task"), "started": now_iso()})
+    trackers = tracking.Trackers()
     try:
-        yield out
+        trackers = _open_trackers(out, config)
+        with trackers.activate():  # the Trainer logs each epoch to them
+            yield out
     except BaseException as e:
+        trackers.finish(failed=True)
         write_json(out / STATUS_FILE, {"status": "failed", "task": config.get("task"), "failed": now_iso(),
                                       "error": f"{type(e).__name__}: {e}"})
         raise
     if (out / "model" / "config.json").is_file():
         metrics = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else None
         write_model_card(out / "model", config, metrics, invoked_command(config.get("task")))
+    trackers.log_run_artifacts()
+    trackers.finish()
     write_json(out / STATUS_FILE, {"status": "finished", "task": config.get("task"), "finished": now_iso()})
     if not run.keep_checkpoint and (out / "checkpoint").is_dir():
         shutil.rmtree(out / "checkpoint")
+
+
+def _open_trackers(out: Path, config: Dict[str, Any]) -> tracking.Trackers:
+    """The run's trackers (``trainer.report_to``; none without a trainer section), given the
+    resolved config as params."""
+    trainer = config.get("trainer") or {}
+    trackers = tracking.make_trackers(trainer.get("report_to") or [], out, trainer.get("mlflow_uri"),
+                                      tags={"task": str(config.get("task"))})
+    trackers.log_params(config)
+    return trackers
