@@ -97,6 +97,27 @@ def read_idcnn(name: str, d: Dict[str, Any]) -> Optional[tuple]:
                f"{len(f1s)} seeds; batch 64, torch")]
 
 
+RUNTIMES = {"torch": "torch fp32", "torch_bf16": "torch bf16", "ort_fp32": "ONNX fp32", "ort_int8": "ONNX int8"}
+
+
+def read_onnx_speed(name: str, d: Dict[str, Any]) -> Optional[tuple]:
+    """``benchmarks.onnx_speed --labeled_file ... --json``: per model and runtime its sentences/s
+    and, in the same row, its F1 (``torch``, ``torch_f1``, ``ort_int8``, ``ort_int8_f1``, ...).
+    That script records no machine, so such a file is a panel of its own."""
+    rows = {k: v for k, v in d.items() if isinstance(v, dict)}
+    points = []
+    for model, row in rows.items():
+        for rt, label in RUNTIMES.items():
+            if isinstance(row.get(rt), (int, float)) and isinstance(row.get(f"{rt}_f1"), (int, float)):
+                kind = "onnx" if rt.startswith("ort") else next(
+                    (k for k in ("teacher", "compact") if k in model.lower()), "student")
+                points.append(_point(f"{model}, {label}", kind, [row[f"{rt}_f1"]], row[rt], name,
+                                     "one model; batch 64, fastest of 3 passes"))
+    if not points:
+        return None
+    return str(d.get("machine") or f"machine not recorded ({name})"), points
+
+
 def read_points(name: str, d: Dict[str, Any]) -> Optional[tuple]:
     """A file that lists its points itself (``"machine"`` and ``"points"``)."""
     if not isinstance(d.get("points"), list) or "machine" not in d:
@@ -112,7 +133,7 @@ def read_points(name: str, d: Dict[str, Any]) -> Optional[tuple]:
 
 
 READERS: List[Callable[[str, Dict[str, Any]], Optional[tuple]]] = [read_points, read_peers, read_medium_compact,
-                                                                   read_idcnn]
+                                                                   read_idcnn, read_onnx_speed]
 
 
 def collect(results_dir: Path) -> "OrderedDict[str, List[Point]]":

@@ -24,11 +24,12 @@ def test_the_frontier_command_draws_each_machine_apart_from_its_results_files(tm
     from matplotlib.image import imread
 
     height, width = imread(str(png)).shape[:2]
-    assert width > 1.8 * height  # two panels side by side
+    assert width > 2.5 * height  # three panels side by side
 
     out = json.loads((tmp_path / "frontier_points.json").read_text(encoding="utf-8"))
     machines = {m["machine"]: m for m in out["machines"]}
-    assert set(machines) == {"machine A, 2 cores; 1 thread", "machine B, 4 cores"}  # gold25 and speed-only skipped
+    assert set(machines) == {"machine A, 2 cores; 1 thread", "machine B, 4 cores",  # gold25 and speed-only skipped
+                             "machine not recorded (onnx_speed_c.json)"}
     assert all(m["x_scale"] == "log" for m in out["machines"])
 
     a = {pt["label"]: pt for pt in machines["machine A, 2 cores; 1 thread"]["points"]}
@@ -47,6 +48,11 @@ def test_the_frontier_command_draws_each_machine_apart_from_its_results_files(tm
     lo, hi = machines["machine B, 4 cores"]["x_limits"]
     assert lo < 200 and hi > 7000  # every point inside its panel
     assert "machine A, 2 cores; 1 thread: 2 points" in p.stdout and "machine B, 4 cores: 3 points" in p.stdout
+
+    c = {pt["label"]: pt for pt in machines["machine not recorded (onnx_speed_c.json)"]["points"]}
+    assert {k: (v["kind"], v["f1"], v["sent_per_s"]) for k, v in c.items()} == {  # ort_fp32 had no F1: not drawn
+        "teacher, torch fp32": ("teacher", 0.51, 210.0), "teacher, ONNX int8": ("onnx", 0.50, 440.0),
+        "student, torch fp32": ("student", 0.49, 3300.0)}
 
 
 def test_a_point_of_an_unknown_kind_is_refused(tmp_path):
