@@ -160,6 +160,15 @@ def test_features_survive_compact_and_onnx(teacher, tmp_path):
     ref = pipeline(str(tmp_path / "m")).tag_tokens([t.split() for t in texts])
     onnx = pipeline(str(tmp_path / "onnx")).tag_tokens([t.split() for t in texts])
     assert [r["tags"] for r in onnx] == [r["tags"] for r in ref]
+    compact = NeuralTagger.from_pretrained(tmp_path / "compact")
+    table = model.embedder.features.weight.detach()
+    back = compact.embedder.features.weight.detach()  # 8 columns: PQ subspaces of 4 (5 does not divide 8)
+    assert back.shape == table.shape and not torch.equal(back, table)
+    assert ((back - table).norm(dim=1) / table.norm(dim=1).clamp_min(1e-6))[2:].mean() < 0.35
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "compact" / "model.safetensors"))
+    assert "embedder.features.weight" not in saved and saved["embedder.features.weight.special"].shape == (2, 8)
     assert pipeline(str(tmp_path / "compact")).tag_tokens([t.split() for t in texts])
 
 
