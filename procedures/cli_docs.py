@@ -58,9 +58,25 @@ dataclass default  <  --config JSON  <  flags typed on the command line
 | `augment_store/` (the augmented copies and their teacher logits, read from disk; not with `--kd_hidden_w`, `--kd_stages`, `--no_cache` or out-of-fold teachers) | | | yes | yes |
 | `transfer_store/` (the unlabeled text's teacher logits; not with `--transfer_store`, `--kd_hidden_w`, `--kd_stages` or `--no_cache`) | | | | yes |
 | `features/` (the stored sentences' token-type and tag ids, read batch by batch) | | | yes | yes |
+| `tensorboard/` (with `--report_to tensorboard`), `wandb/` (with `--report_to wandb`) | yes | yes | yes | yes |
 
 KD runs also write the teacher's (or ensemble's) own dev/test scores under `teacher` in
 `metrics.json`, and warn when the student beats its teacher on dev.
+
+## Run tracking: `--report_to`
+
+Every training command takes `--report_to tensorboard,mlflow,wandb` (the Hugging Face Trainer's
+flag and meaning; `none`, the default, adds no tracker: `train_log.jsonl` and `run.log` are written
+either way). Each named tracker gets the resolved config as params (sections flattened:
+`trainer.lr`, `tagger.hidden`, ...), the numbers of every `train_log.jsonl` record at step = epoch,
+and at the end `model/README.md` and `metrics.json`; its run ends FINISHED, or FAILED when the run
+raised. MLflow writes to `--mlflow_uri`, else `$MLFLOW_TRACKING_URI`, else
+`sqlite:////ABS/PARENT/mlflow.db` beside the run folder (artifacts in `PARENT/mlartifacts/`;
+sibling runs share the store; experiment `$MLFLOW_EXPERIMENT_NAME` or `nlp-distill`). W&B runs
+offline into `OUTPUT_DIR/wandb` (`wandb sync` uploads it) unless `WANDB_MODE` or `WANDB_API_KEY`
+is set (project `$WANDB_PROJECT` or `nlp-distill`). TensorBoard also gets the per-step learning
+rate and loss parts. A search's trials are child runs of the search's run. Packages: the extras
+`[tensorboard]`, `[mlflow]`, `[wandb]`; a missing one is a one-line error naming its extra.
 """
 
 

@@ -250,3 +250,41 @@ def test_wandb_offline_for_real(tmp_path):
     t.finish()
     (offline,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
     assert list(offline.glob("run-*.wandb"))
+
+
+def test_a_trainer_outside_a_run_folder_opens_and_ends_its_own_runs(runs):
+    """Library use: a Trainer given report_to logs its config and epochs itself, and ends the run
+    FAILED when training raises."""
+    pytest.importorskip("mlflow")
+    import torch
+    from torch import nn
+
+    from nlp_distill.training.trainer import Trainer
+
+    torch.manual_seed(0)
+    x = torch.randn(16, 3)
+    y = x.sum(1)
+    model = nn.Linear(3, 1)
+
+    def loss_fn(batch):
+        return ((model(batch[0]).squeeze(-1) - batch[1]) ** 2).sum(), len(batch[1])
+
+    def make(out: Path, evaluate) -> Trainer:
+        cfg = TrainerConfig(epochs=2, lr=0.05, show_progress=False, metric_for_best="score", report_to=["mlflow"])
+        return Trainer(model=model, config=cfg, loss_fn=loss_fn, train_batches=lambda epoch: [(x, y)], num_batches=1,
+                       evaluate=evaluate, save_model=lambda folder: None, output_dir=out)
+
+    make(runs / "library", lambda: {"score": -float(((model(x).squeeze(-1) - y) ** 2).mean())}).train()
+    uri = f"sqlite:///{runs.resolve() / 'mlflow.db'}"
+    run = _run_named(uri, "library")
+    assert run.info.status == "FINISHED" and run.data.params["trainer.epochs"] == "2"
+    log = _jsonl(runs / "library")
+    assert _history(uri, run.info.run_id, ["dev_score"]) == {"dev_score": [(r["epoch"], r["dev_score"]) for r in log]}
+
+    def broken():
+        raise RuntimeError("dev set unreadable")
+
+    with pytest.raises(RuntimeError):
+        make(runs / "library_broken", broken).train()
+    assert _run_named(uri, "library_broken").info.status == "FAILED"
+    assert tracking.current() is None
