@@ -304,17 +304,19 @@ class KDConfig(ConfigBase):
     With ``stages = [E1, E2]`` the terms run one after another instead: H alone for E1 epochs
     (weight ``hidden_w`` or 1), KD alone for E2 epochs, then the gold term alone.
 
-    KD is ``T^2 * KL(p_t^T || p_s^T)`` (``kl``), MSE on raw logits (``mse``) or, for CRF
-    students, ``KL(p_t || CRF marginals)`` (``posterior``); ``auto`` picks ``posterior`` for CRF
-    students and ``kl`` otherwise.
+    KD is ``T^2 * KL(p_t^T || p_s^T)`` (``kl``), MSE on raw logits (``mse``), for CRF
+    students ``KL(p_t || CRF marginals)`` (``posterior``), or the correlation loss ``dist``
+    (Huang et al., 2022: ``T^2 * (1 - pearson)`` between the student's and the teacher's label
+    distributions per word and per label across the batch); ``auto`` picks ``posterior`` for
+    CRF students and ``kl`` otherwise.
     """
 
     SECTION: ClassVar[str] = "kd"
     teacher_model_path: List[str] = option(default_factory=list, path="dir",
                                            help="Teacher folder(s) from transformer_token; several (repeat or comma list) form an ensemble.")
     temperature: float = option(1.0, gt=0, flag="kd_temp", help="Softmax temperature T of the KL loss.")
-    loss_function: str = option("auto", choices=("auto", "kl", "mse", "posterior"), flag="kd_loss_fn",
-                                help="KD loss: kl, mse, posterior (CRF marginals), auto (posterior for CRF, else kl).")
+    loss_function: str = option("auto", choices=("auto", "kl", "mse", "posterior", "dist"), flag="kd_loss_fn",
+                                help="KD loss: kl, mse, posterior (CRF marginals), dist (Pearson correlation of the label distributions per word and per label, for teachers much sharper than the student), auto (posterior for CRF, else kl).")
     dist_w: float = option(1.0, ge=0, flag="kd_dist_w", help="Weight of the KD (teacher) term.")
     student_w: float = option(1.0, ge=0, flag="kd_student_w", help="Weight of the gold CE / CRF term.")
     teacher_max_seq_len: Optional[int] = option(None, ge=8, help="Sub-tokens per teacher window (default: the teacher's own).")

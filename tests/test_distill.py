@@ -100,7 +100,7 @@ def test_teacher_frozen_through_student_step(teacher, data):
     assert any(not torch.equal(student_before[k], v) for k, v in student.state_dict().items())
 
 
-@pytest.mark.parametrize("loss_function", ["kl", "mse"])
+@pytest.mark.parametrize("loss_function", ["kl", "mse", "dist"])
 def test_total_loss_is_weighted_sum(teacher, data, loss_function):
     student = _student(data)
     student.eval()
@@ -118,6 +118,8 @@ def test_total_loss_is_weighted_sum(teacher, data, loss_function):
         t = _teacher_padded(teacher, sents, idx, batch.mask.size(1))
         if loss_function == "kl":
             kd = losses.kd_kl(em, t, batch.mask, 3.0, batch.weight, "sum")
+        elif loss_function == "dist":  # a softmax student: its log-softmax at T
+            kd = losses.kd_dist(torch.log_softmax(em / 3.0, -1), t, batch.mask, 3.0, batch.weight, "sum")
         else:
             kd = losses.kd_mse(em, t, batch.mask, batch.weight, "sum")
         gold, _ = student.gold_loss(em, batch)
@@ -595,3 +597,21 @@ def test_pseudo_threshold_and_weights_reach_the_batch(teacher, data, tmp_path):
     loss, _ = dist.loss(crf, batch)
     loss.backward()
     assert torch.isfinite(loss) and crf.crf.trans.grad is not None
+
+
+def test_dist_loss_of_a_crf_student_reads_its_marginals(teacher, data):
+    """``--kd_loss_fn dist`` on a CRF student correlates the teacher with the CRF's marginals at T."""
+    torch.manual_seed(0)
+    student = NeuralTagger.build(_tagger_config().replace(use_crf=True), data.train, data.labels).eval()
+    sents = [s.tokens for s in data.train]
+    batch = student.encode(data.train).collate([1, 4, 9])
+    dist = TeacherStudentDistill(teacher, KDConfig(temperature=2.0, loss_function="dist"))
+    dist.attach(data.labels, sents)
+    with torch.no_grad():
+        em = student(batch)
+        t = _teacher_padded(teacher, sents, [1, 4, 9], batch.mask.size(1))
+        got = dist.kd_loss(student, em, t, batch)
+        ref = losses.kd_dist(student.crf.log_marginals(em, batch.mask, 2.0), t, batch.mask, 2.0, batch.weight, "sum")
+        softmax_ref = losses.kd_dist(torch.log_softmax(em / 2.0, -1), t, batch.mask, 2.0, batch.weight, "sum")
+    assert float(got) == pytest.approx(float(ref), rel=1e-6)
+    assert float(got) != pytest.approx(float(softmax_ref), rel=1e-3)  # not the emissions' softmax

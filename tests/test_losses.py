@@ -250,3 +250,38 @@ def test_kd_posterior_forbidden_labels_cost_a_bounded_constant_and_no_gradient()
     assert float(loss.detach()) == pytest.approx(ref, rel=1e-9) and float(loss.detach()) < 1.0
     loss.backward()
     assert float(log_q.grad[0, 0, 2]) == 0.0 and float(log_q.grad[0, 0, 0]) != 0.0
+
+
+def _pearson_ref(a, b):
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(a, b))
+    return cov / (math.sqrt(sum((x - ma) ** 2 for x in a)) * math.sqrt(sum((y - mb) ** 2 for y in b)))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("use_weight", [False, True])
+@pytest.mark.parametrize("T", [1.0, 2.0])
+def test_kd_dist_matches_loop(reduction, use_weight, T):
+    """T^2 * [(1 - pearson over labels of word w) + mean over labels c of (1 - pearson over the
+    batch's real words)] per real word."""
+    s, t, mask, _, weight = _inputs(7)
+    log_q = torch.log_softmax(s / T, -1)
+    w = weight if use_weight else None
+    got = losses.kd_dist(log_q, t, mask, T, w, reduction)
+    words = list(_words(mask))
+    ps = {bi: [math.exp(x) for x in log_q[bi].tolist()] for bi in words}
+    pt = {bi: _softmax([x / T for x in t[bi].tolist()]) for bi in words}
+    intra = sum(1 - _pearson_ref([ps[bi][c] for bi in words], [pt[bi][c] for bi in words]) for c in range(C)) / C
+    terms = [((1 - _pearson_ref(ps[bi], pt[bi]) + intra) * T * T, float(weight[bi[0]]) if use_weight else 1.0)
+             for bi in words]
+    assert got.item() == pytest.approx(_reduce_ref(terms, reduction), rel=1e-7, abs=1e-9)
+
+
+def test_kd_dist_ignores_scale_and_shift_of_the_student_distribution():
+    """DIST asks for the teacher's relations: a student whose probabilities are an affine copy of
+    the teacher's (a less sharp teacher) costs nothing; KL would not be zero."""
+    _, t, mask, _, _ = _inputs(8)
+    pt = torch.softmax(t, -1)
+    flat = 0.5 * pt + 0.5 / C  # still a distribution, half as sharp
+    assert losses.kd_dist(flat.log(), t, mask).item() == pytest.approx(0.0, abs=1e-6)  # eps of the correlation
+    assert losses.kd_posterior(flat.log(), t, mask).item() > 0.01

@@ -55,6 +55,38 @@ def kd_posterior(student_log_marginals: torch.Tensor, teacher: torch.Tensor, mas
     return reduce_words(per_word, mask, weight, reduction)
 
 
+def pearson(a: torch.Tensor, b: torch.Tensor, dim: int, eps: float = 1e-8) -> torch.Tensor:
+    """Pearson correlation of ``a`` and ``b`` along ``dim`` (the cosine of the centred vectors)."""
+    a = a - a.mean(dim, keepdim=True)
+    b = b - b.mean(dim, keepdim=True)
+    return (a * b).sum(dim) / (a.norm(dim=dim) * b.norm(dim=dim) + eps)
+
+
+def kd_dist(student_log_probs: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0,
+            weight: Optional[torch.Tensor] = None, reduction: str = "mean") -> torch.Tensor:
+    """DIST (Huang et al., 2022): match the teacher's *relations*, not its exact probabilities, so
+    a much stronger (sharper) teacher does not push the student past what it can represent::
+
+        T^2 * [(1 - pearson_c(p_s[w], p_t[w]))  +  mean_c (1 - pearson_w(p_s[:, c], p_t[:, c]))]
+
+    per real word ``w``: the inter-class term correlates a word's two label distributions; the
+    intra-class term correlates, for each label, its probabilities across the batch's real words
+    (one value per batch, counted once per word).
+
+    Args:
+        student_log_probs: (B, L, C) student log-probabilities at temperature T (log-softmax of
+            the emissions, or a CRF's log marginals); teacher: (B, L, C) logits; mask: (B, L) bool.
+    """
+    t = temperature
+    ps = student_log_probs.exp()  # (B, L, C)
+    pt = F.softmax(teacher.to(ps.dtype) / t, dim=-1)
+    inter = 1.0 - pearson(ps, pt, dim=-1)  # (B, L)
+    real = mask.nonzero(as_tuple=True)
+    intra = (1.0 - pearson(ps[real], pt[real], dim=0)).mean() if len(real[0]) > 1 else ps.sum() * 0.0  # (N, C) -> ()
+    per_word = (inter + intra) * (t * t)  # (B, L)
+    return reduce_words(per_word, mask, weight, reduction)
+
+
 def kd_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, weight: Optional[torch.Tensor] = None,
            reduction: str = "mean") -> torch.Tensor:
     """Mean squared error between raw logits, averaged over classes, per real word.

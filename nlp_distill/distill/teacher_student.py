@@ -151,6 +151,10 @@ class TeacherStudentDistill:
         if kind == "posterior":
             log_q = student.crf.log_marginals(emissions, batch.mask, t)  # (B, L, C)
             return losses.kd_posterior(log_q, teacher_logits, batch.mask, t, batch.weight, reduction)
+        if kind == "dist":  # the student's distribution: its CRF marginals, else its softmax
+            log_q = (student.crf.log_marginals(emissions, batch.mask, t) if getattr(student, "crf", None) is not None
+                     else torch.log_softmax(emissions / t, dim=-1))  # (B, L, C)
+            return losses.kd_dist(log_q, teacher_logits, batch.mask, t, batch.weight, reduction)
         return losses.kd_mse(emissions, teacher_logits, batch.mask, batch.weight, reduction)
 
     def hidden_loss(self, student_h: torch.Tensor, teacher_h: torch.Tensor, batch: Batch,

@@ -78,15 +78,16 @@ class TransformerDistill:
         student_w * CE(gold) + dist_w * KD(word logits)
           + hidden_w * Σ_mapped H(hidden states) + attention_w * Σ_mapped KL(attention)
 
-    KD is ``T^2 KL`` (``kd.loss_function`` kl / auto) or MSE on raw word logits (mse); H is
+    KD is ``T^2 KL`` (``kd.loss_function`` kl / auto), MSE on raw word logits (mse) or the
+    correlation loss ``dist`` (``losses.kd_dist``); H is
     ``kd.hidden_loss`` (mse or cosine). Hidden and attention terms are summed over real sub-tokens
     of the mapped layers.
     """
 
     def __init__(self, teacher, student, kd: TransformerKDConfig, cfg: TransformerStudentConfig,
                  mapping: Sequence[Tuple[int, int]]) -> None:
-        if kd.loss_function not in ("auto", "kl", "mse"):
-            raise ConfigError(f"--kd_loss_fn {kd.loss_function}: a transformer student takes kl, mse or auto")
+        if kd.loss_function not in ("auto", "kl", "mse", "dist"):
+            raise ConfigError(f"--kd_loss_fn {kd.loss_function}: a transformer student takes kl, mse, dist or auto")
         t_h, s_h = teacher.model.config.hidden_size, student.model.config.hidden_size
         if kd.hidden_w and t_h != s_h:
             raise ConfigError(f"hidden-state loss needs equal widths (teacher {t_h}, student {s_h})")
@@ -132,6 +133,9 @@ class TransformerDistill:
             t_words = cached if cached is not None else pool_words(t.logits, *words, pool)
             if kd.loss_function == "mse":
                 parts["kd"] = kd.dist_w * losses.kd_mse(s_words, t_words, owned, None, "sum")
+            elif kd.loss_function == "dist":
+                log_q = torch.log_softmax(s_words / kd.temperature, dim=-1)  # (B, W, C)
+                parts["kd"] = kd.dist_w * losses.kd_dist(log_q, t_words, owned, kd.temperature, None, "sum")
             else:
                 parts["kd"] = kd.dist_w * losses.kd_kl(s_words, t_words, owned, kd.temperature, None, "sum")
         if kd.student_w and "labels" in batch:
