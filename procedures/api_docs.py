@@ -59,6 +59,50 @@ pos("Dogs bark")
 export has it); for a torch model `precision` is its dtype (`"fp32"`, `"bf16"`, `"auto"`). An
 export needs neither torch nor transformers (see [serving.md](serving.md), "Without torch").
 
+A complete distillation run, teacher to student, without the CLI (what `nlp-train transformer_token`
+then `nlp-train tagger_kd_pseudo` do, less the run folder's `config.json` and `status.json`):
+
+```python
+from nlp_distill import (AugmentConfig, KDConfig, PseudoConfig, StudentTrainerConfig, TaggerConfig,
+                         TeacherTrainerConfig, TransformerConfig, distil_student, load_data_dir, train_teacher)
+
+DATA, ENCODER, RUNS = "data/wnut16", "minilm", "runs"   # CoNLL data dir, packaged encoder or HF folder, output
+data = load_data_dir(DATA)              # train / dev / test sentences, their labels, unlabeled.txt
+teacher = train_teacher(output_dir=f"{RUNS}/teacher", train=data.train, dev=data.dev, test=data.test,
+                        labels=data.labels, model=TransformerConfig(model_name_or_path=ENCODER),
+                        trainer=TeacherTrainerConfig(epochs=3))
+student = distil_student(output_dir=f"{RUNS}/student", train=data.train, dev=data.dev, test=data.test,
+                         labels=data.labels, kd=KDConfig(teacher_model_path=[str(teacher.output_dir)]),
+                         tagger=TaggerConfig(preset="small"), trainer=StudentTrainerConfig(epochs=10),
+                         augment=AugmentConfig(copies=2), unlabeled_file=data.unlabeled_path,
+                         pseudo=PseudoConfig(max_unlabeled=20000))
+print(teacher.metrics["test"]["f1"], student.metrics["test"]["f1"])   # as written to each metrics.json
+student.model.predict([["Mary", "flew", "to", "New", "York"]])   # the best-on-dev student, in memory
+```
+
+Each returns a `TrainResult`: `model` (the best-on-dev model, loaded back from `OUTPUT_DIR/model`),
+`metrics` and `output_dir`, which also holds `train_log.jsonl` and `checkpoint/` (the last epoch's
+optimiser state, kept for `resume=True`; delete it once the run is final). `train_student` trains
+on gold tags alone; `fit_transformer` fine-tunes any `TransformerTokenClassifier` with your loss;
+`assemble_transfer_set` builds the student's training set for your own loop.
+
+A model you already have (any folder `load_teacher` takes, e.g. a HF `...ForTokenClassification`
+folder) distilled on your own unlabeled text, no tags at all (what `nlp-train tagger_kd_pseudo` does
+with a data folder holding `unlabeled.txt` alone):
+
+```python
+from nlp_distill import KDConfig, distil_student
+
+fast = distil_student(output_dir="runs/fast", train=[], dev=[], kd=KDConfig(teacher_model_path=["my-ner-model"]),
+                      unlabeled_file="my_text.txt")   # raw text, one sentence per line, or CoNLL without tags
+fast.model.labels.labels                  # the teacher's labels (teacher_labels("my-ner-model"))
+fast.metrics["dev_tags"]                  # "teacher": the last 5% of the text (at most 1000 sentences) was held
+fast.metrics["agreement"]["dev"]["f1"]    # out with the teacher's tags; the student's agreement F1 with them
+```
+
+With gold `dev` / `test` sentences they pick the epoch and score the student as usual, and
+`metrics["agreement"]` adds the agreement with the teacher on the same text.
+
 A student trained on gold labels, saved and loaded back (the run of `nlp-train tagger`, by hand):
 
 ```python
@@ -86,9 +130,10 @@ batch = student.encode(data.train).collate([0, 1, 2, 3])   # a Batch of training
 loss_sum, n_words = kd.loss(student, batch)   # gold + KD terms summed over real words, and their count
 ```
 
-`Trainer(model, config, loss_fn=lambda batch: kd.loss(student, batch), ...)` runs the loop; it
-knows nothing about teachers. The procedures in `procedures/` are the worked examples of each
-command.
+`Trainer(model=student, config=TrainerConfig(), loss_fn=lambda batch: kd.loss(student, batch),
+train_batches=..., num_batches=..., evaluate=..., save_model=student.save_pretrained, output_dir=...)`
+runs the loop (every argument is listed under `Trainer` below); it knows nothing about teachers.
+After `train()` the model holds the best epoch's weights, as `OUTPUT_DIR/model` does.
 
 ## spaCy
 

@@ -63,8 +63,8 @@ def _toy_train(out: Path, accum: int, n_batches: int) -> None:
     def save(folder: Path) -> None:
         torch.save(model.state_dict(), folder / "weights.pt")
 
-    Trainer(model, cfg, loss_fn, lambda e: _toy_batches(e, n_batches), n_batches, lambda: {"f1": next(score)},
-            save, out).train()
+    Trainer(model=model, config=cfg, loss_fn=loss_fn, train_batches=lambda e: _toy_batches(e, n_batches),
+            num_batches=n_batches, evaluate=lambda: {"f1": next(score)}, save_model=save, output_dir=out).train()
 
 
 def _rank_main(rank: int, world: int, port: int, out: str, n_batches: int) -> None:

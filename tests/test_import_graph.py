@@ -21,6 +21,7 @@ LAYERS = [
     "models",  # NeuralTagger, TransformerTokenClassifier, the registry of model kinds
     "distill",  # teachers, KD losses, teacher caches and transfer stores
     "training",  # the generic loop, checkpoints
+    "engines",  # Ray Data labeling: teachers on many workers through Ray's own API
     "export",  # ONNX, compact folders, torch-free runtimes
     "pipeline", "pipelines", "serving", "api",  # user-facing workflows built from everything above
     "integrations.spacy",  # the spaCy factory: a pipeline inside spaCy
@@ -167,3 +168,54 @@ def test_checks_catch_a_planted_back_edge_and_cycle():
     where = {("nlp_distill.data.a", "nlp_distill.models.b"): "a.py:1", ("nlp_distill.models.b", "nlp_distill.data.a"): "b.py:1"}
     assert back_edges(edges, where) == ["a.py:1: nlp_distill.data.a (data) imports nlp_distill.models.b (models), a higher layer"]
     assert cycles(edges) == [["nlp_distill.data.a", "nlp_distill.models.b"]]
+
+
+# packages whose modules may not import another unit's private names (tests may: they test internals)
+CODE_PACKAGES = ("nlp_distill", "procedures", "benchmarks")
+
+
+def _private_unit(module: str) -> str:
+    """What a private name is private to: its subpackage inside ``nlp_distill``
+    (``nlp_distill.data``), else its own module (``nlp_distill.io``, ``procedures.search``)."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "nlp_distill" and len(parts) > 2 else module
+
+
+def private_imports(path: Path, tree: ast.AST, me: str) -> List[str]:
+    """``from X import _name`` in module ``me`` where X belongs to another unit (``_private_unit``)."""
+    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    out = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        base = node.module or ""
+        if node.level:
+            parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+            base = ".".join(parent + ([node.module] if node.module else []))
+        for a in node.names:
+            private = a.name.startswith("_") and not a.name.startswith("__")
+            if private and base.split(".")[0] in CODE_PACKAGES and _private_unit(base) != _private_unit(me):
+                out.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {me} imports {base}.{a.name}")
+    return out
+
+
+def test_no_module_imports_another_units_private_name():
+    """A name with a leading underscore is used only inside its own unit: what another package needs
+    is public (named, documented, typed) in the unit that owns it."""
+    bad = []
+    for root in CODE_PACKAGES:
+        for path in sorted((PACKAGE.parent / root).rglob("*.py")):
+            me = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+            me = me[: -len(".__init__")] if me.endswith(".__init__") else me
+            bad += private_imports(path, ast.parse(path.read_text(encoding="utf-8"), str(path)), me)
+    assert not bad, "private names imported across units:\n" + "\n".join(bad)
+
+
+def test_private_import_check_catches_a_planted_import_and_allows_one_inside_a_unit():
+    planted = ast.parse("from procedures.tagger_kd import _kd_run\nfrom nlp_distill.data.labels import _spans\n")
+    path = PACKAGE.parent / "procedures" / "search.py"
+    assert [line.split(": ", 1)[1] for line in private_imports(path, planted, "procedures.search")] == [
+        "procedures.search imports procedures.tagger_kd._kd_run",
+        "procedures.search imports nlp_distill.data.labels._spans"]
+    inside = ast.parse("from nlp_distill.data.labels import _spans\n")
+    assert private_imports(PACKAGE / "data" / "augment.py", inside, "nlp_distill.data.augment") == []

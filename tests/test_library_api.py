@@ -102,3 +102,22 @@ def test_label_copies_in_memory_tags_the_copies_with_the_teachers_repaired_argma
     for s, lg in zip(sents[len(train):], targets[len(train):]):
         assert s.tags == pseudo_tags(lg, teacher.labels)[0]
     assert (tmp_path / "a.txt").is_file()
+
+
+def test_the_documented_distillation_run_runs(tiny_encoder_dir, tmp_path):
+    """docs/api.md's complete run (teacher, then a student from gold, copies and unlabeled text),
+    executed as written with the tiny fixtures: only its first line of settings is changed."""
+    from procedures.api_docs import HEADER
+
+    code = next(block for block in HEADER.split("```python\n")[1:] if "distil_student(" in block).split("```")[0]
+    settings = 'DATA, ENCODER, RUNS = "data/wnut16", "minilm", "runs"'
+    assert settings in code
+    code = code.replace(settings, f"DATA, ENCODER, RUNS = {str(TINY)!r}, {str(tiny_encoder_dir)!r}, {str(tmp_path)!r}")
+    scope: dict = {}
+    exec(compile(code, "docs/api.md", "exec"), scope)
+    teacher, student = scope["teacher"], scope["student"]
+    assert student.output_dir == tmp_path / "student" and (tmp_path / "student" / "model" / "config.json").is_file()
+    assert student.metrics["teacher"]["dev"]["f1"] == teacher.metrics["dev"]["f1"]  # the teacher it was given
+    assert (tmp_path / "student" / "augmented.txt").is_file() and (tmp_path / "student" / "pseudo_labeled.txt").is_file()
+    tags = student.model.predict([["Mary", "flew", "to", "New", "York"]])
+    assert len(tags[0]) == 5 and set(tags[0]) <= set(DATA.labels.labels)

@@ -13,6 +13,7 @@ from torch import nn
 
 from nlp_distill.config import TrainerConfig
 from nlp_distill.io import atomic_dir
+from nlp_distill.training.checkpoint import load_state
 from nlp_distill.training.trainer import Trainer
 
 
@@ -70,14 +71,15 @@ def test_loss_falls(tmp_path):
             s, n = loss_fn((x, y))
         return {"score": -float(s) / n}
 
-    res = Trainer(model, _cfg(epochs=6), loss_fn, _batches_fn(x, y), 8, evaluate, _save(model), tmp_path).train()
-    losses = [h["train_loss"] for h in res["history"]]
+    res = Trainer(model=model, config=_cfg(epochs=6), loss_fn=loss_fn, train_batches=_batches_fn(x, y), num_batches=8,
+                  evaluate=evaluate, save_model=_save(model), output_dir=tmp_path).train()
+    losses = [h["train_loss"] for h in res.history]
     assert len(losses) == 6
     assert losses[-1] < 0.2 * losses[0]
     with torch.no_grad():
         final = float(((model(x).squeeze(-1) - y) ** 2).mean())
     assert final < 0.2 * losses[0]
-    assert res["best_epoch"] == 1 + max(range(6), key=lambda i: res["history"][i]["dev_score"])
+    assert res.best_epoch == 1 + max(range(6), key=lambda i: res.history[i]["dev_score"])
 
 
 def test_best_checkpoint_is_best_dev_epoch(tmp_path):
@@ -91,11 +93,11 @@ def test_best_checkpoint_is_best_dev_epoch(tmp_path):
         snaps.append({k: v.detach().clone() for k, v in model.state_dict().items()})
         return {"score": script[len(snaps) - 1], "extra": {"nested": 1}}
 
-    res = Trainer(model, _cfg(epochs=5), _mse_sum(model), _batches_fn(x, y), 8, evaluate, _save(model),
-                  tmp_path).train()
+    res = Trainer(model=model, config=_cfg(epochs=5), loss_fn=_mse_sum(model), train_batches=_batches_fn(x, y),
+                  num_batches=8, evaluate=evaluate, save_model=_save(model), output_dir=tmp_path).train()
     best_i = max(range(len(script)), key=script.__getitem__)
-    assert res["best_epoch"] == best_i + 1
-    assert res["best_metric"] == script[best_i]
+    assert res.best_epoch == best_i + 1
+    assert res.best_metric == script[best_i]
     saved = load_file(str(tmp_path / "model" / "w.safetensors"))
     for k, v in snaps[best_i].items():
         assert torch.equal(saved[k], v)
@@ -130,8 +132,9 @@ def test_early_stopping(tmp_path, patience, script, expected_epochs):
         evals.append(1)
         return {"score": script[len(evals) - 1]}
 
-    res = Trainer(model, _cfg(epochs=len(script), early_stopping_patience=patience), _mse_sum(model),
-                  _batches_fn(x, y, calls=calls), 8, evaluate, _save(model), tmp_path).train()
+    res = Trainer(model=model, config=_cfg(epochs=len(script), early_stopping_patience=patience),
+                  loss_fn=_mse_sum(model), train_batches=_batches_fn(x, y, calls=calls), num_batches=8,
+                  evaluate=evaluate, save_model=_save(model), output_dir=tmp_path).train()
     # reference: stop once `patience` consecutive epochs fail to beat the best so far
     best, bad, ref = float("-inf"), 0, 0
     for s in script:
@@ -143,7 +146,7 @@ def test_early_stopping(tmp_path, patience, script, expected_epochs):
             if bad >= patience:
                 break
     assert ref == expected_epochs
-    assert len(res["history"]) == expected_epochs
+    assert len(res.history) == expected_epochs
     assert calls == list(range(expected_epochs))
     assert len(_log(tmp_path)) == expected_epochs
 
@@ -153,8 +156,9 @@ def _accum_run(tmp_path, groups, accum, lr=0.1):
     torch.manual_seed(0)
     model = nn.Linear(3, 1)
     cfg = _cfg(epochs=1, optimizer="sgd", lr=lr, grad_accum_steps=accum)
-    Trainer(model, cfg, _mse_sum(model), lambda ep: list(groups), len(groups), lambda: {"score": 0.0},
-            _save(model), tmp_path).train()
+    Trainer(model=model, config=cfg, loss_fn=_mse_sum(model), train_batches=lambda ep: list(groups),
+            num_batches=len(groups), evaluate=lambda: {"score": 0.0}, save_model=_save(model),
+            output_dir=tmp_path).train()
     return model
 
 
@@ -218,7 +222,8 @@ def _resume_trainer(out, epochs, init_seed, calls):
         return {"score": -float(s) / n}
 
     cfg = _cfg(epochs=epochs, lr=0.02, max_grad_norm=1.0, seed=7)
-    return model, Trainer(model, cfg, loss_fn, _batches_fn(x, y, calls=calls), 6, evaluate, _save(model), out)
+    return model, Trainer(model=model, config=cfg, loss_fn=loss_fn, train_batches=_batches_fn(x, y, calls=calls),
+                          num_batches=6, evaluate=evaluate, save_model=_save(model), output_dir=out)
 
 
 def test_resume_matches_uninterrupted_run(tmp_path):
@@ -236,16 +241,19 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     model2, resumed = _resume_trainer(tmp_path / "part", 4, init_seed=999, calls=calls2)
     res2 = resumed.train(resume=True)
     assert calls2 == [2, 3]  # continues from epoch 3
-    for (k, p1), (_, p2) in zip(full_model.state_dict().items(), model2.state_dict().items()):
-        torch.testing.assert_close(p2, p1, atol=1e-7, rtol=1e-6, msg=k)
+    # the last epoch's weights (the checkpoint's) are those of the uninterrupted run
+    last_full, last_part = (load_state(d / "checkpoint" / "trainer_state.pt")["model"] for d in
+                            (tmp_path / "full", tmp_path / "part"))
+    for k, p1 in last_full.items():
+        torch.testing.assert_close(last_part[k], p1, atol=1e-7, rtol=1e-6, msg=k)
     log_full, log_part = _log(tmp_path / "full"), _log(tmp_path / "part")
     assert [r["epoch"] for r in log_part] == [1, 2, 3, 4]
     for a, b in zip(log_full, log_part):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
         assert a["dev_score"] == pytest.approx(b["dev_score"], rel=1e-6)
         assert a["best"] == b["best"]
-    assert res2["best_epoch"] == res_full["best_epoch"]
-    assert len(res2["history"]) == 4
+    assert res2.best_epoch == res_full.best_epoch
+    assert len(res2.history) == 4
     # the best model on disk is the same as in the uninterrupted run
     wf = load_file(str(tmp_path / "full" / "model" / "w.safetensors"))
     wp = load_file(str(tmp_path / "part" / "model" / "w.safetensors"))
@@ -306,10 +314,31 @@ def test_failed_save_keeps_previous_best(tmp_path):
         return {"score": next(scores)}
 
     with pytest.raises(OSError):
-        Trainer(model, _cfg(epochs=3), _mse_sum(model), _batches_fn(x, y), 8, evaluate, save, tmp_path).train()
+        Trainer(model=model, config=_cfg(epochs=3), loss_fn=_mse_sum(model), train_batches=_batches_fn(x, y),
+                num_batches=8, evaluate=evaluate, save_model=save, output_dir=tmp_path).train()
     saved = load_file(str(tmp_path / "model" / "w.safetensors"))
     for k, v in snaps[0].items():
         assert torch.equal(saved[k], v)
+
+
+def test_after_train_the_model_holds_the_best_epochs_weights_like_model_folder(tmp_path):
+    """The in-memory model ends with the weights dev picked (the moving average with ema_decay),
+    identical to model/; the checkpoint keeps the last epoch's for a resume."""
+    for ema in (0.0, 0.9):
+        torch.manual_seed(0)
+        x, y = _data()
+        model = nn.Linear(3, 1)
+        scores = iter([0.1, 0.5, 0.2, 0.3])  # epoch 2 is the best, not the last
+        out = tmp_path / f"ema{ema}"
+        res = Trainer(model=model, config=_cfg(epochs=4, ema_decay=ema), loss_fn=_mse_sum(model),
+                      train_batches=_batches_fn(x, y), num_batches=8, evaluate=lambda: {"score": next(scores)},
+                      save_model=_save(model), output_dir=out).train()
+        assert res.best_epoch == 2 and res.best_metric == 0.5
+        saved = load_file(str(out / "model" / "w.safetensors"))
+        last = load_state(out / "checkpoint" / "trainer_state.pt")["model"]
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, saved[k]), k
+            assert not torch.equal(v, last[k]), k
 
 
 def test_resume_after_early_stop_trains_no_more(tmp_path):
@@ -321,16 +350,18 @@ def test_resume_after_early_stop_trains_no_more(tmp_path):
         torch.manual_seed(0)
         model = nn.Linear(3, 1)
         scores = iter(script[len(_log(tmp_path)) if resume else 0:])
-        tr = Trainer(model, _cfg(epochs=6, early_stopping_patience=2), _mse_sum(model),
-                     _batches_fn(x, y, calls=calls), 8, lambda: {"score": next(scores)}, _save(model), tmp_path)
+        tr = Trainer(model=model, config=_cfg(epochs=6, early_stopping_patience=2), loss_fn=_mse_sum(model),
+                     train_batches=_batches_fn(x, y, calls=calls), num_batches=8,
+                     evaluate=lambda: {"score": next(scores)}, save_model=_save(model),
+                     output_dir=tmp_path)
         return tr.train(resume=resume)
 
     calls1, calls2 = [], []
     res1 = run(calls1, resume=False)
-    assert calls1 == [0, 1, 2] and res1["best_epoch"] == 1
+    assert calls1 == [0, 1, 2] and res1.best_epoch == 1
     res2 = run(calls2, resume=True)
     assert calls2 == []
-    assert res2["best_epoch"] == 1 and len(res2["history"]) == 3
+    assert res2.best_epoch == 1 and len(res2.history) == 3
     assert len(_log(tmp_path)) == 3
 
 
@@ -370,9 +401,10 @@ def test_gradient_clipping_bounds_the_step(tmp_path):
         torch.optim.SGD.step = spy
         try:
             x, y = _data(16)
-            Trainer(model, _cfg(epochs=1, optimizer="sgd", max_grad_norm=clip, lr=0.001), _mse_sum(model),
-                    _batches_fn(x, y, batch_size=16), 1, lambda: {"score": 0.0}, _save(model),
-                    tmp_path / f"c{clip}").train()
+            Trainer(model=model, config=_cfg(epochs=1, optimizer="sgd", max_grad_norm=clip, lr=0.001),
+                    loss_fn=_mse_sum(model), train_batches=_batches_fn(x, y, batch_size=16),
+                    num_batches=1, evaluate=lambda: {"score": 0.0}, save_model=_save(model),
+                    output_dir=tmp_path / f"c{clip}").train()
         finally:
             torch.optim.SGD.step = orig
         assert len(seen) == 1
@@ -446,8 +478,9 @@ def test_ema_weights_follow_the_naive_formula_and_are_what_dev_judges_and_model_
 
     WeightAverage.update = update
     try:
-        tr = Trainer(model, _cfg(epochs=2, ema_decay=0.9), loss_fn, _batches_fn(x, y), 4, evaluate, _save(model),
-                     tmp_path)
+        tr = Trainer(model=model, config=_cfg(epochs=2, ema_decay=0.9), loss_fn=loss_fn,
+                     train_batches=_batches_fn(x, y), num_batches=4, evaluate=evaluate,
+                     save_model=_save(model), output_dir=tmp_path)
         tr.train()
     finally:
         WeightAverage.update = orig_update
@@ -457,9 +490,13 @@ def test_ema_weights_follow_the_naive_formula_and_are_what_dev_judges_and_model_
     assert not torch.allclose(seen[-1][0], live[-1][0])  # the average is not the live weights
     saved = load_file(str(tmp_path / "model" / "w.safetensors"))
     torch.testing.assert_close(saved["weight"], naive[0], atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(model.weight.detach(), live[-1][0])  # swapped back after evaluation and saving
+    # swapped back after evaluation and saving: training went on from the live weights (the checkpoint's);
+    # after train() the model holds what model/ holds, the average
+    torch.testing.assert_close(load_state(tmp_path / "checkpoint" / "trainer_state.pt")["model"]["weight"], live[-1][0])
+    torch.testing.assert_close(model.weight.detach(), naive[0], atol=1e-6, rtol=1e-5)
     # resume restores the average (steps and shadow)
-    tr2 = Trainer(model, _cfg(epochs=2, ema_decay=0.9), loss_fn, _batches_fn(x, y), 4, evaluate, _save(model), tmp_path)
+    tr2 = Trainer(model=model, config=_cfg(epochs=2, ema_decay=0.9), loss_fn=loss_fn, train_batches=_batches_fn(x, y),
+                  num_batches=4, evaluate=evaluate, save_model=_save(model), output_dir=tmp_path)
     tr2._resume()
     assert tr2.ema.steps == 8
     torch.testing.assert_close(tr2.ema.shadow[0], naive[0], atol=1e-6, rtol=1e-5)
@@ -486,17 +523,18 @@ def test_resume_under_warmup_and_linear_decay_equals_the_uninterrupted_run(tmp_p
             lrs.append(tr.optimizer.param_groups[0]["lr"])
             return mse(batch)
 
-        tr = Trainer(model, cfg, loss_fn, train_batches, 6, lambda: {"score": 0.0}, _save(model), out)
+        tr = Trainer(model=model, config=cfg, loss_fn=loss_fn, train_batches=train_batches, num_batches=6,
+                     evaluate=lambda: {"score": 0.0}, save_model=_save(model), output_dir=out)
         try:
             tr.train(resume=resume)
         except KeyboardInterrupt:
             pass
-        return model, lrs
+        return load_state(out / "checkpoint" / "trainer_state.pt")["model"], lrs  # the last epoch's weights
 
     full, lrs_full = run(tmp_path / "full")
     _, lrs_a = run(tmp_path / "part", stop_at=2)
     resumed, lrs_b = run(tmp_path / "part", resume=True, init_seed=999)
     assert len(lrs_full) == 24 and len(set(lrs_full)) > 12  # 6 warm-up steps, then a decay: no flat stretch
     assert lrs_a + lrs_b == pytest.approx(lrs_full, rel=1e-9, abs=0)
-    for (k, p1), (_, p2) in zip(full.state_dict().items(), resumed.state_dict().items()):
-        torch.testing.assert_close(p2, p1, atol=1e-7, rtol=1e-6, msg=k)
+    for k, p1 in full.items():
+        torch.testing.assert_close(resumed[k], p1, atol=1e-7, rtol=1e-6, msg=k)

@@ -21,7 +21,7 @@ from nlp_distill.metrics import evaluate_split
 from nlp_distill.models.packaged_encoders import ENCODERS
 from nlp_distill.models.transformer import TransformerTokenClassifier
 from nlp_distill.training.checkpoint import seed_everything
-from nlp_distill.training.result import LoopResult, TrainResult, final_metrics
+from nlp_distill.training.result import TrainResult, final_metrics
 from nlp_distill.training.trainer import Trainer
 from nlp_distill.utils import distributed as ddp
 from nlp_distill.utils.device import pick_device
@@ -96,13 +96,13 @@ def fit_transformer(*, output_dir: PathLike, model: TransformerTokenClassifier, 
     def collate(idx):
         return {k: v.to(dev_) for k, v in model.collate([windows[i] for i in idx], train_tags, targets).items()}
 
-    loop = LoopResult(**Trainer(
+    loop = Trainer(
         model=model, config=trainer, loss_fn=loss_fn or model.loss,
         train_batches=lambda epoch: bucket_batches(lengths, bs, shuffle=True, seed=trainer.seed + epoch),
         num_batches=(len(windows) + bs - 1) // bs, evaluate=lambda: evaluate_split(model.predict, dev),
         save_model=model.save_pretrained, output_dir=out,
         param_groups=param_groups(model, trainer.weight_decay, model.config.head_lr), collate=collate,
-    ).train(resume=resume))
+    ).train(resume=resume)
     if not ddp.is_main():  # rank 0 scores the best model and writes metrics.json
         return TrainResult(None, {}, out)
     best = TransformerTokenClassifier.from_pretrained(str(out / "model")).to(dev_)

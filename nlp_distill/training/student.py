@@ -123,12 +123,12 @@ def train_student(*, output_dir: PathLike, train: Sequence[Sentence], dev: Seque
         return bucket_batches(enc.lengths, data.batch_size, shuffle=True, seed=trainer.seed + epoch)
 
     trained, loss_fn = _objective(model, distiller, dev_)
-    loop = LoopResult(**Trainer(model=trained, config=trainer, loss_fn=loss_fn, train_batches=batches,
+    loop = Trainer(model=trained, config=trainer, loss_fn=loss_fn, train_batches=batches,
                    num_batches=len(bucket_batches(enc.lengths, data.batch_size, shuffle=False)),
                    evaluate=lambda: evaluate_split(lambda s: model.predict(s, data.eval_batch_size), dev),
                    save_model=model.save_pretrained, output_dir=out,
                    patience_start=sum(distiller.kd.stages) if distiller is not None else 0,  # not before the last stage
-                   collate=lambda idx: enc.collate(idx).to(dev_)).train(resume=resume))
+                   collate=lambda idx: enc.collate(idx).to(dev_)).train(resume=resume)
     if not ddp.is_main():  # rank 0 scores the best model and writes metrics.json
         return TrainResult(None, {}, out)
     return _scored(out, loop, dev, test, data, dev_, teacher_scores)

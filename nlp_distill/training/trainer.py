@@ -20,6 +20,7 @@ from nlp_distill.integrations import tracking
 from nlp_distill.io import atomic_dir
 from nlp_distill.utils import distributed as ddp
 from nlp_distill.training.checkpoint import load_state, rng_state, save_state, seed_everything, set_rng_state
+from nlp_distill.training.result import LoopResult
 from nlp_distill.utils.memory import limit_heap_growth
 
 logger = logging.getLogger(__name__)
@@ -97,15 +98,23 @@ class WeightAverage:
 class Trainer:
     """Train ``model`` with ``loss_fn``; evaluate on dev each epoch; keep the best on dev.
 
+    Every argument is a keyword; the first eight are required::
+
+        Trainer(model=student, config=TrainerConfig(epochs=5), loss_fn=lambda b: student.gold_loss(student(b), b),
+                train_batches=lambda epoch: batches, num_batches=len(batches),
+                evaluate=lambda: evaluate_split(student.predict, dev), save_model=student.save_pretrained,
+                output_dir="runs/x").train()
+
     Args:
         model: the module whose parameters are trained (and whose state_dict is checkpointed).
         config: loop settings.
-        loss_fn: ``batch -> (loss_sum, n_items)``.
+        loss_fn: ``batch -> (loss summed over items, number of items[, {part name: summed value}])``;
+            the loop divides by the items of the whole accumulation group and logs the parts.
         train_batches: ``epoch -> iterable of batches`` (deterministic per epoch, for resume).
         num_batches: batches per epoch (for the schedule and progress bar).
         evaluate: ``() -> metrics dict`` on dev; must contain ``config.metric_for_best``.
         save_model: ``folder -> None`` writes the model in its save format.
-        output_dir: run folder: ``model/`` (best on dev), ``checkpoint/`` (last, for resume),
+        output_dir: run folder: ``model/`` (best on dev), ``checkpoint/`` (last epoch, for resume),
             ``train_log.jsonl``.
         param_groups: optional optimiser parameter groups (default: all trainable parameters).
         patience_start: epochs before this one never count towards early stopping (e.g. the
@@ -117,10 +126,17 @@ class Trainer:
     r+2N, ... of each epoch and every optimiser step sums gradients and item counts over ranks, so
     N processes with ``grad_accum_steps`` A take the steps of one process with A*N. Rank 0 alone
     evaluates, saves and logs; the others receive its dev score (early stopping stays in step).
+
+    After ``train()`` the model holds the best epoch's weights (the moving average with
+    ``ema_decay``), as ``model/`` does; a resumed run whose best epoch came before the resume keeps
+    its last weights in memory (reload ``model/``). ``checkpoint/trainer_state.pt`` (the last
+    epoch's model, optimiser, scheduler and RNG) stays in ``output_dir`` for ``train(resume=True)``:
+    delete it once the run is final (the CLI does unless ``--keep_checkpoint``).
     """
 
     def __init__(
         self,
+        *,
         model: nn.Module,
         config: TrainerConfig,
         loss_fn: LossFn,
@@ -157,6 +173,7 @@ class Trainer:
         self.global_step = 0
         self.ema = WeightAverage(self.trainable, config.ema_decay) if config.ema_decay else None
         self.ckpt_path = self.output_dir / "checkpoint" / "trainer_state.pt"
+        self._best_state: Optional[Dict[str, torch.Tensor]] = None  # restored into the model after train()
 
     def _log(self, record: Dict[str, Any]) -> None:
         if self.rank:
@@ -182,13 +199,13 @@ class Trainer:
         if self.ema is not None:
             self.ema.update()
 
-    def train(self, resume: bool = False) -> Dict[str, Any]:
+    def train(self, resume: bool = False) -> LoopResult:
         """Run the loop. With ``resume``, continue from ``checkpoint/`` (model, optimiser,
         scheduler, RNG, epoch, best score) when it exists. Each epoch's record also goes to the
         run's trackers (``config.report_to``); without a run folder's, the loop opens and ends its own.
 
         Returns:
-            ``{"best_epoch", "best_metric", "history": [per-epoch dicts], "train_seconds"}``.
+            the best epoch (1-based), its dev score, one record per epoch and the wall time.
         """
         own = None
         if self.trackers is None and not self.rank:
@@ -206,7 +223,7 @@ class Trainer:
             self.trackers = None  # a later train() opens a new run
         return result
 
-    def _train(self, resume: bool) -> Dict[str, Any]:
+    def _train(self, resume: bool) -> LoopResult:
         cfg = self.config
         limit_heap_growth()  # varying batch shapes would otherwise grow resident memory every epoch
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -242,8 +259,9 @@ class Trainer:
                 logger.info("early stopping: no dev improvement for %d epochs", bad_epochs)
                 break
         ddp.barrier()  # rank 0's last model/ is written before any rank reads it
-        return {"best_epoch": best_epoch + 1, "best_metric": best, "history": history,
-                "train_seconds": time.perf_counter() - t0}
+        if self._best_state is not None:  # the in-memory model matches model/
+            self.model.load_state_dict(self._best_state)
+        return LoopResult(best_epoch + 1, best, history, time.perf_counter() - t0)
 
     def _weights(self):
         """The weights dev judges and ``model/`` keeps: the moving average when there is one."""
@@ -257,9 +275,12 @@ class Trainer:
         return metrics, ddp.broadcast_object(metrics[self.config.metric_for_best] if not self.rank else None)
 
     def _save_best(self) -> None:
-        if not self.rank:
-            with self._weights(), atomic_dir(self.output_dir / "model") as tmp:
-                self.save_model(tmp)
+        """Write ``model/`` (rank 0) and keep a CPU copy of the weights for the end of ``train()``."""
+        with self._weights():
+            self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            if not self.rank:
+                with atomic_dir(self.output_dir / "model") as tmp:
+                    self.save_model(tmp)
 
     def _record(self, epoch: int, train: Dict[str, float], seconds: float, metrics: Dict[str, Any], score: float,
                 improved: bool) -> Dict[str, Any]:
