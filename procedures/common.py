@@ -178,7 +178,7 @@ def _claimed_folder(out: Path, config: Dict[str, Any], run: RunOptions) -> Itera
     write_json(out / STATUS_FILE, {"status": "running", "task": config.get("task"), "started": now_iso()})
     trackers = tracking.Trackers()
     try:
-        trackers = _open_trackers(out, config)
+        trackers = _open_trackers(out, config, run.resume)
         with trackers.activate():  # the Trainer logs each epoch to them
             yield out
     except BaseException as e:
@@ -196,11 +196,11 @@ def _claimed_folder(out: Path, config: Dict[str, Any], run: RunOptions) -> Itera
         shutil.rmtree(out / "checkpoint")
 
 
-def _open_trackers(out: Path, config: Dict[str, Any]) -> tracking.Trackers:
+def _open_trackers(out: Path, config: Dict[str, Any], resume: bool = False) -> tracking.Trackers:
     """The run's trackers (``trainer.report_to``; none without a trainer section), given the
-    resolved config as params."""
+    resolved config as params; with ``resume``, the folder's earlier tracker runs go on."""
     trainer = config.get("trainer") or {}
     trackers = tracking.make_trackers(trainer.get("report_to") or [], out, trainer.get("mlflow_uri"),
-                                      tags={"task": str(config.get("task"))})
+                                      tags={"task": str(config.get("task"))}, resume=resume)
     trackers.log_params(config)
     return trackers

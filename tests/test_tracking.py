@@ -288,3 +288,28 @@ def test_a_trainer_outside_a_run_folder_opens_and_ends_its_own_runs(runs):
         make(runs / "library_broken", broken).train()
     assert _run_named(uri, "library_broken").info.status == "FAILED"
     assert tracking.current() is None
+
+
+def test_resume_continues_the_same_tracker_runs(data_dir, runs, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    out = runs / "resumed"
+    _train(data_dir, out, "--report_to", "mlflow", "--keep_checkpoint", epochs=1)
+    _train(data_dir, out, "--report_to", "mlflow", "--resume", epochs=2)
+    uri = f"sqlite:///{runs.resolve() / 'mlflow.db'}"
+    run = _run_named(uri, "resumed")  # one run, not one per start
+    assert run.info.status == "FINISHED"
+    log = _jsonl(out)
+    assert [r["epoch"] for r in log] == [1, 2]
+    want = {"train_loss": [(r["epoch"], r["train_loss"]) for r in log]}
+    assert _history(uri, run.info.run_id, ["train_loss"]) == want
+    # MLflow params never change: the epochs given on --resume are a tag beside the first value
+    assert run.data.params["trainer.epochs"] == "1" and run.data.tags["resume.trainer.epochs"] == "2"
+
+    fake = FakeWandb()  # W&B: the run id of OUTPUT_DIR/wandb/latest-run goes on
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    folder = tmp_path / "wb"
+    (folder / "wandb").mkdir(parents=True)
+    (folder / "wandb" / "latest-run").symlink_to("offline-run-20260101_120000-abc123")
+    tracking.make_trackers(["wandb"], folder, resume=True).finish()
+    tracking.make_trackers(["wandb"], folder).finish()
+    assert [(r.init["id"], r.init["resume"]) for r in fake.runs] == [("abc123", "allow"), (None, None)]

@@ -189,14 +189,18 @@ class MLflowTracker(Tracker):
         experiment: experiment name, created when missing (for a SQLite store, with its artifacts
             in ``mlartifacts/`` beside the database, not in the working directory).
         tags: run tags (e.g. the task, the parent run's id).
+        output_dir: the run folder, kept as the tag ``nlp_distill.output_dir``.
+        resume: continue the latest run of the same run folder, when the store holds one.
     """
 
     name = "mlflow"
+    FOLDER_TAG = "nlp_distill.output_dir"
     MAX_PARAMS = 100  # per log_batch call (MLflow's limit)
     MAX_VALUE = 6000  # characters of a param value (MLflow's limit)
 
     def __init__(self, uri: str, run_name: str, experiment: str = DEFAULT_PROJECT,
-                 tags: Optional[Dict[str, str]] = None) -> None:
+                 tags: Optional[Dict[str, str]] = None, output_dir: Optional[Path] = None,
+                 resume: bool = False) -> None:
         _require("mlflow")
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
@@ -205,13 +209,30 @@ class MLflowTracker(Tracker):
             logging.getLogger("alembic").setLevel(logging.WARNING)
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
+        folder = str(Path(output_dir).resolve()) if output_dir is not None else None
+        tags = {**(tags or {}), **({self.FOLDER_TAG: folder} if folder else {})}
         try:
             exp = self.client.get_experiment_by_name(experiment)
             exp_id = exp.experiment_id if exp is not None else self._create_experiment(experiment)
-            self.run_id = self.client.create_run(exp_id, run_name=run_name, tags=tags or {}).info.run_id
+            previous = self._latest_run(exp_id, folder) if resume and folder else None
+            if previous is not None:  # --resume: the same run goes on
+                self.run_id, self.resumed = previous, True
+                self.client.update_run(self.run_id, status="RUNNING")
+            else:
+                self.run_id = self.client.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
+                self.resumed = False
         except MlflowException as e:
             raise ConfigError(f"--report_to mlflow: cannot start a run at {uri} ({e.message})") from None
-        logger.info("mlflow: run %s (%s) in %s", self.run_id, run_name, uri)
+        logger.info("mlflow: %s run %s (%s) in %s", "resumed" if self.resumed else "started", self.run_id, run_name,
+                    uri)
+
+    def _latest_run(self, exp_id: str, folder: str) -> Optional[str]:
+        """The id of the latest run of the run folder ``folder``, or None."""
+        if "'" in folder:  # not expressible in MLflow's filter syntax: a new run
+            return None
+        found = self.client.search_runs([exp_id], filter_string=f"tags.`{self.FOLDER_TAG}` = '{folder}'",
+                                        order_by=["attributes.start_time DESC"], max_results=1)
+        return found[0].info.run_id if found else None
 
     def _create_experiment(self, experiment: str) -> str:
         from mlflow.exceptions import MlflowException
@@ -231,6 +252,12 @@ class MLflowTracker(Tracker):
         from mlflow.entities import Param
 
         items = [Param(k, (v if isinstance(v, str) else json.dumps(v))[: self.MAX_VALUE]) for k, v in params.items()]
+        if self.resumed:  # MLflow params never change: a setting changed on --resume (epochs) becomes a tag
+            had = self.client.get_run(self.run_id).data.params
+            for p in items:
+                if p.key in had and had[p.key] != p.value:
+                    self.client.set_tag(self.run_id, f"resume.{p.key}", p.value)
+            items = [p for p in items if p.key not in had]
         for i in range(0, len(items), self.MAX_PARAMS):
             self.client.log_batch(self.run_id, params=items[i:i + self.MAX_PARAMS])
 
@@ -264,20 +291,29 @@ class WandbTracker(Tracker):
         run_name: the run's name.
         group: W&B group (a parent run's name), or None.
         tags: run tags.
+        resume: continue the run whose files are in ``OUTPUT_DIR/wandb`` (same run id), if any.
     """
 
     name = "wandb"
 
     def __init__(self, output_dir: Path, run_name: str, group: Optional[str] = None,
-                 tags: Sequence[str] = ()) -> None:
+                 tags: Sequence[str] = (), resume: bool = False) -> None:
         wandb = _require("wandb")
         self.folder = Path(output_dir)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.mode = wandb_mode()
+        previous = self.previous_id(self.folder) if resume else None
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT, name=run_name,
                               dir=str(self.folder), mode=self.mode, group=group, tags=list(tags) or None,
-                              reinit="create_new", settings=wandb.Settings(console="off"))
+                              id=previous, resume="allow" if previous else None, reinit="create_new",
+                              settings=wandb.Settings(console="off"))
         self.files: List[Tuple[Path, str]] = []
+
+    @staticmethod
+    def previous_id(folder: Path) -> Optional[str]:
+        """The run id of W&B's latest run in ``folder/wandb`` (``offline-run-DATE-ID``), or None."""
+        latest = Path(folder) / "wandb" / "latest-run"
+        return os.readlink(latest).rsplit("-", 1)[-1] if latest.is_symlink() else None
 
     def log_params(self, params: Dict[str, Any]) -> None:
         self.run.config.update(params, allow_val_change=True)
@@ -383,7 +419,8 @@ def current() -> Optional[Trackers]:
 
 
 def make_trackers(report_to: Sequence[str], output_dir, mlflow_uri: Optional[str] = None,
-                  run_name: Optional[str] = None, tags: Optional[Dict[str, str]] = None) -> Trackers:
+                  run_name: Optional[str] = None, tags: Optional[Dict[str, str]] = None,
+                  resume: bool = False) -> Trackers:
     """Start one run per backend named in ``report_to`` for the run folder ``output_dir``.
 
     A run started while another is current is its child: same MLflow store (unless ``mlflow_uri``
@@ -395,6 +432,8 @@ def make_trackers(report_to: Sequence[str], output_dir, mlflow_uri: Optional[str
         mlflow_uri: MLflow tracking URI (default: see :func:`resolve_mlflow_uri`).
         run_name: the run's name (default: the folder's name).
         tags: tags of the run (e.g. ``{"task": "tagger_kd"}``).
+        resume: continue the run folder's earlier MLflow / W&B run (``--resume``) rather than
+            start another; TensorBoard appends to its folder either way.
 
     Raises:
         ConfigError: an unknown backend, or a named backend whose package is missing.
@@ -415,11 +454,11 @@ def make_trackers(report_to: Sequence[str], output_dir, mlflow_uri: Optional[str
                 uri = resolve_mlflow_uri(out, mlflow_uri or (up.uri if up else None))  # type: ignore[attr-defined]
                 run_tags = {**tags, **({"mlflow.parentRunId": up.run_id} if up else {})}  # type: ignore[attr-defined]
                 made.append(MLflowTracker(uri, run_name, os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_PROJECT,
-                                          run_tags))
+                                          run_tags, out, resume))
             elif name == "wandb":
                 up = parent_of.get("wandb")
                 made.append(WandbTracker(out, run_name, group=up.run.name if up else None,  # type: ignore[attr-defined]
-                                         tags=[f"{k}:{v}" for k, v in tags.items()]))
+                                         tags=[f"{k}:{v}" for k, v in tags.items()], resume=resume))
     except BaseException:
         for t in made:  # a backend that could not start fails the run: the others end with it
             t.finish(failed=True)

@@ -209,7 +209,8 @@ class Trainer:
         """
         own = None
         if self.trackers is None and not self.rank:
-            own = self.trackers = tracking.make_trackers(self.config.report_to, self.output_dir, self.config.mlflow_uri)
+            own = self.trackers = tracking.make_trackers(self.config.report_to, self.output_dir, self.config.mlflow_uri,
+                                                         resume=resume)
             own.log_params({"trainer": self.config.to_dict()})
         try:
             result = self._train(resume)
