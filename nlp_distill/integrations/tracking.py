@@ -21,10 +21,11 @@ Where each backend writes:
 - wandb: offline (``OUTPUT_DIR/wandb``, ``wandb sync`` uploads it later) unless W&B is configured
   (``WANDB_MODE`` or ``WANDB_API_KEY`` set); project ``$WANDB_PROJECT`` or ``nlp-distill``.
 
-A run folder opens the run's trackers and makes them current (:func:`activate`); a
+A run folder opens the run's trackers and makes them current (:meth:`Trackers.activate`); a
 :class:`~nlp_distill.training.trainer.Trainer` built inside logs to them; one built outside opens
 its own from its config. A run opened while another is current (a search's trials) is its child:
-same MLflow store, tagged with the parent's run id; same W&B group.
+same MLflow store, tagged with the parent's run id; same W&B group. ``--resume`` continues the
+folder's earlier MLflow run (found by its ``nlp_distill.output_dir`` tag) and W&B run id.
 
 mlflow and wandb are imported only when named (extras ``nlp-distill[mlflow]`` / ``[wandb]``).
 """
@@ -49,7 +50,6 @@ REPORT_TO = ("none", "jsonl", *BACKENDS)
 DEFAULT_PROJECT = "nlp-distill"  # MLflow experiment / W&B project when the environment names none
 # what a finished run hands every backend, relative to its folder
 RUN_ARTIFACTS = ("model/README.md", "metrics.json")
-_INSTALL = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}  # backend -> pip extra
 
 
 def backends(report_to: Sequence[str]) -> List[str]:
@@ -92,13 +92,13 @@ def epoch_metrics(record: Dict[str, Any]) -> Dict[str, float]:
 
 
 def _require(backend: str):
-    """Import the backend's package, or one ConfigError naming the pip extra."""
+    """Import the backend's package, or one ConfigError naming the pip extra (named as the backend)."""
     module = {"tensorboard": "torch.utils.tensorboard"}.get(backend, backend)
     try:
         return __import__(module, fromlist=["_"])
     except ImportError:
-        raise ConfigError(f"--report_to {backend} needs the {_INSTALL[backend]} package: "
-                          f"pip install 'nlp-distill[{_INSTALL[backend]}]'") from None
+        raise ConfigError(f"--report_to {backend} needs the {backend} package: "
+                          f"pip install 'nlp-distill[{backend}]'") from None
 
 
 class Tracker:
