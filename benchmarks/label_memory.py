@@ -1,4 +1,4 @@
-"""Resident memory of teacher labeling, chunk by chunk, in one process: ``TransferStore.label``
+"""Resident memory of teacher labeling, shard by shard (a chunk: one shard), in one process: ``TransferStore.label``
 over N sentences (the unlabeled file repeated, copy k rotated by k tokens, as in
 ``benchmarks.scale``), with RSS and peak RSS (``benchmarks.common.rss_mb`` / ``peak_rss_mb``)
 printed after every ``--every`` chunks and the count of live Python objects (flat when what
@@ -43,23 +43,24 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
         torch.set_num_threads(a.threads)
     clf = load_teacher(a.teacher, a.device).eval()
     lines = [l.split() for l in open(a.data_file, encoding="utf-8") if l.strip()]
-    rows, write, t0 = [], ts._write_chunk, time.perf_counter()
+    rows, write, t0 = [], ts.shards.write_shard, time.perf_counter()
 
-    def write_and_measure(*args, **kw):  # the store's own chunk writer, measured after each call
-        write(*args, **kw)
+    def write_and_measure(*args, **kw):  # the store's own shard writer, measured after each call
+        path = write(*args, **kw)
         rows.append({"chunk": len(rows) + 1, "sentences": min((len(rows) + 1) * a.chunk, a.n), "rss_mb": rss_mb(),
                      "peak_rss_mb": peak_rss_mb(),
                      "python_objects": len(gc.get_objects()), "seconds": time.perf_counter() - t0})
         if len(rows) % a.every == 0:
             print(json.dumps(rows[-1]), flush=True)
+        return path
 
-    ts._write_chunk = write_and_measure
+    ts.shards.write_shard = write_and_measure
     try:
         with tempfile.TemporaryDirectory() as tmp:
             ts.TransferStore.label(clf, rotated(lines, a.n), Path(tmp) / "store", a.chunk, a.batch_size,
                                    show_progress=False)
     finally:
-        ts._write_chunk = write
+        ts.shards.write_shard = write
     first, last = rows[0], rows[-1]
     print(f"peak RSS {first['peak_rss_mb']:.0f} MB after chunk 1 -> {last['peak_rss_mb']:.0f} MB after chunk "
           f"{last['chunk']} ({100 * (last['peak_rss_mb'] / first['peak_rss_mb'] - 1):+.1f}%), "
