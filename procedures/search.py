@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Dict, Sequence
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
 
 from nlp_distill.config import (AugmentConfig, KDConfig, StudentDataConfig, StudentTrainerConfig, TaggerConfig,
                                 TrainerConfig)
-from nlp_distill.data.dataset_dir import load_data_dir
+from nlp_distill.data.dataset_dir import TaggingData, load_data_dir
 from nlp_distill.errors import ConfigError
 from nlp_distill.io import write_json
 from nlp_distill.training.student import distil_student
@@ -46,15 +47,8 @@ def suggest(trial, tagger: TaggerConfig, trainer: TrainerConfig, kd: KDConfig, f
             "tagger": tagger.replace(**changes["tagger"])}
 
 
-def do_search(data_dir, output_dir, tagger: TaggerConfig = TaggerConfig(),
-              trainer: TrainerConfig = StudentTrainerConfig(), data: StudentDataConfig = StudentDataConfig(),
-              kd: KDConfig = KDConfig(), augment: AugmentConfig = AugmentConfig(), n_trials: int = 20,
-              run: RunOptions = RunOptions(), fixed: Sequence[str] = ()) -> Dict[str, Any]:
-    """Search ``n_trials`` recipes (TPE, seeded by ``trainer.seed``) maximising dev F1.
-
-    ``fixed``: names of ``SEARCHED`` the user set (flags or ``--config``); they keep their value in
-    every trial and only the others are searched.
-    """
+def _checked(n_trials: int, fixed: Sequence[str]):
+    """optuna, once the search is known to have something to search."""
     try:
         import optuna
     except ModuleNotFoundError:
@@ -69,6 +63,32 @@ def do_search(data_dir, output_dir, tagger: TaggerConfig = TaggerConfig(),
                           "the user: nothing left to search; run tagger_kd instead")
     if fixed:
         logger.info("kept as given, not searched: %s", ", ".join(f"--{f}" for f in fixed))
+    return optuna
+
+
+def _trial(folder: Path, sections: Dict[str, Any], d: TaggingData, device: Optional[str], log: Path,
+           record: Dict[str, Any]) -> float:
+    """One ``tagger_kd`` run of the search (dev only) in ``folder``; its record appended to ``log``."""
+    t0 = time.perf_counter()
+    with run_folder(folder, sections, RunOptions(device=device, overwrite=True)) as tdir:
+        m = distil_student(output_dir=tdir, train=d.train, dev=d.dev, labels=d.labels, kd=sections["kd"],
+                           tagger=sections["tagger"], trainer=sections["trainer"], data=sections["data"],
+                           augment=sections["augment"], device=device).metrics
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(json.dumps({**record, "dev_f1": m["dev"]["f1"], "seconds": time.perf_counter() - t0}) + "\n")
+    return m["dev"]["f1"]
+
+
+def do_search(data_dir, output_dir, tagger: TaggerConfig = TaggerConfig(),
+              trainer: TrainerConfig = StudentTrainerConfig(), data: StudentDataConfig = StudentDataConfig(),
+              kd: KDConfig = KDConfig(), augment: AugmentConfig = AugmentConfig(), n_trials: int = 20,
+              run: RunOptions = RunOptions(), fixed: Sequence[str] = ()) -> Dict[str, Any]:
+    """Search ``n_trials`` recipes (TPE, seeded by ``trainer.seed``) maximising dev F1.
+
+    ``fixed``: names of ``SEARCHED`` the user set (flags or ``--config``); they keep their value in
+    every trial and only the others are searched.
+    """
+    optuna = _checked(n_trials, fixed)
     tagger, data = student_configs(tagger, data)
     sections = {"task": "tagger_kd_search", "data_dir": str(data_dir), "tagger": tagger, "trainer": trainer,
                 "data": data, "kd": kd, "augment": augment}
@@ -80,19 +100,10 @@ def do_search(data_dir, output_dir, tagger: TaggerConfig = TaggerConfig(),
 
         def objective(trial) -> float:
             s = suggest(trial, tagger, trainer, kd, fixed)
-            folder = out / "trials" / f"{trial.number:03d}"
-            t0 = time.perf_counter()
             trial_sections = {**sections, "task": "tagger_kd", "tagger": s["tagger"], "trainer": s["trainer"],
                               "kd": s["kd"]}
-            with run_folder(folder, trial_sections, RunOptions(device=run.device, overwrite=True)) as tdir:
-                m = distil_student(output_dir=tdir, train=d.train, dev=d.dev, labels=d.labels, kd=s["kd"],
-                                   tagger=s["tagger"], trainer=s["trainer"], data=data, augment=augment,
-                                   device=run.device).metrics
-            rec = {"trial": trial.number, "params": trial.params, "dev_f1": m["dev"]["f1"],
-                   "seconds": time.perf_counter() - t0}
-            with open(log, "a", encoding="utf-8") as f:
-                f.write(json.dumps(rec) + "\n")
-            return m["dev"]["f1"]
+            return _trial(out / "trials" / f"{trial.number:03d}", trial_sections, d, run.device, log,
+                          {"trial": trial.number, "params": trial.params})
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=trainer.seed))

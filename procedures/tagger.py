@@ -4,10 +4,9 @@ from __future__ import annotations
 from typing import Any, Dict, Tuple
 
 from nlp_distill.config import StudentDataConfig, StudentTrainerConfig, TaggerConfig, TrainerConfig
-from nlp_distill.data.dataset_dir import load_data_dir
 from nlp_distill.modules.pretrained import resolve_word_vectors
 from nlp_distill.training.student import train_student
-from procedures.common import RunOptions, run_folder, setup_logging
+from procedures.common import RunOptions, run_on_data, setup_logging
 
 def student_configs(tagger: TaggerConfig, data: StudentDataConfig) -> Tuple[TaggerConfig, StudentDataConfig]:
     """The run's student settings with the vectors file and word size resolved
@@ -23,7 +22,4 @@ def do_training(data_dir, output_dir, tagger: TaggerConfig = TaggerConfig(),
     """Train a student on the gold labels of ``data_dir`` (no teacher)."""
     tagger, data = student_configs(tagger, data)
     sections = {"task": "tagger", "data_dir": str(data_dir), "tagger": tagger, "trainer": trainer, "data": data}
-    with run_folder(output_dir, sections, run) as out:
-        d = load_data_dir(data_dir, encoding=run.encoding)
-        return train_student(output_dir=out, train=d.train, dev=d.dev, test=d.test, labels=d.labels, tagger=tagger,
-                             trainer=trainer, data=data, device=run.device, resume=run.resume).metrics
+    return run_on_data(data_dir, output_dir, sections, run, train_student, tagger=tagger, trainer=trainer, data=data)

@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Any, Dict, Sequence
 
 from nlp_distill.config import SeedsConfig, TeacherTrainerConfig, TrainerConfig, TransformerConfig
-from nlp_distill.data.dataset_dir import load_data_dir
 from nlp_distill.errors import ConfigError
 from nlp_distill.io import read_json, write_json
 from nlp_distill.training.fit import encoder_recipe, train_teacher  # noqa: F401  (encoder_recipe: the CLI's defaults hook)
 from nlp_distill.utils import distributed as ddp
-from procedures.common import STATUS_FILE, RunOptions, config_dict, config_differences, run_folder
+from procedures.common import STATUS_FILE, RunOptions, config_dict, config_differences, run_on_data
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +30,7 @@ def do_training(data_dir, output_dir, model: TransformerConfig = TransformerConf
     if seeds.seeds:
         return train_seeds(data_dir, output_dir, model, trainer, seeds.seeds, run)
     sections = {"task": "transformer_token", "data_dir": str(data_dir), "model": model, "trainer": trainer}
-    with run_folder(output_dir, sections, run) as out:
-        return _train_teacher(out, data_dir, model, trainer, run)
+    return run_on_data(data_dir, output_dir, sections, run, train_teacher, model=model, trainer=trainer)
 
 
 def train_seeds(data_dir, output_dir, model: TransformerConfig, trainer: TrainerConfig, seeds: Sequence[int],
@@ -58,8 +56,7 @@ def train_seeds(data_dir, output_dir, model: TransformerConfig, trainer: Trainer
             metrics = read_json(folder / "metrics.json")
         else:
             logger.info("--seeds: training seed %d into %s (%d of %d)", seed, folder, i + 1, len(seeds))
-            with run_folder(folder, sections, run) as out:
-                metrics = _train_teacher(out, data_dir, model, member_trainer, run)
+            metrics = run_on_data(data_dir, folder, sections, run, train_teacher, model=model, trainer=member_trainer)
         members.append({"seed": seed, "folder": str(folder), "dev_f1": (metrics.get("dev") or {}).get("f1"),
                         "test_f1": (metrics.get("test") or {}).get("f1")})
     if not ddp.is_main():
@@ -88,10 +85,3 @@ def finished_with(folder: Path, sections: Dict[str, Any]) -> bool:
 def _mean(values) -> float:
     vals = list(values)
     return sum(vals) / len(vals)
-
-
-def _train_teacher(out: Path, data_dir, model: TransformerConfig, trainer: TrainerConfig,
-                   run: RunOptions) -> Dict[str, Any]:
-    data = load_data_dir(data_dir, encoding=run.encoding)
-    return train_teacher(output_dir=out, train=data.train, dev=data.dev, test=data.test, labels=data.labels,
-                         model=model, trainer=trainer, device=run.device, resume=run.resume).metrics

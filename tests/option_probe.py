@@ -22,6 +22,7 @@ from click.testing import CliRunner
 
 from nlp_distill.config import TransformerConfig
 from nlp_distill.data.conll import read_conll, write_conll
+from nlp_distill.training.result import LoopResult
 from nlp_distill.training.trainer import Trainer
 from tests.conftest import TINY
 
@@ -57,12 +58,12 @@ def _stop(self: Trainer, resume: bool = False):
     raise Captured(self, resume)
 
 
-def _finish(self: Trainer, resume: bool = False) -> Dict[str, Any]:
+def _finish(self: Trainer, resume: bool = False) -> LoopResult:
     """Instead of training: the model as initialised saved as the best, a checkpoint left behind."""
     _finish.trainers.append(self)
     self.save_model(self.output_dir / "model")
     self.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-    return {"best_epoch": 1, "best_metric": 0.0, "history": [{"epoch_seconds": 0.0}], "train_seconds": 0.0}
+    return LoopResult(best_epoch=1, best_metric=0.0, history=[{"epoch_seconds": 0.0}], train_seconds=0.0)
 
 
 _finish.trainers = []  # type: ignore[attr-defined]
@@ -138,7 +139,7 @@ def reuse_loaded_teachers(monkeypatch, loaded: Dict[Any, Any]) -> None:
 
     orig_scores = teachers.teacher_scores
     monkeypatch.setattr(teachers, "load_model", load_model)
-    for module in ("procedures.tagger_kd", "procedures.transformer_kd"):
+    for module in ("nlp_distill.training.student", "nlp_distill.training.fit"):
         monkeypatch.setattr(f"{module}.teacher_scores", teacher_scores)
 
 

@@ -9,7 +9,7 @@ import codecs
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from nlp_distill.errors import DataFormatError
 from nlp_distill.io import atomic_open
@@ -66,12 +66,24 @@ def _is_docstart(cols: Sequence[str]) -> bool:
     return cols[0] == "-DOCSTART-"
 
 
-def iter_conll(
-    path: PathLike,
-    tag_column: Optional[int] = -1,
-    allowed_tags: Optional[Iterable[str]] = None,
-    encoding: str = "utf-8",
-) -> Iterator[Sentence]:
+def _tag(path: PathLike, lineno: int, line: str, cols: Sequence[str], tag_column: int, ncols: Optional[int],
+         allowed: Optional[Set[str]]) -> str:
+    """The tag of one token line, its column count checked against the lines before (``ncols``)."""
+    if len(cols) < 2:
+        raise DataFormatError(path, lineno, f"expected a token and a tag column, got {line!r}")
+    if ncols is not None and len(cols) != ncols:
+        raise DataFormatError(path, lineno, f"expected {ncols} columns like the lines before, got {len(cols)}: {line!r}")
+    try:
+        tag = cols[tag_column]
+    except IndexError:
+        raise DataFormatError(path, lineno, f"no column {tag_column} in {line!r}") from None
+    if allowed is not None and tag not in allowed:
+        raise DataFormatError(path, lineno, f"tag {tag!r} is not in the label list {sorted(allowed)}")
+    return tag
+
+
+def iter_conll(path: PathLike, tag_column: Optional[int] = -1, allowed_tags: Optional[Iterable[str]] = None,
+               encoding: str = "utf-8") -> Iterator[Sentence]:
     """Stream sentences from a CoNLL column file.
 
     Args:
@@ -100,21 +112,8 @@ def iter_conll(
         if _is_docstart(cols):
             continue
         if tag_column is not None:
-            if len(cols) < 2:
-                raise DataFormatError(path, lineno, f"expected a token and a tag column, got {line!r}")
-            if ncols is None:
-                ncols = len(cols)
-            elif len(cols) != ncols:
-                raise DataFormatError(
-                    path, lineno, f"expected {ncols} columns like the lines before, got {len(cols)}: {line!r}"
-                )
-            try:
-                tag = cols[tag_column]
-            except IndexError:
-                raise DataFormatError(path, lineno, f"no column {tag_column} in {line!r}") from None
-            if allowed is not None and tag not in allowed:
-                raise DataFormatError(path, lineno, f"tag {tag!r} is not in the label list {sorted(allowed)}")
-            tags.append(tag)
+            tags.append(_tag(path, lineno, line, cols, tag_column, ncols, allowed))
+            ncols = ncols or len(cols)
         if start is None:
             start = lineno
         tokens.append(cols[0])

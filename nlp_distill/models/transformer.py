@@ -134,23 +134,7 @@ class TransformerTokenClassifier(nn.Module):
         p = Path(path)
         if (p / "model" / NLP_DISTILL_FILE).is_file():
             p = p / "model"
-        meta_file = p / NLP_DISTILL_FILE
-        hf_labels = hf_classifier_labels(p)
-        head_labels = labels  # the labels the loaded head predicts
-        if meta_file.is_file():
-            meta = read_json(meta_file)
-            saved_labels = LabelVocab(meta["labels"])
-            if labels is not None and labels != saved_labels:
-                raise ValueError(f"{p} was trained with labels {saved_labels.labels}, not {labels.labels}")
-            labels = head_labels = saved_labels
-            config = config or TransformerConfig.from_dict(meta["config"])
-        elif hf_labels is not None:
-            try:  # span spellings (B_PER, BILOU) as the data reader writes them, so names match the data's
-                head_labels = LabelVocab(hf_labels if is_plain_tag_set(hf_labels) else [normalize_tag(l) for l in hf_labels])
-            except ValueError as e:
-                raise ConfigError(f"{p / 'config.json'}: id2label: {e}") from None
-        elif labels is None:
-            raise ValueError(f"{p} is a plain encoder: pass labels to create its classification head")
+        labels, head_labels, config, hf_labels = cls._folder_labels(p, labels, config)
         config = (config or TransformerConfig()).replace(model_name_or_path=str(path))
         with quiet_hf_loading():
             tok = AutoTokenizer.from_pretrained(str(p))
@@ -165,6 +149,31 @@ class TransformerTokenClassifier(nn.Module):
         if hf_labels is not None and labels is not None:
             clf.select_labels(labels)
         return clf
+
+    @staticmethod
+    def _folder_labels(p: Path, labels: Optional[LabelVocab], config: Optional[TransformerConfig]
+                       ) -> Tuple[Optional[LabelVocab], LabelVocab, Optional[TransformerConfig], Optional[List[str]]]:
+        """(the classifier's labels, the labels the loaded head predicts, config, a HF head's own
+        labels) for folder ``p``: a saved classifier's, a HF classifier's (``id2label``), or
+        ``labels`` for a plain encoder's new head."""
+        meta_file = p / NLP_DISTILL_FILE
+        hf_labels = hf_classifier_labels(p)
+        head_labels = labels
+        if meta_file.is_file():
+            meta = read_json(meta_file)
+            saved_labels = LabelVocab(meta["labels"])
+            if labels is not None and labels != saved_labels:
+                raise ValueError(f"{p} was trained with labels {saved_labels.labels}, not {labels.labels}")
+            labels = head_labels = saved_labels
+            config = config or TransformerConfig.from_dict(meta["config"])
+        elif hf_labels is not None:
+            try:  # span spellings (B_PER, BILOU) as the data reader writes them, so names match the data's
+                head_labels = LabelVocab(hf_labels if is_plain_tag_set(hf_labels) else [normalize_tag(l) for l in hf_labels])
+            except ValueError as e:
+                raise ConfigError(f"{p / 'config.json'}: id2label: {e}") from None
+        elif labels is None:
+            raise ValueError(f"{p} is a plain encoder: pass labels to create its classification head")
+        return labels, head_labels, config, hf_labels
 
     def select_labels(self, labels: LabelVocab, reorder: bool = True) -> None:
         """Map the head to ``labels`` by name: its rows are cut to those labels (in ``labels``'

@@ -1,5 +1,6 @@
-"""Fine-tune a ``TransformerTokenClassifier``: the teacher on gold tags (``train_teacher``), or any
-transformer with a given loss (``fit_transformer``, which transformer students use too).
+"""Fine-tune a ``TransformerTokenClassifier``: the teacher on gold tags (``train_teacher``), a
+transformer student distilled from it (``distil_transformer``), or any transformer with a given
+loss (``fit_transformer``, which both use).
 
 Both write into ``output_dir``: ``model/`` (best on dev), ``metrics.json``, ``train_log.jsonl`` and
 ``checkpoint/`` (the last epoch, for a resume; delete it once the run is final).
@@ -12,10 +13,16 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Un
 
 import numpy as np
 
-from nlp_distill.config import TeacherTrainerConfig, TrainerConfig, TransformerConfig
+from nlp_distill.config import (AugmentConfig, LayerDropModelConfig, TeacherTrainerConfig, TrainerConfig,
+                                TransformerConfig, TransformerKDConfig, TransformerStudentConfig)
 from nlp_distill.data.batching import bucket_batches
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.labels import LabelVocab
+from nlp_distill.distill.ensemble import OutOfFoldTeachers, TeacherEnsemble
+from nlp_distill.distill.teachers import load_teacher, teacher_scores
+from nlp_distill.distill.transfer_set import label_copies_in_memory
+from nlp_distill.distill.transformer_kd import TransformerDistill, transformer_student
+from nlp_distill.errors import ConfigError
 from nlp_distill.io import write_json
 from nlp_distill.metrics import evaluate_split
 from nlp_distill.models.packaged_encoders import ENCODERS
@@ -106,8 +113,8 @@ def fit_transformer(*, output_dir: PathLike, model: TransformerTokenClassifier, 
     if not ddp.is_main():  # rank 0 scores the best model and writes metrics.json
         return TrainResult(None, {}, out)
     best = TransformerTokenClassifier.from_pretrained(str(out / "model")).to(dev_)
-    metrics = final_metrics(best, best.predict, loop, dev, test, out / "model",
-                            train_sentences_per_second=len(train) * len(loop.history) / max(sum(loop.epoch_seconds), 1e-9),
+    per_second = len(train) * len(loop.history) / max(sum(loop.epoch_seconds), 1e-9)
+    metrics = final_metrics(best, best.predict, loop, dev, test, out / "model", train_sentences_per_second=per_second,
                             **(extra_metrics or {}))
     write_json(out / "metrics.json", metrics)
     test_f1 = metrics["test"]["f1"] if metrics["test"] else float("nan")
@@ -139,3 +146,53 @@ def train_teacher(*, output_dir: PathLike, train: Sequence[Sentence], dev: Seque
                     model.holdout_fold[0], len(kept), len(train))
     return fit_transformer(output_dir=output_dir, model=clf, train=kept, dev=dev, test=test, labels=labels,
                            trainer=trainer, device=device, resume=resume)
+
+
+def distil_transformer(*, output_dir: PathLike, train: Sequence[Sentence], dev: Sequence[Sentence],
+                       labels: LabelVocab, kd: TransformerKDConfig, test: Sequence[Sentence] = (),
+                       student: TransformerStudentConfig = TransformerStudentConfig(),
+                       model: LayerDropModelConfig = LayerDropModelConfig(),
+                       trainer: TrainerConfig = TeacherTrainerConfig(), augment: AugmentConfig = AugmentConfig(),
+                       device: Optional[str] = None, resume: bool = False) -> TrainResult:
+    """A transformer student cut from the teacher of ``kd.teacher_model_path`` (kept layers, copied
+    weights: logits KD, hidden-state MSE and attention KL on mapped layers), or another encoder
+    (``student.model_name_or_path``: its own tokenizer, taught by the teacher's word logits alone),
+    trained on ``train`` and ``augment.copies`` teacher-tagged copies of each sentence.
+
+    Several teacher folders form an ensemble: the student is cut from the first, which also gives
+    the hidden and attention targets; the logit targets are the ensemble's, computed once.
+
+    Args:
+        output_dir, device, resume: as ``fit_transformer`` (``augmented.txt`` is written there too).
+        train, dev, test, labels: the gold data (``load_data_dir``).
+        model: the student's batch sizes and precision (windows and pooling are the teacher's).
+
+    Raises:
+        ConfigError: out-of-fold teachers, or a teacher whose labels are not ``labels``.
+    """
+    seed_everything(trainer.seed)
+    teacher = load_teacher(kd.teacher_model_path, pick_device(device), labels, kd.teacher_max_seq_len)
+    if isinstance(teacher, OutOfFoldTeachers):
+        raise ConfigError("transformer_kd does not route sentences to out-of-fold teachers (tagger_kd does): "
+                          "give teachers trained on all of train")
+    source = teacher.members[0] if isinstance(teacher, TeacherEnsemble) else teacher
+    if source is teacher:  # the student cut from it predicts in the data's label order
+        teacher.select_labels(labels)
+    if teacher.labels != labels:
+        raise ConfigError(f"the teacher's labels {teacher.labels.labels} differ from the data's {labels.labels}")
+    scores = teacher_scores(teacher, dev, test)
+    clf, kept, mapping = transformer_student(source, student, kd, labels)
+    clf.config = clf.config.replace(batch_size=model.batch_size, eval_batch_size=model.eval_batch_size,
+                                    precision=model.precision, holdout_fold=[],  # a student of all of train
+                                    head_lr=None)
+    own = bool(student.model_name_or_path)  # a separate encoder: the teacher's logits are its only targets
+    sentences, targets = label_copies_in_memory(teacher, train, augment, labels.scheme,
+                                                Path(output_dir) / "augmented.txt",
+                                                soft_targets=own or source is not teacher,
+                                                batch_size=kd.teacher_batch_size)
+    dist = TransformerDistill(source, clf, kd, student, mapping)
+    return fit_transformer(output_dir=output_dir, model=clf, train=sentences, dev=dev, test=test, labels=labels,
+                           trainer=trainer, loss_fn=lambda b: (*dist.loss(b), dist.last_parts), targets=targets,
+                           extra_metrics={"teacher": scores, "student_layers": kept,
+                                          "student_model": student.model_name_or_path or None},
+                           device=device, resume=resume)

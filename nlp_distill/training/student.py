@@ -76,6 +76,17 @@ def _objective(model: NeuralTagger, distiller: Optional[TeacherStudentDistill],
     return trained, lambda b: (*distiller.loss(model, b), distiller.last_parts)
 
 
+def _built(tagger: TaggerConfig, data: StudentDataConfig, labels: LabelVocab, vocab_text: Iterable[Sentence],
+           distiller: Optional[TeacherStudentDistill], device: torch.device) -> NeuralTagger:
+    """A new student on ``device``: vocabularies from ``vocab_text``, initial vectors, and the
+    teacher-feature table when ``data`` asks for one (the distiller's teacher computes it)."""
+    model = build_student(tagger, data, vocab_text, labels).to(device)
+    with ddp.main_first():  # under torchrun rank 0 runs the teacher; the others read its feature cache
+        load_teacher_features(model, data, teacher=distiller.teacher if distiller is not None else None,
+                              corpus=(s.tokens for s in vocab_text))
+    return model
+
+
 def train_student(*, output_dir: PathLike, train: Sequence[Sentence], dev: Sequence[Sentence], labels: LabelVocab,
                   test: Sequence[Sentence] = (), tagger: TaggerConfig = TaggerConfig(),
                   trainer: TrainerConfig = StudentTrainerConfig(), data: StudentDataConfig = StudentDataConfig(),
@@ -101,15 +112,10 @@ def train_student(*, output_dir: PathLike, train: Sequence[Sentence], dev: Seque
         device: ``cpu``, ``cuda`` or ``cuda:N`` (default: cuda when available).
         resume: continue from ``output_dir/checkpoint`` when it exists.
     """
-    out = Path(output_dir)
+    out, dev_ = Path(output_dir), pick_device(device)
     seed_everything(trainer.seed)
-    dev_ = pick_device(device)
     train = checked_tags(train, labels, tagger, data)
-    vocab_text = vocab_sentences if vocab_sentences is not None else train
-    model = build_student(tagger, data, vocab_text, labels).to(dev_)
-    with ddp.main_first():  # under torchrun rank 0 runs the teacher; the others read its feature cache
-        load_teacher_features(model, data, teacher=distiller.teacher if distiller is not None else None,
-                              corpus=(s.tokens for s in vocab_text))
+    model = _built(tagger, data, labels, vocab_sentences if vocab_sentences is not None else train, distiller, dev_)
     enc = model.encode(train, weights)
     if extra is not None:
         enc = ConcatEncoded([enc, extra(model)])
@@ -129,9 +135,8 @@ def train_student(*, output_dir: PathLike, train: Sequence[Sentence], dev: Seque
                    save_model=model.save_pretrained, output_dir=out,
                    patience_start=sum(distiller.kd.stages) if distiller is not None else 0,  # not before the last stage
                    collate=lambda idx: enc.collate(idx).to(dev_)).train(resume=resume)
-    if not ddp.is_main():  # rank 0 scores the best model and writes metrics.json
-        return TrainResult(None, {}, out)
-    return _scored(out, loop, dev, test, data, dev_, teacher_scores)
+    # rank 0 scores the best model and writes metrics.json
+    return _scored(out, loop, dev, test, data, dev_, teacher_scores) if ddp.is_main() else TrainResult(None, {}, out)
 
 
 def _scored(out: Path, loop: LoopResult, dev: Sequence[Sentence], test: Sequence[Sentence], data: StudentDataConfig,
