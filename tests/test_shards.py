@@ -277,3 +277,38 @@ def test_label_unlabeled_engine_ray_from_the_cli(ray_cluster, teacher_dir, corpu
     bad = invoke(nlp_train, ["label_unlabeled", "--workers", 2, "--teacher_model_path", teacher_dir,
                              "--unlabeled_filename", corpus / "part1.txt", "--output_dir", tmp_path / "x"])
     assert bad.exit_code != 0 and "--engine ray" in bad.output
+
+
+class DiesWritingOnce(CountingLoader):
+    """``CountingLoader`` whose worker process is killed (``os._exit``) while it writes its first
+    shard, once per job (a marker file): half a temporary file is left behind."""
+
+    def __call__(self):
+        import nlp_distill.data.shards as sh
+
+        teacher = super().__call__()
+        orig, marker = sh.pq.write_table, Path(self.calls).parent / "died"
+
+        def dies(table, where, **kw):
+            if not marker.exists():
+                marker.write_text(str(where))
+                Path(where).write_bytes(b"PAR1 half a shard")
+                os._exit(1)
+            return orig(table, where, **kw)
+
+        sh.pq.write_table = dies  # in this worker process only
+        return teacher
+
+
+def test_a_ray_worker_killed_while_writing_is_restarted_and_its_shard_relabeled(ray_cluster, teacher_dir, corpus,
+                                                                                   reference, tmp_path):
+    """A hard kill (the process exits mid-write): Ray restarts the actor and retries its shard; the
+    job completes, the dead writer's temporary file is removed, the store is the single-process one."""
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    store = _ray_label(corpus, teacher_dir, tmp_path / "s", DiesWritingOnce(teacher_dir, calls), workers=1)
+    left = Path((tmp_path / "died").read_text())
+    assert left.name.startswith(".part-") and left.name.endswith(".tmp") and not left.exists()
+    assert _labeled(calls) == 23 + S  # the killed shard was labeled twice, no other
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [STORE_FILE] + [shard_name(k) for k in range(5)]
+    _same_store(store, reference)
