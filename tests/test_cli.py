@@ -266,10 +266,10 @@ def test_console_script_subprocess(tmp_path):
 
 # ------------------------------------------------------------ options declared once, docs, errors
 def test_docs_cli_md_is_generated_from_the_commands():
-    from procedures.cli_docs import render
+    from tools.cli_docs import render
 
     doc = (Path(__file__).parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
-    assert doc == render(), "docs/cli.md is stale: python -m procedures.cli_docs > docs/cli.md"
+    assert doc == render(), "docs/cli.md is stale: python -m tools.cli_docs > docs/cli.md"
 
 
 def test_docs_cli_md_has_a_section_for_every_console_script_and_command():
@@ -277,7 +277,7 @@ def test_docs_cli_md_has_a_section_for_every_console_script_and_command():
 
     import click
 
-    from procedures.cli_docs import _load, render
+    from tools.cli_docs import _load, render
 
     cfg = configparser.ConfigParser()
     cfg.read(Path(__file__).parents[1] / "setup.cfg", encoding="utf-8")

@@ -7,15 +7,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_docs_api_md_is_generated_from_the_package():
-    from procedures.api_docs import render
+    from tools.api_docs import render
 
     doc = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
-    assert doc == render(), "docs/api.md is stale: python -m procedures.api_docs > docs/api.md"
+    assert doc == render(), "docs/api.md is stale: python -m tools.api_docs > docs/api.md"
 
 
 def test_docs_api_md_has_a_section_for_every_exported_name():
     import nlp_distill
-    from procedures.api_docs import render
+    from tools.api_docs import render
 
     page = render()
     missing = [n for n in nlp_distill.__all__ if f"### `{n}`" not in page]
@@ -41,7 +41,7 @@ def _layout_files() -> set:
 
 
 def test_architecture_md_lists_every_python_file_of_the_packages():
-    real = {str(f.relative_to(ROOT)) for d in ("nlp_distill", "procedures", "benchmarks")
+    real = {str(f.relative_to(ROOT)) for d in ("nlp_distill", "procedures", "benchmarks", "tools")
             for f in (ROOT / d).rglob("*.py")}
     listed = _layout_files()
     assert not real - listed, f"docs/architecture.md Layout misses {sorted(real - listed)}"

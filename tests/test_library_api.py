@@ -107,7 +107,7 @@ def test_label_copies_in_memory_tags_the_copies_with_the_teachers_repaired_argma
 def test_the_documented_distillation_run_runs(tiny_encoder_dir, tmp_path):
     """docs/api.md's complete run (teacher, then a student from gold, copies and unlabeled text),
     executed as written with the tiny fixtures: only its first line of settings is changed."""
-    from procedures.api_docs import HEADER
+    from tools.api_docs import HEADER
 
     code = next(block for block in HEADER.split("```python\n")[1:] if "distil_student(" in block).split("```")[0]
     settings = 'DATA, ENCODER, RUNS = "data/wnut16", "minilm", "runs"'
