@@ -45,6 +45,13 @@ Span = Tuple[int, int]
 _TINY = float(np.finfo(np.float32).tiny)  # a score is > 0 even where a float32 marginal underflowed
 
 
+def _check_choices(backend: str, precision: Optional[str]) -> None:
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    if precision is not None and precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+
+
 def load_for_inference(model_dir, backend: str = "auto", device=None, precision: Optional[str] = None,
                        threads: Optional[int] = None):
     """(model, model class name, backend used) for any model folder (or run folder holding ``model/``).
@@ -60,10 +67,7 @@ def load_for_inference(model_dir, backend: str = "auto", device=None, precision:
     from nlp_distill.export.backends import exported_class, load_exported
     from nlp_distill.models.loader import load_model, model_class_of
 
-    if backend not in BACKENDS:
-        raise ConfigError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
-    if precision is not None and precision not in PRECISIONS:
-        raise ConfigError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    _check_choices(backend, precision)
     folder = Path(model_dir)
     if not folder.is_dir():
         raise ConfigError(f"{model_dir}: no such folder")
