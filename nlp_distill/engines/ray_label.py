@@ -193,6 +193,44 @@ def _resources(ray, device: str, workers: int) -> Tuple[int, Dict[str, float], i
     return workers or max(1, int(total.get("CPU", 1))), {"num_cpus": 1}, 1
 
 
+def _ray():
+    """The ray module, Ray Data imported."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise ConfigError("--engine ray needs Ray Data: pip install 'nlp-distill[ray]' (or 'ray[data]')") from None
+    return ray
+
+
+def _teacher_key(load: Callable[[], Any]) -> Tuple[str, List[str]]:
+    """(fingerprint, labels) of the actors' teacher, loaded once on the driver (on its CPU) to
+    claim the store with."""
+    driver_load = dataclasses.replace(load, device="cpu") if isinstance(load, TeacherLoader) else load
+    teacher = driver_load()
+    return teacher_fingerprint(teacher), list(teacher.labels.labels)
+
+
+def _label_shards(ray, todo: List[Dict[str, Any]], plan: List[Dict[str, Any]], folder: Path, encoding: str,
+                  workers: int, actor_args: Tuple, per_actor: Dict[str, Any]) -> int:
+    """Run the shards of ``todo`` through ``workers`` teacher actors; returns how many were written.
+    A failure logs how many whole shards the store holds (a rerun labels the rest)."""
+    ds = ray.data.from_items(todo, override_num_blocks=len(todo))
+    ds = ds.map(_read_shard, fn_kwargs={"encoding": encoding}, num_cpus=0)
+    ds = ds.map_batches(_TeacherActor, batch_size=1, concurrency=workers, fn_constructor_args=actor_args, **per_actor)
+    done = 0
+    try:
+        for row in ds.iter_rows():
+            done += 1
+            logger.debug("shard %d: %d sentences, %d words", row["shard"], row["sentences"], row["words"])
+    except Exception:
+        kept = sum((folder / shards.shard_name(r["shard"])).is_file() for r in plan)
+        logger.error("Ray labeling stopped with %d of %d shards written to %s (whole shards only); run the "
+                     "same command again to label the rest", kept, len(plan), folder)
+        raise
+    return done
+
+
 def label_with_ray(label: LabelConfig, folder, device: Optional[str] = None, encoding: str = "utf-8",
                    load: Optional[Callable[[], Any]] = None, show_progress: bool = True) -> TransferStore:
     """Label ``label.unlabeled_filename`` (a file, glob or comma list) into the shard store
@@ -212,23 +250,15 @@ def label_with_ray(label: LabelConfig, folder, device: Optional[str] = None, enc
     Raises:
         ConfigError: ray missing, no input, another teacher's store in ``folder``.
     """
-    try:
-        import ray
-        import ray.data
-    except ImportError:
-        raise ConfigError("--engine ray needs Ray Data: pip install 'nlp-distill[ray]' (or 'ray[data]')") from None
+    ray = _ray()
     paths = expand_inputs(label.unlabeled_filename)
     started = not ray.is_initialized()
     if started:
         ray.init(logging_level=logging.WARNING)  # RAY_ADDRESS (a cluster) when set, else Ray on this machine
     try:
         dev = device or ("cuda" if ray.cluster_resources().get("GPU") else "cpu")
-        if load is None:
-            load = TeacherLoader(tuple(label.teacher_model_path), dev, label.data_dir, encoding)
-        driver_load = dataclasses.replace(load, device="cpu") if isinstance(load, TeacherLoader) else load
-        teacher = driver_load()  # on the driver: the fingerprint and labels the store is claimed with
-        key, labels = teacher_fingerprint(teacher), list(teacher.labels.labels)
-        del teacher
+        load = TeacherLoader(tuple(label.teacher_model_path), dev, label.data_dir, encoding) if load is None else load
+        key, labels = _teacher_key(load)
         folder = Path(folder)
         S = label.chunk_sentences
         claim_folder(folder, key, labels, S)
@@ -240,22 +270,8 @@ def label_with_ray(label: LabelConfig, folder, device: Optional[str] = None, enc
                     n, len(paths), folder, len(todo), len(plan), workers, dev)
         ray.data.DataContext.get_current().enable_progress_bars = show_progress
         t = time.perf_counter()
-        done = 0
-        if todo:
-            ds = ray.data.from_items(todo, override_num_blocks=len(todo))
-            ds = ds.map(_read_shard, fn_kwargs={"encoding": encoding}, num_cpus=0)
-            ds = ds.map_batches(_TeacherActor, batch_size=1, concurrency=workers,
-                                fn_constructor_args=(load, str(folder), key, labels, label.teacher_batch_size, threads),
-                                **per_actor)
-            try:
-                for row in ds.iter_rows():
-                    done += 1
-                    logger.debug("shard %d: %d sentences, %d words", row["shard"], row["sentences"], row["words"])
-            except Exception:
-                kept = sum((folder / shards.shard_name(r["shard"])).is_file() for r in plan)
-                logger.error("Ray labeling stopped with %d of %d shards written to %s (whole shards only); run the "
-                             "same command again to label the rest", kept, len(plan), folder)
-                raise
+        actor_args = (load, str(folder), key, labels, label.teacher_batch_size, threads)
+        done = _label_shards(ray, todo, plan, folder, encoding, workers, actor_args, per_actor) if todo else 0
         finish_folder(folder, key, labels, S, len(plan), n)
         secs = time.perf_counter() - t
         logger.info("transfer store %s: %d sentences in %d shards (%d labeled in %.1fs, %d kept from an earlier run)",
