@@ -19,6 +19,7 @@ from nlp_distill.model_card import write_model_card
 from nlp_distill.training.result import TrainResult
 from nlp_distill.utils import distributed as ddp
 from nlp_distill.utils.device import environment, pick_device  # noqa: F401  (procedures import them from here)
+from nlp_distill.utils.progress import progress_enabled, set_progress
 
 logger = logging.getLogger("procedures")
 
@@ -58,6 +59,7 @@ def setup_logging(output_dir=None, level: int = logging.INFO) -> None:
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(fh)
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    set_progress(progress_enabled())  # off a terminal, the HF libraries' bars go too
 
 
 def start_distributed(run: "RunOptions") -> Dict[str, int]:
@@ -132,6 +134,8 @@ def run_folder(output_dir, sections: Dict[str, Any], run: RunOptions) -> Iterato
     and ``status.json`` (running -> finished | failed), drop the optimiser checkpoint at the end
     unless ``run.keep_checkpoint``."""
     out = Path(output_dir)
+    trainer = sections.get("trainer")
+    set_progress(getattr(trainer, "show_progress", True))  # --no_show_progress: ours and the HF libraries' bars
     start_distributed(run)
     if not ddp.is_main():  # rank 0 claims the folder and writes its files; the others wait for it
         ddp.barrier()
@@ -165,6 +169,7 @@ def _claimed_folder(out: Path, config: Dict[str, Any], run: RunOptions) -> Itera
         with trackers.activate():  # the Trainer logs each epoch to them
             yield out
     except BaseException as e:
+        _log_failure(e)
         trackers.finish(failed=True)
         write_json(out / STATUS_FILE, {"status": "failed", "task": config.get("task"), "failed": now_iso(),
                                       "error": f"{type(e).__name__}: {e}"})
@@ -177,6 +182,17 @@ def _claimed_folder(out: Path, config: Dict[str, Any], run: RunOptions) -> Itera
     write_json(out / STATUS_FILE, {"status": "finished", "task": config.get("task"), "finished": now_iso()})
     if not run.keep_checkpoint and (out / "checkpoint").is_dir():
         shutil.rmtree(out / "checkpoint")
+
+
+def _log_failure(e: BaseException) -> None:
+    """Write the error that ended a run into its ``run.log`` only (the command prints it on
+    stderr itself): the message of a user error (bad data, setting or folder), else the traceback."""
+    user_error = isinstance(e, (ValueError, FileNotFoundError, KeyboardInterrupt))
+    record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, "run failed: %s: %s", (type(e).__name__, e),
+                               None if user_error else (type(e), e, e.__traceback__))
+    for h in logging.getLogger().handlers:
+        if getattr(h, "_nlp_distill_run", False):
+            h.handle(record)
 
 
 def _open_trackers(out: Path, config: Dict[str, Any], resume: bool = False) -> tracking.Trackers:

@@ -1,4 +1,4 @@
-"""benchmarks/device_pack: an encoder split into int8 parts joins back into a folder that loads
+"""tools/remote_gpu/device_pack: an encoder split into int8 parts joins back into a folder that loads
 and computes nearly what the original does; a missing or damaged part is named; the GloVe subset
 keeps the most frequent words and every data word, in the vectors' order."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import device_pack
+from tools.remote_gpu import device_pack
 from tests.conftest import TINY
 
 

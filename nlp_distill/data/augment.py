@@ -204,9 +204,11 @@ def augment_corpus_indexed(sentences: Sequence[Sentence], copies: int, ops: Sequ
 
 
 def iter_augment(sentences: Sequence[Sentence], copies: int, ops: Sequence[str], seed: int, scheme: str,
-                 probs: Dict[str, float] = DEFAULT_PROBS, tries: int = 3) -> Iterator[Tuple[int, Sentence]]:
+                 probs: Dict[str, float] = DEFAULT_PROBS, tries: int = 3, log: bool = True
+                 ) -> Iterator[Tuple[int, Sentence]]:
     """``augment_corpus_indexed`` one copy at a time (same copies, same order), for transfer sets
-    too large to hold: it keeps only a 64-bit hash per sentence seen (for the duplicate check)."""
+    too large to hold: it keeps only a 64-bit hash per sentence seen (for the duplicate check).
+    ``log``: log the count of copies made at the end (off for a pass that only counts them)."""
     unknown = [o for o in ops if o not in OPERATORS]
     if unknown:
         raise ValueError(f"unknown augmentation operators {unknown}; known: {', '.join(OPERATORS)}")
@@ -226,5 +228,6 @@ def iter_augment(sentences: Sequence[Sentence], copies: int, ops: Sequence[str],
                     made += 1
                     yield i, new
                     break
-    logger.info("augmentation: %d new sentences from %d (ops %s, %d copies, seed %d)", made, len(sentences),
-                ",".join(ops), copies, seed)
+    if log:
+        logger.info("augmentation: %d new sentences from %d (ops %s, %d copies, seed %d)", made, len(sentences),
+                    ",".join(ops), copies, seed)

@@ -11,9 +11,9 @@ from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from nlp_distill.io import atomic_open, read_json, write_json
+from nlp_distill.utils.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ class TeacherLogitsCache:
         H = 0
         hidden_file = atomic_open(folder / HIDDEN_FILE, "wb") if hidden else contextlib.nullcontext()
         with atomic_open(folder / LOGITS_FILE, "wb") as f, hidden_file as fh:
-            bar = tqdm(total=len(sentences), desc="teacher logits", unit="sent", disable=not show_progress, leave=False)
+            bar = progress(total=len(sentences), desc="teacher logits", unit="sent", enabled=show_progress, leave=False)
             for a in range(0, len(sentences), chunk):
                 block = sentences[a : a + chunk]
                 if hidden:

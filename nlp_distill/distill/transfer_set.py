@@ -52,10 +52,12 @@ def label_augmented(teacher, train: Sequence[Sentence], augment: AugmentConfig, 
         scheme: the tagging scheme the operators keep valid (``LabelVocab.scheme``).
         batch_size: sentences per teacher batch.
     """
-    copies = Reiterable(lambda: (s.tokens for _, s in iter_augment(train, augment.copies, augment.ops, augment.seed,
-                                                                    scheme)))
-    # a counting pass (a second for 20k copies) gives the labeling bar its total and ETA
-    total = sum(1 for _ in copies) if show_progress else None
+    def make(log: bool) -> Iterator[List[str]]:
+        return (s.tokens for _, s in iter_augment(train, augment.copies, augment.ops, augment.seed, scheme, log=log))
+
+    copies = Reiterable(lambda: make(True))
+    # a silent counting pass (a second for 20k copies) gives the labeling progress its total
+    total = sum(1 for _ in make(False)) if show_progress else None
     return TransferStore.label(teacher, copies, folder, batch_size=batch_size, total=total,
                                show_progress=show_progress)
 

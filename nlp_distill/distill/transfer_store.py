@@ -19,7 +19,6 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from nlp_distill.data import shards
 from nlp_distill.data.shards import CACHE_MB, STORE_FILE, ShardReader, is_shard_store, shard_name
@@ -30,6 +29,7 @@ from nlp_distill.errors import ConfigError
 from nlp_distill.io import read_json
 from nlp_distill.utils import distributed as ddp
 from nlp_distill.utils.memory import limit_heap_growth
+from nlp_distill.utils.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class TransferStore:
         it = iter(sentences)
         blocks = iter(lambda: [list(s) for s in islice(it, chunk)], [])
         k = n = kept = 0
-        bar = tqdm(total=total, desc="labeling", unit="sent", disable=not show_progress or rank > 0, dynamic_ncols=True)
+        bar = progress(total=total, desc="labeling", unit="sent", enabled=show_progress and rank == 0, dynamic_ncols=True)
         done = lambda j: (folder / shard_name(j)).is_file()  # noqa: E731
         mine = lambda j: j % size == rank and not done(j)  # noqa: E731
         with _Prefetcher(teacher) as pre:  # the next shard is tokenised while this one runs
@@ -214,8 +214,8 @@ def convert_chunk_store(old, new, show_progress: bool = True) -> TransferStore:
     new = Path(new)
     claim_folder(new, src.key, src.labels, src.chunk)
     first = 0
-    for k, (toks, logits, lengths, conf) in enumerate(tqdm(src.iter_chunks(), total=len(src.chunks), desc="converting",
-                                                            unit="chunk", disable=not show_progress)):
+    for k, (toks, logits, lengths, conf) in enumerate(progress(src.iter_chunks(), total=len(src.chunks), desc="converting",
+                                                                unit="chunk", enabled=show_progress)):
         if len(toks) != src.chunk and k < len(src.chunks) - 1:
             raise ConfigError(f"{src.chunks[k]}: {len(toks)} sentences in a chunk of {src.chunk}; the store is damaged")
         if not (new / shard_name(k)).is_file():

@@ -14,7 +14,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from nlp_distill.config import TransformerConfig
 from nlp_distill.data.alignment import Window, WordAligner, pad_rows, pool_words
@@ -28,6 +27,7 @@ from nlp_distill.modules.label_probs import softmax
 from nlp_distill.modules.viterbi import best_valid_paths
 from nlp_distill.precision import autocast
 from nlp_distill.utils.hf_logging import quiet_hf_loading
+from nlp_distill.utils.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -310,7 +310,7 @@ class TransformerTokenClassifier(nn.Module):
         hid = [np.zeros((len(s), H), dtype=np.float32) for s in sentences] if hidden else None
         pending = None  # the previous batch, its results still on their way to the host
         try:
-            for a, b in tqdm(spans, disable=not show_progress, desc="teacher", leave=False):
+            for a, b in progress(spans, enabled=show_progress, desc="teacher", unit="batch", leave=False):
                 chunk = [wins[k] for k in order[a:b]]
                 results = self._forward_words(chunk, hidden)
                 if pending is not None:

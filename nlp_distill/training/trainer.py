@@ -12,7 +12,6 @@ from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, 
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from nlp_distill.config import TrainerConfig
 from nlp_distill.errors import ConfigError
@@ -22,6 +21,7 @@ from nlp_distill.utils import distributed as ddp
 from nlp_distill.training.checkpoint import load_state, rng_state, save_state, seed_everything, set_rng_state
 from nlp_distill.training.result import LoopResult
 from nlp_distill.utils.memory import limit_heap_growth
+from nlp_distill.utils.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -333,8 +333,8 @@ class Trainer:
         total_items = group_items = 0.0
         in_group = 0
         mine = itertools.islice(self.train_batches(epoch), self.rank, None, self.world_size)
-        bar = tqdm(range(self.local_batches), desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not cfg.show_progress or bool(self.rank), leave=False, dynamic_ncols=True)
+        bar = progress(range(self.local_batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                       enabled=cfg.show_progress and not self.rank, log_every=0.25, leave=False, dynamic_ncols=True)
         for _ in bar:
             batch = next(mine, None)  # None: this rank's share ran out; it still joins the step
             if batch is not None:

@@ -11,10 +11,10 @@ packaged GloVe 6B 50d restricted to its N most frequent words plus every word of
 files, in the package's order, as a text file: ``--embedding_file`` on it gives the student the
 same vocabulary and vectors as the packaged file for that data.
 
-    python -m benchmarks.device_pack encoder mpnet .dev/mpnet --part_mb 56
-    python -m benchmarks.device_pack unpack .dev/mpnet .dev/mpnet_fp32        # on the other machine
-    python -m benchmarks.device_pack fidelity mpnet .dev/mpnet_fp32 --data_file data/wnut16/dev.txt
-    python -m benchmarks.device_pack glove .dev/glove.txt data/wnut16/*.txt
+    python -m tools.remote_gpu.device_pack encoder mpnet .dev/mpnet --part_mb 56
+    python -m tools.remote_gpu.device_pack unpack .dev/mpnet .dev/mpnet_fp32        # on the other machine
+    python -m tools.remote_gpu.device_pack fidelity mpnet .dev/mpnet_fp32 --data_file data/wnut16/dev.txt
+    python -m tools.remote_gpu.device_pack glove .dev/glove.txt data/wnut16/*.txt
 """
 from __future__ import annotations
 
