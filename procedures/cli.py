@@ -148,7 +148,7 @@ training_command("tagger_kd_pseudo", "procedures.tagger_kd.do_kd_pseudo_training
 @config_options(LabelConfig)
 @click.pass_context
 def label_unlabeled(ctx: click.Context, output_dir, config_file, **_: Any) -> None:
-    """Score unlabeled text with the teacher into a resumable store of Parquet shards (for --transfer_store)."""
+    """Score unlabeled text with the teacher into a resumable store of Parquet shards (for tagger_kd_pseudo --transfer_store)."""
     from procedures.label import do_label
 
     r = do_label(output_dir, **build_configs(ctx, config_file), run=typed_options(ctx, RunOptions))
@@ -209,7 +209,7 @@ def inference_options(f):
                      help="File to write (atomically); default: stdout."),
         click.option("--output_format", type=click.Choice(["conll", "jsonl"]), default="conll", show_default=True,
                      help="conll: token<TAB>predicted tag; jsonl: one JSON object per sentence with line, text (raw "
-                          "input), tokens, tags, scores and entities (type, score, word, character start/end); for "
+                          "input), tokens, tags, scores and entities (entity_group, score, word, character start/end); for "
                           "plain tags (POS) also words (word, tag, score, character start/end)."),
         click.option("--batch_size", default=64, show_default=True, type=click.IntRange(min=1),
                      help="Sentences (student) / windows (transformer) per batch."),
