@@ -192,6 +192,9 @@ def signature(name: str, obj: Any, skip_self: bool = False, one_line: bool = Fal
     sig = inspect.signature(obj)
     params = [p for p in sig.parameters.values() if not (skip_self and p.name in ("self", "cls"))]
     parts = [_param(p) for p in params]
+    first_kw = next((i for i, p in enumerate(params) if p.kind is p.KEYWORD_ONLY), None)
+    if first_kw is not None and not any(p.kind is p.VAR_POSITIONAL for p in params):
+        parts.insert(first_kw, "*")  # what follows is keyword-only, as in the source
     if sig.return_annotation is not sig.empty and not inspect.isclass(obj):
         ret = f" -> {_annotation(sig.return_annotation)}"
     elif inspect.isclass(obj):
