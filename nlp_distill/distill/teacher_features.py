@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 
 from nlp_distill.data.vocab import Vocab
 from nlp_distill.errors import ConfigError
@@ -43,15 +44,45 @@ def _members(teacher) -> list:
 
 
 def word_states(teacher, words: Sequence[str], batch_size: int = 256) -> np.ndarray:
-    """Each word alone through the teacher: its word-pooled last hidden states.
+    """Each word alone through the teacher (``[CLS] word [SEP]``): its last hidden states pooled
+    over its sub-tokens as the teacher pools them (mean or first).
+
+    Words run grouped by sub-token count, so a batch holds no padding (most words are one or
+    two pieces: padding them to the teacher's usual multiple of 8 would double the cost).
 
     Returns:
         (N, H) float32; H is the sum of an ensemble's member widths.
     """
-    if not words:
-        return np.zeros((0, sum(m.model.config.hidden_size for m in _members(teacher))), np.float32)
-    parts = [np.concatenate(m.word_outputs([[w] for w in words], batch_size, hidden=True)[1]) for m in _members(teacher)]
-    return np.concatenate(parts, axis=1).astype(np.float32)  # (N, H)
+    return np.concatenate([_member_word_states(m, words, batch_size) for m in _members(teacher)], axis=1)
+
+
+@torch.no_grad()
+def _member_word_states(member, words: Sequence[str], batch_size: int) -> np.ndarray:
+    """``word_states`` of one ``TransformerTokenClassifier``: (N, H) float32."""
+    out = np.zeros((len(words), member.model.config.hidden_size), np.float32)
+    if not len(words):
+        return out
+    limit = member.config.max_seq_length
+    ids = member.tokenizer([[w] for w in words], is_split_into_words=True, truncation=True, max_length=limit)["input_ids"]
+    by_len: Dict[int, List[int]] = defaultdict(list)
+    for i, seq in enumerate(ids):
+        by_len[len(seq)].append(i)
+    was_training = member.training
+    member.eval()
+    try:
+        for n, rows in sorted(by_len.items()):
+            for a in range(0, len(rows), batch_size):
+                idx = rows[a : a + batch_size]
+                x = torch.tensor([ids[i] for i in idx], device=member.device)  # (B, n), no padding
+                with member.autocast():
+                    h = member.model(input_ids=x, attention_mask=torch.ones_like(x),
+                                     output_hidden_states=True).hidden_states[-1]  # (B, n, H)
+                pieces = h[:, 1 : max(n - 1, 2)]  # the word's sub-tokens, without [CLS] / [SEP]
+                pooled = pieces[:, :1] if member.config.pooling == "first" else pieces
+                out[idx] = pooled.float().mean(1).cpu().numpy()
+    finally:
+        member.train(was_training)
+    return out
 
 
 def context_states(teacher, sentences: Iterable[Sequence[str]], lowercase: bool, batch_size: int = 64,
