@@ -346,7 +346,12 @@ def test_label_from_logits_random(data):
         p = label_from_logits(toks, logits, labels, threshold=0.6)
         raw = [labels.labels[j] for j in logits.argmax(-1)]
         assert p.sentence.tokens == toks
-        assert p.sentence.tags == repair(raw, "BIO")
+        # the most probable valid sequence: never less probable than the repaired argmax
+        lp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        score = lambda tags: sum(lp[i, labels.label2id[t]] for i, t in enumerate(tags))  # noqa: E731
+        assert score(p.sentence.tags) >= score(repair(raw, "BIO")) - 1e-5
+        if is_valid(raw, "BIO"):
+            assert p.sentence.tags == raw
         assert is_valid(p.sentence.tags, "BIO")
         assert len(p.sentence.tags) == n
         repaired_something |= p.sentence.tags != raw
