@@ -28,6 +28,7 @@ _EXPORTS = {
     "build_student": "nlp_distill.models.student",
     "load_teacher": "nlp_distill.distill.teachers",
     "teacher_scores": "nlp_distill.distill.teachers",
+    "teacher_labels": "nlp_distill.distill.teachers",
     "label_augmented": "nlp_distill.distill.transfer_set",
     "label_text": "nlp_distill.distill.transfer_set",
     "label_copies_in_memory": "nlp_distill.distill.transfer_set",

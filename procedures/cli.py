@@ -137,7 +137,9 @@ training_command("tagger_kd", "procedures.tagger_kd.do_kd_training",
                  "Train a student with knowledge distillation from a fine-tuned teacher (or an ensemble).")
 training_command("tagger_kd_pseudo", "procedures.tagger_kd.do_kd_pseudo_training",
                  (TaggerConfig, StudentTrainerConfig, StudentDataConfig, KDConfig, AugmentConfig, PseudoConfig),
-                 "KD on labeled data plus pseudo-labels + KD on unlabeled text.")
+                 "KD on labeled data plus pseudo-labels + KD on unlabeled text. DATA_DIR may hold unlabeled.txt "
+                 "alone (dev.txt, test.txt optional): the student learns the teacher's labels from its tags, and "
+                 "without dev.txt picks its epoch by agreement with the teacher on held-out text.")
 
 
 @nlp_train.command("label_unlabeled")
@@ -160,7 +162,8 @@ def label_unlabeled(ctx: click.Context, output_dir, config_file, **_: Any) -> No
 @click.argument("old_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("new_dir", type=click.Path(file_okay=False))
 def convert_store(old_dir, new_dir) -> None:
-    """Rewrite a transfer store of an earlier version (chunk folders) as Parquet shards."""
+    """Rewrite a transfer store of an earlier version (chunk folders) as Parquet shards: OLD_DIR
+    holds the old store (tokens.txt, logits.f16, offsets.npy, meta.json), NEW_DIR receives the shards."""
     from procedures.label import do_convert_store
 
     r = do_convert_store(old_dir, new_dir)
@@ -187,8 +190,16 @@ def search_tagger_kd(ctx: click.Context, data_dir, output_dir, config_file, n_tr
 def _echo_result(m: Dict[str, Any]) -> None:
     if not m:  # a torchrun rank other than 0: rank 0 reports
         return
-    test = m.get("test")
-    click.echo(f"dev F1 {m['dev']['f1']:.4f}" + (f"  test F1 {test['f1']:.4f}" if test else ""))
+    test, agree = m.get("test"), m.get("agreement")
+    if m.get("dev_tags") == "teacher":  # no gold dev: the dev score is the agreement on held-out text
+        line = f"agreement F1 with the teacher {m['dev']['f1']:.4f} (held-out text)"
+    else:
+        line = f"dev F1 {m['dev']['f1']:.4f}"
+    line += f"  test F1 {test['f1']:.4f}" if test else ""
+    if agree and m.get("dev_tags") == "gold":
+        line += f"  agreement F1 with the teacher: dev {agree['dev']['f1']:.4f}" + (
+            f", test {agree['test']['f1']:.4f}" if agree.get("test") else "")
+    click.echo(line)
 
 
 @click.group(cls=FriendlyGroup)

@@ -7,8 +7,7 @@ import logging
 from typing import Any, Dict
 
 from nlp_distill.config import LabelConfig
-from nlp_distill.data.dataset_dir import load_data_dir
-from nlp_distill.distill.teachers import load_teacher
+from nlp_distill.distill.teachers import data_labels, load_teacher
 from nlp_distill.distill.transfer_set import label_text
 from nlp_distill.distill.transfer_store import convert_chunk_store
 from nlp_distill.errors import ConfigError
@@ -32,7 +31,7 @@ def do_label(output_dir, label: LabelConfig = LabelConfig(), run: RunOptions = R
         raise ConfigError("--workers sets the number of Ray actors: add --engine ray (under torchrun, "
                           "--nproc_per_node sets the processes)")
     start_distributed(run)  # under torchrun: each rank labels its share of the shards
-    labels = load_data_dir(label.data_dir, encoding=run.encoding).labels if label.data_dir else None
+    labels = data_labels(label.data_dir, label.teacher_model_path, run.encoding) if label.data_dir else None
     teacher = load_teacher(label.teacher_model_path, pick_device(run.device), labels)
     store = label_text(teacher, label.unlabeled_filename, output_dir, label.input_format, run.encoding,
                        label.max_unlabeled, label.chunk_sentences, label.teacher_batch_size)

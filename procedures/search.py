@@ -15,6 +15,7 @@ from typing import Any, Dict, Optional, Sequence
 from nlp_distill.config import (AugmentConfig, KDConfig, StudentDataConfig, StudentTrainerConfig, TaggerConfig,
                                 TrainerConfig)
 from nlp_distill.data.dataset_dir import TaggingData, load_data_dir
+from nlp_distill.distill.teachers import teacher_labels
 from nlp_distill.errors import ConfigError
 from nlp_distill.io import write_json
 from nlp_distill.training.student import distil_student
@@ -93,7 +94,8 @@ def do_search(data_dir, output_dir, tagger: TaggerConfig = TaggerConfig(),
     sections = {"task": "tagger_kd_search", "data_dir": str(data_dir), "tagger": tagger, "trainer": trainer,
                 "data": data, "kd": kd, "augment": augment}
     with run_folder(output_dir, sections, run) as out:
-        d = load_data_dir(data_dir, encoding=run.encoding)  # dev only: test is never given, never scored here
+        d = load_data_dir(data_dir, encoding=run.encoding,  # dev only: test is never given, never scored here
+                          teacher_labels=teacher_labels(kd.teacher_model_path))  # the student's labels, as tagger_kd
         kd = kd.replace(cache_dir=kd.cache_dir or str(out / "teacher_cache"))
         log = out / "trials.jsonl"
         log.unlink(missing_ok=True)

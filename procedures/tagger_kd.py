@@ -1,7 +1,12 @@
 """Distillation runs: ``do_kd_training`` (gold + KD, plus an augmented transfer set) and
 ``do_kd_pseudo_training`` (the same plus unlabeled text). Every sentence that is not gold (an
 augmented copy or unlabeled text) is labeled by the teacher: its soft targets (KD) and its argmax
-(pseudo-label loss, above the confidence threshold). The run itself is ``distil_student``."""
+(pseudo-label loss, above the confidence threshold). The run itself is ``distil_student``.
+
+The student's labels are the teacher's (``teacher_labels``) unless DATA_DIR/labels.txt gives them.
+``do_kd_pseudo_training`` also takes a DATA_DIR without train.txt: the student then learns from
+the teacher-labeled text alone (and, without dev.txt, picks its epoch by agreement with the
+teacher on held-out text)."""
 from __future__ import annotations
 
 import logging
@@ -14,6 +19,7 @@ from nlp_distill.config import (AugmentConfig, KDConfig, PseudoConfig, StudentDa
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.dataset_dir import TaggingData, load_data_dir
 from nlp_distill.data.unlabeled import iter_unlabeled
+from nlp_distill.distill.teachers import teacher_labels
 from nlp_distill.distill.transfer_store import TransferStore
 from nlp_distill.errors import ConfigError
 from nlp_distill.training.student import distil_student
@@ -33,7 +39,7 @@ def do_kd_training(data_dir, output_dir, tagger: TaggerConfig = TaggerConfig(),
     sections = {"task": "tagger_kd", "data_dir": str(data_dir), "tagger": tagger, "trainer": trainer, "data": data,
                 "kd": kd, "augment": augment}
     with run_folder(output_dir, sections, run) as out:
-        d = load_data_dir(data_dir, encoding=run.encoding)
+        d = load_data_dir(data_dir, encoding=run.encoding, teacher_labels=teacher_labels(kd.teacher_model_path))
         return distil_student(output_dir=out, train=d.train, dev=d.dev, test=d.test, labels=d.labels, kd=kd,
                               tagger=tagger, trainer=trainer, data=data, augment=augment, encoding=run.encoding,
                               device=run.device, resume=run.resume).metrics
@@ -44,6 +50,10 @@ def unlabeled_path(pseudo: PseudoConfig, d: TaggingData, data_dir) -> Path:
     name = pseudo.unlabeled_filename
     if not name:
         if d.unlabeled_path is None:
+            if not d.train:
+                raise ConfigError(f"{data_dir} has neither train.txt nor unlabeled.txt: put the text for the teacher to "
+                                  f"label in {Path(data_dir) / 'unlabeled.txt'} (one sentence per line) or give "
+                                  "--unlabeled_filename")
             raise ConfigError(f"--unlabeled_filename is required ({data_dir} has no unlabeled.txt)")
         return Path(d.unlabeled_path)
     for p in (Path(name), Path(data_dir) / name):
@@ -65,12 +75,18 @@ def do_kd_pseudo_training(data_dir, output_dir, tagger: TaggerConfig = TaggerCon
                           augment: AugmentConfig = AugmentConfig(), pseudo: PseudoConfig = PseudoConfig(),
                           run: RunOptions = RunOptions()) -> Dict[str, Any]:
     """Student trained on gold (CE + KD), augmented copies and unlabeled text (teacher labels +
-    KD), all of it every epoch. Unlabeled sentences under ``pseudo.threshold`` keep KD only."""
+    KD), all of it every epoch. Unlabeled sentences under ``pseudo.threshold`` keep KD only.
+
+    ``data_dir`` may hold unlabeled text alone (no train.txt; dev.txt / test.txt optional, gold):
+    the student then learns the teacher's labels from the teacher-labeled text, and without
+    dev.txt its best epoch is picked by agreement with the teacher on the last 5% of the text
+    (at most 1000 sentences, held out)."""
     tagger, data = student_configs(tagger, data)
     sections = {"task": "tagger_kd_pseudo", "data_dir": str(data_dir), "tagger": tagger, "trainer": trainer,
                 "data": data, "kd": kd, "augment": augment, "pseudo": pseudo}
     with run_folder(output_dir, sections, run) as out:
-        d = load_data_dir(data_dir, encoding=run.encoding)
+        d = load_data_dir(data_dir, encoding=run.encoding, teacher_labels=teacher_labels(kd.teacher_model_path),
+                          gold_optional=True)
         store = TransferStore(pseudo.transfer_store) if pseudo.transfer_store else None
         unl: List[Sentence] = []
         text = None

@@ -145,18 +145,27 @@ def test_underscore_and_bilou_spellings_of_a_hf_head_match_the_data(tmp_path):
 
 
 def test_a_store_from_a_teacher_with_extra_labels_needs_the_data_labels(tmp_path):
-    """label_unlabeled scores with the teacher's whole head unless --data_dir cuts it to the data's
-    labels; tagger_kd names that remedy instead of calling the same teacher another one."""
+    """A student takes the teacher's whole label list unless labels.txt gives one; label_unlabeled
+    --data_dir cuts the teacher's head to that labels.txt, and tagger_kd with the labels.txt names
+    that remedy for a store scored by the whole head instead of calling it another teacher's."""
+    import shutil
+
+    from nlp_distill.distill.transfer_store import TransferStore
     from tests.test_cli import TAGGER_ARGS, invoke, ok
 
     folder = make_hf_classifier(tmp_path / "hf", HF_ORDER + ["B-MISC", "I-MISC"])
+    data = tmp_path / "data"
+    shutil.copytree(TINY, data)
+    (data / "labels.txt").write_text("\n".join(HF_ORDER) + "\n", encoding="utf-8")
     base = ["label_unlabeled", "--teacher_model_path", folder, "--unlabeled_filename", TINY / "unlabeled.txt",
             "--max_unlabeled", 6, "--device", "cpu"]
     ok(invoke(nlp_train, [*base, "--output_dir", tmp_path / "whole"]))
-    ok(invoke(nlp_train, [*base, "--output_dir", tmp_path / "cut", "--data_dir", TINY]))
-    assert json.loads((tmp_path / "whole" / "meta.json").read_text())["labels"][-2:] == ["B-MISC", "I-MISC"]
-    assert json.loads((tmp_path / "cut" / "meta.json").read_text())["labels"] == HF_ORDER  # the data's, head order
-    kd = ["tagger_kd_pseudo", "--data_dir", TINY, *TAGGER_ARGS, "--teacher_model_path", folder, "--augment", 0]
-    r = invoke(nlp_train, [*kd, "--output_dir", tmp_path / "a", "--transfer_store", tmp_path / "whole"])
+    ok(invoke(nlp_train, [*base, "--output_dir", tmp_path / "cut", "--data_dir", data]))
+    assert TransferStore(tmp_path / "whole").labels[-2:] == ["B-MISC", "I-MISC"]
+    assert TransferStore(tmp_path / "cut").labels == HF_ORDER  # labels.txt's, in the head's order
+    kd = ["tagger_kd_pseudo", *TAGGER_ARGS, "--teacher_model_path", folder, "--augment", 0]
+    r = invoke(nlp_train, [*kd, "--data_dir", data, "--output_dir", tmp_path / "a", "--transfer_store", tmp_path / "whole"])
     assert r.exit_code != 0 and "label_unlabeled --data_dir" in r.output and "another teacher" not in r.output
-    ok(invoke(nlp_train, [*kd, "--output_dir", tmp_path / "b", "--transfer_store", tmp_path / "cut"]))
+    ok(invoke(nlp_train, [*kd, "--data_dir", data, "--output_dir", tmp_path / "b", "--transfer_store", tmp_path / "cut"]))
+    # without labels.txt the student's labels are the teacher's: the whole-head store is the one that fits
+    ok(invoke(nlp_train, [*kd, "--data_dir", TINY, "--output_dir", tmp_path / "c", "--transfer_store", tmp_path / "whole"]))

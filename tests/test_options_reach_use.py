@@ -439,7 +439,7 @@ LABEL = {  # label_unlabeled: the store it writes
     "max_unlabeled": ([], ["--max_unlabeled", "3"], written),
     "teacher_batch_size": ([], ["--teacher_batch_size", "2"], model_calls),
     "chunk_sentences": ([], ["--chunk_sentences", "4"], written),
-    "data_dir": ([], ["--data_dir", "{noorg}"], written),  # the head cut to the labels without ORG
+    "data_dir": ([], ["--data_dir", "{noorg}"], written),  # the head cut to its labels.txt, without ORG
     "engine": ([], ["--engine", "ray"], written),  # Ray Data labels it (the same shards; the output says so)
     "workers": ([], ["--workers", "2"], written),  # Ray actors: refused without --engine ray
 }
@@ -516,6 +516,8 @@ def env(tmp_path_factory, tiny_encoder_dir):
     for split in ("train", "dev", "test"):
         f = noorg / f"{split}.txt"
         f.write_text(re.sub(r"\t[BI]-ORG$", "\tO", f.read_text(), flags=re.M))
+    (noorg / "labels.txt").write_text("".join(f"{l}\n" for l in labels.labels if not l.endswith("-ORG")))  # the
+    # student's labels then (without labels.txt they would be the teacher's, head uncut)
     cased = small_data_dir(root / "cased")
     lines = (cased / "train.txt").read_text().splitlines()
     # the first sentences' words upper-cased: the same words then occur in two casings

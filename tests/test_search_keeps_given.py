@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from nlp_distill.data.dataset_dir import load_data_dir
 from nlp_distill.training.result import TrainResult
 from procedures.cli import nlp_train
 from tests.conftest import TINY
@@ -24,6 +25,7 @@ def _search(monkeypatch, tmp_path, *flags):
         return TrainResult(None, {"dev": {"f1": len(seen) / 10}}, kw["output_dir"])
 
     monkeypatch.setattr(search, "distil_student", fake_distil_student)
+    monkeypatch.setattr(search, "teacher_labels", lambda paths: load_data_dir(TINY).labels)  # no teacher is read
     r = invoke(nlp_train, ["tagger_kd_search", "--data_dir", TINY, "--output_dir", tmp_path / "s", "--n_trials", 3,
                            "--embedding_file", "none", "--teacher_model_path", tmp_path, *flags])
     return r, seen

@@ -86,6 +86,23 @@ optimiser state, kept for `resume=True`; delete it once the run is final). `trai
 on gold tags alone; `fit_transformer` fine-tunes any `TransformerTokenClassifier` with your loss;
 `assemble_transfer_set` builds the student's training set for your own loop.
 
+A model you already have (any folder `load_teacher` takes, e.g. a HF `...ForTokenClassification`
+folder) distilled on your own unlabeled text, no tags at all (what `nlp-train tagger_kd_pseudo` does
+with a data folder holding `unlabeled.txt` alone):
+
+```python
+from nlp_distill import KDConfig, distil_student
+
+fast = distil_student(output_dir="runs/fast", train=[], dev=[], kd=KDConfig(teacher_model_path=["my-ner-model"]),
+                      unlabeled_file="my_text.txt")   # raw text, one sentence per line, or CoNLL without tags
+fast.model.labels.labels                  # the teacher's labels (teacher_labels("my-ner-model"))
+fast.metrics["dev_tags"]                  # "teacher": the last 5% of the text (at most 1000 sentences) was held
+fast.metrics["agreement"]["dev"]["f1"]    # out with the teacher's tags; the student's agreement F1 with them
+```
+
+With gold `dev` / `test` sentences they pick the epoch and score the student as usual, and
+`metrics["agreement"]` adds the agreement with the teacher on the same text.
+
 A student trained on gold labels, saved and loaded back (the run of `nlp-train tagger`, by hand):
 
 ```python

@@ -23,9 +23,12 @@ class TaggingData:
     """A labeled dataset split plus its label vocabulary.
 
     Attributes:
-        train, dev, test: tagged sentences (``test`` may be empty if the file is absent).
-        labels: label vocabulary (from ``labels.txt`` or derived from train).
+        train, dev, test: tagged sentences (``test`` may be empty if the file is absent; with
+            ``load_data_dir(gold_optional=True)`` so may ``train`` and ``dev``).
+        labels: label vocabulary.
         unlabeled_path: ``unlabeled.txt`` when present.
+        labels_from: where ``labels`` came from: ``"given"``, ``"labels.txt"``, ``"teacher"`` or
+            ``"train.txt"``.
     """
 
     train: List[Sentence]
@@ -33,39 +36,91 @@ class TaggingData:
     test: List[Sentence]
     labels: LabelVocab
     unlabeled_path: Optional[Path] = None
+    labels_from: str = "train.txt"
 
 
 def load_data_dir(data_dir, tag_column: int = -1, labels: Optional[LabelVocab] = None,
-                  encoding: str = "utf-8") -> TaggingData:
-    """Load ``data_dir``; labels come from ``labels`` (e.g. a teacher's), else ``labels.txt``,
-    else the train tags. Any tag outside the label list is a ``DataFormatError`` naming its line.
-    Span tags are normalised (``normalize_data_tags``: ``B_PER``, BILOU, IOB1 -> BIO); plain tags
-    (POS) are read as written. Every file is read as ``encoding``."""
+                  encoding: str = "utf-8", teacher_labels: Optional[LabelVocab] = None,
+                  gold_optional: bool = False) -> TaggingData:
+    """Load ``data_dir``. The label list is, first found: ``labels``, ``labels.txt``,
+    ``teacher_labels`` (the labels a teacher predicts: the data's tags must be among them), the
+    train tags. Any tag outside the label list is a ``DataFormatError`` naming its line, where the
+    list came from and the fix. Span tags are normalised (``normalize_data_tags``: ``B_PER``,
+    BILOU, IOB1 -> BIO); plain tags (POS) are read as written. Every file is read as ``encoding``.
+
+    Args:
+        gold_optional: ``train.txt`` may be absent (distillation from unlabeled text alone, the
+            teacher labeling everything); without it ``dev.txt`` and ``test.txt`` are optional
+            gold and the labels must come from ``labels``, ``labels.txt`` or ``teacher_labels``.
+
+    Raises:
+        FileNotFoundError: no ``train.txt`` / ``dev.txt`` (where they are required).
+        DataFormatError: a bad line, or a tag outside the label list.
+    """
     d = Path(data_dir)
     if not d.is_dir():
         raise FileNotFoundError(f"data dir {d} does not exist")
-    for name in ("train.txt", "dev.txt"):
+    text_only = gold_optional and not (d / "train.txt").is_file()
+    for name in () if text_only else ("train.txt", "dev.txt"):
         if not (d / name).is_file():
-            raise FileNotFoundError(f"{d / name} is missing; a data dir needs train.txt and dev.txt (test.txt optional)")
-    given = labels is not None or (d / "labels.txt").is_file()
+            hint = (" (unlabeled.txt alone is enough to distil a teacher: `nlp-train tagger_kd_pseudo "
+                    "--teacher_model_path TEACHER`)" if (d / "unlabeled.txt").is_file() and not gold_optional else "")
+            raise FileNotFoundError(f"{d / name} is missing; a data dir needs train.txt and dev.txt (test.txt "
+                                    f"optional){hint}")
+    source = "given" if labels is not None else None
     if labels is None and (d / "labels.txt").is_file():
-        labels = read_labels_txt(d / "labels.txt", encoding)
-    names = ["train.txt", "dev.txt"] + (["test.txt"] if (d / "test.txt").is_file() else [])
+        labels, source = read_labels_txt(d / "labels.txt", encoding), "labels.txt"
+    names = [n for n in ("train.txt", "dev.txt", "test.txt") if (d / n).is_file() and (n != "train.txt" or not text_only)]
     splits = {n: read_conll(d / n, tag_column, encoding=encoding) for n in names}
     if normalize_data_tags(d, splits) and labels is not None:
         labels = _with_bio_starts(labels)
+    if labels is None and teacher_labels is not None:
+        labels, source = teacher_labels, "teacher"
+        _check_within_teacher(d, splits, teacher_labels)
     if labels is None:
-        labels = LabelVocab.from_sentences(s.tags for s in splits["train.txt"])
+        if text_only:
+            raise FileNotFoundError(f"{d / 'train.txt'} is missing and nothing else gives the labels: add "
+                                    f"{d / 'labels.txt'} (one label per line) or give a teacher")
+        labels, source = LabelVocab.from_sentences(s.tags for s in splits["train.txt"]), "train.txt"
         logger.info("derived %d labels from %s", len(labels), d / "train.txt")
     for n, sents in splits.items():  # every tag in the label list, else its file and line
         for s in sents:
             for k, t in enumerate(s.tags):
                 if t not in labels.label2id:
                     raise DataFormatError(d / n, (s.line or 0) + k, f"tag {t!r} is not in the label list "
-                                          f"{sorted(labels.labels)}" + ("" if given else f" (derived from {d / 'train.txt'})"))
-    train, dev, test = splits["train.txt"], splits["dev.txt"], splits.get("test.txt", [])
+                                          f"{sorted(labels.labels)}{_label_source(d, source)}")
+    train, dev, test = splits.get("train.txt", []), splits.get("dev.txt", []), splits.get("test.txt", [])
     unl = d / "unlabeled.txt"
-    return TaggingData(train, dev, test, labels, unl if unl.is_file() else None)
+    return TaggingData(train, dev, test, labels, unl if unl.is_file() else None, source)
+
+
+def _label_source(d: Path, source: str) -> str:
+    """Where a label list came from and how to give another, for an error about a tag outside it."""
+    if source == "labels.txt":
+        return f" (from {d / 'labels.txt'}: add the tag there)"
+    if source == "train.txt":
+        return (f" (derived from {d / 'train.txt'}, which lacks it: list every label in {d / 'labels.txt'}, one per "
+                "line)")
+    return ""
+
+
+def _check_within_teacher(d: Path, splits: Dict[str, List[Sentence]], teacher: LabelVocab) -> None:
+    """The data's tags must all be labels of the teacher: one error at the first tag it lacks,
+    listing every such tag and the teacher's labels the data lacks (the two sides)."""
+    first, missing, used = None, [], set()
+    for n, sents in splits.items():
+        for s in sents:
+            for k, t in enumerate(s.tags):
+                used.add(t)
+                if t not in teacher.label2id:
+                    first = first or (d / n, (s.line or 0) + k)
+                    if t not in missing:
+                        missing.append(t)
+    if missing:
+        extra = [t for t in teacher.labels if t not in used]
+        raise DataFormatError(first[0], first[1], f"the data's tags {sorted(missing)} are not labels of the teacher "
+                              f"(the teacher's labels not in the data: {extra or 'none'}): a student learns the "
+                              f"teacher's labels; retag those words, or use a teacher trained with these tags")
 
 
 def _tag_kinds_agree(d: Path, splits: Dict[str, List[Sentence]]) -> bool:

@@ -198,7 +198,7 @@ def attach_transfer_set(dist: TeacherStudentDistill, labels: LabelVocab, own: Li
     if streamed and not kd.logits_only:
         raise ConfigError("--transfer_store holds logits only: it cannot be combined with --no_cache or hidden-state losses")
     cache = None
-    if kd.use_cache:
+    if kd.use_cache and (own or not streamed):  # text alone (no gold, no copies): the stores hold every logit
         t = time.perf_counter()
         with ddp.main_first():  # under torchrun, rank 0 runs the teacher; the others read its cache
             cache = TeacherLogitsCache.build(dist.teacher, [s.tokens for s in own],
@@ -206,7 +206,9 @@ def attach_transfer_set(dist: TeacherStudentDistill, labels: LabelVocab, own: Li
                                              kd.teacher_batch_size, show_progress=show_progress, hidden=dist.uses_hidden)
         logger.info("teacher logits ready in %.1fs", time.perf_counter() - t)
     if streamed:
-        dist.attach(labels, None, ConcatLogits([cache, *(s.store for s in streamed)], [len(own), *(s.n for s in streamed)]))
+        first = [(cache, len(own))] if cache is not None else []
+        dist.attach(labels, None, ConcatLogits([*(c for c, _ in first), *(s.store for s in streamed)],
+                                               [*(n for _, n in first), *(s.n for s in streamed)]))
     else:
         dist.attach(labels, [s.tokens for s in own], cache)
 

@@ -136,10 +136,9 @@ class TeacherLoader:
     def __call__(self):
         import torch
 
-        from nlp_distill.data.dataset_dir import load_data_dir
-        from nlp_distill.distill.teachers import load_teacher
+        from nlp_distill.distill.teachers import data_labels, load_teacher
 
-        labels = load_data_dir(self.data_dir, encoding=self.encoding).labels if self.data_dir else None
+        labels = data_labels(self.data_dir, list(self.paths), self.encoding) if self.data_dir else None
         return load_teacher(list(self.paths), torch.device(self.device), labels)
 
 

@@ -19,12 +19,14 @@ from nlp_distill.data.augment import choose_ops
 from nlp_distill.data.batching import ConcatEncoded, bucket_batches
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.labels import LabelVocab, is_valid, repair
+from nlp_distill.distill.agreement import (AGREEMENT, agreement_scores, heldout_from_sentences, heldout_from_store,
+                                           log_agreement, teacher_tagged, warn_without_entities)
 from nlp_distill.distill.teacher_features import load_teacher_features
 from nlp_distill.distill.teacher_student import TeacherStudentDistill
-from nlp_distill.distill.teachers import load_teacher, teacher_scores
+from nlp_distill.distill.teachers import load_teacher, teacher_labels, teacher_scores
 from nlp_distill.distill.transfer_set import assemble_transfer_set, check_store_teacher, label_text
 from nlp_distill.distill.transfer_store import TransferStore
-from nlp_distill.errors import ConfigError, DataFormatError
+from nlp_distill.errors import ConfigError, DataFormatError, LabelMismatchError
 from nlp_distill.io import write_json
 from nlp_distill.metrics import evaluate_split
 from nlp_distill.models.neural_tagger import NeuralTagger
@@ -148,28 +150,40 @@ def _scored(out: Path, loop: LoopResult, dev: Sequence[Sentence], test: Sequence
                             mean_epoch_seconds=sum(secs) / max(len(secs), 1))
     if teacher is not None:
         metrics["teacher"] = teacher
-        if metrics["dev"]["f1"] > teacher["dev"]["f1"]:
+        if teacher.get("dev") and metrics["dev"]["f1"] > teacher["dev"]["f1"]:  # no gold dev: no teacher dev score
             logger.warning("the student (dev F1 %.4f) beats its teacher (dev F1 %.4f): the teacher is the weaker "
                            "model; train it longer or ensemble several", metrics["dev"]["f1"], teacher["dev"]["f1"])
     write_json(out / "metrics.json", metrics)
-    logger.info("student done: dev F1 %.4f, test F1 %s (best epoch %d, %.0fs)", metrics["dev"]["f1"],
+    no_gold_dev = teacher is not None and teacher.get("dev") is None  # dev = the teacher's tags on held-out text
+    logger.info("student done: %s %.4f, test F1 %s (best epoch %d, %.0fs)",
+                f"{AGREEMENT} on held-out text" if no_gold_dev else "dev F1", metrics["dev"]["f1"],
                 f"{metrics['test']['f1']:.4f}" if test else "n/a", loop.best_epoch, loop.train_seconds)
     return TrainResult(best, metrics, out)
 
 
-def distil_student(*, output_dir: PathLike, train: Sequence[Sentence], dev: Sequence[Sentence], labels: LabelVocab,
-                   kd: KDConfig, test: Sequence[Sentence] = (), tagger: TaggerConfig = TaggerConfig(),
-                   trainer: TrainerConfig = StudentTrainerConfig(), data: StudentDataConfig = StudentDataConfig(),
-                   augment: AugmentConfig = AugmentConfig(), pseudo: Optional[PseudoConfig] = None,
-                   unlabeled: Sequence[Sentence] = (), unlabeled_store: Optional[TransferStore] = None,
-                   unlabeled_file: Optional[PathLike] = None, encoding: str = "utf-8", device: Optional[str] = None,
-                   resume: bool = False) -> TrainResult:
+def distil_student(*, output_dir: PathLike, train: Sequence[Sentence], dev: Sequence[Sentence], kd: KDConfig,
+                   labels: Optional[LabelVocab] = None, test: Sequence[Sentence] = (),
+                   tagger: TaggerConfig = TaggerConfig(), trainer: TrainerConfig = StudentTrainerConfig(),
+                   data: StudentDataConfig = StudentDataConfig(), augment: AugmentConfig = AugmentConfig(),
+                   pseudo: Optional[PseudoConfig] = None, unlabeled: Sequence[Sentence] = (),
+                   unlabeled_store: Optional[TransferStore] = None, unlabeled_file: Optional[PathLike] = None,
+                   encoding: str = "utf-8", device: Optional[str] = None, resume: bool = False) -> TrainResult:
     """A student distilled from the teacher(s) of ``kd.teacher_model_path``: gold sentences, their
     augmented copies and unlabeled text, every non-gold sentence labeled by the teacher.
 
+    Without gold training sentences the student learns from the teacher-labeled text alone. Without
+    gold dev sentences the last sentences of the unlabeled text (5%, at most 1000;
+    ``distill.agreement``) are held out with the teacher's tags and pick the best epoch: every
+    ``dev`` score is then the student's agreement with the teacher (``metrics["dev_tags"] ==
+    "teacher"``). Such runs also write ``metrics["agreement"]``: the agreement on the held-out
+    text, or on the gold dev/test text when there is some.
+
     Args:
         output_dir: run folder (as ``train_student``, plus the teacher cache and stores).
-        train, dev, test, labels: the gold data (``load_data_dir``).
+        train, dev, test: the gold data (``load_data_dir``); ``train`` and ``dev`` may be empty
+            when there is unlabeled text.
+        labels: the student's labels (default: the teacher's, ``teacher_labels``; the gold tags
+            must be among them). Given, the teacher's head is cut to them by name.
         kd: teacher path(s) and loss weights; augment: the copies (``copies=0``: none).
         pseudo: threshold, weight and limit of the unlabeled text (default ``PseudoConfig()``).
         unlabeled: unlabeled sentences held in memory (any loss); unlabeled_store: a store from
@@ -178,13 +192,23 @@ def distil_student(*, output_dir: PathLike, train: Sequence[Sentence], dev: Sequ
         device, resume: as ``train_student``.
 
     Raises:
-        ConfigError: a store labeled by another teacher, or an empty unlabeled file.
+        ConfigError: a store labeled by another teacher, an empty unlabeled file, or no text to
+            train on (or to hold out) without gold sentences.
+        LabelMismatchError: gold tags outside the teacher's labels (``labels`` not given).
     """
     out = Path(output_dir)
+    if labels is None:
+        labels = teacher_labels(kd.teacher_model_path)
+        _check_gold_within(labels, {"train": train, "dev": dev, "test": test})
+    if not train:
+        augment = augment.replace(copies=0)  # copies are made from gold sentences
     augment = choose_ops(augment, len(train))  # --augment_ops auto: from the amount of gold data
     teacher = load_teacher(kd.teacher_model_path, pick_device(device), labels, kd.teacher_max_seq_len)
     if unlabeled_file is not None or unlabeled_store is not None or unlabeled:
         pseudo = pseudo or PseudoConfig()
+    elif not train or not dev:
+        raise ConfigError("no gold " + ("training" if not train else "dev") + " sentences and no unlabeled text: give "
+                          "unlabeled text for the teacher to label" + ("" if train else " (e.g. DATA_DIR/unlabeled.txt)"))
     if unlabeled_file is not None:
         unlabeled_store = label_text(teacher, unlabeled_file, out / "transfer_store", pseudo.input_format, encoding,
                                      pseudo.max_unlabeled, batch_size=kd.teacher_batch_size,
@@ -193,12 +217,55 @@ def distil_student(*, output_dir: PathLike, train: Sequence[Sentence], dev: Sequ
             raise ConfigError(f"{unlabeled_file}: no unlabeled sentences")
     if unlabeled_store is not None:
         check_store_teacher(unlabeled_store, teacher)
-    scores = teacher_scores(teacher, dev, test)
+    gold_dev, held = list(dev), None
+    if not dev:  # the teacher's tags on held-out text pick the epoch
+        if unlabeled_store is not None:
+            n = min(len(unlabeled_store), pseudo.max_unlabeled or len(unlabeled_store))
+            dev, n_train = heldout_from_store(unlabeled_store, n)
+            pseudo = pseudo.replace(max_unlabeled=n_train)
+        else:
+            n = len(unlabeled)
+            dev, unlabeled = heldout_from_sentences(teacher, unlabeled)
+        held = f"the last {len(dev)} of {n} unlabeled sentences, held out and not trained on"
+        logger.info("no gold dev sentences: the best epoch is picked by %s on %s; every dev score of this run is "
+                    "that agreement", AGREEMENT, held)
+        warn_without_entities(dev, labels)
+    scores = teacher_scores(teacher, gold_dev, test)
     dist = TeacherStudentDistill(teacher, kd)
     dist.check_labels(labels)  # fail before spending time on the teacher pass
     ts = assemble_transfer_set(distiller=dist, train=train, labels=labels, output_dir=out, augment=augment,
                                unlabeled=unlabeled, pseudo=pseudo, store=unlabeled_store,
-                               vocab_from_unlabeled=data.vocab_from_unlabeled, show_progress=trainer.show_progress)
-    return train_student(output_dir=out, train=ts.sentences, dev=dev, test=test, labels=labels, tagger=tagger,
-                         trainer=trainer, data=data, weights=ts.weights, vocab_sentences=ts.vocab_sentences,
-                         distiller=dist, teacher_scores=scores, extra=ts.features(), device=device, resume=resume)
+                               vocab_from_unlabeled=data.vocab_from_unlabeled or not train,  # no gold words to use
+                               show_progress=trainer.show_progress)
+    result = train_student(output_dir=out, train=ts.sentences, dev=dev, test=test, labels=labels, tagger=tagger,
+                           trainer=trainer, data=data, weights=ts.weights, vocab_sentences=ts.vocab_sentences,
+                           distiller=dist, teacher_scores=scores, extra=ts.features(), device=device, resume=resume)
+    if (not train or held is not None) and result.metrics:  # text only, or no gold dev: the agreement too
+        _add_agreement(result, teacher, held, gold_dev, test, data)
+    return result
+
+
+def _check_gold_within(labels: LabelVocab, splits: Dict[str, Sequence[Sentence]]) -> None:
+    """Gold tags must be labels of the teacher (one line, both sides), as ``load_data_dir`` checks."""
+    used = {t for sents in splits.values() for s in sents for t in (s.tags or ())}
+    missing = sorted(used - set(labels.labels))
+    if missing:
+        where = [name for name, sents in splits.items() if any(t in missing for s in sents for t in (s.tags or ()))]
+        raise LabelMismatchError(f"the {'/'.join(where)} tags {missing} are not labels of the teacher (the teacher's "
+                                 f"labels not in the data: {[l for l in labels.labels if l not in used] or 'none'})")
+
+
+def _add_agreement(result: TrainResult, teacher, held: Optional[str], gold_dev: Sequence[Sentence],
+                   test: Sequence[Sentence], data: StudentDataConfig) -> None:
+    """Write the student's agreement with the teacher into ``metrics.json`` (and the log): on the
+    held-out text (``held``), else on the gold dev/test text with the teacher's tags."""
+    m, best = result.metrics, result.model
+    predict = lambda s: best.predict(s, data.eval_batch_size)  # noqa: E731
+    if held is not None:
+        agree = {**agreement_scores(predict, (), teacher_tagged(teacher, test), held), "dev": m["dev"]}
+    else:
+        agree = agreement_scores(predict, teacher_tagged(teacher, gold_dev), teacher_tagged(teacher, test),
+                                 "the gold dev/test text, tagged by the teacher")
+    m.update(dev_tags="gold" if held is None else "teacher", agreement=agree)
+    write_json(result.output_dir / "metrics.json", m)
+    log_agreement(agree, None if held is not None else m)
