@@ -57,10 +57,12 @@ def progress_enabled() -> bool:
 class LogProgress:
     """The part of tqdm's interface the library uses (iteration, ``update``, ``set_postfix``,
     ``close``), logging ``desc: n/total unit (p%), rate`` each time another ``log_every`` of the
-    total is done (every ``interval_s`` seconds when the total is unknown)."""
+    total is done (every ``interval_s`` seconds when the total is unknown), and a last line at the
+    end unless ``leave`` is false (tqdm's meaning: the bar goes when done; a caller that logs its
+    own summary, like the trainer's epoch line, passes it)."""
 
     def __init__(self, iterable: Optional[Iterable] = None, total: Optional[int] = None, desc: str = "",
-                 unit: str = "it", log_every: float = 0.1, interval_s: float = 60.0) -> None:
+                 unit: str = "it", log_every: float = 0.1, interval_s: float = 60.0, leave: bool = True) -> None:
         self.iterable = iterable
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
@@ -69,7 +71,7 @@ class LogProgress:
         self.n, self.postfix = 0, ""
         self._start = self._last_time = time.perf_counter()
         self._next_fraction = log_every
-        self._closed = False
+        self._closed = not leave  # nothing left to log at the end
 
     def __iter__(self) -> Iterator:
         for item in self.iterable if self.iterable is not None else ():
@@ -108,7 +110,7 @@ class LogProgress:
             self._last_time = now
 
     def close(self) -> None:
-        """Log the final line (once)."""
+        """Log the final line (once; never with ``leave=False``)."""
         if not self._closed:
             self._closed = True
             if self.n:
@@ -126,10 +128,11 @@ def progress(iterable: Optional[Iterable] = None, *, total: Optional[int] = None
         total: items expected (default: ``len(iterable)`` when it has one).
         enabled: this loop's own switch (e.g. off on torchrun ranks other than 0).
         log_every: the fraction of the total between two log lines off a terminal.
-        tqdm_kwargs: passed to tqdm on a terminal (``leave``, ``dynamic_ncols``).
+        tqdm_kwargs: passed to tqdm on a terminal (``leave``, ``dynamic_ncols``); off a terminal,
+            ``leave=False`` drops the last line.
     """
     if not (enabled and progress_enabled()):
         return tqdm(iterable, total=total, disable=True)
     if stderr_is_terminal():
         return tqdm(iterable, total=total, desc=desc, unit=unit, **tqdm_kwargs)
-    return LogProgress(iterable, total, desc, unit, log_every)
+    return LogProgress(iterable, total, desc, unit, log_every, leave=tqdm_kwargs.get("leave", True))
