@@ -98,7 +98,7 @@ def test_tagger_kd_run(data_dir, teacher_run, tmp_path):
     assert cfg["augment"]["copies"] == 5 and 4 * len(d.train) < len(aug) <= 5 * len(d.train)
     assert meta["num_sentences"] == len(d.train)  # the cache holds gold; the copies are in augment_store
     assert meta["num_words"] == sum(len(s) for s in d.train)
-    store = json.loads((out / "augment_store" / "meta.json").read_text())
+    store = json.loads((out / "augment_store" / "_store.json").read_text())
     assert store["complete"] and store["num_sentences"] == len(aug)
     assert (out / "metrics.json").is_file()
 
@@ -106,7 +106,7 @@ def test_tagger_kd_run(data_dir, teacher_run, tmp_path):
 def test_tagger_kd_labeling_bar_has_a_total_and_obeys_no_show_progress(data_dir, teacher_run, tmp_path):
     args = ["--data_dir", data_dir, *TAGGER_ARGS, "--teacher_model_path", teacher_run, "--augment", 2]
     shown = ok(invoke(nlp_train, ["tagger_kd", "--output_dir", tmp_path / "a", *args])).output
-    n = json.loads((tmp_path / "a" / "augment_store" / "meta.json").read_text())["num_sentences"]
+    n = json.loads((tmp_path / "a" / "augment_store" / "_store.json").read_text())["num_sentences"]
     assert n > 0 and "labeling: 100%" in shown and f"{n}/{n}" in shown  # the counting pass gave the total
     quiet = ok(invoke(nlp_train, ["tagger_kd", "--output_dir", tmp_path / "b", *args, "--no_show_progress"])).output
     assert "dev F1" in quiet
@@ -190,7 +190,9 @@ def test_inference_precision_overrides_the_saved_one(kind, tagger_run, teacher_r
     assert [s.tags for s in read_conll(out, tag_column=1)] == model.predict([s.tokens for s in gold])
     r = invoke(nlp_inference, [kind, "--model_dir", model_dir, "--data_file", data_dir / "test.txt",
                                "--output_file", tmp_path / "x.txt", "--precision", "bf16", "--backend", "onnx"])
-    assert r.exit_code != 0 and "--precision applies to --backend torch" in r.output and "Traceback" not in r.output
+    # a torch folder asked for with --backend onnx: one line saying what the folder holds and the fix
+    assert r.exit_code != 0 and "not an exported model (ONNX)" in r.output and "nlp-export onnx" in r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
 
 
 def test_config_reproduces_and_flags_override(tagger_run, data_dir, tmp_path):
