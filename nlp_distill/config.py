@@ -176,7 +176,7 @@ class TrainerConfig(ConfigBase):
     ema_decay: float = option(0.0, ge=0, lt=1, help="Keep an exponential moving average of the weights (decay per optimiser step t: min(EMA_DECAY, (1+t)/(10+t)), so it reaches 0.99 after ~900 steps); dev evaluation and the saved model use the average (0: off).")
     metric_for_best: str = option("f1", help="Dev metric that picks the best epoch (a key of the evaluation: f1, precision, recall, accuracy).")
     seed: int = option(42, help="Random seed (weights, shuffling, dropout).")
-    show_progress: bool = option(True, help="Show progress bars.")
+    show_progress: bool = option(True, help="Show progress: a bar on a terminal; elsewhere (a log file, a pipe) a log line per quarter of an epoch and per tenth of labeling instead of bar frames. Off: none, and no Hugging Face library bars either.")
     # the HF Trainer's name and meaning; none keeps a run's logging to train_log.jsonl and run.log
     # (jsonl: the earlier name of none, still read from saved configs)
     report_to: List[str] = option(default_factory=lambda: ["none"], choices=("none", "jsonl", "tensorboard", "mlflow", "wandb"),
