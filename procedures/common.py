@@ -8,10 +8,11 @@ import shutil
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Collection, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Collection, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from nlp_distill.config import RunOptions  # noqa: F401  (procedures and tests import it from here)
 from nlp_distill.data.dataset_dir import load_data_dir
+from nlp_distill.distill.teachers import teacher_labels
 from nlp_distill.errors import ConfigError
 from nlp_distill.integrations import tracking
 from nlp_distill.io import read_json, write_json
@@ -206,15 +207,20 @@ def _open_trackers(out: Path, config: Dict[str, Any], resume: bool = False) -> t
 
 
 def run_on_data(data_dir, output_dir, sections: Dict[str, Any], run: RunOptions, train: Callable[..., TrainResult],
-                **settings: Any) -> Dict[str, Any]:
+                labels_of_teacher: Optional[Sequence[str]] = None, **settings: Any) -> Dict[str, Any]:
     """Claim ``output_dir`` (``run_folder``), read ``data_dir`` and call the library's ``train``
     (``train_student``, ``train_teacher``, ...) with its gold splits, the run's device and resume
     flag and ``settings``.
+
+    Args:
+        labels_of_teacher: a distillation's teacher folder(s): without ``labels.txt`` the
+            student's labels are the teacher's (``teacher_labels``), the data's tags among them.
 
     Returns:
         the metrics ``train`` wrote to ``metrics.json`` (``{}`` on torchrun ranks other than 0).
     """
     with run_folder(output_dir, sections, run) as out:
-        d = load_data_dir(data_dir, encoding=run.encoding)
+        d = load_data_dir(data_dir, encoding=run.encoding,
+                          teacher_labels=teacher_labels(labels_of_teacher) if labels_of_teacher else None)
         return train(output_dir=out, train=d.train, dev=d.dev, test=d.test, labels=d.labels, device=run.device,
                      resume=run.resume, **settings).metrics

@@ -19,5 +19,5 @@ def do_transformer_kd(data_dir, output_dir, model: LayerDropModelConfig = LayerD
     """Distil ``kd.teacher_model_path`` into a transformer student on ``data_dir`` (+ augmented copies)."""
     sections = {"task": "transformer_kd", "data_dir": str(data_dir), "model": model, "trainer": trainer, "kd": kd,
                 "student": student, "augment": augment}
-    return run_on_data(data_dir, output_dir, sections, run, distil_transformer, kd=kd, student=student, model=model,
-                       trainer=trainer, augment=augment)
+    return run_on_data(data_dir, output_dir, sections, run, distil_transformer, labels_of_teacher=kd.teacher_model_path,
+                       kd=kd, student=student, model=model, trainer=trainer, augment=augment)

@@ -116,6 +116,17 @@ def test_dev_tags_train_lacks_but_the_teacher_knows_need_no_labels_txt(wide_teac
     assert _student_labels(tmp_path / "kd") == WIDE
 
 
+def test_transformer_kd_takes_the_teachers_labels_too(wide_teacher, tmp_path):
+    data = _dev_with_a_tag_train_lacks(tmp_path)
+    r = invoke(nlp_train, ["transformer_kd", "--data_dir", data, "--output_dir", tmp_path / "tkd", "--teacher_model_path",
+                           wide_teacher, "--num_student_layers", 1, "--epochs", 1, "--augment", 0, "--batch_size", 8,
+                           "--device", "cpu", "--no_show_progress"])
+    assert r.exit_code == 0, (r.output, r.exception)
+    from nlp_distill.models.loader import load_model
+
+    assert load_model(tmp_path / "tkd").labels.labels == WIDE
+
+
 def test_data_tags_outside_the_teachers_labels_are_one_error_naming_both_sides(tiny_encoder_dir, tmp_path):
     teacher = save_teacher(tmp_path / "teacher", tiny_encoder_dir, ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-MISC"])
     for command in ("tagger_kd", "tagger_kd_pseudo"):
