@@ -36,6 +36,7 @@ from nlp_distill.data.unlabeled import detect_format, iter_unlabeled
 from nlp_distill.distill.teacher_cache import teacher_fingerprint
 from nlp_distill.distill.transfer_store import TransferStore, claim_folder, finish_folder, label_block
 from nlp_distill.errors import ConfigError
+from nlp_distill.utils.progress import progress_enabled, stderr_is_terminal
 
 logger = logging.getLogger(__name__)
 
@@ -267,7 +268,8 @@ def label_with_ray(label: LabelConfig, folder, device: Optional[str] = None, enc
         workers = max(1, min(workers, len(todo)))
         logger.info("labeling %d sentences from %d file(s) into %s with Ray: %d of %d shards to label, %d actors (%s)",
                     n, len(paths), folder, len(todo), len(plan), workers, dev)
-        ray.data.DataContext.get_current().enable_progress_bars = show_progress
+        # Ray Data's bars redraw in place: on a terminal only (the per-shard log lines stay)
+        ray.data.DataContext.get_current().enable_progress_bars = show_progress and progress_enabled() and stderr_is_terminal()
         t = time.perf_counter()
         actor_args = (load, str(folder), key, labels, label.teacher_batch_size, threads)
         done = _label_shards(ray, todo, plan, folder, encoding, workers, actor_args, per_actor) if todo else 0
