@@ -42,6 +42,15 @@ def _labels(model_dir: Path) -> List[str]:
     return []
 
 
+def _data_note(metrics: Dict[str, Any]) -> str:
+    """How the run used its data: gold train / dev, or text tagged by the teacher alone."""
+    if metrics.get("dev_tags") == "teacher":
+        return "text tagged by the teacher; the best epoch by agreement with it on held-out text"
+    if metrics.get("agreement"):
+        return "text tagged by the teacher; gold dev picks the best epoch, test scored once with it"
+    return "train / dev; test scored once with the best dev model"
+
+
 def render_model_card(model_dir, config: Dict[str, Any], metrics: Optional[Dict[str, Any]],
                       command: Sequence[str]) -> str:
     """The card's markdown text.
@@ -59,7 +68,7 @@ def render_model_card(model_dir, config: Dict[str, Any], metrics: Optional[Dict[
     lines = [f"# {model_dir.parent.name or model_dir.name}: a `{task}` model made with nlp-distill", "",
              f"- **Task**: sequence tagging (`nlp-train {task}`)",
              f"- **Labels** ({len(labels)}): {', '.join(f'`{x}`' for x in labels) if labels else 'see config.json'}",
-             f"- **Data**: `{config.get('data_dir', '?')}` (train / dev; test scored once with the best dev model)"]
+             f"- **Data**: `{config.get('data_dir', '?')}` ({_data_note(metrics or {})})"]
     if teacher:
         lines.append(f"- **Teacher(s)**: {', '.join(f'`{t}`' for t in (teacher if isinstance(teacher, list) else [teacher]))}")
     rows = _metric_rows(metrics or {})

@@ -76,7 +76,8 @@ def test_unlabeled_text_alone_distils_the_teachers_labels_picked_by_agreement(wi
     assert len(read_conll(run / "pseudo_labeled.txt")) == 38
     log = (run / "run.log").read_text()
     assert "picked by agreement F1 with the teacher" in log and "agreement F1 with the teacher: dev" in log
-    assert "dev, agreement with the teacher" in (run / "model" / "README.md").read_text()
+    card = (run / "model" / "README.md").read_text()
+    assert "dev, agreement with the teacher" in card and "by agreement with it on held-out text" in card
 
 
 def test_unlabeled_text_with_gold_dev_and_test_reports_gold_f1_and_agreement(wide_teacher, tmp_path):
