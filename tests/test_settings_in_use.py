@@ -149,6 +149,8 @@ def test_out_of_fold_teachers_in_another_label_order_are_mapped_by_name(monkeypa
                                           "--kd_loss_fn", "kl", "--kd_student_w", 0]).trainer
     batch = first_batches(tr, 1)[0]
     got = loss_on(tr, batch)["loss"]
+    labels = tr.model.labels.labels  # without labels.txt: the first teacher's labels, in its order
+    assert labels == orders[0] and labels != setup["labels"].labels
     with torch.no_grad():
         log_ps = torch.log_softmax(tr.model(batch), -1).double()  # (B, L, C)
     naive = 0.0
