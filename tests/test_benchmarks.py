@@ -185,3 +185,26 @@ def test_rss_reader_follows_an_allocation_and_its_peak_stays():
     del block
     assert peak_rss_mb() > grown - 1  # the high-water mark keeps the freed block (the kernel counts pages in batches)
     assert rss_mb(pid=2**22 + 1) == 0.0 and tree_rss_mb(2**22 + 1) == (0.0, 0.0)  # no such process
+
+
+def test_decoding_benchmark_counts_what_argmax_gets_wrong(model_folders, tmp_path):
+    """The tiny random teacher's argmax holds orphan I- tags; the valid decoding has none, and
+    the JSON holds both F1s of both splits."""
+    import json
+
+    from benchmarks import decoding
+    from nlp_distill.data.conll import read_conll
+    from nlp_distill.models.loader import load_model
+    from nlp_distill.modules.viterbi import best_valid_paths
+    from tests.conftest import TINY
+
+    res = decoding.main(["--data_dir", str(TINY), "--model", f"t={model_folders['teacher']}", "--threads", "1",
+                         "--json", str(tmp_path / "d.json")])["t"]
+    assert res["dev_orphan_I"] > 0 and res["dev_invalid_sentences"] > 0
+    assert json.loads((tmp_path / "d.json").read_text())["models"]["t"] == res
+    teacher = load_model(model_folders["teacher"])
+    dev = read_conll(TINY / "dev.txt")
+    valid = [teacher.labels.decode(p) for p in best_valid_paths(teacher.word_logits([s.tokens for s in dev]),
+                                                                teacher.labels)]
+    assert decoding.orphan_inside_tags(valid) == 0
+    assert decoding.orphan_inside_tags([["O", "I-PER", "I-PER", "B-LOC", "I-PER"]]) == 2
