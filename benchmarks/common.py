@@ -46,6 +46,25 @@ def add_models(ap: argparse.ArgumentParser, what: str = "NAME=MODEL_DIR (repeat)
     ap.add_argument("--model", action="append", required=True, help=what)
 
 
+def models_parser(module: str, doc: Optional[str], what: str) -> argparse.ArgumentParser:
+    """``parser`` with ``--model NAME=DIR`` (repeat), ``--threads`` and ``--json``: the options of
+    every benchmark that scores or times saved models."""
+    ap = parser(module, doc)
+    add_models(ap, what)
+    add_threads(ap)
+    add_json(ap)
+    return ap
+
+
+def parse_with_threads(ap: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """Parse ``argv`` and give torch ``--threads`` intra-op threads."""
+    import torch
+
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    return a
+
+
 def model_specs(specs: Sequence[str]) -> Dict[str, str]:
     """``["a=DIR", ...]`` -> ``{"a": "DIR"}``; a spec without ``=`` stops with its text."""
     bad = [s for s in specs if "=" not in s]

@@ -10,9 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-import torch
 
-from benchmarks.common import add_json, add_models, add_threads, agreement, model_specs, parser, save_json
+from benchmarks.common import agreement, model_specs, models_parser, parse_with_threads, save_json
 from nlp_distill.config import CompactConfig
 from nlp_distill.data.conll import read_conll
 from nlp_distill.export.compact import compact_tagger
@@ -40,14 +39,10 @@ def evaluate(model_dir: str, data_dir: Path, heads: Sequence[int], work: Path) -
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, float]]:
-    ap = parser("compact_f1", __doc__)
+    ap = models_parser("compact_f1", __doc__, "NAME=STUDENT_DIR (repeat)")
     ap.add_argument("--data_dir", required=True, help="folder with dev.txt and test.txt (CoNLL)")
-    add_models(ap, "NAME=STUDENT_DIR (repeat)")
     ap.add_argument("--pq_head", action="append", type=int, default=None, help=f"compact copies to compare (repeat; default {CompactConfig().pq_head})")
-    add_threads(ap)
-    add_json(ap)
-    a = ap.parse_args(argv)
-    torch.set_num_threads(a.threads)
+    a = parse_with_threads(ap, argv)
     heads = a.pq_head or [CompactConfig().pq_head]
     res = {}
     for name, folder in model_specs(a.model).items():

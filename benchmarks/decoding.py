@@ -10,9 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-import torch
-
-from benchmarks.common import add_json, add_models, add_threads, markdown_table, model_specs, parser, save_json
+from benchmarks.common import markdown_table, model_specs, models_parser, parse_with_threads, save_json
 from nlp_distill.data.conll import read_conll
 from nlp_distill.data.labels import is_valid
 from nlp_distill.metrics import tagging_metrics
@@ -44,13 +42,9 @@ def evaluate(model_dir: str, data_dir: Path) -> Dict[str, float]:
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, float]]:
-    ap = parser("decoding", __doc__)
+    ap = models_parser("decoding", __doc__, "NAME=MODEL_DIR of a softmax tagger (repeat)")
     ap.add_argument("--data_dir", required=True, help="folder with dev.txt and test.txt (CoNLL)")
-    add_models(ap, "NAME=MODEL_DIR of a softmax tagger (repeat)")
-    add_threads(ap)
-    add_json(ap)
-    a = ap.parse_args(argv)
-    torch.set_num_threads(a.threads)
+    a = parse_with_threads(ap, argv)
     res = {name: evaluate(folder, Path(a.data_dir)) for name, folder in model_specs(a.model).items()}
     rows = [[name, *(f"{r[f'{s}_f1_argmax']:.4f} -> {r[f'{s}_f1_valid']:.4f}" for s in ("dev", "test")),
              *(f"{r[f'{s}_orphan_I']} ({r[f'{s}_invalid_sentences']} sentences)" for s in ("dev", "test"))]

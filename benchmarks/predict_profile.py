@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from benchmarks.common import add_json, add_models, add_threads, model_specs, parser, read_sentences, save_json
+from benchmarks.common import model_specs, models_parser, parse_with_threads, read_sentences, save_json
 from nlp_distill.data.batching import bucket_batches
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.token_table import TokenTable
@@ -89,13 +89,9 @@ COLUMNS = [("occ_featurise", "featurise"), ("occ_collate", "collate"), ("occ_net
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, float]]:
-    ap = parser("predict_profile", __doc__)
+    ap = models_parser("predict_profile", __doc__, "NAME=STUDENT_DIR (repeat)")
     ap.add_argument("--data_file", required=True, help="sentences (raw text, one tokenized sentence per line, or CoNLL)")
-    add_models(ap, "NAME=STUDENT_DIR (repeat)")
-    add_threads(ap)
-    add_json(ap)
-    a = ap.parse_args(argv)
-    torch.set_num_threads(a.threads)
+    a = parse_with_threads(ap, argv)
     sents = read_sentences(a.data_file)
     rows = {}
     print(f"{'':<16}{'per occurrence, decoded per batch (s)':^50}{'per distinct token, decoded per block (s)':^60}")
