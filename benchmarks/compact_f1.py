@@ -10,7 +10,6 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-
 from benchmarks.common import agreement, model_specs, models_parser, parse_with_threads, save_json
 from nlp_distill.config import CompactConfig
 from nlp_distill.data.conll import read_conll
