@@ -39,6 +39,17 @@ class TaggingData:
     labels_from: str = "train.txt"
 
 
+def _check_tags_listed(d: Path, splits: Dict[str, List[Sentence]], labels: LabelVocab, source: Optional[str]) -> None:
+    """Every tag of every split in ``labels``, else a ``DataFormatError`` naming its file and line,
+    where the label list came from and the fix."""
+    for n, sents in splits.items():
+        for s in sents:
+            for k, t in enumerate(s.tags):
+                if t not in labels.label2id:
+                    raise DataFormatError(d / n, (s.line or 0) + k, f"tag {t!r} is not in the label list "
+                                          f"{sorted(labels.labels)}{_label_source(d, source)}")
+
+
 def load_data_dir(data_dir, tag_column: int = -1, labels: Optional[LabelVocab] = None,
                   encoding: str = "utf-8", teacher_labels: Optional[LabelVocab] = None,
                   gold_optional: bool = False) -> TaggingData:
@@ -83,12 +94,7 @@ def load_data_dir(data_dir, tag_column: int = -1, labels: Optional[LabelVocab] =
                                     f"{d / 'labels.txt'} (one label per line) or give a teacher")
         labels, source = LabelVocab.from_sentences(s.tags for s in splits["train.txt"]), "train.txt"
         logger.info("derived %d labels from %s", len(labels), d / "train.txt")
-    for n, sents in splits.items():  # every tag in the label list, else its file and line
-        for s in sents:
-            for k, t in enumerate(s.tags):
-                if t not in labels.label2id:
-                    raise DataFormatError(d / n, (s.line or 0) + k, f"tag {t!r} is not in the label list "
-                                          f"{sorted(labels.labels)}{_label_source(d, source)}")
+    _check_tags_listed(d, splits, labels, source)
     train, dev, test = splits.get("train.txt", []), splits.get("dev.txt", []), splits.get("test.txt", [])
     unl = d / "unlabeled.txt"
     return TaggingData(train, dev, test, labels, unl if unl.is_file() else None, source)

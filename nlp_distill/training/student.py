@@ -169,67 +169,35 @@ def distil_student(*, output_dir: PathLike, train: Sequence[Sentence], dev: Sequ
                    unlabeled_store: Optional[TransferStore] = None, unlabeled_file: Optional[PathLike] = None,
                    encoding: str = "utf-8", device: Optional[str] = None, resume: bool = False) -> TrainResult:
     """A student distilled from the teacher(s) of ``kd.teacher_model_path``: gold sentences, their
-    augmented copies and unlabeled text, every non-gold sentence labeled by the teacher.
-
-    Without gold training sentences the student learns from the teacher-labeled text alone. Without
-    gold dev sentences the last sentences of the unlabeled text (5%, at most 1000;
-    ``distill.agreement``) are held out with the teacher's tags and pick the best epoch: every
-    ``dev`` score is then the student's agreement with the teacher (``metrics["dev_tags"] ==
-    "teacher"``). Such runs also write ``metrics["agreement"]``: the agreement on the held-out
-    text, or on the gold dev/test text when there is some.
+    augmented copies and unlabeled text, every non-gold sentence labeled by the teacher. Without
+    gold train the student learns from the labeled text alone; without gold dev the last 5% of
+    the text (at most 1000 sentences, ``distill.agreement``) is held out with the teacher's tags
+    and picks the epoch, so ``dev`` scores are agreement with the teacher (``metrics["dev_tags"]
+    == "teacher"``, and ``metrics["agreement"]``).
 
     Args:
         output_dir: run folder (as ``train_student``, plus the teacher cache and stores).
-        train, dev, test: the gold data (``load_data_dir``); ``train`` and ``dev`` may be empty
-            when there is unlabeled text.
-        labels: the student's labels (default: the teacher's, ``teacher_labels``; the gold tags
-            must be among them). Given, the teacher's head is cut to them by name.
-        kd: teacher path(s) and loss weights; augment: the copies (``copies=0``: none).
-        pseudo: threshold, weight and limit of the unlabeled text (default ``PseudoConfig()``).
-        unlabeled: unlabeled sentences held in memory (any loss); unlabeled_store: a store from
-            ``label_text`` (logit losses only); unlabeled_file: raw text or CoNLL, labeled into
-            ``output_dir/transfer_store`` first (``pseudo.input_format``, ``encoding``).
-        device, resume: as ``train_student``.
+        train, dev, test: gold data (``load_data_dir``); labels: the student's (default: the
+            teacher's; gold tags must be among them); kd: teachers and loss weights.
+        augment: the copies (``copies=0``: none); pseudo: threshold, weight and limit of the text.
+        unlabeled: sentences in memory (any loss); unlabeled_store: a ``label_text`` store (logit
+            losses only); unlabeled_file: text labeled into ``output_dir/transfer_store`` first.
+        encoding, device, resume: of ``unlabeled_file``; as ``train_student``.
 
     Raises:
-        ConfigError: a store labeled by another teacher, an empty unlabeled file, or no text to
-            train on (or to hold out) without gold sentences.
+        ConfigError: a store of another teacher, an empty file, no text without gold train / dev.
         LabelMismatchError: gold tags outside the teacher's labels (``labels`` not given).
     """
     out = Path(output_dir)
-    if labels is None:
-        labels = teacher_labels(kd.teacher_model_path)
-        _check_gold_within(labels, {"train": train, "dev": dev, "test": test})
-    if not train:
-        augment = augment.replace(copies=0)  # copies are made from gold sentences
-    augment = choose_ops(augment, len(train))  # --augment_ops auto: from the amount of gold data
+    labels = labels if labels is not None else _teacher_labels_over(kd, {"train": train, "dev": dev, "test": test})
+    augment = choose_ops(augment if train else augment.replace(copies=0), len(train))  # copies need gold sentences
     teacher = load_teacher(kd.teacher_model_path, pick_device(device), labels, kd.teacher_max_seq_len)
-    if unlabeled_file is not None or unlabeled_store is not None or unlabeled:
-        pseudo = pseudo or PseudoConfig()
-    elif not train or not dev:
-        raise ConfigError("no gold " + ("training" if not train else "dev") + " sentences and no unlabeled text: give "
-                          "unlabeled text for the teacher to label" + ("" if train else " (e.g. DATA_DIR/unlabeled.txt)"))
-    if unlabeled_file is not None:
-        unlabeled_store = label_text(teacher, unlabeled_file, out / "transfer_store", pseudo.input_format, encoding,
-                                     pseudo.max_unlabeled, batch_size=kd.teacher_batch_size,
-                                     show_progress=trainer.show_progress)
-        if not len(unlabeled_store):
-            raise ConfigError(f"{unlabeled_file}: no unlabeled sentences")
-    if unlabeled_store is not None:
-        check_store_teacher(unlabeled_store, teacher)
+    pseudo = _pseudo_for(pseudo, unlabeled_file is not None or unlabeled_store is not None or bool(unlabeled),
+                         train, dev)
+    unlabeled_store = _teacher_store(teacher, unlabeled_store, unlabeled_file, out, pseudo, kd, encoding, trainer)
     gold_dev, held = list(dev), None
     if not dev:  # the teacher's tags on held-out text pick the epoch
-        if unlabeled_store is not None:
-            n = min(len(unlabeled_store), pseudo.max_unlabeled or len(unlabeled_store))
-            dev, n_train = heldout_from_store(unlabeled_store, n)
-            pseudo = pseudo.replace(max_unlabeled=n_train)
-        else:
-            n = len(unlabeled)
-            dev, unlabeled = heldout_from_sentences(teacher, unlabeled)
-        held = f"the last {len(dev)} of {n} unlabeled sentences, held out and not trained on"
-        logger.info("no gold dev sentences: the best epoch is picked by %s on %s; every dev score of this run is "
-                    "that agreement", AGREEMENT, held)
-        warn_without_entities(dev, labels)
+        dev, unlabeled, pseudo, held = _held_out_dev(teacher, labels, unlabeled, unlabeled_store, pseudo)
     scores = teacher_scores(teacher, gold_dev, test)
     dist = TeacherStudentDistill(teacher, kd)
     dist.check_labels(labels)  # fail before spending time on the teacher pass
@@ -245,14 +213,67 @@ def distil_student(*, output_dir: PathLike, train: Sequence[Sentence], dev: Sequ
     return result
 
 
-def _check_gold_within(labels: LabelVocab, splits: Dict[str, Sequence[Sentence]]) -> None:
-    """Gold tags must be labels of the teacher (one line, both sides), as ``load_data_dir`` checks."""
+def _pseudo_for(pseudo: Optional[PseudoConfig], has_text: bool, train: Sequence[Sentence],
+                dev: Sequence[Sentence]) -> Optional[PseudoConfig]:
+    """``pseudo`` (default ``PseudoConfig()``) when there is unlabeled text; without text the run
+    needs gold train and dev sentences."""
+    if has_text:
+        return pseudo or PseudoConfig()
+    if not train or not dev:
+        raise ConfigError("no gold " + ("training" if not train else "dev") + " sentences and no unlabeled text: give "
+                          "unlabeled text for the teacher to label" + ("" if train else " (e.g. DATA_DIR/unlabeled.txt)"))
+    return pseudo
+
+
+def _teacher_store(teacher, store: Optional[TransferStore], path: Optional[PathLike], out: Path,
+                   pseudo: PseudoConfig, kd: KDConfig, encoding: str,
+                   trainer: TrainerConfig) -> Optional[TransferStore]:
+    """``store``, checked to be this teacher's, or the text of ``path`` labeled by the teacher into
+    ``out/transfer_store`` (refused when empty); ``None`` without either."""
+    if store is None and path is None:
+        return None
+    if path is not None:
+        store = label_text(teacher, path, out / "transfer_store", pseudo.input_format, encoding, pseudo.max_unlabeled,
+                           batch_size=kd.teacher_batch_size, show_progress=trainer.show_progress)
+        if not len(store):
+            raise ConfigError(f"{path}: no unlabeled sentences")
+    check_store_teacher(store, teacher)
+    return store
+
+
+def _held_out_dev(teacher, labels: LabelVocab, unlabeled: Sequence[Sentence], store: Optional[TransferStore],
+                  pseudo: PseudoConfig) -> Tuple[List[Sentence], Sequence[Sentence], PseudoConfig, str]:
+    """Without gold dev: the last unlabeled sentences with the teacher's tags, never trained on.
+
+    Returns:
+        (dev sentences, the unlabeled sentences left to train on, ``pseudo`` limited to the store's
+        sentences left to train on, a description of the held-out text for logs and metrics)
+    """
+    if store is not None:
+        n = min(len(store), pseudo.max_unlabeled or len(store))
+        dev, n_train = heldout_from_store(store, n)
+        pseudo = pseudo.replace(max_unlabeled=n_train)
+    else:
+        n = len(unlabeled)
+        dev, unlabeled = heldout_from_sentences(teacher, unlabeled)
+    held = f"the last {len(dev)} of {n} unlabeled sentences, held out and not trained on"
+    logger.info("no gold dev sentences: the best epoch is picked by %s on %s; every dev score of this run is "
+                "that agreement", AGREEMENT, held)
+    warn_without_entities(dev, labels)
+    return dev, unlabeled, pseudo, held
+
+
+def _teacher_labels_over(kd: KDConfig, splits: Dict[str, Sequence[Sentence]]) -> LabelVocab:
+    """The teacher's labels, which every gold tag of ``splits`` must be among (one line naming
+    both sides otherwise, as ``load_data_dir`` checks)."""
+    labels = teacher_labels(kd.teacher_model_path)
     used = {t for sents in splits.values() for s in sents for t in (s.tags or ())}
     missing = sorted(used - set(labels.labels))
     if missing:
         where = [name for name, sents in splits.items() if any(t in missing for s in sents for t in (s.tags or ()))]
         raise LabelMismatchError(f"the {'/'.join(where)} tags {missing} are not labels of the teacher (the teacher's "
                                  f"labels not in the data: {[l for l in labels.labels if l not in used] or 'none'})")
+    return labels
 
 
 def _add_agreement(result: TrainResult, teacher, held: Optional[str], gold_dev: Sequence[Sentence],
