@@ -11,10 +11,10 @@ A word's vector is the teacher's word-pooled last hidden state:
   contextual embeddings (Akbik et al., 2019); words the corpus never holds take their ``word``
   vector, moved into the contextual space by the mean offset between the two views.
 
-The states are reduced by PCA to ``dim`` and scaled to a fixed standard deviation. Raw states
-are cached per word in a folder keyed by the teacher's fingerprint, so a second student of the
-same teacher (another seed, size or vocabulary) only runs the teacher on words it lacks; a cache
-written by another teacher is refused.
+The states are reduced by PCA to ``dim`` and scaled to a fixed standard deviation. Word-alone
+states are cached per word in a folder keyed by the teacher's fingerprint, so a second student of
+the same teacher (another seed, size or vocabulary) only runs the teacher on words it lacks; a
+cache written by another teacher is refused. ``context`` pools the corpus again on every run.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ import torch
 
 from nlp_distill.data.vocab import Vocab
 from nlp_distill.errors import ConfigError
-from nlp_distill.io import read_json, write_json
+from nlp_distill.io import atomic_open, read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -150,10 +150,8 @@ class FeatureCache:
             return
         self.states = states if not len(self.words) else np.concatenate([self.states, states])
         self.words = self.words + list(words)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / (STATES_FILE + ".tmp.npy")
-        np.save(tmp, self.states)
-        tmp.replace(self.folder / STATES_FILE)
+        with atomic_open(self.folder / STATES_FILE, "wb") as f:
+            np.save(f, self.states)
         write_json(self.folder / WORDS_FILE, self.words, indent=None)
         write_json(self.folder / META_FILE, {"teacher": self.key, "mode": self.mode, "words": len(self.words),
                                              "hidden": int(self.states.shape[1])})

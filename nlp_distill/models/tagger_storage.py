@@ -56,8 +56,10 @@ def table_pq_dims(width: int, pq_dims: int) -> int:
 
 def _compact_table(out: Dict[str, torch.Tensor], name: str, table: torch.Tensor, storage: CompactConfig,
                    pq_dims: int, dtype: torch.dtype) -> None:
-    """``table`` (V, D) into ``out`` as ``name``'s parts: special rows, an int8 head, PQ codes."""
-    head_end = max(min(N_SPECIAL + storage.pq_head, table.size(0)), trained_prefix_end(table, storage))
+    """``table`` (V, D) into ``out`` as ``name``'s parts: special rows, an int8 head, PQ codes.
+    Only the word table can have been trained on PQ vectors; the frozen feature table never was."""
+    trained = trained_prefix_end(table, storage) if name == WORD_TABLE else 0
+    head_end = max(min(N_SPECIAL + storage.pq_head, table.size(0)), trained)
     out[name + ".special"] = table[:N_SPECIAL].to(dtype)
     if head_end > N_SPECIAL:
         out[name + ".head_int8"], scale = _int8_rows(table[N_SPECIAL:head_end])
