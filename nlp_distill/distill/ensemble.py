@@ -14,12 +14,8 @@ from torch import nn
 
 from nlp_distill.data.labels import LabelVocab
 from nlp_distill.errors import ConfigError, LabelMismatchError
+from nlp_distill.modules.label_probs import log_softmax
 from nlp_distill.modules.viterbi import best_valid_paths
-
-
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    z = x - x.max(-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(-1, keepdims=True))
 
 
 class TeacherEnsemble(nn.Module):

@@ -5,6 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    """Log-softmax over the last axis (max subtracted first), in the input's dtype."""
+    z = x - x.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Softmax over the last axis, in float32 (max subtracted first, so large logits do not overflow)."""
     z = logits.astype(np.float32) - logits.max(-1, keepdims=True)

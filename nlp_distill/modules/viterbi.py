@@ -17,6 +17,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from nlp_distill.modules.label_probs import log_softmax
+
 
 class PackedLayout:
     """Time-major order of the rows of sentences sorted by length (longest first, stable).
@@ -131,11 +133,6 @@ def scheme_penalties(labels) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarra
     if all(start_ok) and all(all(r) for r in trans_ok) and all(end_ok):
         return None
     return _penalties(tuple(labels.labels), tuple(start_ok), tuple(tuple(r) for r in trans_ok), tuple(end_ok))
-
-
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    z = x.astype(np.float32) - x.max(-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(-1, keepdims=True))
 
 
 def best_valid_paths(logits: Sequence[np.ndarray], labels) -> List[List[int]]:
