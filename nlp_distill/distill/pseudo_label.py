@@ -13,6 +13,7 @@ import numpy as np
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.labels import LabelVocab
 from nlp_distill.io import atomic_open
+from nlp_distill.modules.label_probs import softmax
 from nlp_distill.modules.viterbi import best_valid_paths
 
 logger = logging.getLogger(__name__)
@@ -27,17 +28,11 @@ class PseudoLabeled:
     accepted: bool
 
 
-def softmax(x: np.ndarray) -> np.ndarray:
-    z = x - x.max(-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(-1, keepdims=True)
-
-
 def pseudo_tags(logits: np.ndarray, labels: LabelVocab) -> Tuple[List[str], float]:
     """Tags = the most probable sequence of ``logits`` (n_words, C) the scheme allows
     (``best_valid_paths``: no orphan I-X); confidence = mean over words of the teacher's max
     probability."""
-    probs = softmax(logits.astype(np.float32))  # (n, C)
+    probs = softmax(logits)  # (n, C) float32
     tags = labels.decode(best_valid_paths([logits], labels)[0])
     return tags, (float(probs.max(-1).mean()) if len(logits) else 0.0)
 

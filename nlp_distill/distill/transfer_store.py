@@ -23,10 +23,10 @@ import torch
 from nlp_distill.data import shards
 from nlp_distill.data.shards import CACHE_MB, STORE_FILE, ShardReader, is_shard_store, shard_name
 from nlp_distill.distill.chunk_store import ChunkStore, is_chunk_store
-from nlp_distill.distill.pseudo_label import softmax
 from nlp_distill.distill.teacher_cache import padded_rows, teacher_fingerprint
 from nlp_distill.errors import ConfigError
 from nlp_distill.io import read_json
+from nlp_distill.modules.label_probs import softmax
 from nlp_distill.utils import distributed as ddp
 from nlp_distill.utils.memory import limit_heap_growth
 from nlp_distill.utils.progress import progress
