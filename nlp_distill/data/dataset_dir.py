@@ -216,10 +216,12 @@ def sotu_sentences(max_sentences: Optional[int] = None, max_words: int = 120):
                             return
 
 
-def materialise_wnut16(output_dir, sotu_max_sentences: Optional[int] = 20000) -> dict:
+def materialise_wnut16(output_dir, sotu_max_sentences: Optional[int] = 20000, pooled: bool = False) -> dict:
     """Write the project's standard WNUT-16 split and unlabeled text into ``output_dir``.
 
     Split (DATA.md, no RNG): sentence i -> dev if i % 10 == 8, test if i % 10 == 9, else train.
+    ``pooled``: all sentences to train.txt in file order instead, for ``nlp-train crossval`` (whose
+    fold 9 of 10 is then the standard split).
     Also writes ``labels.txt`` (derived from train), ``unlabeled.txt`` (SOTU sentences, one per line,
     regex-tokenized) and ``unlabeled_indomain.txt`` (train sentences without tags).
 
@@ -231,18 +233,24 @@ def materialise_wnut16(output_dir, sotu_max_sentences: Optional[int] = 20000) ->
     sents = wnut16_sentences()
     split = {"train": [], "dev": [], "test": []}
     for i, s in enumerate(sents):
-        split["dev" if i % 10 == 8 else "test" if i % 10 == 9 else "train"].append(s)
+        split["train" if pooled else "dev" if i % 10 == 8 else "test" if i % 10 == 9 else "train"].append(s)
     for name, ss in split.items():
-        write_conll(out / f"{name}.txt", ss)
+        if ss:
+            write_conll(out / f"{name}.txt", ss)
+        else:  # a stale split file would be pooled again
+            (out / f"{name}.txt").unlink(missing_ok=True)
     labels = LabelVocab.from_sentences(s.tags for s in split["train"])
     missing = {t for k in ("dev", "test") for s in split[k] for t in s.tags} - set(labels.labels)
     if missing:
         raise DataFormatError(out, None, f"dev/test tags absent from train: {sorted(missing)}")
     (out / "labels.txt").write_text("\n".join(labels.labels) + "\n", encoding="utf-8")
     counts = {k: len(v) for k, v in split.items()}
-    with open(out / "unlabeled_indomain.txt", "w", encoding="utf-8") as f:
-        for s in split["train"]:
-            f.write(" ".join(s.tokens) + "\n")
+    if pooled:  # every sentence is some fold's test sentence: untagged copies would leak it
+        (out / "unlabeled_indomain.txt").unlink(missing_ok=True)
+    else:
+        with open(out / "unlabeled_indomain.txt", "w", encoding="utf-8") as f:
+            for s in split["train"]:
+                f.write(" ".join(s.tokens) + "\n")
     if sotu_max_sentences == 0 and (out / "unlabeled.txt").exists():
         (out / "unlabeled.txt").unlink()  # a stale file would be picked up as the default unlabeled set
     if sotu_max_sentences != 0:
@@ -252,6 +260,7 @@ def materialise_wnut16(output_dir, sotu_max_sentences: Optional[int] = 20000) ->
                 f.write(" ".join(toks) + "\n")
                 n += 1
         counts["unlabeled"] = n
-    counts["unlabeled_indomain"] = counts["train"]
+    if not pooled:
+        counts["unlabeled_indomain"] = counts["train"]
     logger.info("wrote %s to %s", counts, out)
     return counts

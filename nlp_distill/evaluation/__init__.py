@@ -1,0 +1,1 @@
+"""Evidence: k-fold cross-validation of training recipes, pooled scores and paired intervals."""
