@@ -172,7 +172,7 @@ class TrainerConfig(ConfigBase):
     warmup_ratio: float = option(0.0, ge=0, lt=1, help="Fraction of all optimiser steps spent warming up.")
     max_grad_norm: float = option(5.0, ge=0, help="Clip the gradient norm to this (0: no clipping).")
     grad_accum_steps: int = option(1, ge=1, help="Micro-batches per optimiser step (exactly one large batch).")
-    early_stopping_patience: int = option(0, ge=0, help="Stop after this many epochs without dev improvement (0: never).")
+    early_stopping_patience: int = option(0, ge=0, help="Stop after this many epochs without dev improvement, counted from the first epoch that scores above 0 on dev (a model that tags nothing yet is not stopped; 0: never).")
     ema_decay: float = option(0.0, ge=0, lt=1, help="Keep an exponential moving average of the weights (decay per optimiser step t: min(EMA_DECAY, (1+t)/(10+t)), so it reaches 0.99 after ~900 steps); dev evaluation and the saved model use the average (0: off).")
     metric_for_best: str = option("f1", help="Dev metric that picks the best epoch (a key of the evaluation: f1, precision, recall, accuracy).")
     seed: int = option(42, help="Random seed (weights, shuffling, dropout).")

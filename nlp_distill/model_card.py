@@ -71,6 +71,8 @@ def render_model_card(model_dir, config: Dict[str, Any], metrics: Optional[Dict[
              f"- **Data**: `{config.get('data_dir', '?')}` ({_data_note(metrics or {})})"]
     if teacher:
         lines.append(f"- **Teacher(s)**: {', '.join(f'`{t}`' for t in (teacher if isinstance(teacher, list) else [teacher]))}")
+    for warning in (metrics or {}).get("warnings", []):
+        lines += ["", f"> **Warning**: {warning}"]
     rows = _metric_rows(metrics or {})
     if rows:
         lines += ["", "## Metrics", "", "| split | metric | value |", "|---|---|---|", *rows]

@@ -45,8 +45,10 @@ def do_kd_training(data_dir, output_dir, tagger: TaggerConfig = TaggerConfig(),
                               device=run.device, resume=run.resume).metrics
 
 
-def unlabeled_path(pseudo: PseudoConfig, d: TaggingData, data_dir) -> Path:
-    """``--unlabeled_filename`` as given, else inside DATA_DIR; default DATA_DIR/unlabeled.txt."""
+def unlabeled_path(pseudo: PseudoConfig, d: TaggingData, data_dir) -> Optional[Path]:
+    """``--unlabeled_filename`` as given, else inside DATA_DIR; default DATA_DIR/unlabeled.txt;
+    ``None`` when there is no text but gold train.txt (the student learns from those sentences
+    and the teacher's labels of their augmented copies)."""
     name = pseudo.unlabeled_filename
     if not name:
         if d.unlabeled_path is None:
@@ -54,7 +56,9 @@ def unlabeled_path(pseudo: PseudoConfig, d: TaggingData, data_dir) -> Path:
                 raise ConfigError(f"{data_dir} has neither train.txt nor unlabeled.txt: put the text for the teacher to "
                                   f"label in {Path(data_dir) / 'unlabeled.txt'} (one sentence per line) or give "
                                   "--unlabeled_filename")
-            raise ConfigError(f"--unlabeled_filename is required ({data_dir} has no unlabeled.txt)")
+            logger.info("no unlabeled text (%s has no unlabeled.txt): distilling on the gold training sentences and "
+                        "their augmented copies", data_dir)
+            return None
         return Path(d.unlabeled_path)
     for p in (Path(name), Path(data_dir) / name):
         if p.is_file():
@@ -79,8 +83,9 @@ def do_kd_pseudo_training(data_dir, output_dir, tagger: TaggerConfig = TaggerCon
 
     ``data_dir`` may hold unlabeled text alone (no train.txt; dev.txt / test.txt optional, gold):
     the student then learns the teacher's labels from the teacher-labeled text, and without
-    dev.txt its best epoch is picked by agreement with the teacher on the last 5% of the text
-    (at most 1000 sentences, held out)."""
+    dev.txt its best epoch is picked by agreement with the teacher on held-out text. It may hold
+    tagged train.txt alone too: without dev.txt the last of its sentences are held out as gold
+    dev, and without text the student learns from train and its augmented copies."""
     tagger, data = student_configs(tagger, data)
     sections = {"task": "tagger_kd_pseudo", "data_dir": str(data_dir), "tagger": tagger, "trainer": trainer,
                 "data": data, "kd": kd, "augment": augment, "pseudo": pseudo}
@@ -90,14 +95,15 @@ def do_kd_pseudo_training(data_dir, output_dir, tagger: TaggerConfig = TaggerCon
         store = TransferStore(pseudo.transfer_store) if pseudo.transfer_store else None
         unl: List[Sentence] = []
         text = None
-        if store is None:
-            upath = unlabeled_path(pseudo, d, data_dir)
+        upath = unlabeled_path(pseudo, d, data_dir) if store is None else None
+        if upath is not None:
             if kd.logits_only:  # the text goes through a store (flat memory)
                 text = upath
             else:  # the teacher's hidden states (or no cache) need the sentences in memory
                 unl = read_unlabeled(upath, pseudo.max_unlabeled, pseudo.input_format, run.encoding)
                 logger.info("%d unlabeled sentences (%d words) from %s", len(unl), sum(len(s) for s in unl), upath)
         return distil_student(output_dir=out, train=d.train, dev=d.dev, test=d.test, labels=d.labels, kd=kd,
-                              tagger=tagger, trainer=trainer, data=data, augment=augment, pseudo=pseudo, unlabeled=unl,
+                              tagger=tagger, trainer=trainer, data=data, augment=augment,
+                              pseudo=pseudo if upath is not None or store is not None else None, unlabeled=unl,
                               unlabeled_store=store, unlabeled_file=text, encoding=run.encoding, device=run.device,
                               resume=run.resume).metrics

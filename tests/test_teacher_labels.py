@@ -70,10 +70,10 @@ def test_unlabeled_text_alone_distils_the_teachers_labels_picked_by_agreement(wi
     assert _student_labels(run) == WIDE  # the teacher's labels, in its order
     m = json.loads((run / "metrics.json").read_text())
     assert m["dev_tags"] == "teacher" and m["agreement"]["dev"] == m["dev"]
-    assert m["dev"]["n_sentences"] == heldout_size(40) == 2 and "held out" in m["agreement"]["text"]
+    assert m["dev"]["n_sentences"] == heldout_size(40) == 8 and "held out" in m["agreement"]["text"]
     assert m["test"] is None and m["teacher"]["dev"] is None
-    # the held-out sentences are not trained on: the teacher's tags of the other 38 only
-    assert len(read_conll(run / "pseudo_labeled.txt")) == 38
+    # the held-out sentences are not trained on: the teacher's tags of the other 32 only
+    assert len(read_conll(run / "pseudo_labeled.txt")) == 32
     log = (run / "run.log").read_text()
     assert "picked by agreement F1 with the teacher" in log and "agreement F1 with the teacher: dev" in log
     card = (run / "model" / "README.md").read_text()
@@ -196,4 +196,48 @@ def test_held_out_text_without_entities_is_warned_about(caplog):
 
 
 def test_heldout_size():
-    assert [heldout_size(n) for n in (2, 40, 100, 20000, 10 ** 6)] == [1, 2, 5, 1000, 1000]
+    assert [heldout_size(n) for n in (2, 40, 300, 1000, 2000, 20000, 10 ** 6)] == [1, 8, 60, 100, 100, 1000, 1000]
+
+
+def test_tagged_sentences_alone_distil_with_a_gold_dev_held_out_of_them(wide_teacher, tmp_path):
+    data = tmp_path / "tagged"
+    data.mkdir()
+    shutil.copy(TINY / "train.txt", data / "train.txt")  # no dev.txt, no unlabeled.txt
+    n = len(read_conll(data / "train.txt"))
+    r = _kd("tagger_kd_pseudo", data, tmp_path / "run", wide_teacher)
+    assert r.exit_code == 0, (r.output, r.exception)
+    assert r.output.splitlines()[-1].startswith("dev F1 ")  # gold F1, not agreement
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    k = heldout_size(n)
+    assert m["dev"]["n_sentences"] == k and f"the last {k} of {n} gold training sentences" in m["dev_held_out"]
+    assert m.get("dev_tags", "gold") == "gold"
+    assert not (tmp_path / "run" / "pseudo_labeled.txt").exists()  # no text was given, none was labeled
+    # tagger_kd needs dev.txt, and its error names the command that does not
+    r = _kd("tagger_kd", data, tmp_path / "run2", wide_teacher)
+    assert r.exit_code != 0 and "dev.txt is missing" in r.output and "tagger_kd_pseudo" in r.output
+
+
+def test_a_student_that_tags_no_entity_is_warned_about_in_metrics_and_its_card(tmp_path):
+    from nlp_distill.config import StudentDataConfig, TaggerConfig
+    from nlp_distill.model_card import render_model_card
+    from nlp_distill.training.student import learned_nothing
+
+    train = read_conll(TINY / "train.txt")
+    labels = LabelVocab.from_sentences(s.tags for s in train)
+    model = NeuralTagger.build(TaggerConfig(hidden=8, word_emb_dim=8, use_crf=False, precision="fp32"), train, labels)
+    with torch.no_grad():  # every word scores O far above the rest
+        model.proj.weight.zero_()
+        model.proj.bias.fill_(-10.0)
+        model.proj.bias[labels.labels.index("O")] = 10.0
+    dev = read_conll(TINY / "dev.txt")
+    warning = learned_nothing(model, dev, StudentDataConfig())
+    assert warning and "tags no entity" in warning
+    from nlp_distill.data.conll import Sentence
+
+    assert learned_nothing(model, [Sentence(s.tokens, ["O"] * len(s)) for s in dev], StudentDataConfig()) is None
+    with torch.no_grad():
+        model.proj.bias[labels.labels.index("B-PER")] = 20.0
+    assert learned_nothing(model, dev, StudentDataConfig()) is None
+    model.save_pretrained(tmp_path / "model")
+    card = render_model_card(tmp_path / "model", {"task": "tagger_kd_pseudo"}, {"warnings": [warning]}, ["nlp-train"])
+    assert f"**Warning**: {warning}" in card

@@ -121,6 +121,9 @@ def test_best_checkpoint_is_best_dev_epoch(tmp_path):
     (1, [0.5, 0.4, 0.9], 2),
     (3, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], 6),  # never stops: always improving
     (2, [0.5, 0.4, 0.6, 0.5, 0.55, 0.9], 5),  # the counter resets on improvement
+    # a model that scores 0 (tags no entity yet) is never stopped: patience counts from the first score above 0
+    (2, [0.0, 0.0, 0.0, 0.0, 0.3, 0.2, 0.2, 0.9], 7),
+    (1, [0.0] * 6, 6),
 ])
 def test_early_stopping(tmp_path, patience, script, expected_epochs):
     torch.manual_seed(0)
@@ -141,7 +144,7 @@ def test_early_stopping(tmp_path, patience, script, expected_epochs):
         ref += 1
         if s > best:
             best, bad = s, 0
-        else:
+        elif best > 0:
             bad += 1
             if bad >= patience:
                 break

@@ -61,8 +61,9 @@ def load_data_dir(data_dir, tag_column: int = -1, labels: Optional[LabelVocab] =
 
     Args:
         gold_optional: ``train.txt`` may be absent (distillation from unlabeled text alone, the
-            teacher labeling everything); without it ``dev.txt`` and ``test.txt`` are optional
-            gold and the labels must come from ``labels``, ``labels.txt`` or ``teacher_labels``.
+            teacher labeling everything), and so may ``dev.txt`` (the caller holds out dev
+            sentences); without ``train.txt`` the labels must come from ``labels``,
+            ``labels.txt`` or ``teacher_labels``.
 
     Raises:
         FileNotFoundError: no ``train.txt`` / ``dev.txt`` (where they are required).
@@ -72,10 +73,12 @@ def load_data_dir(data_dir, tag_column: int = -1, labels: Optional[LabelVocab] =
     if not d.is_dir():
         raise FileNotFoundError(f"data dir {d} does not exist")
     text_only = gold_optional and not (d / "train.txt").is_file()
-    for name in () if text_only else ("train.txt", "dev.txt"):
+    for name in () if text_only else ("train.txt",) if gold_optional else ("train.txt", "dev.txt"):
         if not (d / name).is_file():
             hint = (" (unlabeled.txt alone is enough to distil a teacher: `nlp-train tagger_kd_pseudo "
-                    "--teacher_model_path TEACHER`)" if (d / "unlabeled.txt").is_file() and not gold_optional else "")
+                    "--teacher_model_path TEACHER`)" if (d / "unlabeled.txt").is_file() and not gold_optional else
+                    " (to distil a teacher from a folder without dev.txt, `nlp-train tagger_kd_pseudo --teacher_model_path "
+                    "TEACHER` holds out some training sentences as dev)" if name == "dev.txt" else "")
             raise FileNotFoundError(f"{d / name} is missing; a data dir needs train.txt and dev.txt (test.txt "
                                     f"optional){hint}")
     source = "given" if labels is not None else None

@@ -3,8 +3,8 @@ student's best epoch, and the student is scored by its *agreement* with the teac
 or token accuracy for plain tags, of the student's tags against the teacher's on the same text).
 
 The held-out slice is the last ``heldout_size(n)`` sentences of the ``n`` unlabeled sentences
-(5%, at least 1, at most 1000): deterministic, and never trained on (the student reads the first
-``n - k`` sentences of the store)."""
+(5%, but at least 100 or a fifth of the text, at most 1000): deterministic, and never trained on
+(the student reads the first ``n - k`` sentences of the store)."""
 from __future__ import annotations
 
 import logging
@@ -25,11 +25,15 @@ logger = logging.getLogger(__name__)
 
 HELDOUT_FRACTION = 0.05  # of the unlabeled sentences, held out to pick the epoch when there is no gold dev
 HELDOUT_MAX = 1000  # sentences: enough for a stable F1; more text is worth more as training data
+# 5% of a small text is too few to pick an epoch (15 of 300 tweets: the agreement
+# stayed 0 and early stopping kept an all-O first epoch); a fifth of it, up to 100, is more
+HELDOUT_MIN = 100
 AGREEMENT = "agreement F1 with the teacher"  # what the dev score is without gold dev tags
 
 
 def heldout_size(n: int) -> int:
-    """Sentences held out of ``n`` unlabeled ones: 5%, at least 1, at most 1000.
+    """Sentences held out of ``n`` unlabeled ones: 5%, but at least ``min(100, n // 5)`` (and 1),
+    at most 1000.
 
     Raises:
         ConfigError: fewer than 2 sentences (nothing would be left to train on).
@@ -37,7 +41,7 @@ def heldout_size(n: int) -> int:
     if n < 2:
         raise ConfigError(f"{n} unlabeled sentence{'s' if n != 1 else ''}: distilling without gold dev.txt needs at "
                           "least 2 (one is held out to pick the best epoch); add text or a gold dev.txt")
-    return min(HELDOUT_MAX, max(1, math.ceil(HELDOUT_FRACTION * n)))
+    return min(HELDOUT_MAX, max(1, math.ceil(HELDOUT_FRACTION * n), min(HELDOUT_MIN, n // 5)))
 
 
 def heldout_from_store(store: TransferStore, n: int) -> Tuple[List[Sentence], int]:

@@ -18,9 +18,9 @@ from nlp_distill.config import (AugmentConfig, KDConfig, PseudoConfig, StudentDa
 from nlp_distill.data.augment import choose_ops
 from nlp_distill.data.batching import ConcatEncoded, bucket_batches
 from nlp_distill.data.conll import Sentence
-from nlp_distill.data.labels import LabelVocab, is_valid, repair
+from nlp_distill.data.labels import PLAIN, LabelVocab, entity_spans, is_valid, repair
 from nlp_distill.distill.agreement import (AGREEMENT, agreement_scores, heldout_from_sentences, heldout_from_store,
-                                           log_agreement, teacher_tagged, warn_without_entities)
+                                           heldout_size, log_agreement, teacher_tagged, warn_without_entities)
 from nlp_distill.distill.teacher_features import load_teacher_features
 from nlp_distill.distill.teacher_student import TeacherStudentDistill
 from nlp_distill.distill.teachers import load_teacher, teacher_labels, teacher_scores
@@ -141,6 +141,20 @@ def train_student(*, output_dir: PathLike, train: Sequence[Sentence], dev: Seque
     return _scored(out, loop, dev, test, data, dev_, teacher_scores) if ddp.is_main() else TrainResult(None, {}, out)
 
 
+def learned_nothing(model: NeuralTagger, dev: Sequence[Sentence], data: StudentDataConfig) -> Optional[str]:
+    """A warning when the model tags no entity in the dev text although its reference tags (gold,
+    or the teacher's on held-out text) hold some: such a model learned nothing useful. ``None``
+    otherwise, and for plain tags (POS)."""
+    if model.labels.scheme == PLAIN or not any(entity_spans(s.tags) for s in dev):
+        return None
+    pred = model.predict([s.tokens for s in dev], data.eval_batch_size)
+    if any(entity_spans(p) for p in pred):
+        return None
+    n = sum(len(entity_spans(s.tags)) for s in dev)
+    return (f"the student tags no entity in its {len(dev)} dev sentences, where its reference holds {n}: it learned "
+            "nothing useful; train longer (--epochs, --early_stopping_patience 0) or on more text")
+
+
 def _scored(out: Path, loop: LoopResult, dev: Sequence[Sentence], test: Sequence[Sentence], data: StudentDataConfig,
             device: torch.device, teacher: Optional[Dict[str, Any]]) -> TrainResult:
     """Score the best-on-dev model once on dev and test, beside the teacher's scores; write metrics.json."""
@@ -153,6 +167,10 @@ def _scored(out: Path, loop: LoopResult, dev: Sequence[Sentence], test: Sequence
         if teacher.get("dev") and metrics["dev"]["f1"] > teacher["dev"]["f1"]:  # no gold dev: no teacher dev score
             logger.warning("the student (dev F1 %.4f) beats its teacher (dev F1 %.4f): the teacher is the weaker "
                            "model; train it longer or ensemble several", metrics["dev"]["f1"], teacher["dev"]["f1"])
+    empty = learned_nothing(best, dev, data)
+    if empty:
+        metrics.setdefault("warnings", []).append(empty)
+        logger.warning("%s", empty)
     write_json(out / "metrics.json", metrics)
     no_gold_dev = teacher is not None and teacher.get("dev") is None  # dev = the teacher's tags on held-out text
     logger.info("student done: %s %.4f, test F1 %s (best epoch %d, %.0fs)",
@@ -171,7 +189,7 @@ def distil_student(*, output_dir: PathLike, train: Sequence[Sentence], dev: Sequ
     """A student distilled from the teacher(s) of ``kd.teacher_model_path``: gold sentences, their
     augmented copies and unlabeled text, every non-gold sentence labeled by the teacher. Without
     gold train the student learns from the labeled text alone; without gold dev the last 5% of
-    the text (at most 1000 sentences, ``distill.agreement``) is held out with the teacher's tags
+    the text (at least 100 sentences or a fifth of it, at most 1000: ``distill.agreement``) is held out with the teacher's tags
     and picks the epoch, so ``dev`` scores are agreement with the teacher (``metrics["dev_tags"]
     == "teacher"``, and ``metrics["agreement"]``).
 
@@ -192,6 +210,7 @@ def distil_student(*, output_dir: PathLike, train: Sequence[Sentence], dev: Sequ
     labels = labels if labels is not None else _teacher_labels_over(kd, {"train": train, "dev": dev, "test": test})
     augment = choose_ops(augment if train else augment.replace(copies=0), len(train))  # copies need gold sentences
     teacher = load_teacher(kd.teacher_model_path, pick_device(device), labels, kd.teacher_max_seq_len)
+    train, dev, gold_held = dev_from_train(train, dev)
     pseudo = _pseudo_for(pseudo, unlabeled_file is not None or unlabeled_store is not None or bool(unlabeled),
                          train, dev)
     unlabeled_store = _teacher_store(teacher, unlabeled_store, unlabeled_file, out, pseudo, kd, encoding, trainer)
@@ -210,7 +229,29 @@ def distil_student(*, output_dir: PathLike, train: Sequence[Sentence], dev: Sequ
                            distiller=dist, teacher_scores=scores, extra=ts.features(), device=device, resume=resume)
     if (not train or held is not None) and result.metrics:  # text only, or no gold dev: the agreement too
         _add_agreement(result, teacher, held, gold_dev, test, data)
+    if gold_held and result.metrics:
+        result.metrics["dev_held_out"] = gold_held
+        write_json(out / "metrics.json", result.metrics)
     return result
+
+
+def dev_from_train(train: Sequence[Sentence], dev: Sequence[Sentence]
+                   ) -> Tuple[Sequence[Sentence], Sequence[Sentence], Optional[str]]:
+    """Gold train without gold dev: the last ``heldout_size`` training sentences become dev (never
+    trained on), so the epoch is picked, and dev scored, by gold F1.
+
+    Returns:
+        (train, dev, a description of the held-out sentences, or ``None`` when nothing was held out)
+    """
+    if dev or not train:
+        return train, dev, None
+    k = heldout_size(len(train))
+    if len(train) - k < 1:
+        raise ConfigError(f"{len(train)} gold training sentence(s) and no dev.txt: too few to hold some out to pick "
+                          "the epoch; add a dev.txt or more sentences")
+    held = f"the last {k} of {len(train)} gold training sentences, held out as dev and not trained on"
+    logger.info("no dev.txt: %s; the dev F1 is gold F1 on them", held)
+    return list(train[:-k]), list(train[-k:]), held
 
 
 def _pseudo_for(pseudo: Optional[PseudoConfig], has_text: bool, train: Sequence[Sentence],

@@ -247,7 +247,7 @@ class Trainer:
             if improved:
                 best, best_epoch, bad_epochs = score, epoch, 0
                 self._save_best()
-            elif epoch >= self.patience_start:
+            elif epoch >= self.patience_start and best > 0:  # a model that scores 0 has not started learning
                 bad_epochs += 1
             history.append(self._record(epoch, train, train_seconds, metrics, score, improved))
             self._checkpoint({
