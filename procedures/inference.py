@@ -19,7 +19,7 @@ from nlp_distill.export.backends import model_kind_of
 from nlp_distill.io import atomic_open
 from nlp_distill.models.registry import kind_named
 from nlp_distill.pipelines import NerPipeline, pipeline
-from procedures.common import setup_logging
+from procedures.logs import setup_logging
 
 logger = logging.getLogger(__name__)
 

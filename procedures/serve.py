@@ -13,7 +13,7 @@ from typing import Any, Optional
 import click
 
 from nlp_distill.config import ServeConfig
-from nlp_distill.errors import ConfigError, DataFormatError, LabelMismatchError
+from nlp_distill.errors import ConfigError, DataFormatError, LabelMismatchError, framework_hint, missing_framework
 from procedures.options import build_configs, config_options
 
 
@@ -45,7 +45,7 @@ def nlp_serve(ctx: click.Context, config_file: Optional[str], debug: bool, **_: 
     """Serve a saved model over HTTP: POST /predict {"texts": [...]}, GET /health, GET /metrics.
 
     Concurrent requests are coalesced into one model call (--max_batch_size, --max_wait_ms)."""
-    from procedures.common import setup_logging
+    from procedures.logs import setup_logging
 
     try:
         config = build_configs(ctx, config_file)["serve"]
@@ -57,13 +57,17 @@ def nlp_serve(ctx: click.Context, config_file: Optional[str], debug: bool, **_: 
             import fastapi  # noqa: F401
             import uvicorn  # noqa: F401
         except ImportError as e:
-            raise ConfigError(f"nlp-serve needs the serve extra: pip install 'nlp-distill[serve]' ({e})") from None
+            raise ConfigError(f"nlp-serve needs FastAPI and uvicorn: pip install fastapi uvicorn ({e})") from None
         setup_logging()
         serve(config)
     except (ConfigError, DataFormatError, LabelMismatchError, FileNotFoundError) as e:
         if debug or os.environ.get("NLP_DISTILL_DEBUG"):
             raise
         raise click.ClickException(str(e)) from e
+    except ImportError as e:
+        if missing_framework(e) is None or debug or os.environ.get("NLP_DISTILL_DEBUG"):
+            raise
+        raise click.ClickException(framework_hint(missing_framework(e))) from e
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@
 # DEMO_EPOCHS (teacher, default 3) and DEMO_STUDENT_EPOCHS (default 8) trade time for F1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install.sh
-. .venv/bin/activate
+VENV="${VIRTUAL_ENV:-.venv}"  # the active virtual environment, else ./.venv
+bash scripts/install.sh --venv "$VENV"  # what the demo needs, not the test stack
+. "$VENV/bin/activate"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 nlp-train prepare_wnut16 --output_dir data/wnut16
 nlp-train transformer_token --data_dir data/wnut16 --output_dir runs/demo/teacher --overwrite \

@@ -320,3 +320,40 @@ def test_a_newer_version_that_still_loads_is_not_refused(model_folders, tmp_path
     shutil.copytree(model_folders["crf"], folder)
     _edit_json(folder / "config.json", library_version="99.0.0")
     assert pipeline(folder)(TEXTS) == pipeline(model_folders["crf"])(TEXTS)
+
+
+CLI_BLOCKED = BLOCKED.split("import json, os")[0] + """
+from procedures.cli import nlp_inference
+from procedures.serve import nlp_serve
+door = nlp_serve if sys.argv[1] == "nlp-serve" else nlp_inference
+sys.argv = sys.argv[1:]
+door()
+"""
+
+
+@pytest.mark.parametrize("command", ["predict", "compare"])
+def test_nlp_inference_runs_an_export_where_torch_cannot_be_imported(command, model_folders, tmp_path):
+    text = tmp_path / "in.txt"
+    text.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    data = text if command == "predict" else TINY / "test.txt"
+    p = subprocess.run([sys.executable, "-c", CLI_BLOCKED, "nlp-inference", command, "--model_dir",
+                        str(model_folders["onnx_crf"]), "--data_file", str(data)],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-3000:]
+    if command == "predict":
+        with_torch = invoke(nlp_inference, ["predict", "--model_dir", model_folders["onnx_crf"], "--data_file", data])
+        tagged = [l for l in p.stdout.splitlines() if "\t" in l]
+        assert tagged == [l for l in with_torch.stdout.splitlines() if "\t" in l] and len(tagged) >= 15
+    else:
+        assert "OnnxTagger" in p.stdout
+
+
+@pytest.mark.parametrize("door", [["nlp-inference", "predict", "--data_file", "IN"], ["nlp-serve"]])
+def test_a_torch_model_where_torch_is_missing_is_one_line_naming_the_install(door, model_folders, tmp_path):
+    text = tmp_path / "in.txt"
+    text.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    args = [str(text) if a == "IN" else a for a in door] + ["--model_dir", str(model_folders["crf"])]
+    p = subprocess.run([sys.executable, "-c", CLI_BLOCKED, *args], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    errors = [l for l in p.stderr.splitlines() if l.startswith("Error")]
+    assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    assert len(errors) == 1 and "pip install torch==2.13.0" in errors[0] and "nlp-export onnx" in errors[0]

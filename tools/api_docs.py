@@ -96,7 +96,7 @@ from nlp_distill import KDConfig, distil_student
 fast = distil_student(output_dir="runs/fast", train=[], dev=[], kd=KDConfig(teacher_model_path=["my-ner-model"]),
                       unlabeled_file="my_text.txt")   # raw text, one sentence per line, or CoNLL without tags
 fast.model.labels.labels                  # the teacher's labels (teacher_labels("my-ner-model"))
-fast.metrics["dev_tags"]                  # "teacher": the last 5% of the text (at most 1000 sentences) was held
+fast.metrics["dev_tags"]                  # "teacher": the last 5% of the text (at least 100 or a fifth) was held
 fast.metrics["agreement"]["dev"]["f1"]    # out with the teacher's tags; the student's agreement F1 with them
 ```
 

@@ -51,6 +51,7 @@ dataclass default  <  --config JSON  <  flags typed on the command line
 | file | transformer_token | tagger | tagger_kd | tagger_kd_pseudo |
 |---|---|---|---|---|
 | `model/` | HF folder + `nlp_distill.json` | `config.json`, `model.safetensors`, `vocab.json` | same | same |
+| `status.json` (`running`, then `finished` or `failed` with the error: the one sure sign a run is over; `config.json` appears when it starts) | yes | yes | yes | yes |
 | `config.json`, `metrics.json`, `train_log.jsonl`, `run.log`, `checkpoint/` | yes | yes | yes | yes |
 | `teacher_cache/` (or `--teacher_cache_dir`) | | | yes | yes |
 | `augmented.txt` (with `--augment N`) | | | yes | yes |
@@ -61,7 +62,9 @@ dataclass default  <  --config JSON  <  flags typed on the command line
 | `tensorboard/` (with `--report_to tensorboard`), `wandb/` (with `--report_to wandb`) | yes | yes | yes | yes |
 
 KD runs also write the teacher's (or ensemble's) own dev/test scores under `teacher` in
-`metrics.json`, and warn when the student beats its teacher on dev.
+`metrics.json`, and warn when the student beats its teacher on dev. A student that tags no entity
+on its dev text where the reference tags hold some gets a warning in the log, under `warnings` in
+`metrics.json` and in its model card.
 
 ## Run tracking: `--report_to`
 
