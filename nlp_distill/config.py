@@ -474,7 +474,7 @@ class LabelConfig(ConfigBase):
     max_unlabeled: Optional[int] = option(None, ge=1, help="Label at most this many sentences (default: all).")
     teacher_batch_size: int = option(64, ge=1, help="Windows per teacher batch.")
     chunk_sentences: int = option(2048, ge=1, help="Sentences per Parquet shard of the store (the unit a rerun redoes).")
-    engine: str = option("local", choices=("local", "ray"), help="local: this process (under torchrun each rank labels every world_size-th shard); ray: Ray Data, an actor pool of teachers on the cluster at RAY_ADDRESS, or on this machine when it is unset (pip install 'nlp-distill[ray]'). Both write the same Parquet shards.")
+    engine: str = option("local", choices=("local", "ray"), help="local: this process (under torchrun each rank labels every world_size-th shard); ray: Ray Data, an actor pool of teachers on the cluster at RAY_ADDRESS, or on this machine when it is unset (pip install 'ray[data]'). Both write the same Parquet shards.")
     workers: int = option(0, ge=0, help="--engine ray: teacher actors, one teacher each (0: one per GPU of the cluster with --device cuda, else one per CPU).")
     data_dir: str = option("", path="dir", help="Use this data folder's labels as tagger_kd does: its labels.txt (the teacher's head cut to it) or else the teacher's own; the data's tags are checked against them. Default: the teacher's own labels.")
 

@@ -248,6 +248,8 @@ def _edit_json(path: Path, **changes) -> None:
 
 
 DAMAGES = {  # name -> (zoo folder, how to damage a copy, the file the message names, words of the fix)
+    "weights deleted": ("crf", lambda d: (d / "model.safetensors").unlink(), "model.safetensors is missing",
+                        "copy the model folder again"),
     "safetensors cut in the header": ("crf", lambda d: _truncate(d / "model.safetensors", 100), "model.safetensors",
                                       "copy the model folder again"),
     "safetensors cut in the data": ("crf", lambda d: _truncate(d / "model.safetensors",

@@ -191,7 +191,7 @@ def test_an_older_chunk_store_still_loads_and_converts(reference, teacher_dir, t
 @pytest.fixture(scope="module")
 def ray_cluster():
     """A local Ray cluster of 2 CPUs; workers import this repository's ``tests`` package. Skipped
-    without ray (pip install 'nlp-distill[ray]')."""
+    without ray (pip install 'ray[data]')."""
     ray = pytest.importorskip("ray", reason="the Ray engine's tests need ray[data]")
     root = str(Path(__file__).resolve().parents[1])
     path = os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])

@@ -92,7 +92,7 @@ def test_import_nlp_distill_does_not_need_spacy():
             "try:\n    import nlp_distill.integrations.spacy\nexcept ModuleNotFoundError as e:\n    print(e)\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert "pip install 'nlp-distill[spacy]'" in r.stdout
+    assert "pip install 'spacy>=3.8,<3.9'" in r.stdout
 
 
 def test_the_entry_point_registers_the_factory(model_folders):

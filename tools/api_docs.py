@@ -137,7 +137,7 @@ After `train()` the model holds the best epoch's weights, as `OUTPUT_DIR/model` 
 
 ## spaCy
 
-`pip install 'nlp-distill[spacy]'` (spaCy 3.8) registers the component `nlp_distill_ner` through
+`pip install -e '.[spacy]'` in the clone (spaCy 3.8) registers the component `nlp_distill_ner` through
 an entry point: nothing to import. It fills `doc.ents` from any saved model folder (student,
 compact student, transformer, ONNX export):
 
@@ -149,8 +149,8 @@ nlp.add_pipe("nlp_distill_ner", config={"model": "runs/student"})
 doc = nlp("Mary Jones flew to New York")
 [(e.text, e.label_) for e in doc.ents]  # e.g. [('Mary Jones', 'person'), ('New York', 'geo-loc')]
 docs = list(nlp.pipe(texts, batch_size=64))   # texts: a list of str; one model call per 64 docs
-nlp.to_disk("pipelines/ner")            # the model folder is copied into the pipeline
-nlp = spacy.load("pipelines/ner")       # needs only pipelines/ner
+nlp.to_disk("ner_pipeline")             # the model folder is copied into the pipeline (spaCy
+nlp = spacy.load("ner_pipeline")        # makes the last folder only); needs only ner_pipeline/
 ```
 
 - The model reads the text with its own tokenizer (as `pipeline` does) and its entities are

@@ -199,7 +199,7 @@ def _ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise ConfigError("--engine ray needs Ray Data: pip install 'nlp-distill[ray]' (or 'ray[data]')") from None
+        raise ConfigError("--engine ray needs Ray Data: pip install 'ray[data]' (in the clone: pip install -e '.[ray]')") from None
     return ray
 
 

@@ -64,7 +64,7 @@ def _check_onnx(quantize: Optional[str]) -> None:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
     except ModuleNotFoundError:
-        raise ConfigError("ONNX export needs onnx and onnxruntime: pip install 'nlp-distill[onnx]'") from None
+        raise ConfigError("ONNX export needs onnx and onnxruntime: pip install onnx onnxruntime (in the clone: pip install -e '.[onnx]')") from None
 
 
 # int8 for taggers: the projections and the embedding table only; LSTM and char-CNN stay fp32.

@@ -7,11 +7,11 @@ this library (student, compact student, transformer, ONNX export)::
     nlp.add_pipe("nlp_distill_ner", config={"model": "runs/student"})
     doc = nlp("Mary Jones flew to New York")
     [(e.text, e.label_) for e in doc.ents]   # e.g. [('Mary Jones', 'person'), ('New York', 'geo-loc')]
-    nlp.to_disk("pipelines/ner")              # the model folder is copied into the pipeline
-    nlp = spacy.load("pipelines/ner")         # needs only pipelines/ner
+    nlp.to_disk("ner_pipeline")               # the model folder is copied into the pipeline
+    nlp = spacy.load("ner_pipeline")          # needs only ner_pipeline/
 
 spaCy finds the factory through the ``spacy_factories`` entry point of this package
-(``pip install 'nlp-distill[spacy]'``). This module imports spaCy; the rest of the library never
+(``pip install 'spacy>=3.8,<3.9'``, or ``pip install -e '.[spacy]'`` in the clone). This module imports spaCy; the rest of the library never
 imports this module, so ``import nlp_distill`` works without spaCy.
 
 How a Doc is tagged:
@@ -59,7 +59,7 @@ try:
     from spacy.tokens import Doc
     from spacy.util import filter_spans, minibatch
 except ModuleNotFoundError:  # only reached by importing this module directly
-    raise ModuleNotFoundError("nlp_distill.integrations.spacy needs spaCy 3.8: pip install 'nlp-distill[spacy]'") from None
+    raise ModuleNotFoundError("nlp_distill.integrations.spacy needs spaCy 3.8: pip install 'spacy>=3.8,<3.9'") from None
 
 logger = logging.getLogger(__name__)
 

@@ -69,7 +69,7 @@ def load_model(path, expect: Optional[str] = None):
         raise newer_version_error(folder, str(e)) or ModelFolderError(
             f"{folder}: its saved settings do not load ({e}); {RESAVE} with this version") from e
     except FileNotFoundError as e:
-        raise ModelFolderError(f"{e.filename or folder} is missing from the model folder {folder}; {RESAVE}") from e
+        raise ModelFolderError(f"{_missing_file(e)} is missing from the model folder {folder}; {RESAVE}") from e
     except Exception as e:  # noqa: BLE001 - weights that do not unpickle / deserialise / fit the saved settings
         if not _loading_failure(e):
             raise
@@ -128,3 +128,13 @@ def expand_model_paths(paths: Sequence) -> List[str]:
                               f"`{TEACHER_MADE_BY} --seeds 1,2,3 --output_dir {path}`)")
         out += [str(m) for m in members]
     return out
+
+
+def _missing_file(e: FileNotFoundError) -> str:
+    """The path a ``FileNotFoundError`` is about: its ``filename``, else the path its message names
+    (safetensors says ``No such file or directory: PATH`` with no ``filename``)."""
+    if e.filename:
+        return str(e.filename)
+    text = str(e)
+    marker = "No such file or directory: "
+    return text.split(marker, 1)[1].strip().strip("'\"") if marker in text else "a file"
