@@ -53,7 +53,7 @@ def _checked(n_trials: int, fixed: Sequence[str]):
     try:
         import optuna
     except ModuleNotFoundError:
-        raise ConfigError("tagger_kd_search needs optuna: pip install 'nlp-distill[search]'") from None
+        raise ConfigError("tagger_kd_search needs optuna: pip install optuna") from None
     if n_trials < 1:
         raise ConfigError(f"--n_trials must be >= 1, got {n_trials}")
     unknown = sorted(set(fixed) - set(SEARCHED))

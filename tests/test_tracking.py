@@ -189,7 +189,7 @@ def test_an_unknown_or_contradictory_report_to_is_one_line_error(data_dir, tmp_p
 def test_a_missing_package_names_its_extra(backend, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, {"tensorboard": "torch.utils.tensorboard"}.get(backend, backend), None)
     with pytest.raises(ConfigError, match=fr"--report_to {backend} needs the {backend} package: "
-                                          fr"pip install 'nlp-distill\[{backend}\]'"):
+                                          fr"pip install {backend} \(in the clone: pip install -e '.\[{backend}\]'\)"):
         tracking.make_trackers([backend], tmp_path / "run")
 
 

@@ -15,7 +15,7 @@ one. Ray runs on this machine (``ray.init()``) unless ``RAY_ADDRESS`` names a cl
 has already called ``ray.init``. On a cluster the input files and the output folder must be on a
 filesystem every node sees, and nlp-distill installed on every node.
 
-Ray is imported only when a function here runs (``pip install nlp-distill[ray]``).
+Ray is imported only when a function here runs (``pip install 'ray[data]'``).
 """
 from __future__ import annotations
 

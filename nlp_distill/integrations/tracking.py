@@ -27,7 +27,7 @@ its own from its config. A run opened while another is current (a search's trial
 same MLflow store, tagged with the parent's run id; same W&B group. ``--resume`` continues the
 folder's earlier MLflow run (found by its ``nlp_distill.output_dir`` tag) and W&B run id.
 
-mlflow and wandb are imported only when named (extras ``nlp-distill[mlflow]`` / ``[wandb]``).
+mlflow and wandb are imported only when named (extras ``.[mlflow]`` / ``.[wandb]`` of the clone).
 """
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def _require(backend: str):
         return __import__(module, fromlist=["_"])
     except ImportError:
         raise ConfigError(f"--report_to {backend} needs the {backend} package: "
-                          f"pip install 'nlp-distill[{backend}]'") from None
+                          f"pip install {backend} (in the clone: pip install -e '.[{backend}]')") from None
 
 
 class Tracker:
