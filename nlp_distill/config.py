@@ -416,15 +416,16 @@ class TransformerKDConfig(ConfigBase):
         student_w * CE(gold) + dist_w * KD(word logits) + hidden_w * Σ_mapped H(hidden states)
           + attention_w * Σ_mapped KL(attention)            (attention_w: the ``student`` section)
 
-    KD is ``T^2 * KL(p_t^T || p_s^T)`` (``kl``; ``auto`` is ``kl``) or MSE on raw word logits
-    (``mse``); H is MSE (``mse``) or ``1 - cos`` (``cosine``) per real sub-token.
+    KD is ``T^2 * KL(p_t^T || p_s^T)`` (``kl``; ``auto`` is ``kl``), MSE on raw word logits
+    (``mse``) or the correlation loss ``dist`` at temperature T (``losses.kd_dist``); H is MSE
+    (``mse``) or ``1 - cos`` (``cosine``) per real sub-token.
     """
 
     SECTION: ClassVar[str] = "kd"
     teacher_model_path: List[str] = override(KDConfig, "teacher_model_path", [])
     temperature: float = override(KDConfig, "temperature", 1.0)
-    loss_function: str = override(KDConfig, "loss_function", "auto", choices=("auto", "kl", "mse"),
-                                  help="KD loss on word-level logits: kl (T^2 KL), mse (MSE on raw logits), auto (kl).")
+    loss_function: str = override(KDConfig, "loss_function", "auto", choices=("auto", "kl", "mse", "dist"),
+                                  help="KD loss on word-level logits: kl (T^2 KL), mse (MSE on raw logits), dist (T^2 (1 - Pearson) of the label distributions per word and per label), auto (kl).")
     dist_w: float = override(KDConfig, "dist_w", 1.0)
     student_w: float = override(KDConfig, "student_w", 1.0)
     teacher_max_seq_len: Optional[int] = override(KDConfig, "teacher_max_seq_len", None)

@@ -183,3 +183,50 @@ def test_transformer_kd_from_an_ensemble_cuts_the_first_teacher(tiny_encoder_dir
     assert cut.num_parameters() < first.num_parameters()
     log = json.loads((s / "train_log.jsonl").read_text().splitlines()[0])
     assert {"train_kd", "train_gold", "train_hidden"} <= set(log)
+
+
+def _naive_kd(kind: str, s: np.ndarray, t: np.ndarray, temp: float) -> float:
+    """The KD term summed over words, from (N, C) word logits, written out with numpy."""
+    def softmax(x):
+        e = np.exp(x - x.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    if kind == "mse":
+        return float(((s - t) ** 2).mean(-1).sum())
+    ps, pt = softmax(s / temp), softmax(t / temp)
+    if kind == "kl":
+        return float(temp ** 2 * (pt * (np.log(pt) - np.log(ps))).sum())
+    inter = [1 - np.corrcoef(ps[i], pt[i])[0, 1] for i in range(len(s))]
+    intra = np.mean([1 - np.corrcoef(ps[:, c], pt[:, c])[0, 1] for c in range(s.shape[1])])
+    return float(temp ** 2 * sum(x + intra for x in inter))
+
+
+@pytest.mark.parametrize("kind", ["kl", "mse", "dist"])
+def test_each_kd_loss_of_a_transformer_student_matches_its_naive_formula(teacher, kind):
+    student = drop_layers(teacher, [0]).eval()
+    torch.manual_seed(1)
+    with torch.no_grad():  # far from the teacher: a loss well above float32 rounding
+        student.model.classifier.weight.normal_(0, 1.0)
+    sents = DATA.train[:8]
+    tokens = [s.tokens for s in sents]
+    wins = teacher.windows(tokens)
+    assert len(wins) == len(sents)  # one window each: the word logits below are the batch's
+    batch = teacher.collate(wins, [DATA.labels.encode(s.tags) for s in sents])
+    dist = TransformerDistill(teacher, student, KDConfig(loss_function=kind, temperature=2.0, student_w=0.0),
+                              TransformerStudentConfig(), [])
+    dist.loss(batch)
+    s_words = np.concatenate(student.word_logits(tokens)).astype(np.float64)
+    t_words = np.concatenate(teacher.word_logits(tokens)).astype(np.float64)
+    assert float(dist.last_parts["kd"]) == pytest.approx(_naive_kd(kind, s_words, t_words, 2.0), rel=1e-4)
+
+
+def test_transformer_kd_takes_dist_from_the_command_line(tiny_encoder_dir, tmp_path):
+    t = tmp_path / "teacher"
+    ok(invoke(nlp_train, ["transformer_token", "--data_dir", TINY, "--output_dir", t, "--model_name_or_path",
+                          tiny_encoder_dir, "--num_train_epochs", 1, "--max_seq_length", 32, "--device", "cpu"]))
+    s = tmp_path / "student"
+    ok(invoke(nlp_train, ["transformer_kd", "--data_dir", TINY, "--output_dir", s, "--teacher_model_path", t,
+                          "--num_student_layers", 1, "--kd_loss_fn", "dist", "--kd_temp", 2, "--augment", 0,
+                          "--num_train_epochs", 1, "--device", "cpu"]))
+    assert json.loads((s / "config.json").read_text())["kd"]["loss_function"] == "dist"
+    assert "train_kd" in json.loads((s / "train_log.jsonl").read_text().splitlines()[0])
