@@ -240,6 +240,19 @@ def test_wandb_run_gets_config_epochs_artifacts_offline_in_the_run_folder(data_d
     assert tracking.wandb_mode() is None
 
 
+def test_a_wandb_child_run_is_grouped_under_its_parent(tmp_path, monkeypatch):
+    fake = FakeWandb()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    parent = tracking.make_trackers(["wandb"], tmp_path / "search")
+    with parent.activate():
+        child = tracking.make_trackers(["wandb"], tmp_path / "search" / "trials" / "000")
+        child.finish()
+    parent.finish()
+    top, trial = fake.runs
+    assert top.init["group"] is None and top.init["name"] == "search"
+    assert trial.init["group"] == "search" and trial.init["name"] == "000"
+
+
 def test_wandb_offline_for_real(tmp_path):
     pytest.importorskip("wandb")
     t = tracking.make_trackers(["wandb"], tmp_path / "run")
