@@ -94,6 +94,21 @@ def test_shards_are_standard_parquet_read_by_pandas_and_pyarrow(reference):
     assert hf[11]["tokens"] == list(reference.iter_tokens())[11]
 
 
+def test_a_shard_of_another_teacher_in_its_place_is_refused(reference, corpus, tiny_encoder_dir, tmp_path):
+    """Same sentences, same place, same labels: only the teacher differs, and its fingerprint is checked."""
+    teacher2 = save_teacher(tmp_path / "teacher2", tiny_encoder_dir, DATA.labels, seed=1)
+    other = TransferStore.label(load_teacher(str(teacher2)), _sentences(corpus), tmp_path / "other", chunk=S,
+                                show_progress=False)
+    assert other.key != reference.key
+    mixed = tmp_path / "mixed"
+    shutil.copytree(reference.folder, mixed)
+    shutil.copy(other.folder / shard_name(2), mixed / shard_name(2))
+    store = TransferStore(mixed)
+    np.testing.assert_array_equal(store.sentence(0), reference.sentence(0))
+    with pytest.raises(ConfigError, match=r"part-00002.parquet: shard disagrees .*teacher_fingerprint"):
+        store.sentence(11)
+
+
 def test_a_shard_of_another_store_is_refused(reference, teacher_dir, tmp_path):
     """Every shard's schema metadata is checked against ``_store.json`` when it is opened."""
     other = TransferStore.label(load_teacher(str(teacher_dir)), _sentences(TINY_CORPUS(tmp_path))[::-1],
