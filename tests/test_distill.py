@@ -365,6 +365,25 @@ def test_label_from_logits_random(data):
     assert any(acc) and not all(acc)
 
 
+def test_argmax_pseudo_labels_are_the_repaired_argmax_and_keep_its_entities(data):
+    from nlp_distill.data.labels import entity_spans
+
+    labels = data.labels
+    rng = np.random.default_rng(1)
+    fewer = 0
+    for k in range(60):
+        logits = (rng.normal(size=(int(rng.integers(1, 12)), len(labels))) * 3).astype(np.float32)
+        raw = [labels.labels[j] for j in logits.argmax(-1)]
+        p = label_from_logits([f"w{i}" for i in range(len(raw))], logits, labels, decode="argmax")
+        assert p.sentence.tags == repair(raw, "BIO") and is_valid(p.sentence.tags, "BIO")
+        valid = label_from_logits([f"w{i}" for i in range(len(raw))], logits, labels).sentence.tags
+        assert len(entity_spans(p.sentence.tags)) == len(entity_spans(raw))  # an orphan I-X becomes an entity
+        fewer += len(entity_spans(valid)) < len(entity_spans(p.sentence.tags))
+    assert fewer  # the valid path drops some of the argmax's entities: the two rules differ
+    with pytest.raises(ValueError, match="decode 'best'"):
+        label_from_logits(["w"], np.zeros((1, len(labels)), np.float32), labels, decode="best")
+
+
 def test_threshold_zero_accepts_all_one_rejects_all(data):
     rng = np.random.default_rng(1)
     logits = rng.normal(size=(5, len(data.labels))).astype(np.float32)

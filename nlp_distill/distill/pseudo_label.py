@@ -1,5 +1,5 @@
-"""Pseudo-labels: the teacher's argmax over unlabeled text, with a per-sentence confidence and
-tag sequences repaired to be valid in the label scheme. A data step: it yields ordinary
+"""Pseudo-labels: the teacher's best valid tags over unlabeled text (or its repaired argmax), with
+a per-sentence confidence. A data step: it yields ordinary
 sentences (plus weights) that any student trains on."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Iterable, Iterator, List, Sequence, Tuple
 import numpy as np
 
 from nlp_distill.data.conll import Sentence
-from nlp_distill.data.labels import LabelVocab
+from nlp_distill.data.labels import PLAIN, LabelVocab, repair
 from nlp_distill.io import atomic_open
 from nlp_distill.modules.label_probs import softmax
 from nlp_distill.modules.viterbi import best_valid_paths
@@ -28,18 +28,33 @@ class PseudoLabeled:
     accepted: bool
 
 
-def pseudo_tags(logits: np.ndarray, labels: LabelVocab) -> Tuple[List[str], float]:
-    """Tags = the most probable sequence of ``logits`` (n_words, C) the scheme allows
-    (``best_valid_paths``: no orphan I-X); confidence = mean over words of the teacher's max
-    probability."""
+DECODES = ("valid", "argmax")
+
+
+def pseudo_tags(logits: np.ndarray, labels: LabelVocab, decode: str = "valid") -> Tuple[List[str], float]:
+    """Tags of ``logits`` (n_words, C) and a confidence (the mean over words of the teacher's max
+    probability).
+
+    Args:
+        decode: ``valid``: the most probable sequence the scheme allows (``best_valid_paths``: no
+            orphan I-X); ``argmax``: each word's most probable tag, then ``repair`` (an orphan I-X
+            starts an X entity, so it keeps every entity the argmax has).
+    """
     probs = softmax(logits)  # (n, C) float32
-    tags = labels.decode(best_valid_paths([logits], labels)[0])
+    if decode == "argmax":
+        tags = labels.decode(probs.argmax(-1).tolist())
+        tags = tags if labels.scheme in ("IO", PLAIN) else repair(tags, labels.scheme)
+    elif decode == "valid":
+        tags = labels.decode(best_valid_paths([logits], labels)[0])
+    else:
+        raise ValueError(f"decode {decode!r}: one of {', '.join(DECODES)}")
     return tags, (float(probs.max(-1).mean()) if len(logits) else 0.0)
 
 
-def label_from_logits(tokens: Sequence[str], logits: np.ndarray, labels: LabelVocab, threshold: float = 0.0) -> PseudoLabeled:
+def label_from_logits(tokens: Sequence[str], logits: np.ndarray, labels: LabelVocab, threshold: float = 0.0,
+                      decode: str = "valid") -> PseudoLabeled:
     """The teacher's pseudo-label of one sentence (see :func:`pseudo_tags`)."""
-    tags, conf = pseudo_tags(logits, labels)
+    tags, conf = pseudo_tags(logits, labels, decode)
     return PseudoLabeled(Sentence(list(tokens), tags), conf, conf >= threshold)
 
 

@@ -41,7 +41,7 @@ class StoreFeatures:
 
     def __init__(self, store: TransferStore, word_vocab: Vocab, char_vocab: Vocab, labels: LabelVocab,
                  max_word_length: int, work_dir, threshold: float = 0.0, weight: float = 1.0,
-                 limit: Optional[int] = None) -> None:
+                 limit: Optional[int] = None, decode: str = "valid") -> None:
         n = len(store) if limit is None else min(limit, len(store))
         types: Dict[str, int] = {}
         rank = ddp.world()[0]  # each torchrun rank writes its own files (same content, no shared writes)
@@ -54,7 +54,7 @@ class StoreFeatures:
             for i, toks in enumerate(islice(store.iter_tokens(), n)):
                 self.lengths[i] = len(toks)
                 ft.write(np.asarray([types.setdefault(t, len(types)) for t in toks], np.int32).tobytes())
-                tags, conf = pseudo_tags(np.asarray(store.sentence(i)), teacher_labels)  # once, not every epoch
+                tags, conf = pseudo_tags(np.asarray(store.sentence(i)), teacher_labels, decode)  # once, not every epoch
                 fg.write(np.asarray(labels.encode(tags), np.int16).tobytes())
                 self.accepted[i] = conf >= threshold
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)

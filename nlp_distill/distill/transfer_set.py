@@ -107,7 +107,7 @@ def label_text(teacher, path, folder, input_format: str = "auto", encoding: str 
     return store
 
 
-def write_store_labels(store: TransferStore, n: int, threshold: float, path) -> Tuple[int, int]:
+def write_store_labels(store: TransferStore, n: int, threshold: float, path, decode: str = "valid") -> Tuple[int, int]:
     """The teacher's argmax tags of the store's first ``n`` sentences as CoNLL (streamed; a
     sentence under ``threshold`` confidence is written untagged), on the main process only.
 
@@ -117,7 +117,7 @@ def write_store_labels(store: TransferStore, n: int, threshold: float, path) -> 
     if not ddp.is_main():
         return 0, 0
     teacher_labels = LabelVocab(store.labels)
-    items = (label_from_logits(toks, np.asarray(store.sentence(i)), teacher_labels, threshold)
+    items = (label_from_logits(toks, np.asarray(store.sentence(i)), teacher_labels, threshold, decode)
              for i, toks in enumerate(islice(store.iter_tokens(), n)))
     total, acc = write_pseudo_labeled(path, items)
     logger.info("teacher labels: %d / %d stored sentences at confidence >= %.2f (written to %s)", acc, total,
@@ -146,6 +146,7 @@ class Streamed(NamedTuple):
     threshold: float  # teacher confidence under which a sentence keeps KD only
     weight: float  # loss weight of each sentence
     labels_file: str  # the teacher's tags written here as CoNLL
+    decode: str = "valid"  # how the teacher's tags are decoded (``pseudo_label.pseudo_tags``)
 
 
 @dataclass
@@ -179,7 +180,7 @@ class TransferSet:
         def make(model) -> ConcatEncoded:
             return ConcatEncoded([StoreFeatures(s.store, model.word_vocab, model.char_vocab, self.labels,
                                                 model.config.max_word_length, self.output_dir / "features" / s.name,
-                                                s.threshold, s.weight, s.n) for s in self.streamed])
+                                                s.threshold, s.weight, s.n, s.decode) for s in self.streamed])
         return make
 
 
@@ -222,7 +223,8 @@ def teacher_labeled(dist: TeacherStudentDistill, first: int, sentences: Sequence
         logits = [dist.cache.sentence(first + k) for k in range(len(sentences))]
     else:  # no cache: one teacher pass here for the labels (KD still runs the teacher every step)
         logits = teacher.word_logits([s.tokens for s in sentences], dist.kd.teacher_batch_size)
-    labeled = [label_from_logits(s.tokens, lg, teacher.labels, threshold) for s, lg in zip(sentences, logits)]
+    labeled = [label_from_logits(s.tokens, lg, teacher.labels, threshold, dist.kd.pseudo_decode)
+               for s, lg in zip(sentences, logits)]
     if ddp.is_main():
         n, acc = write_pseudo_labeled(path, labeled)
     else:
@@ -239,7 +241,7 @@ def _copies(dist: TeacherStudentDistill, train: Sequence[Sentence], augment: Aug
     if augment.copies and streams_augmentation(dist):
         store = label_augmented(dist.teacher, train, augment, scheme, out / "augment_store", dist.kd.teacher_batch_size,
                                 show_progress)
-        return [Streamed("augment", store, len(store), 0.0, 1.0, "augmented.txt")], []
+        return [Streamed("augment", store, len(store), 0.0, 1.0, "augmented.txt", dist.kd.pseudo_decode)], []
     indexed = augment_corpus_indexed(train, augment.copies, augment.ops, augment.seed, scheme) if augment.copies else []
     aug = [Sentence(s.tokens) for _, s in indexed]
     if isinstance(dist.teacher, OutOfFoldTeachers):  # with or without copies: each goes to its fold's teacher
@@ -283,7 +285,8 @@ def assemble_transfer_set(*, distiller: TeacherStudentDistill, train: Sequence[S
     streamed, aug = _copies(distiller, train, augment, labels.scheme, out, show_progress)
     if store is not None:
         n = min(len(store), pseudo.max_unlabeled or len(store))
-        streamed.append(Streamed("unlabeled", store, n, pseudo.threshold, pseudo.unlabeled_weight, "pseudo_labeled.txt"))
+        streamed.append(Streamed("unlabeled", store, n, pseudo.threshold, pseudo.unlabeled_weight, "pseudo_labeled.txt",
+                                 distiller.kd.pseudo_decode))
     attach_transfer_set(distiller, labels, list(train) + aug + list(unlabeled), out, streamed, show_progress)
     sentences = list(train)
     if aug:
@@ -293,6 +296,6 @@ def assemble_transfer_set(*, distiller: TeacherStudentDistill, train: Sequence[S
                                      out / "pseudo_labeled.txt")
     weights = [1.0] * (len(train) + len(aug)) + [pseudo.unlabeled_weight] * len(unlabeled)
     for src in streamed:
-        write_store_labels(src.store, src.n, src.threshold, out / src.labels_file)
+        write_store_labels(src.store, src.n, src.threshold, out / src.labels_file, src.decode)
     return TransferSet(sentences, weights, _vocab_text(train, sentences, streamed, vocab_from_unlabeled), streamed,
                        labels, out)
