@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shutil
 import sys
@@ -76,8 +77,23 @@ def config_differences(old: Dict[str, Any], new: Dict[str, Any], ignore: Collect
     return out
 
 
-def _check_folder(out: Path, config: Dict[str, Any], run: RunOptions) -> bool:
-    """Refuse to mix runs. Returns True when the folder's earlier artifacts must be cleared."""
+def settings_at_default(sections: Dict[str, Any]) -> set:
+    """(section, field) of every config-section field whose value is its class's default."""
+    out = set()
+    for sec, v in sections.items():
+        if dataclasses.is_dataclass(v):
+            default = type(v)()
+            out |= {(sec, f.name) for f in dataclasses.fields(v) if getattr(v, f.name) == getattr(default, f.name)}
+    return out
+
+
+def _check_folder(out: Path, config: Dict[str, Any], run: RunOptions,
+                  at_default: Collection[Tuple[str, str]] = ()) -> bool:
+    """Refuse to mix runs. Returns True when the folder's earlier artifacts must be cleared.
+
+    ``at_default``: (section, key) settings of this run at their default; one the earlier run's
+    ``config.json`` lacks (a setting added since, whose default is the earlier behaviour) is no
+    difference for ``--resume``."""
     present = [a for a in RUN_ARTIFACTS if (out / a).exists()]
     if not present:
         return False
@@ -85,7 +101,8 @@ def _check_folder(out: Path, config: Dict[str, Any], run: RunOptions) -> bool:
     if run.resume:
         if (out / "checkpoint").is_dir():
             saved = read_json(out / "config.json") if (out / "config.json").is_file() else {}
-            diff = config_differences(saved, config, RESUMABLE_CHANGES)
+            added = {(sec, k) for sec, k in at_default if k not in (saved.get(sec) or {})}
+            diff = config_differences(saved, config, set(RESUMABLE_CHANGES) | added)
             if diff:
                 raise ConfigError(f"--resume: {out} was run with other settings ({'; '.join(diff)}); only "
                                   "--epochs may change (use --config OUTPUT_DIR/config.json)")
@@ -117,15 +134,16 @@ def run_folder(output_dir, sections: Dict[str, Any], run: RunOptions) -> Iterato
         ddp.barrier()
         yield out
         return
-    with _claimed_folder(out, config_dict(sections), run):
+    with _claimed_folder(out, config_dict(sections), run, settings_at_default(sections)):
         ddp.barrier()  # the folder is ready (a failed claim ends the job: torchrun stops the other ranks)
         yield out
 
 
 @contextlib.contextmanager
-def _claimed_folder(out: Path, config: Dict[str, Any], run: RunOptions) -> Iterator[Path]:
+def _claimed_folder(out: Path, config: Dict[str, Any], run: RunOptions,
+                    at_default: Collection[Tuple[str, str]] = ()) -> Iterator[Path]:
     """The single-process body of :func:`run_folder`."""
-    if _check_folder(out, config, run):
+    if _check_folder(out, config, run, at_default):
         for a in RUN_ARTIFACTS:
             p = out / a
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)

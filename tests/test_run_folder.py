@@ -105,6 +105,17 @@ def test_resume_checks_the_checkpoint_belongs_to_this_run(data_dir, tmp_path):
     assert r.exit_code != 0 and "has finished" in r.output
 
 
+def test_resume_takes_a_run_from_before_a_setting_existed_when_it_is_at_its_default(data_dir, tmp_path):
+    out = tmp_path / "run"
+    ok(_tagger(data_dir, out, "--keep_checkpoint"))
+    cfg = json.loads((out / "config.json").read_text())
+    del cfg["trainer"]["ema_decay"]  # as written by a version without the setting
+    (out / "config.json").write_text(json.dumps(cfg))
+    r = _tagger(data_dir, out, "--resume", "--ema_decay", 0.5)  # not its default: a change
+    assert r.exit_code != 0 and "trainer.ema_decay: None -> 0.5" in r.output
+    ok(_tagger(data_dir, out, "--resume", "--epochs", 2))
+
+
 def test_failed_run_is_marked_failed(data_dir, tmp_path):
     out = tmp_path / "run"
     (data_dir / "train.txt").write_text("word\tB-x\tI-y\nother\n", encoding="utf-8")
