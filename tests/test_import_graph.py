@@ -21,6 +21,7 @@ LAYERS = [
     "models",  # NeuralTagger, TransformerTokenClassifier, the registry of model kinds
     "distill",  # teachers, KD losses, teacher caches and transfer stores
     "training",  # the generic loop, checkpoints
+    "evaluation",  # cross-validation of recipes: folds, paired intervals, the resumable campaign
     "engines",  # Ray Data labeling: teachers on many workers through Ray's own API
     "export",  # ONNX, compact folders, torch-free runtimes
     "pipeline", "pipelines", "serving", "api",  # user-facing workflows built from everything above

@@ -242,6 +242,8 @@ TRAINER: Dict[str, Probe] = {
     "max_grad_norm": ([], ["--max_grad_norm", "0.5"], trainer_reads("max_grad_norm")),
     "grad_accum_steps": ([], ["--grad_accum_steps", "2"], schedule),
     "early_stopping_patience": ([], ["--early_stopping_patience", "1"], trainer_reads("early_stopping_patience")),
+    # min_steps acts while --epochs is at its default (25 for students: the probe's flag equals it)
+    "min_steps": (["--epochs", "25"], ["--epochs", "25", "--min_steps", "100000"], trainer_reads("epochs")),
     "ema_decay": ([], ["--ema_decay", "0.9"], trainer_reads("ema_decay")),
     "metric_for_best": ([], ["--metric_for_best", "accuracy"], trainer_reads("metric_for_best")),
     "seed": ([], ["--seed", "5"], weights),
@@ -292,8 +294,10 @@ PSEUDO: Dict[str, Probe] = {
 }
 TRANSFORMER_TRAINER = {k: TRAINER[k] for k in (
     "epochs", "lr", "weight_decay", "optimizer", "warmup_ratio", "max_grad_norm", "grad_accum_steps",
-    "early_stopping_patience", "ema_decay", "metric_for_best", "show_progress", "report_to", "mlflow_uri")}
+    "early_stopping_patience", "min_steps", "ema_decay", "metric_for_best", "show_progress", "report_to",
+    "mlflow_uri")}
 TRANSFORMER_TRAINER["scheduler"] = ([], ["--scheduler", "constant"], schedule)  # linear by default here
+TRANSFORMER_TRAINER["min_steps"] = (["--epochs", "10"], ["--epochs", "10", "--min_steps", "100000"], trainer_reads("epochs"))
 TRANSFORMER_RUN = {**{k: RUN[k] for k in ("data_dir", "output_dir", "resume", "overwrite", "keep_checkpoint", "device")},
                    "encoding": (["--data_dir", "{accents}"], ["--data_dir", "{accents}", "--encoding", "latin-1"],
                                 transformer_rows)}

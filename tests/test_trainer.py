@@ -541,3 +541,23 @@ def test_resume_under_warmup_and_linear_decay_equals_the_uninterrupted_run(tmp_p
     assert lrs_a + lrs_b == pytest.approx(lrs_full, rel=1e-9, abs=0)
     for k, p1 in full.items():
         torch.testing.assert_close(resumed[k], p1, atol=1e-7, rtol=1e-6, msg=k)
+
+
+@pytest.mark.parametrize("min_steps, epochs, patience", [(0, 10, 1), (80, 10, 1), (81, 20, 2), (200, 30, 3)])
+def test_min_steps_multiplies_epochs_and_patience_on_small_data(tmp_path, min_steps, epochs, patience):
+    """8 batches an epoch: the default 10 epochs give 80 steps; 81 steps take twice the epochs and
+    the patience, 200 three times; an epoch count the caller set is kept."""
+    from nlp_distill.training.trainer import at_least_min_steps
+
+    torch.manual_seed(0)
+    x, y = _data()
+    model = nn.Linear(3, 1)
+    calls = []
+    cfg = _cfg(epochs=TrainerConfig().epochs, early_stopping_patience=1, min_steps=min_steps)
+    tr = Trainer(model=model, config=cfg, loss_fn=_mse_sum(model), train_batches=_batches_fn(x, y, calls=calls),
+                 num_batches=8, evaluate=lambda: {"score": 1.0}, save_model=_save(model), output_dir=tmp_path)
+    assert (tr.config.epochs, tr.config.early_stopping_patience) == (epochs, patience)
+    tr.train()
+    assert tr.global_step == 8 * min(epochs, 1 + patience)  # a flat dev score stops after the patience
+    assert at_least_min_steps(_cfg(epochs=11, min_steps=200), 8).epochs == 11  # set by the caller: kept
+    assert at_least_min_steps(_cfg(epochs=10, min_steps=80), 8).epochs == 10  # 80 steps already

@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from nlp_distill.evaluation.crossval import PREDICTIONS, TEACHER, Campaign
+from nlp_distill.evaluation.plan import PREDICTIONS, TEACHER, Campaign
 from nlp_distill.evaluation.folds import test_sentences
 from nlp_distill.evaluation.paired import paired_difference, paired_ratio, pooled_f1, resample_weights, sentence_counts
 from nlp_distill.io import atomic_open, read_json, write_json
@@ -89,10 +89,10 @@ def _train_minutes(camp: Campaign, system: str) -> Optional[float]:
 
 
 def _meta(camp: Campaign) -> Dict:
-    import nlp_distill
+    from nlp_distill.io import LIBRARY_VERSION
     from nlp_distill.utils.machine import machine_description
 
-    versions = {"nlp_distill": nlp_distill.__version__, "python": platform.python_version()}
+    versions = {"nlp_distill": LIBRARY_VERSION, "python": platform.python_version()}
     for name in ("torch", "transformers", "numpy", "seqeval"):
         try:
             versions[name] = __import__(name).__version__

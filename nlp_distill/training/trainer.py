@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -150,7 +151,6 @@ class Trainer:
         collate: Optional[Callable[[Any], Any]] = None,
     ) -> None:
         self.model = model
-        self.config = config
         self.loss_fn = loss_fn
         self.train_batches = train_batches
         self.num_batches = num_batches
@@ -164,6 +164,7 @@ class Trainer:
         self.rank, self.world_size = ddp.world()
         self.local_batches = math.ceil(num_batches / self.world_size)  # ranks short of one train on nothing
         self.steps_per_epoch = math.ceil(self.local_batches / config.grad_accum_steps)
+        self.config = config = at_least_min_steps(config, self.steps_per_epoch)
         self.scheduler = build_scheduler(self.optimizer, config, self.steps_per_epoch * config.epochs)
         self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.log_path = self.output_dir / "train_log.jsonl"
@@ -358,3 +359,18 @@ class Trainer:
         sums = ddp.all_reduce_sums({**sums, "_items": total_items})  # epoch figures over all ranks
         total_items = sums.pop("_items")
         return {k: v / max(total_items, 1) for k, v in sums.items()}
+
+
+def at_least_min_steps(config: TrainerConfig, steps_per_epoch: int) -> TrainerConfig:
+    """``config`` with ``epochs`` and ``early_stopping_patience`` multiplied by the smallest whole
+    factor that gives ``min_steps`` optimiser steps, while ``epochs`` is its class's default (an
+    epoch count set by the caller is kept); unchanged when the epochs give as many steps."""
+    steps = config.epochs * max(steps_per_epoch, 1)
+    if not config.min_steps or steps >= config.min_steps or config.epochs != type(config)().epochs:
+        return config
+    factor = math.ceil(config.min_steps / steps)
+    logger.info("%d epochs of %d steps are fewer than --min_steps %d: training %d epochs (early-stopping patience %d)",
+                config.epochs, steps_per_epoch, config.min_steps, config.epochs * factor,
+                config.early_stopping_patience * factor)
+    return dataclasses.replace(config, epochs=config.epochs * factor,
+                               early_stopping_patience=config.early_stopping_patience * factor)
