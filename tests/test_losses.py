@@ -285,3 +285,20 @@ def test_kd_dist_ignores_scale_and_shift_of_the_student_distribution():
     flat = 0.5 * pt + 0.5 / C  # still a distribution, half as sharp
     assert losses.kd_dist(flat.log(), t, mask).item() == pytest.approx(0.0, abs=1e-6)  # eps of the correlation
     assert losses.kd_posterior(flat.log(), t, mask).item() > 0.01
+
+
+def test_the_kd_loss_registry_is_what_the_flags_offer():
+    """--kd_loss_fn offers exactly the registry's losses (and auto); transformer students every one
+    that needs no CRF; auto and a CRF-only loss resolve by the student."""
+    from nlp_distill.config import KDConfig, TransformerKDConfig
+    from nlp_distill.distill.objectives import KD_LOSSES, resolve_kd_loss
+    from nlp_distill.errors import ConfigError
+
+    def choices(cls):
+        return set(cls.__dataclass_fields__["loss_function"].metadata["choices"])
+
+    assert choices(KDConfig) == {"auto", *KD_LOSSES}
+    assert choices(TransformerKDConfig) == {"auto", *(k for k, v in KD_LOSSES.items() if not v.needs_crf)}
+    assert resolve_kd_loss("auto", True).name == "posterior" and resolve_kd_loss("auto", False).name == "kl"
+    with pytest.raises(ConfigError, match="needs a CRF student"):
+        resolve_kd_loss("posterior", False)

@@ -13,8 +13,9 @@ from nlp_distill.config import KDConfig
 from nlp_distill.data.batching import Batch
 from nlp_distill.data.labels import LabelVocab
 from nlp_distill.distill import losses
+from nlp_distill.distill.objectives import resolve_kd_loss
 from nlp_distill.distill.teacher_cache import TeacherLogitsCache
-from nlp_distill.errors import ConfigError, LabelMismatchError
+from nlp_distill.errors import LabelMismatchError
 
 logger = logging.getLogger(__name__)
 
@@ -135,27 +136,19 @@ class TeacherStudentDistill:
 
     def loss_for(self, student) -> str:
         """The KD loss used for ``student`` (resolves ``auto``; ``posterior`` needs a CRF)."""
-        has_crf = getattr(student, "crf", None) is not None
-        if self.kd.loss_function == "auto":
-            return "posterior" if has_crf else "kl"
-        if self.kd.loss_function == "posterior" and not has_crf:
-            raise ConfigError("kd.loss_function (--kd_loss_fn) posterior needs a CRF student (--use_crf)")
-        return self.kd.loss_function
+        return resolve_kd_loss(self.kd.loss_function, getattr(student, "crf", None) is not None).name
 
     def kd_loss(self, student, emissions: torch.Tensor, teacher_logits: torch.Tensor, batch: Batch,
                 reduction: str = "sum") -> torch.Tensor:
-        """KD term summed (or averaged) over real words; ``emissions`` (B, L, C) from ``student``."""
-        kind, t = self.loss_for(student), self.kd.temperature
-        if kind == "kl":
-            return losses.kd_kl(emissions, teacher_logits, batch.mask, t, batch.weight, reduction)
-        if kind == "posterior":
-            log_q = student.crf.log_marginals(emissions, batch.mask, t)  # (B, L, C)
-            return losses.kd_posterior(log_q, teacher_logits, batch.mask, t, batch.weight, reduction)
-        if kind == "dist":  # the student's distribution: its CRF marginals, else its softmax
-            log_q = (student.crf.log_marginals(emissions, batch.mask, t) if getattr(student, "crf", None) is not None
-                     else torch.log_softmax(emissions / t, dim=-1))  # (B, L, C)
-            return losses.kd_dist(log_q, teacher_logits, batch.mask, t, batch.weight, reduction)
-        return losses.kd_mse(emissions, teacher_logits, batch.mask, batch.weight, reduction)
+        """KD term summed (or averaged) over real words; ``emissions`` (B, L, C) from ``student``
+        (``objectives.KD_LOSSES``; the student's distribution: its CRF marginals, else its softmax)."""
+        crf = getattr(student, "crf", None)
+        entry = resolve_kd_loss(self.kd.loss_function, crf is not None)
+
+        def log_probs(t: float) -> torch.Tensor:  # (B, L, C)
+            return crf.log_marginals(emissions, batch.mask, t) if crf is not None else torch.log_softmax(emissions / t, -1)
+
+        return entry(emissions, teacher_logits, batch.mask, self.kd.temperature, batch.weight, reduction, log_probs)
 
     def hidden_loss(self, student_h: torch.Tensor, teacher_h: torch.Tensor, batch: Batch,
                     reduction: str = "sum") -> torch.Tensor:

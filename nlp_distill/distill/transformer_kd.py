@@ -17,6 +17,7 @@ from nlp_distill.config import TransformerKDConfig, TransformerStudentConfig
 from nlp_distill.data.alignment import pool_words
 from nlp_distill.data.labels import LabelVocab
 from nlp_distill.distill import losses
+from nlp_distill.distill.objectives import resolve_kd_loss
 from nlp_distill.errors import ConfigError
 from nlp_distill.models.layer_drop import bottom_layers, drop_layers, encoder_layers
 from nlp_distill.models.transformer import TransformerTokenClassifier
@@ -86,8 +87,7 @@ class TransformerDistill:
 
     def __init__(self, teacher, student, kd: TransformerKDConfig, cfg: TransformerStudentConfig,
                  mapping: Sequence[Tuple[int, int]]) -> None:
-        if kd.loss_function not in ("auto", "kl", "mse", "dist"):
-            raise ConfigError(f"--kd_loss_fn {kd.loss_function}: a transformer student takes kl, mse, dist or auto")
+        self.kd_entry = resolve_kd_loss(kd.loss_function, has_crf=False)  # no CRF: posterior is refused
         t_h, s_h = teacher.model.config.hidden_size, student.model.config.hidden_size
         if kd.hidden_w and t_h != s_h:
             raise ConfigError(f"hidden-state loss needs equal widths (teacher {t_h}, student {s_h})")
@@ -131,13 +131,8 @@ class TransformerDistill:
         parts: Dict[str, torch.Tensor] = {}
         if kd.dist_w:
             t_words = cached if cached is not None else pool_words(t.logits, *words, pool)
-            if kd.loss_function == "mse":
-                parts["kd"] = kd.dist_w * losses.kd_mse(s_words, t_words, owned, None, "sum")
-            elif kd.loss_function == "dist":
-                log_q = torch.log_softmax(s_words / kd.temperature, dim=-1)  # (B, W, C)
-                parts["kd"] = kd.dist_w * losses.kd_dist(log_q, t_words, owned, kd.temperature, None, "sum")
-            else:
-                parts["kd"] = kd.dist_w * losses.kd_kl(s_words, t_words, owned, kd.temperature, None, "sum")
+            parts["kd"] = kd.dist_w * self.kd_entry(s_words, t_words, owned, kd.temperature, None, "sum",
+                                                    lambda temp: torch.log_softmax(s_words / temp, dim=-1))  # (B, W, C)
         if kd.student_w and "labels" in batch:
             parts["gold"] = kd.student_w * ce(s_words, batch["labels"], owned, None, "sum")
         if kd.hidden_w:  # hidden_states[0] is the embedding output: layer k's output is index k + 1
