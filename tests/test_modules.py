@@ -308,3 +308,18 @@ def test_vectorised_collate_equals_a_per_word_loop():
             assert b.chars[r, j, : len(c)].tolist() == c and b.chars[r, j, len(c):].eq(0).all()
         assert b.tags[r, :n].tolist() == (labels.encode(s.tags) if s.tags else [-100] * n)
     assert b.weight.tolist() == [7.0, 1.0, 6.0, 4.0] and b.index.tolist() == idx
+
+
+def test_the_encoder_registry_is_what_model_type_offers():
+    import types
+
+    from nlp_distill.config import TaggerConfig
+    from nlp_distill.modules.encoders import ENCODERS, build_encoder
+
+    assert set(TaggerConfig.__dataclass_fields__["model_type"].metadata["choices"]) == set(ENCODERS)
+    for name in ENCODERS:
+        enc = build_encoder(6, TaggerConfig(model_type=name, hidden=4, precision="fp32"))
+        out = enc(torch.randn(2, 5, 6), torch.ones(2, 5, dtype=torch.bool))
+        assert out.shape == (2, 5, enc.out_dim) and isinstance(enc.lstm_kernel, bool)
+    with pytest.raises(ValueError, match="unknown model_type"):
+        build_encoder(6, types.SimpleNamespace(model_type="gru"))

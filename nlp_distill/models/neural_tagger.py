@@ -21,7 +21,7 @@ from nlp_distill.io import LIBRARY_VERSION, read_json, resolve_model_dir, write_
 from nlp_distill.models.tagger_storage import compact_state, restore_state
 from nlp_distill.modules.crf import CRF
 from nlp_distill.modules.embedders import WordCharEmbedder
-from nlp_distill.modules.encoders import BiLSTMEncoder, IDCNNEncoder
+from nlp_distill.modules.encoders import build_encoder
 from nlp_distill.modules.masked_loss import ce
 from nlp_distill.modules.viterbi import best_valid_paths
 from nlp_distill.precision import autocast, bf16_lstm_runs, warn_bf16_fallback
@@ -50,13 +50,7 @@ class NeuralTagger(nn.Module):
         self.char_vocab = char_vocab
         self.labels = labels
         self.embedder = WordCharEmbedder(config, len(word_vocab), len(char_vocab))
-        if config.model_type == "cnn-lstm":
-            self.encoder: nn.Module = BiLSTMEncoder(self.embedder.out_dim, config.hidden, config.num_layers, config.dropout)
-        elif config.model_type == "id-cnn":
-            self.encoder = IDCNNEncoder(self.embedder.out_dim, config.hidden, tuple(config.idcnn_dilations),
-                                        config.idcnn_iterations, dropout=config.dropout)
-        else:
-            raise ValueError(f"unknown model_type {config.model_type!r}; expected cnn-lstm | id-cnn")
+        self.encoder: nn.Module = build_encoder(self.embedder.out_dim, config)
         self.proj = nn.Linear(self.encoder.out_dim, len(labels))
         self.crf: Optional[CRF] = None
         if config.use_crf:
@@ -231,7 +225,7 @@ class NeuralTagger(nn.Module):
         precision = self.config.precision
         if precision == "auto" and self.device.type == "cuda":
             precision = "fp32"
-        if (precision != "fp32" and isinstance(self.encoder, BiLSTMEncoder)
+        if (precision != "fp32" and self.encoder.lstm_kernel
                 and not bf16_lstm_runs(self.device.type)):  # bf16 asked or auto-chosen, kernel missing
             if precision == "bf16":
                 warn_bf16_fallback("student precision bf16")

@@ -1,7 +1,9 @@
-"""Context encoders: BiLSTM (no packed sequences: each direction reads only real words), and ID-CNN (Strubell et al., 2017)."""
+"""Context encoders: BiLSTM (no packed sequences: each direction reads only real words), and ID-CNN
+(Strubell et al., 2017), and ``ENCODERS``, the registry ``NeuralTagger`` builds its encoder from
+(``TaggerConfig.model_type`` names an entry; a test holds the flag's choices to it)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Callable, Dict, Sequence
 
 import torch
 from torch import nn
@@ -27,6 +29,8 @@ class BiLSTMEncoder(nn.Module):
     kernel runs 2x faster on 2 CPU threads (docs/benchmarks.md) and exports to ONNX as is.
     The weights stay those of one ``nn.LSTM`` (same state dict as before).
     """
+
+    lstm_kernel = True  # bf16 needs the CPU's bf16 LSTM kernel (``precision.bf16_lstm_runs``)
 
     def __init__(self, in_dim: int, hidden: int, num_layers: int = 1, dropout: float = 0.5) -> None:
         super().__init__()
@@ -74,6 +78,8 @@ class IDCNNEncoder(nn.Module):
         iterations: how many times the block is applied; kernel: width; dropout: between blocks.
     """
 
+    lstm_kernel = False  # convolutions run in bf16 on any CPU
+
     def __init__(self, in_dim: int, hidden: int, dilations: Sequence[int] = (1, 2, 1), iterations: int = 4,
                  kernel: int = 3, dropout: float = 0.5) -> None:
         super().__init__()
@@ -95,3 +101,19 @@ class IDCNNEncoder(nn.Module):
             for conv in self.block:
                 h = (h + torch.relu(conv(h))) * m  # residual: keeps gradients alive through the stack
         return self.dropout(h).transpose(1, 2)
+
+
+# model_type -> (input size, TaggerConfig) -> encoder; every encoder has ``out_dim``, ``lstm_kernel``
+# and ``forward(x (B, L, D), mask (B, L) bool) -> (B, L, out_dim)``
+ENCODERS: Dict[str, Callable[[int, Any], nn.Module]] = {
+    "cnn-lstm": lambda in_dim, c: BiLSTMEncoder(in_dim, c.hidden, c.num_layers, c.dropout),
+    "id-cnn": lambda in_dim, c: IDCNNEncoder(in_dim, c.hidden, tuple(c.idcnn_dilations), c.idcnn_iterations,
+                                             dropout=c.dropout),
+}
+
+
+def build_encoder(in_dim: int, config: Any) -> nn.Module:
+    """The encoder ``config.model_type`` names (``ENCODERS``), reading its settings from ``config``."""
+    if config.model_type not in ENCODERS:
+        raise ValueError(f"unknown model_type {config.model_type!r}; expected {' | '.join(ENCODERS)}")
+    return ENCODERS[config.model_type](in_dim, config)
