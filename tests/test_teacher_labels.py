@@ -241,19 +241,3 @@ def test_a_student_that_tags_no_entity_is_warned_about_in_metrics_and_its_card(t
     model.save_pretrained(tmp_path / "model")
     card = render_model_card(tmp_path / "model", {"task": "tagger_kd_pseudo"}, {"warnings": [warning]}, ["nlp-train"])
     assert f"**Warning**: {warning}" in card
-
-
-def test_small_text_alone_is_augmented_like_gold_sentences(wide_teacher, tmp_path):
-    data = tmp_path / "text"
-    data.mkdir()
-    shutil.copy(TINY / "unlabeled.txt", data / "unlabeled.txt")  # 40 sentences: 8 held out, 32 to train on
-    args = [a for a in STUDENT_ARGS]
-    args[args.index("--augment") + 1] = "2"
-    r = invoke(nlp_train, ["tagger_kd_pseudo", "--data_dir", data, "--output_dir", tmp_path / "run",
-                           "--teacher_model_path", wide_teacher, *args])
-    assert r.exit_code == 0, (r.output, r.exception)
-    copies = read_conll(tmp_path / "run" / "augmented.txt")
-    held = {tuple(s.tokens) for s in read_conll(TINY / "unlabeled.txt", tag_column=None)[32:]}
-    assert len(copies) == 2 * 32  # two copies of each training sentence, none of the held-out ones
-    assert "augmented copies, tagged by the teacher, are added" in (tmp_path / "run" / "run.log").read_text()
-    assert not held & {tuple(s.tokens) for s in copies}

@@ -20,7 +20,7 @@ from nlp_distill.data.conll import Sentence
 from nlp_distill.data.labels import LabelVocab
 from nlp_distill.data.unlabeled import count_sentences, detect_format, iter_unlabeled
 from nlp_distill.distill.ensemble import OutOfFoldTeachers
-from nlp_distill.distill.pseudo_label import label_from_logits, pseudo_tags, write_pseudo_labeled
+from nlp_distill.distill.pseudo_label import label_from_logits, write_pseudo_labeled
 from nlp_distill.distill.store_features import StoreFeatures
 from nlp_distill.distill.teacher_cache import ConcatLogits, TeacherLogitsCache, teacher_fingerprint
 from nlp_distill.distill.teacher_student import TeacherStudentDistill
@@ -123,13 +123,6 @@ def write_store_labels(store: TransferStore, n: int, threshold: float, path, dec
     logger.info("teacher labels: %d / %d stored sentences at confidence >= %.2f (written to %s)", acc, total,
                 threshold, path)
     return total, acc
-
-
-def teacher_tagged_store(store: TransferStore, n: int, decode: str = "valid") -> List[Sentence]:
-    """The store's first ``n`` sentences with the teacher's tags decoded from their stored logits."""
-    teacher_labels = LabelVocab(store.labels)
-    return [Sentence(list(toks), pseudo_tags(np.asarray(store.sentence(i)), teacher_labels, decode)[0])
-            for i, toks in enumerate(islice(store.iter_tokens(), n))]
 
 
 def check_store_teacher(store: TransferStore, teacher) -> None:
@@ -270,7 +263,6 @@ def _vocab_text(gold: Sequence[Sentence], sentences: List[Sentence], streamed: S
 
 def assemble_transfer_set(*, distiller: TeacherStudentDistill, train: Sequence[Sentence], labels: LabelVocab,
                           output_dir, augment: AugmentConfig = AugmentConfig(copies=0),
-                          augment_from: Optional[Sequence[Sentence]] = None,
                           unlabeled: Sequence[Sentence] = (), pseudo: Optional[PseudoConfig] = None,
                           store: Optional[TransferStore] = None, vocab_from_unlabeled: bool = True,
                           show_progress: bool = True) -> TransferSet:
@@ -285,15 +277,12 @@ def assemble_transfer_set(*, distiller: TeacherStudentDistill, train: Sequence[S
         distiller: its teacher labels everything; its ``kd`` decides cache and losses.
         train: gold sentences; labels: the student's labels.
         augment: copies per gold sentence (``ops`` already chosen: ``choose_ops``).
-        augment_from: the tagged sentences the copies are made of (default ``train``; text tagged
-            by the teacher when there is no gold).
         unlabeled: unlabeled sentences held in memory; store: unlabeled sentences on disk.
         pseudo: confidence threshold, weight and limit of the unlabeled part (default: 0, 1, all).
         vocab_from_unlabeled: build the student's vocabularies from every sentence, not gold only.
     """
     out, pseudo = Path(output_dir), pseudo or PseudoConfig()
-    source = augment_from if augment_from is not None else train
-    streamed, aug = _copies(distiller, source, augment, labels.scheme, out, show_progress)
+    streamed, aug = _copies(distiller, train, augment, labels.scheme, out, show_progress)
     if store is not None:
         n = min(len(store), pseudo.max_unlabeled or len(store))
         streamed.append(Streamed("unlabeled", store, n, pseudo.threshold, pseudo.unlabeled_weight, "pseudo_labeled.txt",

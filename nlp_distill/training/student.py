@@ -24,8 +24,7 @@ from nlp_distill.distill.agreement import (AGREEMENT, agreement_scores, heldout_
 from nlp_distill.distill.teacher_features import load_teacher_features
 from nlp_distill.distill.teacher_student import TeacherStudentDistill
 from nlp_distill.distill.teachers import load_teacher, teacher_labels, teacher_scores
-from nlp_distill.distill.transfer_set import (assemble_transfer_set, check_store_teacher, label_text,
-                                              teacher_tagged_store)
+from nlp_distill.distill.transfer_set import assemble_transfer_set, check_store_teacher, label_text
 from nlp_distill.distill.transfer_store import TransferStore
 from nlp_distill.errors import ConfigError, DataFormatError, LabelMismatchError
 from nlp_distill.io import write_json
@@ -39,9 +38,6 @@ from nlp_distill.utils import distributed as ddp
 from nlp_distill.utils.device import pick_device
 
 logger = logging.getLogger(__name__)
-# below this many sentences of text (and no gold sentences) the text is augmented as gold data is:
-# 240 tweets trained for 1,000 steps reached agreement F1 0.47 with the teacher on 60 held out
-SMALL_TEXT = 2000
 
 PathLike = Union[str, Path]
 
@@ -212,6 +208,7 @@ def distil_student(*, output_dir: PathLike, train: Sequence[Sentence], dev: Sequ
     """
     out = Path(output_dir)
     labels = labels if labels is not None else _teacher_labels_over(kd, {"train": train, "dev": dev, "test": test})
+    augment = choose_ops(augment if train else augment.replace(copies=0), len(train))  # copies need gold sentences
     teacher = load_teacher(kd.teacher_model_path, pick_device(device), labels, kd.teacher_max_seq_len)
     train, dev, gold_held = dev_from_train(train, dev)
     pseudo = _pseudo_for(pseudo, unlabeled_file is not None or unlabeled_store is not None or bool(unlabeled),
@@ -220,13 +217,11 @@ def distil_student(*, output_dir: PathLike, train: Sequence[Sentence], dev: Sequ
     gold_dev, held = list(dev), None
     if not dev:  # the teacher's tags on held-out text pick the epoch
         dev, unlabeled, pseudo, held = _held_out_dev(teacher, labels, unlabeled, unlabeled_store, pseudo)
-    source = train or _small_text(teacher, unlabeled, unlabeled_store, pseudo, kd)  # what copies are made of
-    augment = choose_ops(augment if source else augment.replace(copies=0), len(source))
     scores = teacher_scores(teacher, gold_dev, test)
     dist = TeacherStudentDistill(teacher, kd)
     dist.check_labels(labels)  # fail before spending time on the teacher pass
     ts = assemble_transfer_set(distiller=dist, train=train, labels=labels, output_dir=out, augment=augment,
-                               augment_from=source, unlabeled=unlabeled, pseudo=pseudo, store=unlabeled_store,
+                               unlabeled=unlabeled, pseudo=pseudo, store=unlabeled_store,
                                vocab_from_unlabeled=data.vocab_from_unlabeled or not train,  # no gold words to use
                                show_progress=trainer.show_progress)
     result = train_student(output_dir=out, train=ts.sentences, dev=dev, test=test, labels=labels, tagger=tagger,
@@ -257,21 +252,6 @@ def dev_from_train(train: Sequence[Sentence], dev: Sequence[Sentence]
     held = f"the last {k} of {len(train)} gold training sentences, held out as dev and not trained on"
     logger.info("no dev.txt: %s; the dev F1 is gold F1 on them", held)
     return list(train[:-k]), list(train[-k:]), held
-
-
-def _small_text(teacher, unlabeled: Sequence[Sentence], store: Optional[TransferStore], pseudo: Optional[PseudoConfig],
-                kd: KDConfig) -> List[Sentence]:
-    """Without gold sentences, text of fewer than ``SMALL_TEXT`` training sentences with the
-    teacher's tags, to make augmented copies of (as gold sentences are); ``[]`` otherwise."""
-    n = (min(len(store), pseudo.max_unlabeled or len(store)) if store is not None and pseudo is not None
-         else len(unlabeled))
-    if not n or n >= SMALL_TEXT:
-        return []
-    logger.info("%d sentences of text and no gold sentences: their augmented copies, tagged by the teacher, are "
-                "added (--augment)", n)
-    if store is not None:
-        return teacher_tagged_store(store, n, kd.pseudo_decode)
-    return teacher_tagged(teacher, unlabeled)
 
 
 def _pseudo_for(pseudo: Optional[PseudoConfig], has_text: bool, train: Sequence[Sentence],
