@@ -96,3 +96,23 @@ def test_out_of_fold_needs_each_fold_once():
         OutOfFoldTeachers([FoldTeacher(labels, 3, 0, 1.0), FoldTeacher(labels, 3, 1, 1.0), FoldTeacher(labels, 3, 1, 1.0)])
     with pytest.raises(ConfigError, match="folds 0..1 of 2"):
         OutOfFoldTeachers([FoldTeacher(labels, 2, 0, 1.0), FoldTeacher(labels, 3, 1, 1.0)])
+
+
+def test_every_teacher_kind_satisfies_the_teacher_protocol(tiny_encoder_dir, tmp_path):
+    """One teacher, an ensemble and out-of-fold teachers answer members and routed alike."""
+    from nlp_distill.distill.teacher import Teacher
+    from nlp_distill.distill.teachers import load_teacher
+    from tests.option_probe import save_teacher
+
+    from nlp_distill.data.dataset_dir import load_data_dir
+    from tests.conftest import TINY
+
+    labels = load_data_dir(TINY).labels
+    a = save_teacher(tmp_path / "a", tiny_encoder_dir, labels, seed=0)
+    b = save_teacher(tmp_path / "b", tiny_encoder_dir, labels, seed=1)
+    f0 = save_teacher(tmp_path / "f0", tiny_encoder_dir, labels, seed=0, holdout_fold=(2, 0))
+    f1 = save_teacher(tmp_path / "f1", tiny_encoder_dir, labels, seed=1, holdout_fold=(2, 1))
+    for paths, n, routed in (([a], 1, False), ([a, b], 2, False), ([f0, f1], 2, True)):
+        t = load_teacher([str(p) for p in paths])
+        assert isinstance(t, Teacher) and len(t.members) == n and t.routed is routed
+        assert t.members[0].members == [t.members[0]]

@@ -26,6 +26,8 @@ class TeacherEnsemble(nn.Module):
             hold the same label set (any order).
     """
 
+    routed = False  # every member scores every sentence
+
     def __init__(self, members: Sequence[nn.Module]) -> None:
         super().__init__()
         if not members:
@@ -85,6 +87,8 @@ class OutOfFoldTeachers(TeacherEnsemble):
         members: the K fold teachers, any order; their ``config.holdout_fold`` must be
             ``[K, 0] .. [K, K-1]``, each once.
     """
+
+    routed = True  # each training sentence goes to the member that never saw it
 
     def __init__(self, members: Sequence[nn.Module]) -> None:
         super().__init__(members)

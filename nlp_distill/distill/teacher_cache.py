@@ -27,7 +27,7 @@ def teacher_fingerprint(teacher) -> str:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     h.update(repr(teacher.labels.labels).encode())
-    for m in getattr(teacher, "members", [teacher]):  # an ensemble: every member's alignment settings
+    for m in teacher.members:  # an ensemble: every member's alignment settings
         c = m.config
         h.update(repr((c.max_seq_length, c.stride, c.pooling)).encode())
     h.update(getattr(teacher, "route_key", "").encode())  # out-of-fold teachers: which member scores what

@@ -40,7 +40,7 @@ TARGET_STD = 0.5  # the scale of a freshly initialised embedding row (as vectors
 
 def _members(teacher) -> list:
     """An ensemble's members (their hidden states are concatenated), else the teacher itself."""
-    return list(getattr(teacher, "members", [teacher]))
+    return list(teacher.members)
 
 
 def word_states(teacher, words: Sequence[str], batch_size: int = 256) -> np.ndarray:

@@ -65,7 +65,7 @@ class TeacherStudentDistill:
         """Create the learned projection of the student's encoder output onto the teacher's width."""
         if teacher_dim is None:
             teacher_dim = (self.cache.hidden.shape[1] if self.cache is not None and self.cache.hidden is not None
-                           else getattr(self.teacher, "members", [self.teacher])[0].model.config.hidden_size)
+                           else self.teacher.members[0].model.config.hidden_size)
         self.projection = nn.Linear(student_dim, teacher_dim)
         return self.projection
 

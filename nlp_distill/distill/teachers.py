@@ -127,7 +127,7 @@ def load_teacher(paths: Union[str, Sequence[str]], device="cpu", labels: Optiona
 def teacher_scores(teacher, dev: Sequence, test: Optional[Sequence] = None) -> Dict[str, Any]:
     """The teacher's (or ensemble's) own scores on tagged ``dev`` / ``test`` sentences, to write
     beside a student's: ``{"members", "dev", "test"}`` (``None`` for a split without sentences)."""
-    n = len(getattr(teacher, "members", [teacher]))
+    n = len(teacher.members)
     out = {"members": n, "dev": evaluate_split(teacher.predict, dev) if dev else None,
            "test": evaluate_split(teacher.predict, test) if test else None}
     logger.info("teacher%s: dev F1 %s, test F1 %s", f" (ensemble of {n})" if n > 1 else "",

@@ -19,7 +19,6 @@ from nlp_distill.data.batching import ConcatEncoded
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.labels import LabelVocab
 from nlp_distill.data.unlabeled import count_sentences, detect_format, iter_unlabeled
-from nlp_distill.distill.ensemble import OutOfFoldTeachers
 from nlp_distill.distill.pseudo_label import label_from_logits, write_pseudo_labeled
 from nlp_distill.distill.store_features import StoreFeatures
 from nlp_distill.distill.teacher_cache import ConcatLogits, TeacherLogitsCache, teacher_fingerprint
@@ -188,7 +187,7 @@ def streams_augmentation(dist: TeacherStudentDistill) -> bool:
     """Whether augmented copies go through a transfer store (labeled in chunks, read from disk:
     memory flat in the number of copies). Not for hidden-state losses or ``--no_cache`` (a store
     holds logits only) nor for out-of-fold teachers (which route each copy by its source)."""
-    return dist.kd.logits_only and not isinstance(dist.teacher, OutOfFoldTeachers)
+    return dist.kd.logits_only and not dist.teacher.routed
 
 
 def attach_transfer_set(dist: TeacherStudentDistill, labels: LabelVocab, own: List[Sentence], out: Path,
@@ -244,7 +243,7 @@ def _copies(dist: TeacherStudentDistill, train: Sequence[Sentence], augment: Aug
         return [Streamed("augment", store, len(store), 0.0, 1.0, "augmented.txt", dist.kd.pseudo_decode)], []
     indexed = augment_corpus_indexed(train, augment.copies, augment.ops, augment.seed, scheme) if augment.copies else []
     aug = [Sentence(s.tokens) for _, s in indexed]
-    if isinstance(dist.teacher, OutOfFoldTeachers):  # with or without copies: each goes to its fold's teacher
+    if dist.teacher.routed:  # with or without copies: each goes to its fold's teacher
         dist.teacher.set_route([s.tokens for s in train] + [s.tokens for s in aug],
                                list(range(len(train))) + [i for i, _ in indexed])
     return [], aug

@@ -91,7 +91,8 @@ def default_teacher_path() -> str:
 
 
 class TransformerTokenClassifier(nn.Module):
-    """Word-level wrapper around ``AutoModelForTokenClassification``.
+    """Word-level wrapper around ``AutoModelForTokenClassification``; as a teacher, it satisfies
+    ``distill.teacher.Teacher`` (``members``: itself; ``routed``: False).
 
     Args:
         model: a HF token-classification model whose head has ``len(labels)`` outputs.
@@ -99,6 +100,13 @@ class TransformerTokenClassifier(nn.Module):
         labels: label vocabulary (order = head outputs).
         config: lengths, stride, pooling, batch sizes.
     """
+
+    routed = False  # a teacher of one model labels every sentence itself
+
+    @property
+    def members(self) -> List["TransformerTokenClassifier"]:
+        """The models this teacher is made of: itself (``distill.teacher.Teacher``)."""
+        return [self]
 
     def __init__(self, model: nn.Module, tokenizer, labels: LabelVocab, config: TransformerConfig) -> None:
         super().__init__()

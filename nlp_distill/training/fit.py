@@ -18,7 +18,6 @@ from nlp_distill.config import (AugmentConfig, LayerDropModelConfig, TeacherTrai
 from nlp_distill.data.batching import bucket_batches
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.labels import LabelVocab
-from nlp_distill.distill.ensemble import OutOfFoldTeachers, TeacherEnsemble
 from nlp_distill.distill.teachers import load_teacher, teacher_scores
 from nlp_distill.distill.transfer_set import label_copies_in_memory
 from nlp_distill.distill.transformer_kd import TransformerDistill, transformer_student
@@ -172,10 +171,10 @@ def distil_transformer(*, output_dir: PathLike, train: Sequence[Sentence], dev: 
     """
     seed_everything(trainer.seed)
     teacher = load_teacher(kd.teacher_model_path, pick_device(device), labels, kd.teacher_max_seq_len)
-    if isinstance(teacher, OutOfFoldTeachers):
+    if teacher.routed:
         raise ConfigError("transformer_kd does not route sentences to out-of-fold teachers (tagger_kd does): "
                           "give teachers trained on all of train")
-    source = teacher.members[0] if isinstance(teacher, TeacherEnsemble) else teacher
+    source = teacher.members[0]
     if source is teacher:  # the student cut from it predicts in the data's label order
         teacher.select_labels(labels)
     if teacher.labels != labels:
