@@ -479,7 +479,7 @@ class LabelConfig(ConfigBase):
 
     SECTION: ClassVar[str] = "label"
     teacher_model_path: List[str] = option(default_factory=list, path="dir", help="Teacher folder(s) (several: their ensemble labels).")
-    unlabeled_filename: str = option("", path="file", help="Raw text (one sentence per line) or CoNLL; with --engine ray also a glob or a comma list of files (read in sorted order).")
+    unlabeled_filename: str = option("", path="any", help="Raw text (one sentence per line) or CoNLL: a file, a folder (its *.txt files), a glob or a comma list of them, read in sorted order by either engine.")
     input_format: str = option("auto", choices=("auto", "text", "conll"), help="Format of the unlabeled file.")
     max_unlabeled: Optional[int] = option(None, ge=1, help="Label at most this many sentences (default: all).")
     teacher_batch_size: int = option(64, ge=1, help="Windows per teacher batch.")

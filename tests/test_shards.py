@@ -328,3 +328,20 @@ def test_a_ray_worker_killed_while_writing_is_restarted_and_its_shard_relabeled(
     assert _labeled(calls) == 23 + S  # the killed shard 0 was labeled twice, no other
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [STORE_FILE] + [shard_name(k) for k in range(5)]
     _same_store(store, reference)
+
+
+@pytest.mark.parametrize("spec", ["folder", "glob", "list"])
+def test_the_local_engine_reads_a_folder_a_glob_or_a_list_of_files(reference, teacher_dir, corpus, tmp_path, spec):
+    given = {"folder": corpus, "glob": corpus / "part*.txt",
+             "list": f"{corpus / 'part1.txt'},{corpus / 'part2.txt'}"}[spec]
+    out = tmp_path / "store"
+    ok(invoke(nlp_train, ["label_unlabeled", "--teacher_model_path", teacher_dir, "--unlabeled_filename", given,
+                          "--output_dir", out, "--chunk_sentences", S, "--teacher_batch_size", 4]))
+    _same_store(TransferStore(out), reference)
+
+
+def test_a_folder_without_text_files_is_one_clear_error(teacher_dir, tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = invoke(nlp_train, ["label_unlabeled", "--teacher_model_path", teacher_dir, "--unlabeled_filename",
+                           tmp_path / "empty", "--output_dir", tmp_path / "store"])
+    assert r.exit_code != 0 and "the folder holds no *.txt file" in r.output

@@ -1,12 +1,15 @@
 """Unlabeled text readers, streamed: raw text (one sentence per line) or CoNLL without tags."""
 from __future__ import annotations
 
+import glob
 import logging
 import re
-from typing import Iterator, List, Optional, Tuple
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 from nlp_distill.data.conll import Sentence, _is_docstart, iter_conll, iter_lines
 from nlp_distill.data.labels import split_tag
+from nlp_distill.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -132,3 +135,36 @@ def iter_unlabeled(path, fmt: Optional[str] = None, max_words: Optional[int] = N
                 yield Sentence(s.tokens[i : i + max_words], None, s.line)
         else:
             yield s
+
+
+def expand_inputs(spec: Union[str, Sequence[str]]) -> List[Path]:
+    """Input files from a path, a folder (its ``*.txt`` files), a glob or a comma list of them
+    (each folder and glob sorted, duplicates dropped, order kept): what both labeling engines read.
+
+    Raises:
+        ConfigError: a part matches no file.
+    """
+    parts = [p.strip() for p in (spec.split(",") if isinstance(spec, str) else spec) if str(p).strip()]
+    if not parts:
+        raise ConfigError("--unlabeled_filename is required (a text file, a folder, a glob or a comma list of files)")
+    out: List[Path] = []
+    for p in parts:
+        if glob.has_magic(str(p)):
+            found = sorted(glob.glob(str(p)))
+        elif Path(p).is_dir():
+            found = sorted(str(f) for f in Path(p).glob("*.txt") if f.is_file())
+        else:
+            found = [str(p)] if Path(p).is_file() else []
+        if not found:
+            raise ConfigError(f"--unlabeled_filename {p!r}: no such file" + (" (the folder holds no *.txt file)"
+                                                                             if Path(p).is_dir() else ""))
+        out.extend(Path(f) for f in found if Path(f) not in out)
+    return out
+
+
+def iter_inputs(paths: Sequence[Path], input_format: str = "auto", encoding: str = "utf-8") -> Iterator[Sentence]:
+    """The sentences of several files one after another, each file's format detected on its own
+    when ``input_format`` is ``auto`` (as the Ray engine reads them)."""
+    for p in paths:
+        yield from iter_unlabeled(p, detect_format(p, encoding) if input_format == "auto" else input_format,
+                                  encoding=encoding)

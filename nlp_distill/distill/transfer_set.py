@@ -18,7 +18,7 @@ from nlp_distill.data.augment import augment_corpus, augment_corpus_indexed, cho
 from nlp_distill.data.batching import ConcatEncoded
 from nlp_distill.data.conll import Sentence
 from nlp_distill.data.labels import LabelVocab
-from nlp_distill.data.unlabeled import count_sentences, detect_format, iter_unlabeled
+from nlp_distill.data.unlabeled import count_sentences, detect_format, expand_inputs, iter_inputs
 from nlp_distill.distill.pseudo_label import label_from_logits, write_pseudo_labeled
 from nlp_distill.distill.store_features import StoreFeatures
 from nlp_distill.distill.teacher_cache import ConcatLogits, TeacherLogitsCache, teacher_fingerprint
@@ -89,18 +89,21 @@ def label_copies_in_memory(teacher, train: Sequence[Sentence], augment: AugmentC
 def label_text(teacher, path, folder, input_format: str = "auto", encoding: str = "utf-8",
                limit: Optional[int] = None, chunk: int = 2048, batch_size: int = 64,
                show_progress: bool = True) -> TransferStore:
-    """Unlabeled text -> teacher labels -> store: the first ``limit`` sentences of ``path`` (raw
-    text or CoNLL without tags, ``input_format`` ``auto`` detects it) labeled by ``teacher`` into
+    """Unlabeled text -> teacher labels -> store: the first ``limit`` sentences of ``path`` (a
+    file, a folder of ``*.txt`` files, a glob or a comma list: ``expand_inputs``; raw text or
+    CoNLL without tags, ``input_format`` ``auto`` detects each file's) labeled by ``teacher`` into
     ``folder`` in chunks of ``chunk`` sentences; a rerun keeps finished chunks.
 
     Raises:
         ConfigError: no such file.
     """
-    if not path or not Path(path).is_file():
-        raise ConfigError(f"--unlabeled_filename {path!r}: no such file")
-    fmt = detect_format(path, encoding) if input_format == "auto" else input_format
-    total = count_sentences(path, fmt, encoding, limit) if show_progress else None
-    sents = islice((s.tokens for s in iter_unlabeled(path, fmt, encoding=encoding)), limit)
+    paths = expand_inputs(path if path else "")
+    total = None
+    if show_progress:
+        counts = [count_sentences(p, detect_format(p, encoding) if input_format == "auto" else input_format, encoding,
+                                  limit) for p in paths]
+        total = None if None in counts else min(sum(counts), limit) if limit is not None else sum(counts)
+    sents = islice((s.tokens for s in iter_inputs(paths, input_format, encoding)), limit)
     store = TransferStore.label(teacher, sents, folder, chunk, batch_size, total=total, show_progress=show_progress)
     logger.info("%d unlabeled sentences from %s, labeled into %s", len(store), path, store.folder)
     return store

@@ -20,44 +20,24 @@ Ray is imported only when a function here runs (``pip install 'ray[data]'``).
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from nlp_distill.config import LabelConfig
 from nlp_distill.data import shards
-from nlp_distill.data.unlabeled import detect_format, iter_unlabeled
+from nlp_distill.data.unlabeled import detect_format, expand_inputs, iter_unlabeled
 from nlp_distill.distill.teacher_cache import teacher_fingerprint
 from nlp_distill.distill.transfer_store import TransferStore, claim_folder, finish_folder, label_block
 from nlp_distill.errors import ConfigError
 from nlp_distill.utils.progress import progress_enabled, stderr_is_terminal
 
 logger = logging.getLogger(__name__)
-
-
-def expand_inputs(spec: Union[str, Sequence[str]]) -> List[Path]:
-    """Input files from a path, a glob or a comma list of them (each glob sorted, duplicates
-    dropped, order kept).
-
-    Raises:
-        ConfigError: a part matches no file.
-    """
-    parts = [p.strip() for p in (spec.split(",") if isinstance(spec, str) else spec) if str(p).strip()]
-    if not parts:
-        raise ConfigError("--unlabeled_filename is required (a text file, a glob or a comma list of files)")
-    out: List[Path] = []
-    for p in parts:
-        found = sorted(glob.glob(str(p))) if glob.has_magic(str(p)) else ([str(p)] if Path(p).is_file() else [])
-        if not found:
-            raise ConfigError(f"--unlabeled_filename {p!r}: no such file")
-        out.extend(Path(f) for f in found if Path(f) not in out)
-    return out
 
 
 def plan_shards(paths: Sequence[Path], input_format: str = "auto", encoding: str = "utf-8",
