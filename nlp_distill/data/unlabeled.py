@@ -137,14 +137,15 @@ def iter_unlabeled(path, fmt: Optional[str] = None, max_words: Optional[int] = N
             yield s
 
 
-def expand_inputs(spec: Union[str, Sequence[str]]) -> List[Path]:
+def expand_inputs(spec: Union[str, Path, Sequence[str]]) -> List[Path]:
     """Input files from a path, a folder (its ``*.txt`` files), a glob or a comma list of them
     (each folder and glob sorted, duplicates dropped, order kept): what both labeling engines read.
 
     Raises:
         ConfigError: a part matches no file.
     """
-    parts = [p.strip() for p in (spec.split(",") if isinstance(spec, str) else spec) if str(p).strip()]
+    items = [str(spec)] if isinstance(spec, Path) else spec.split(",") if isinstance(spec, str) else list(spec)
+    parts = [str(p).strip() for p in items if str(p).strip()]
     if not parts:
         raise ConfigError("--unlabeled_filename is required (a text file, a folder, a glob or a comma list of files)")
     out: List[Path] = []
