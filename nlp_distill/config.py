@@ -173,7 +173,7 @@ class TrainerConfig(ConfigBase):
     max_grad_norm: float = option(5.0, ge=0, help="Clip the gradient norm to this (0: no clipping).")
     grad_accum_steps: int = option(1, ge=1, help="Micro-batches per optimiser step (exactly one large batch).")
     min_steps: int = option(0, ge=0, help="While --epochs is at its default: train at least this many optimiser steps; where the default epochs give fewer, epochs and --early_stopping_patience are multiplied by the same factor, so a small data set trains as long as a larger one (an --epochs you set is kept; 0: off).")
-    early_stopping_patience: int = option(0, ge=0, help="Stop after this many epochs without dev improvement, counted from the first epoch that scores above 0 on dev (a model that tags nothing yet is not stopped; 0: never).")
+    early_stopping_patience: int = option(0, ge=0, help="Stop after this many epochs without dev improvement, counted once the best dev score is no longer 0 (a model that tags nothing yet is not stopped; 0: never).")
     ema_decay: float = option(0.0, ge=0, lt=1, help="Keep an exponential moving average of the weights (decay per optimiser step t: min(EMA_DECAY, (1+t)/(10+t)), so it reaches 0.99 after ~900 steps); dev evaluation and the saved model use the average (0: off).")
     metric_for_best: str = option("f1", help="Dev metric that picks the best epoch (a key of the evaluation: f1, precision, recall, accuracy).")
     seed: int = option(42, help="Random seed (weights, shuffling, dropout).")

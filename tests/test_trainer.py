@@ -124,6 +124,7 @@ def test_best_checkpoint_is_best_dev_epoch(tmp_path):
     # a model that scores 0 (tags no entity yet) is never stopped: patience counts from the first score above 0
     (2, [0.0, 0.0, 0.0, 0.0, 0.3, 0.2, 0.2, 0.9], 7),
     (1, [0.0] * 6, 6),
+    (1, [-0.5, -0.4, -0.45, -0.3], 3),  # a negative score (a loss) counts as any other
 ])
 def test_early_stopping(tmp_path, patience, script, expected_epochs):
     torch.manual_seed(0)
@@ -144,7 +145,7 @@ def test_early_stopping(tmp_path, patience, script, expected_epochs):
         ref += 1
         if s > best:
             best, bad = s, 0
-        elif best > 0:
+        elif best != 0:
             bad += 1
             if bad >= patience:
                 break

@@ -248,7 +248,7 @@ class Trainer:
             if improved:
                 best, best_epoch, bad_epochs = score, epoch, 0
                 self._save_best()
-            elif epoch >= self.patience_start and best > 0:  # a model that scores 0 has not started learning
+            elif epoch >= self.patience_start and best != 0:  # a dev score still 0 (no entity tagged): not started
                 bad_epochs += 1
             history.append(self._record(epoch, train, train_seconds, metrics, score, improved))
             self._checkpoint({
