@@ -348,10 +348,10 @@ def markdown(result: Dict) -> str:
 
 
 def machine() -> str:
+    from nlp_distill.utils.machine import cpu_name
+
     spacy = import_spacy()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() else platform.processor()
-    return (f"{cpu}, {os.cpu_count()} CPUs visible, Python {platform.python_version()}, torch {torch.__version__}, "
+    return (f"{cpu_name()}, {os.cpu_count()} CPUs visible, Python {platform.python_version()}, torch {torch.__version__}, "
             f"spaCy {spacy.__version__}")
 
 

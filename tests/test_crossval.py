@@ -285,3 +285,16 @@ def test_crossval_runs_as_a_real_subprocess(tmp_path):
     assert res["folds_complete"] == [2] and "teacher" not in res and res["recipes"]["gold"]["per_fold"].keys() == {"2"}
     assert "| gold |" in r.stdout
     assert "nlp-train crossval --data_dir" in res["command"]
+
+
+def test_a_shared_teacher_cache_serves_a_second_campaign(tmp_path, tiny_encoder_dir):
+    cache = tmp_path / "teachers"
+    one = _spec(tmp_path / "a", tiny_encoder_dir, teacher_cache_dir=str(cache))
+    one = CrossvalSpec(**{**one.__dict__, "recipes": one.recipes[1:], "run_folds": (0,), "seeds": (1,)})
+    first = CountingRunner()
+    cross_validate(one, first)
+    second = CountingRunner()
+    res = cross_validate(CrossvalSpec(**{**one.__dict__, "output_dir": str(tmp_path / "b")}), second)
+    assert [c for c, *_ in first.trained] == ["transformer_token", "tagger_kd"]
+    assert [c for c, *_ in second.trained] == ["tagger_kd"]  # the fold teacher came from the cache
+    assert Path(res["teacher"]["folder"]).parent == cache and not (tmp_path / "b" / "teachers").exists()
